@@ -1,0 +1,118 @@
+//! Wiring: opens the root key, keyring, policy and store named by the
+//! configuration, and builds the vault the server serves. Also prepares the
+//! self-contained `serve --dev` directory.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::crypto::{KeyringFile, RootKey};
+use crate::policy::{self, Policy};
+use crate::store::SledStore;
+use crate::vault::{KeyManager, Limits, Vault};
+
+/// The files a vault runs on.
+#[derive(Clone, Debug)]
+pub struct VaultPaths {
+    pub data_dir: PathBuf,
+    pub keyring_file: PathBuf,
+    pub root_key_file: PathBuf,
+    pub policy_file: PathBuf,
+}
+
+/// Tunables with production defaults.
+#[derive(Clone, Debug)]
+pub struct VaultOptions {
+    /// Unwrapped customer keys kept in memory.
+    pub dek_cache_capacity: usize,
+    /// sled's page cache, in bytes.
+    pub store_cache_bytes: u64,
+    pub limits: Limits,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            dek_cache_capacity: 10_000,
+            store_cache_bytes: 256 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+pub fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
+    let policy = Policy::load(&paths.policy_file)?;
+    let root_key = RootKey::load(&paths.root_key_file)?;
+    let (_keyring_file, keyring) =
+        KeyringFile::open_or_create(&paths.keyring_file, &root_key, now_ms())
+            .with_context(|| format!("opening keyring {}", paths.keyring_file.display()))?;
+    fs::create_dir_all(&paths.data_dir)
+        .with_context(|| format!("creating data directory {}", paths.data_dir.display()))?;
+    let store = SledStore::open(&paths.data_dir, options.store_cache_bytes)
+        .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
+    let keys = KeyManager::new(keyring, options.dek_cache_capacity);
+    Ok(Vault::new(
+        Arc::new(store),
+        keys,
+        Arc::new(policy),
+        options.limits.clone(),
+    ))
+}
+
+/// A development vault's directory, and the API key when it was just created
+/// (it is printed once; it also stays in `dev-api-key`, mode 0600).
+pub struct DevSetup {
+    pub paths: VaultPaths,
+    pub new_api_key: Option<String>,
+    pub api_key_file: PathBuf,
+}
+
+/// Creates (once) a root key, a development policy with one all-powerful key,
+/// and the data directory under `dir`.
+pub fn prepare_dev(dir: &Path) -> anyhow::Result<DevSetup> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let paths = VaultPaths {
+        data_dir: dir.join("store"),
+        keyring_file: dir.join("keyring"),
+        root_key_file: dir.join("root.key"),
+        policy_file: dir.join("policy.toml"),
+    };
+    let api_key_file = dir.join("dev-api-key");
+    if !paths.root_key_file.exists() {
+        RootKey::generate_file(&paths.root_key_file)?;
+    }
+    let mut new_api_key = None;
+    if !paths.policy_file.exists() {
+        let api_key = policy::generate_api_key();
+        let policy_text = policy::dev_policy_toml(&policy::api_key_sha256_hex(&api_key));
+        write_new_file(&api_key_file, format!("{api_key}\n").as_bytes())?;
+        write_new_file(&paths.policy_file, policy_text.as_bytes())?;
+        new_api_key = Some(api_key);
+    }
+    Ok(DevSetup {
+        paths,
+        new_api_key,
+        api_key_file,
+    })
+}
+
+/// Creates a file readable by its owner only; refuses to overwrite.
+fn write_new_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,124 @@
+//! `pii-vault serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::app::{self, VaultOptions, VaultPaths};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "PII_VAULT_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "PII_VAULT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The keyring file (master key versions, wrapped by the root key).
+    #[arg(long, env = "PII_VAULT_KEYRING_FILE")]
+    pub keyring_file: Option<PathBuf>,
+    /// The root key file (64 hex characters, mode 0600); see `pii-vault keygen`.
+    #[arg(long, env = "PII_VAULT_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+    /// The policy file (TOML): purposes, principals, scopes, disclosure.
+    #[arg(long, env = "PII_VAULT_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Development mode: creates everything it needs under --data-dir
+    /// (default ./.pii-vault-dev) and prints an all-powerful API key once.
+    #[arg(long)]
+    pub dev: bool,
+    /// Log format on stdout.
+    #[arg(long, env = "PII_VAULT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// How many unwrapped customer keys to keep in memory.
+    #[arg(long, env = "PII_VAULT_DEK_CACHE", default_value_t = 10_000)]
+    pub dek_cache: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let paths = if args.dev {
+        dev_paths(args.data_dir.clone())?
+    } else {
+        production_paths(&args)?
+    };
+    let options = VaultOptions {
+        dek_cache_capacity: args.dek_cache,
+        ..VaultOptions::default()
+    };
+    let vault = Arc::new(app::open_vault(&paths, &options)?);
+    let server = crate::server::start(vault, args.listen).await?;
+    println!("pii-vault listening on {}", server.local_addr);
+    server.run_until(shutdown_signal()).await
+}
+
+fn dev_paths(data_dir: Option<PathBuf>) -> anyhow::Result<VaultPaths> {
+    let dir = data_dir.unwrap_or_else(|| PathBuf::from(".pii-vault-dev"));
+    let setup = app::prepare_dev(&dir)?;
+    if let Some(api_key) = &setup.new_api_key {
+        println!("Development vault created in {}.", dir.display());
+        println!(
+            "Its all-powerful API key (shown once; also in {}):",
+            setup.api_key_file.display()
+        );
+        println!();
+        println!("    export PII_VAULT_API_KEY={api_key}");
+        println!();
+        println!("Never use --dev for real data: the root key sits next to the data.");
+    }
+    Ok(setup.paths)
+}
+
+fn production_paths(args: &ServeArgs) -> anyhow::Result<VaultPaths> {
+    let required = |value: &Option<PathBuf>, flag: &str| {
+        value
+            .clone()
+            .with_context(|| format!("{flag} is required (or run `pii-vault serve --dev`)"))
+    };
+    Ok(VaultPaths {
+        data_dir: required(&args.data_dir, "--data-dir")?,
+        keyring_file: required(&args.keyring_file, "--keyring-file")?,
+        root_key_file: required(&args.root_key_file, "--root-key-file")?,
+        policy_file: required(&args.policy, "--policy")?,
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PII_VAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

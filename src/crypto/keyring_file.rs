@@ -1,0 +1,250 @@
+//! The keyring on disk: two fixed 64 KiB slots, each
+//! `magic "PVKR" | format u8 | generation u64 | nonce 12 | payload length u32 |
+//! AES-256-GCM(root key, payload) with the header as associated data | zeros`.
+//!
+//! Slots are overwritten in place and fsync'd rather than replaced by a rename, so
+//! a destroyed master key does not linger in an unlinked file. (On copy-on-write
+//! filesystems and SSDs, overwriting is the best a file can do; the keys are also
+//! encrypted under the root key.)
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::{AeadInPlace, Aes256Gcm, Nonce, Tag};
+use zeroize::Zeroizing;
+
+use super::keyring_codec;
+use super::sealed::{self, NONCE_LEN, TAG_LEN};
+use super::secure_file::{create_private, ensure_private, sync_parent_dir};
+use super::{CryptoError, Keyring, RootKey};
+
+const MAGIC: &[u8; 4] = b"PVKR";
+const SLOT_FORMAT: u8 = 1;
+const SLOT_LEN: usize = 64 * 1024;
+const FILE_LEN: usize = 2 * SLOT_LEN;
+const HEADER_LEN: usize = 4 + 1 + 8 + NONCE_LEN + 4;
+const MAX_PAYLOAD_LEN: usize = SLOT_LEN - HEADER_LEN - TAG_LEN;
+
+/// The open keyring file. Holds the root key's expanded cipher (wiped on drop),
+/// not the root key itself.
+pub struct KeyringFile {
+    path: PathBuf,
+    file: File,
+    root_cipher: Aes256Gcm,
+    /// Generation of the newest valid slot, and which slot holds it.
+    generation: u64,
+    newest_slot: usize,
+}
+
+/// What reading one slot found.
+enum Slot {
+    /// No magic or an impossible header: never a slot we wrote completely.
+    Garbage,
+    /// A well-formed header whose ciphertext does not authenticate: a torn
+    /// write, or another root key.
+    Unauthenticated,
+    Valid {
+        generation: u64,
+        payload: Zeroizing<Vec<u8>>,
+    },
+}
+
+impl KeyringFile {
+    /// Opens the keyring file, or creates it (mode 0600) with a new keyring whose
+    /// master version 1 is active. Refuses a file group or others can access.
+    pub fn open_or_create(
+        path: impl AsRef<Path>,
+        root: &RootKey,
+        now_ms: i64,
+    ) -> Result<(KeyringFile, Keyring), CryptoError> {
+        let path = path.as_ref();
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => Self::open_existing(path, file, root),
+            Err(e) if e.kind() == ErrorKind::NotFound => Self::create(path, root, now_ms),
+            Err(e) => Err(CryptoError::io(path, e)),
+        }
+    }
+
+    /// Writes the keyring to the older slot (generation g+1), fsyncs, then to the
+    /// other slot (g+2), fsyncs. A crash at any point leaves one valid slot with
+    /// the old or the new state; after success neither slot holds a key that
+    /// `keyring` no longer has.
+    pub fn save(&mut self, keyring: &Keyring) -> Result<(), CryptoError> {
+        let payload = keyring_codec::encode(keyring);
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(CryptoError::KeyringTooLarge {
+                payload_len: payload.len(),
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        for _ in 0..2 {
+            let slot = 1 - self.newest_slot;
+            self.write_slot(slot, self.generation + 1, &payload)?;
+            self.generation += 1;
+            self.newest_slot = slot;
+        }
+        Ok(())
+    }
+
+    fn create(
+        path: &Path,
+        root: &RootKey,
+        now_ms: i64,
+    ) -> Result<(KeyringFile, Keyring), CryptoError> {
+        let file = create_private(path)?;
+        let keyring = Keyring::generate(now_ms);
+        let mut keyring_file = KeyringFile {
+            path: path.to_path_buf(),
+            file,
+            root_cipher: sealed::cipher_for(root.key()),
+            generation: 0,
+            newest_slot: 1,
+        };
+        if let Err(e) = keyring_file.save(&keyring) {
+            // Nothing was ever wrapped under this keyring; a half-written file would
+            // only block the next start.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        sync_parent_dir(path)?;
+        Ok((keyring_file, keyring))
+    }
+
+    fn open_existing(
+        path: &Path,
+        file: File,
+        root: &RootKey,
+    ) -> Result<(KeyringFile, Keyring), CryptoError> {
+        ensure_private(&file, path)?;
+        let len = file.metadata().map_err(|e| CryptoError::io(path, e))?.len();
+        if len != FILE_LEN as u64 {
+            return Err(CryptoError::KeyringCorrupt("the file is not 128 KiB long"));
+        }
+        let mut contents = vec![0u8; FILE_LEN];
+        file.read_exact_at(&mut contents, 0)
+            .map_err(|e| CryptoError::io(path, e))?;
+        let root_cipher = sealed::cipher_for(root.key());
+        let (newest_slot, generation, payload) = newest_valid_slot(&root_cipher, &contents)?;
+        let keyring = keyring_codec::decode(&payload)?;
+        let keyring_file = KeyringFile {
+            path: path.to_path_buf(),
+            file,
+            root_cipher,
+            generation,
+            newest_slot,
+        };
+        Ok((keyring_file, keyring))
+    }
+
+    /// Overwrites one whole slot (padding included, so no old ciphertext stays
+    /// behind it) and waits for it to reach the disk.
+    fn write_slot(&self, slot: usize, generation: u64, payload: &[u8]) -> Result<(), CryptoError> {
+        let sealed_slot = seal_slot(&self.root_cipher, generation, payload)?;
+        self.file
+            .write_all_at(&sealed_slot, (slot * SLOT_LEN) as u64)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| CryptoError::io(&self.path, e))
+    }
+}
+
+impl std::fmt::Debug for KeyringFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringFile")
+            .field("path", &self.path)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The slot with the highest generation that authenticates; `WrongRootKey` when
+/// none does but one looks like ours, `KeyringCorrupt` when neither does.
+fn newest_valid_slot(
+    root_cipher: &Aes256Gcm,
+    contents: &[u8],
+) -> Result<(usize, u64, Zeroizing<Vec<u8>>), CryptoError> {
+    let mut newest: Option<(usize, u64, Zeroizing<Vec<u8>>)> = None;
+    let mut saw_our_header = false;
+    for (index, slot) in contents.chunks_exact(SLOT_LEN).enumerate() {
+        match open_slot(root_cipher, slot) {
+            Slot::Garbage => {}
+            Slot::Unauthenticated => saw_our_header = true,
+            Slot::Valid {
+                generation,
+                payload,
+            } => {
+                if newest
+                    .as_ref()
+                    .is_none_or(|(_, newest_gen, _)| generation > *newest_gen)
+                {
+                    newest = Some((index, generation, payload));
+                }
+            }
+        }
+    }
+    match newest {
+        Some(found) => Ok(found),
+        None if saw_our_header => Err(CryptoError::WrongRootKey),
+        None => Err(CryptoError::KeyringCorrupt("no slot holds a keyring")),
+    }
+}
+
+fn open_slot(root_cipher: &Aes256Gcm, slot: &[u8]) -> Slot {
+    let (header, body) = slot.split_at(HEADER_LEN);
+    if &header[..4] != MAGIC || header[4] != SLOT_FORMAT {
+        return Slot::Garbage;
+    }
+    let generation = u64::from_be_bytes(header[5..13].try_into().unwrap_or_default());
+    let nonce = &header[13..13 + NONCE_LEN];
+    let payload_len = u32::from_be_bytes(header[25..29].try_into().unwrap_or_default()) as usize;
+    if payload_len > MAX_PAYLOAD_LEN {
+        return Slot::Garbage;
+    }
+    let mut payload = Zeroizing::new(body[..payload_len].to_vec());
+    let tag = Tag::from_slice(&body[payload_len..payload_len + TAG_LEN]);
+    match root_cipher.decrypt_in_place_detached(Nonce::from_slice(nonce), header, &mut payload, tag)
+    {
+        Ok(()) => Slot::Valid {
+            generation,
+            payload,
+        },
+        Err(_) => Slot::Unauthenticated,
+    }
+}
+
+/// A full slot image. The buffer briefly holds the plaintext payload before it is
+/// encrypted in place, hence `Zeroizing`.
+fn seal_slot(
+    root_cipher: &Aes256Gcm,
+    generation: u64,
+    payload: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let too_large = || CryptoError::KeyringTooLarge {
+        payload_len: payload.len(),
+        max: MAX_PAYLOAD_LEN,
+    };
+    let payload_len = u32::try_from(payload.len()).map_err(|_| too_large())?;
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(too_large());
+    }
+    let nonce = sealed::random_nonce();
+    let mut image = Zeroizing::new(vec![0u8; SLOT_LEN]);
+    let (header, body) = image.split_at_mut(HEADER_LEN);
+    header[..4].copy_from_slice(MAGIC);
+    header[4] = SLOT_FORMAT;
+    header[5..13].copy_from_slice(&generation.to_be_bytes());
+    header[13..25].copy_from_slice(&nonce);
+    header[25..29].copy_from_slice(&payload_len.to_be_bytes());
+    let (ciphertext, rest) = body.split_at_mut(payload.len());
+    ciphertext.copy_from_slice(payload);
+    let tag = root_cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), header, ciphertext)
+        .map_err(|_| too_large())?;
+    rest[..TAG_LEN].copy_from_slice(&tag);
+    Ok(image)
+}
+
+#[cfg(test)]
+#[path = "keyring_file_tests.rs"]
+mod tests;

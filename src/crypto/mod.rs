@@ -1,0 +1,25 @@
+//! Keys and ciphers of the vault: the root key file, the keyring of master keys,
+//! wrapped data keys (DEKs), the data envelope, blind indexes and the DEK cache.
+//!
+//! Nothing here knows about storage or transport; callers hand in bytes and ids.
+
+mod dek_cache;
+mod envelope;
+mod error;
+mod index;
+mod keyring;
+mod keyring_codec;
+mod keyring_file;
+mod root_key;
+mod sealed;
+mod secret;
+mod secure_file;
+
+pub use dek_cache::DekCache;
+pub use envelope::{key_version_of, Binding, DataCipher, Dek};
+pub use error::CryptoError;
+pub use index::IndexKey;
+pub use keyring::{master_version_of_wrapped, Keyring, MasterKey};
+pub use keyring_file::KeyringFile;
+pub use root_key::RootKey;
+pub use secret::Key32;

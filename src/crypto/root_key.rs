@@ -1,0 +1,215 @@
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use data_encoding::{HEXLOWER, HEXLOWER_PERMISSIVE};
+use zeroize::Zeroizing;
+
+use super::secure_file::{create_private, ensure_private, read_up_to, sync_parent_dir};
+use super::{CryptoError, Key32};
+
+/// Longest root key file accepted: 64 hex characters plus generous trailing
+/// whitespace. Anything longer is not a key file.
+const MAX_FILE_LEN: usize = 256;
+
+/// The root key: wraps the keyring file. Read from a file (a Kubernetes Secret in
+/// production) that only its owner may read.
+#[derive(Debug)]
+pub struct RootKey(Key32);
+
+impl RootKey {
+    /// Loads 64 hex characters (optionally followed by whitespace) or exactly 32
+    /// raw bytes. Refuses a file that group or others can access.
+    pub fn load(path: impl AsRef<Path>) -> Result<RootKey, CryptoError> {
+        let path = path.as_ref();
+        let mut file = File::open(path).map_err(|e| CryptoError::io(path, e))?;
+        ensure_private(&file, path)?;
+        let mut contents = Zeroizing::new([0u8; MAX_FILE_LEN + 1]);
+        let len = read_up_to(&mut file, &mut contents[..]).map_err(|e| CryptoError::io(path, e))?;
+        if len > MAX_FILE_LEN {
+            return Err(bad_file(path, "the file is too long"));
+        }
+        parse_key(&contents[..len])
+            .map(RootKey)
+            .ok_or_else(|| bad_file(path, "expected 64 hex characters or 32 raw bytes"))
+    }
+
+    /// Writes a new random root key as 64 lowercase hex characters and a newline,
+    /// to a new owner-only file. Never overwrites an existing file.
+    pub fn generate_file(path: impl AsRef<Path>) -> Result<(), CryptoError> {
+        let path = path.as_ref();
+        let mut file = create_private(path)?;
+        let written = write_new_key(&mut file).map_err(|e| CryptoError::io(path, e));
+        if written.is_err() {
+            // A half-written key file would make the next start fail with a
+            // confusing error; nothing was ever encrypted under it, so remove it.
+            let _ = std::fs::remove_file(path);
+        }
+        written?;
+        sync_parent_dir(path)
+    }
+
+    pub(crate) fn key(&self) -> &Key32 {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_key(key: Key32) -> RootKey {
+        RootKey(key)
+    }
+}
+
+fn write_new_key(file: &mut File) -> std::io::Result<()> {
+    let key = Key32::generate();
+    let mut line = Zeroizing::new([b'\n'; 65]);
+    HEXLOWER.encode_mut(key.expose(), &mut line[..64]);
+    file.write_all(&line[..])?;
+    file.sync_all()
+}
+
+fn parse_key(contents: &[u8]) -> Option<Key32> {
+    if contents.len() == 32 {
+        return Key32::from_slice(contents);
+    }
+    let hex_len = contents
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |last| last + 1);
+    if hex_len != 64 {
+        return None;
+    }
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    HEXLOWER_PERMISSIVE
+        .decode_mut(&contents[..64], &mut bytes[..])
+        .ok()?;
+    Key32::from_slice(&bytes[..])
+}
+
+fn bad_file(path: &Path, reason: &'static str) -> CryptoError {
+    CryptoError::BadKeyFile {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    use super::*;
+
+    fn write_file(path: &Path, contents: &[u8], mode: u32) {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .expect("create test file");
+        file.write_all(contents).expect("write test file");
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn generated_file_loads_and_is_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("root.key");
+        RootKey::generate_file(&path).expect("generate");
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(text.len(), 65);
+        assert!(text.ends_with('\n'));
+        assert!(text[..64]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let key = RootKey::load(&path).expect("load");
+        assert_eq!(HEXLOWER.encode(key.key().expose()), text[..64]);
+    }
+
+    #[test]
+    fn generate_file_refuses_to_overwrite_an_existing_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("root.key");
+        write_file(&path, b"keep me", 0o600);
+        let err = RootKey::generate_file(&path).expect_err("must refuse");
+        assert!(matches!(err, CryptoError::Io { .. }));
+        assert_eq!(fs::read(&path).expect("read"), b"keep me");
+    }
+
+    #[test]
+    fn hex_key_with_uppercase_and_trailing_whitespace_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("root.key");
+        let hex = "AB".repeat(32) + " \r\n\n";
+        write_file(&path, hex.as_bytes(), 0o600);
+        let key = RootKey::load(&path).expect("load");
+        assert_eq!(key.key().expose(), &[0xab; 32]);
+    }
+
+    #[test]
+    fn raw_32_byte_key_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("root.key");
+        let raw: Vec<u8> = (0u8..32).collect();
+        write_file(&path, &raw, 0o400);
+        let key = RootKey::load(&path).expect("load");
+        assert_eq!(&key.key().expose()[..], &raw[..]);
+    }
+
+    #[test]
+    fn group_readable_root_key_is_refused_with_its_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("root.key");
+        write_file(&path, "00".repeat(32).as_bytes(), 0o644);
+        let err = RootKey::load(&path).expect_err("must refuse");
+        assert!(matches!(
+            err,
+            CryptoError::InsecurePermissions { mode: 0o644, .. }
+        ));
+        assert!(err.to_string().contains("(mode 0644); chmod 600 it"));
+    }
+
+    #[test]
+    fn bad_contents_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"short",
+            &[0u8; 31],
+            &[0u8; 33],
+            b"zz00000000000000000000000000000000000000000000000000000000000000",
+            b"  00000000000000000000000000000000000000000000000000000000000000",
+        ];
+        for (i, contents) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("bad{i}.key"));
+            write_file(&path, contents, 0o600);
+            let err = RootKey::load(&path).expect_err("must refuse");
+            assert!(
+                matches!(err, CryptoError::BadKeyFile { .. }),
+                "case {i}: {err}"
+            );
+        }
+        let long = dir.path().join("long.key");
+        write_file(&long, &[b'0'; 1000], 0o600);
+        assert!(matches!(
+            RootKey::load(&long),
+            Err(CryptoError::BadKeyFile { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_root_key_file_is_an_io_error_naming_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = RootKey::load(dir.path().join("absent.key")).expect_err("missing");
+        assert!(err.to_string().contains("absent.key"));
+    }
+
+    #[test]
+    fn debug_of_a_root_key_is_redacted() {
+        let key = RootKey::from_key(Key32::from_bytes([0x5a; 32]));
+        let printed = format!("{key:?}");
+        assert!(printed.contains("redacted"));
+        assert!(!printed.to_lowercase().contains("5a5a"));
+    }
+}

@@ -1,0 +1,68 @@
+//! Storage engines behind one trait. The domain hands over whole, already encrypted
+//! records; an engine stores them atomically and durably and knows nothing of
+//! cryptography or gRPC. Only `sled_engine.rs` imports sled.
+
+mod group_commit;
+mod records;
+mod sled_engine;
+
+pub use records::{
+    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, ReceiptRecord, TokenRecord,
+    TokenTarget, WrappedDekRecord,
+};
+pub use sled_engine::SledStore;
+
+/// Failures of the engine itself (disk, corruption), never of a request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error("storage is not durable: a flush to disk failed earlier ({0})")]
+    NotDurable(String),
+}
+
+/// Why a commit was not applied. Conflicts are retried by the domain.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("the customer changed since it was read")]
+    Conflict,
+    #[error("a new token is already taken")]
+    TokenTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the domain needs of a storage engine. Reads see committed state; `commit`
+/// applies one customer's change atomically and returns only once it is on stable
+/// storage.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError>;
+    /// Every field of the customer, ordered by field name.
+    async fn fields(&self, customer_id: &str) -> Result<Vec<(String, FieldRecord)>, StoreError>;
+    async fn field(
+        &self,
+        customer_id: &str,
+        field_name: &str,
+    ) -> Result<Option<FieldRecord>, StoreError>;
+    async fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token (field tokens and standalone ones) of the customer.
+    async fn customer_tokens(&self, customer_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Customers whose field `field_name` has this blind index, at most `limit`.
+    async fn find_by_index(
+        &self,
+        field_name: &str,
+        blind_index: &[u8; 32],
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The receipt id of the customer's last erasure, if they were erased.
+    async fn erasure_of(&self, customer_id: &str) -> Result<Option<String>, StoreError>;
+    async fn receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError>;
+    /// Applies a change if the customer is still at `change.expected_revision` and
+    /// every new token is free; durable before it returns.
+    async fn commit(&self, change: CustomerChange) -> Result<(), CommitError>;
+    /// Flushes everything to stable storage (used at shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}

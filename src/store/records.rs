@@ -1,0 +1,93 @@
+//! The records an engine keeps. Values arrive encrypted; names, kinds and ids are
+//! metadata, never personal values.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    /// Bumped by every change to the customer; commits compare it to detect races.
+    pub revision: u64,
+    pub created_at_ms: i64,
+    pub dek: WrappedDekRecord,
+    /// AES-GCM encryptions performed under the current DEK (nonce-reuse bound).
+    pub encryptions: u64,
+    /// Every master key version that ever wrapped one of this customer's DEKs:
+    /// erasure is cryptographic once all of them are destroyed.
+    pub wrapped_under: BTreeSet<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WrappedDekRecord {
+    pub version: u32,
+    pub master_version: u32,
+    pub created_at_ms: i64,
+    pub wrapped: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldRecord {
+    pub kind: String,
+    pub token: String,
+    pub ciphertext: Vec<u8>,
+    pub updated_at_ms: i64,
+    /// Set for searchable kinds, so erasure can find the index entry without decrypting.
+    pub blind_index: Option<[u8; 32]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub customer_id: String,
+    pub kind: String,
+    pub format: String,
+    pub target: TokenTarget,
+}
+
+/// A field's token resolves to the field's current value; a standalone token
+/// carries its own encrypted value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TokenTarget {
+    Field(String),
+    Value(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub field_name: String,
+    pub blind_index: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub receipt_id: String,
+    pub customer_id: String,
+    pub deleted_at_ms: i64,
+    pub reason: String,
+    pub fields_erased: u32,
+    pub tokens_erased: u32,
+    pub data_keys_destroyed: Vec<String>,
+    pub wrapped_under: BTreeSet<u32>,
+    pub audit_hash: String,
+}
+
+/// Everything one request changes for one customer, applied all or nothing.
+#[derive(Clone, Debug, Default)]
+pub struct CustomerChange {
+    pub customer_id: String,
+    /// The revision the domain read; `None` means the customer must not exist yet.
+    pub expected_revision: Option<u64>,
+    /// The customer's new record; `None` removes the customer.
+    pub customer: Option<CustomerRecord>,
+    pub put_fields: Vec<(String, FieldRecord)>,
+    pub delete_fields: Vec<String>,
+    /// Tokens that must not exist yet (random and format-preserving draws).
+    pub new_tokens: Vec<(String, TokenRecord)>,
+    /// Tokens written whether or not they exist (re-encryption, deterministic reuse).
+    pub put_tokens: Vec<(String, TokenRecord)>,
+    pub delete_tokens: Vec<String>,
+    pub put_index: Vec<IndexEntry>,
+    pub delete_index: Vec<IndexEntry>,
+    /// An erasure receipt; also marks the customer id as erased.
+    pub receipt: Option<ReceiptRecord>,
+}

@@ -1,0 +1,369 @@
+//! PutFields, GetFields and DeleteFields: a customer's named profile fields.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::crypto::Binding;
+use crate::policy::Scope;
+use crate::store::{CustomerChange, FieldRecord, IndexEntry, TokenRecord, TokenTarget};
+
+use super::tokenize::TokenMinter;
+use super::{
+    now_ms, reveal, shown_for, stored_kind, today, Attempt, Caller, CustomerId, FieldKind,
+    FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
+};
+
+/// One field as a client sent it.
+pub struct FieldInput {
+    pub name: String,
+    pub kind: FieldKind,
+    pub value: String,
+}
+
+/// A field after validation: its name parsed and its value normalized.
+struct ValidField {
+    name: FieldName,
+    kind: FieldKind,
+    normalized: String,
+}
+
+/// One field as a caller may see it.
+#[derive(Debug)]
+pub struct FieldView {
+    pub name: String,
+    pub kind: FieldKind,
+    pub value: Option<String>,
+    pub token: String,
+    pub shown: Shown,
+    pub error: Option<VaultError>,
+    pub updated_at_ms: i64,
+}
+
+impl Vault {
+    /// Stores (inserts or replaces) fields of one customer; returns each field's
+    /// token. Any invalid field rejects the whole request with nothing written.
+    pub async fn put_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        inputs: Vec<FieldInput>,
+        purpose: &str,
+        format: TokenFormat,
+    ) -> Result<BTreeMap<String, String>, VaultError> {
+        caller.require_scope(Scope::DataWrite)?;
+        let customer = CustomerId::parse(customer_id)?;
+        self.check_purpose(caller, purpose)?;
+        let fields = self.validate_fields(inputs)?;
+        self.retry_commit(|| self.try_put_fields(&customer, &fields, format))
+            .await
+    }
+
+    fn validate_fields(&self, inputs: Vec<FieldInput>) -> Result<Vec<ValidField>, VaultError> {
+        if inputs.is_empty() {
+            return Err(VaultError::invalid(
+                "fields: at least one field is required",
+            ));
+        }
+        Limits::check_count("fields", inputs.len(), self.limits.max_fields_per_request)?;
+        let today = today();
+        let mut seen = BTreeSet::new();
+        inputs
+            .into_iter()
+            .map(|input| {
+                let name = FieldName::parse(&input.name)?;
+                if !seen.insert(name.clone()) {
+                    return Err(VaultError::invalid(format!(
+                        "field \"{name}\" appears twice"
+                    )));
+                }
+                let normalized = input.kind.normalize(&input.value, today).map_err(|error| {
+                    VaultError::invalid(format!(
+                        "field \"{name}\" ({}): {error}",
+                        input.kind.name()
+                    ))
+                })?;
+                Ok(ValidField {
+                    name,
+                    kind: input.kind,
+                    normalized,
+                })
+            })
+            .collect()
+    }
+
+    async fn try_put_fields(
+        &self,
+        customer: &CustomerId,
+        fields: &[ValidField],
+        format: TokenFormat,
+    ) -> Result<BTreeMap<String, String>, Attempt> {
+        let now = now_ms();
+        let id = customer.as_str();
+        let (mut record, cipher, expected_revision) = match self.store.customer(id).await? {
+            Some(record) => {
+                let cipher = self.keys.cipher(customer, &record)?;
+                let revision = record.revision;
+                (record, cipher, Some(revision))
+            }
+            None => {
+                let (record, cipher) = self.keys.new_customer(customer, now)?;
+                (record, cipher, None)
+            }
+        };
+        let existing: HashMap<String, FieldRecord> = match expected_revision {
+            Some(_) => self.store.fields(id).await?.into_iter().collect(),
+            None => HashMap::new(),
+        };
+        let mut change = CustomerChange {
+            customer_id: id.to_owned(),
+            expected_revision,
+            ..CustomerChange::default()
+        };
+        let mut minter = TokenMinter::new(self, customer);
+        let mut tokens = BTreeMap::new();
+        for field in fields {
+            let name = field.name.as_str();
+            let old = existing.get(name);
+            let token = match old {
+                Some(old) => old.token.clone(),
+                None => {
+                    let scope = format!("field:{name}");
+                    minter
+                        .mint(field.kind, &field.normalized, format, &scope)
+                        .await?
+                }
+            };
+            let ciphertext = cipher.encrypt(
+                &Binding::Field {
+                    customer_id: id,
+                    field: name,
+                },
+                field.normalized.as_bytes(),
+            );
+            record.encryptions += 1;
+            let blind_index = field
+                .kind
+                .is_searchable()
+                .then(|| self.keys.blind_index(name, field.kind, &field.normalized));
+            if let Some(old_index) = old.and_then(|old| old.blind_index) {
+                change.delete_index.push(IndexEntry {
+                    field_name: name.to_owned(),
+                    blind_index: old_index,
+                });
+            }
+            if let Some(blind_index) = blind_index {
+                change.put_index.push(IndexEntry {
+                    field_name: name.to_owned(),
+                    blind_index,
+                });
+            }
+            let token_record = TokenRecord {
+                customer_id: id.to_owned(),
+                kind: field.kind.name().to_owned(),
+                format: format.name().to_owned(),
+                target: TokenTarget::Field(name.to_owned()),
+            };
+            match old {
+                None => change.new_tokens.push((token.clone(), token_record)),
+                // A replaced value keeps its token; only a change of kind rewrites it.
+                Some(old) if old.kind != field.kind.name() => {
+                    change.put_tokens.push((token.clone(), token_record))
+                }
+                Some(_) => {}
+            }
+            change.put_fields.push((
+                name.to_owned(),
+                FieldRecord {
+                    kind: field.kind.name().to_owned(),
+                    token: token.clone(),
+                    ciphertext,
+                    updated_at_ms: now,
+                    blind_index,
+                },
+            ));
+            tokens.insert(name.to_owned(), token);
+        }
+        // Deleting an index entry that is also re-added must not win.
+        change
+            .delete_index
+            .retain(|entry| !change.put_index.contains(entry));
+        record.revision = expected_revision.map_or(1, |revision| revision + 1);
+        change.customer = Some(record);
+        self.store.commit(change).await?;
+        self.keys.remember(customer, cipher);
+        Ok(tokens)
+    }
+
+    /// Reads fields of one customer, each disclosed as the caller's policy allows.
+    pub async fn get_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        field_names: &[String],
+        purpose: &str,
+    ) -> Result<Vec<FieldView>, VaultError> {
+        caller.require_scope(Scope::DataRead)?;
+        let customer = CustomerId::parse(customer_id)?;
+        self.check_purpose(caller, purpose)?;
+        Limits::check_count(
+            "field_names",
+            field_names.len(),
+            self.limits.max_fields_per_request,
+        )?;
+        let wanted = field_names
+            .iter()
+            .map(|name| FieldName::parse(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let record = self
+            .store
+            .customer(customer.as_str())
+            .await?
+            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+        let mut stored: BTreeMap<String, FieldRecord> = self
+            .store
+            .fields(customer.as_str())
+            .await?
+            .into_iter()
+            .collect();
+        let selected: Vec<(String, Option<FieldRecord>)> = if wanted.is_empty() {
+            stored
+                .into_iter()
+                .map(|(name, field)| (name, Some(field)))
+                .collect()
+        } else {
+            wanted
+                .into_iter()
+                .map(|name| {
+                    let field = stored.remove(name.as_str());
+                    (name.as_str().to_owned(), field)
+                })
+                .collect()
+        };
+        let cipher = self.keys.cipher(&customer, &record)?;
+        selected
+            .into_iter()
+            .map(|(name, field)| match field {
+                Some(field) => self.view_field(caller, &customer, &cipher, name, field),
+                None => Ok(missing_field(name)),
+            })
+            .collect()
+    }
+
+    fn view_field(
+        &self,
+        caller: &Caller,
+        customer: &CustomerId,
+        cipher: &crate::crypto::DataCipher,
+        name: String,
+        field: FieldRecord,
+    ) -> Result<FieldView, VaultError> {
+        let kind = stored_kind(&field.kind)?;
+        let shown = shown_for(caller, Some(&name), kind);
+        let value = match shown {
+            Shown::Plaintext | Shown::Masked => {
+                let binding = Binding::Field {
+                    customer_id: customer.as_str(),
+                    field: &name,
+                };
+                let plaintext = cipher.decrypt(&binding, &field.ciphertext)?;
+                let text = std::str::from_utf8(&plaintext)
+                    .map_err(|_| VaultError::Internal("stored value is not UTF-8".into()))?;
+                reveal(shown, kind, text)
+            }
+            Shown::TokenOnly | Shown::Denied => None,
+        };
+        let error = (shown == Shown::Denied).then(|| {
+            VaultError::denied(format!(
+                "principal \"{}\" may not see field \"{name}\"",
+                caller.name()
+            ))
+        });
+        Ok(FieldView {
+            token: if shown == Shown::Denied {
+                String::new()
+            } else {
+                field.token
+            },
+            name,
+            kind,
+            value,
+            shown,
+            error,
+            updated_at_ms: field.updated_at_ms,
+        })
+    }
+
+    /// Deletes named fields (their values, tokens and index entries) of one customer.
+    pub async fn delete_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        field_names: &[String],
+    ) -> Result<u32, VaultError> {
+        caller.require_scope(Scope::DataWrite)?;
+        let customer = CustomerId::parse(customer_id)?;
+        if field_names.is_empty() {
+            return Err(VaultError::invalid("field_names: name at least one field"));
+        }
+        Limits::check_count(
+            "field_names",
+            field_names.len(),
+            self.limits.max_fields_per_request,
+        )?;
+        let names = field_names
+            .iter()
+            .map(|name| FieldName::parse(name))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        self.retry_commit(|| self.try_delete_fields(&customer, &names))
+            .await
+    }
+
+    async fn try_delete_fields(
+        &self,
+        customer: &CustomerId,
+        names: &BTreeSet<FieldName>,
+    ) -> Result<u32, Attempt> {
+        let id = customer.as_str();
+        let mut record = self
+            .store
+            .customer(id)
+            .await?
+            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+        let mut change = CustomerChange {
+            customer_id: id.to_owned(),
+            expected_revision: Some(record.revision),
+            ..CustomerChange::default()
+        };
+        for name in names {
+            if let Some(field) = self.store.field(id, name.as_str()).await? {
+                change.delete_fields.push(name.as_str().to_owned());
+                change.delete_tokens.push(field.token);
+                if let Some(blind_index) = field.blind_index {
+                    change.delete_index.push(IndexEntry {
+                        field_name: name.as_str().to_owned(),
+                        blind_index,
+                    });
+                }
+            }
+        }
+        let deleted = change.delete_fields.len() as u32;
+        if deleted == 0 {
+            return Ok(0);
+        }
+        record.revision += 1;
+        change.customer = Some(record);
+        self.store.commit(change).await?;
+        Ok(deleted)
+    }
+}
+
+fn missing_field(name: String) -> FieldView {
+    FieldView {
+        error: Some(VaultError::not_found(format!("field \"{name}\" not found"))),
+        name,
+        kind: FieldKind::Generic,
+        value: None,
+        token: String::new(),
+        shown: Shown::Denied,
+        updated_at_ms: 0,
+    }
+}

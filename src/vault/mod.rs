@@ -1,0 +1,176 @@
+//! The domain: every vault operation, the policy decisions it makes, and the
+//! records it hands to the store. It takes and returns plain Rust types and
+//! `VaultError`; it knows nothing of gRPC.
+
+mod caller;
+mod erasure;
+mod error;
+mod fields;
+mod ids;
+mod keys;
+pub mod kinds;
+mod limits;
+mod search;
+mod tokenize;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use crate::policy::{Disclosure, Policy, Purpose};
+use crate::store::{CommitError, Store};
+
+pub use caller::Caller;
+pub use erasure::{DeletionReceipt, ErasureState};
+pub use error::VaultError;
+pub use fields::{FieldInput, FieldView};
+pub use ids::{CustomerId, FieldName};
+pub use keys::KeyManager;
+pub use kinds::FieldKind;
+pub use limits::Limits;
+pub use tokenize::{DetokenizedValue, TokenizeItem};
+pub use tokens::TokenFormat;
+
+/// What a caller was shown of one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    Plaintext,
+    Masked,
+    TokenOnly,
+    Denied,
+}
+
+/// How many times a change is retried when a concurrent request changed the same
+/// customer first, or a freshly drawn token turned out to be taken.
+const COMMIT_ATTEMPTS: usize = 16;
+
+pub struct Vault {
+    store: Arc<dyn Store>,
+    keys: KeyManager,
+    policy: Arc<Policy>,
+    limits: Limits,
+}
+
+impl Vault {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: KeyManager,
+        policy: Arc<Policy>,
+        limits: Limits,
+    ) -> Vault {
+        Vault {
+            store,
+            keys,
+            policy,
+            limits,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Flushes the store (graceful shutdown).
+    pub async fn flush(&self) -> Result<(), VaultError> {
+        Ok(self.store.flush().await?)
+    }
+
+    /// The purpose a request names, if it exists and the caller may claim it.
+    fn check_purpose(&self, caller: &Caller, purpose: &str) -> Result<&Purpose, VaultError> {
+        if purpose.is_empty() {
+            return Err(VaultError::invalid("purpose is required"));
+        }
+        let known = self
+            .policy
+            .purpose(purpose)
+            .ok_or_else(|| VaultError::invalid(format!("unknown purpose \"{purpose}\"")))?;
+        if !caller.principal.may_use_purpose(purpose) {
+            return Err(VaultError::denied(format!(
+                "principal \"{}\" may not use the purpose \"{purpose}\"",
+                caller.name()
+            )));
+        }
+        Ok(known)
+    }
+
+    /// Runs `attempt` until it commits, retrying on a lost race.
+    async fn retry_commit<T, F, Fut>(&self, mut attempt: F) -> Result<T, VaultError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        for _ in 1..COMMIT_ATTEMPTS {
+            match attempt().await {
+                Err(Attempt::Commit(CommitError::Conflict | CommitError::TokenTaken)) => continue,
+                other => return other.map_err(VaultError::from),
+            }
+        }
+        attempt().await.map_err(VaultError::from)
+    }
+}
+
+/// The outcome of one try at a change: a vault error, or a commit that may be retried.
+enum Attempt {
+    Vault(VaultError),
+    Commit(CommitError),
+}
+
+impl From<VaultError> for Attempt {
+    fn from(error: VaultError) -> Self {
+        Attempt::Vault(error)
+    }
+}
+
+impl From<CommitError> for Attempt {
+    fn from(error: CommitError) -> Self {
+        Attempt::Commit(error)
+    }
+}
+
+impl From<crate::store::StoreError> for Attempt {
+    fn from(error: crate::store::StoreError) -> Self {
+        Attempt::Vault(error.into())
+    }
+}
+
+impl From<Attempt> for VaultError {
+    fn from(attempt: Attempt) -> Self {
+        match attempt {
+            Attempt::Vault(error) => error,
+            Attempt::Commit(error) => error.into(),
+        }
+    }
+}
+
+/// The disclosure rule for one value, as what the caller will be shown.
+fn shown_for(caller: &Caller, field: Option<&str>, kind: FieldKind) -> Shown {
+    match caller.principal.disclosure_for(field, kind.name()) {
+        Disclosure::Plaintext => Shown::Plaintext,
+        Disclosure::Masked => Shown::Masked,
+        Disclosure::Token => Shown::TokenOnly,
+        Disclosure::None => Shown::Denied,
+    }
+}
+
+/// The value as shown: plaintext, masked, or nothing.
+fn reveal(shown: Shown, kind: FieldKind, plaintext: &str) -> Option<String> {
+    match shown {
+        Shown::Plaintext => Some(plaintext.to_owned()),
+        Shown::Masked => Some(kind.mask(plaintext)),
+        Shown::TokenOnly | Shown::Denied => None,
+    }
+}
+
+fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+/// A stored kind name back into the kind; unknown names mean a corrupt record.
+fn stored_kind(name: &str) -> Result<FieldKind, VaultError> {
+    FieldKind::from_name(name)
+        .ok_or_else(|| VaultError::Internal("stored record has an unknown kind".into()))
+}

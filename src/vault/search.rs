@@ -1,0 +1,55 @@
+//! FindCustomers: equality search through the keyed blind index, so the store
+//! never holds a searchable plaintext.
+
+use std::collections::BTreeSet;
+
+use crate::policy::Scope;
+
+use super::{shown_for, today, Caller, FieldKind, FieldName, Shown, Vault, VaultError};
+
+impl Vault {
+    /// The customers whose field `field_name` holds `value` (normalized as on write).
+    pub async fn find_customers(
+        &self,
+        caller: &Caller,
+        field_name: &str,
+        value: &str,
+        purpose: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        caller.require_scope(Scope::DataRead)?;
+        let field = FieldName::parse(field_name)?;
+        self.check_purpose(caller, purpose)?;
+        let today = today();
+        // A value is looked up as every searchable kind it is valid as; the kinds'
+        // shapes do not overlap, so this is at most one in practice.
+        let candidates: Vec<(FieldKind, String)> = FieldKind::ALL
+            .into_iter()
+            .filter(|kind| kind.is_searchable())
+            .filter_map(|kind| kind.normalize(value, today).ok().map(|n| (kind, n)))
+            .collect();
+        if candidates.is_empty() {
+            return Err(VaultError::invalid(
+                "value is not a valid email, phone number or SSN; only those kinds are searchable",
+            ));
+        }
+        let mut customers = BTreeSet::new();
+        for (kind, normalized) in candidates {
+            if shown_for(caller, Some(field.as_str()), kind) == Shown::Denied {
+                return Err(VaultError::denied(format!(
+                    "principal \"{}\" may not see field \"{field}\"",
+                    caller.name()
+                )));
+            }
+            let blind_index = self.keys.blind_index(field.as_str(), kind, &normalized);
+            let found = self
+                .store
+                .find_by_index(field.as_str(), &blind_index, self.limits.max_search_results)
+                .await?;
+            customers.extend(found);
+        }
+        Ok(customers
+            .into_iter()
+            .take(self.limits.max_search_results)
+            .collect())
+    }
+}
