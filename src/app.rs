@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,8 +50,7 @@ pub fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<
     let (_keyring_file, keyring) =
         KeyringFile::open_or_create(&paths.keyring_file, &root_key, now_ms())
             .with_context(|| format!("opening keyring {}", paths.keyring_file.display()))?;
-    fs::create_dir_all(&paths.data_dir)
-        .with_context(|| format!("creating data directory {}", paths.data_dir.display()))?;
+    create_private_dir(&paths.data_dir)?;
     let store = SledStore::open(&paths.data_dir, options.store_cache_bytes)
         .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
     let keys = KeyManager::new(keyring, options.dek_cache_capacity);
@@ -74,7 +73,7 @@ pub struct DevSetup {
 /// Creates (once) a root key, a development policy with one all-powerful key,
 /// and the data directory under `dir`.
 pub fn prepare_dev(dir: &Path) -> anyhow::Result<DevSetup> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(dir)?;
     let paths = VaultPaths {
         data_dir: dir.join("store"),
         keyring_file: dir.join("keyring"),
@@ -98,6 +97,15 @@ pub fn prepare_dev(dir: &Path) -> anyhow::Result<DevSetup> {
         new_api_key,
         api_key_file,
     })
+}
+
+/// Creates a directory (and its parents) that only its owner may enter.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))
 }
 
 /// Creates a file readable by its owner only; refuses to overwrite.

@@ -1,0 +1,385 @@
+//! The shared harness: a real vault on 127.0.0.1:0 with a temporary data
+//! directory, and real tonic clients that authenticate as the test principals.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pii_vault::app::{self, VaultOptions, VaultPaths};
+use pii_vault::crypto::RootKey;
+use pii_vault::pb;
+use pii_vault::pb::privacy_service_client::PrivacyServiceClient;
+use pii_vault::pb::vault_service_client::VaultServiceClient;
+use pii_vault::policy::api_key_sha256_hex;
+use pii_vault::server::RunningServer;
+use tempfile::TempDir;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+pub const ADMIN_KEY: &str = "pv_test_admin_key";
+pub const CHECKOUT_KEY: &str = "pv_test_checkout_key";
+pub const SUPPORT_KEY: &str = "pv_test_support_key";
+pub const WRITER_KEY: &str = "pv_test_writer_key";
+
+/// Purposes of every basis, and principals with different scopes, purposes and
+/// disclosure rules.
+pub fn test_policy() -> String {
+    format!(
+        r#"
+[[purposes]]
+name = "billing"
+description = "Charging you for the orders you place."
+basis = "contract"
+
+[[purposes]]
+name = "marketing"
+description = "Sending you offers picked for you."
+basis = "consent"
+
+[[purposes]]
+name = "support"
+description = "Helping you when you contact us."
+basis = "legitimate_interest"
+
+[[principals]]
+name = "admin"
+api_key_sha256 = "{admin}"
+scopes = ["data:write", "data:read", "tokens:detokenize", "consent:write", "privacy:admin", "keys:admin", "audit:read"]
+purposes = ["*"]
+[principals.disclosure]
+"*" = "plaintext"
+
+[[principals]]
+name = "checkout"
+api_key_sha256 = "{checkout}"
+scopes = ["data:write", "data:read", "tokens:detokenize"]
+purposes = ["billing"]
+[principals.disclosure]
+"*" = "masked"
+card_number = "plaintext"
+ssn = "token"
+secret_note = "none"
+
+[[principals]]
+name = "support"
+api_key_sha256 = "{support}"
+scopes = ["data:read", "tokens:detokenize"]
+purposes = ["support"]
+[principals.disclosure]
+email = "plaintext"
+phone = "masked"
+
+[[principals]]
+name = "writer"
+api_key_sha256 = "{writer}"
+scopes = ["data:write"]
+purposes = ["billing", "marketing"]
+"#,
+        admin = api_key_sha256_hex(ADMIN_KEY),
+        checkout = api_key_sha256_hex(CHECKOUT_KEY),
+        support = api_key_sha256_hex(SUPPORT_KEY),
+        writer = api_key_sha256_hex(WRITER_KEY),
+    )
+}
+
+/// Writes a root key and the policy into `dir`; the store and keyring are created
+/// by the vault on first start.
+pub fn prepare_dir(dir: &Path, policy: &str) -> VaultPaths {
+    let paths = VaultPaths {
+        data_dir: dir.join("data"),
+        keyring_file: dir.join("keyring"),
+        root_key_file: dir.join("root.key"),
+        policy_file: dir.join("policy.toml"),
+    };
+    if !paths.root_key_file.exists() {
+        RootKey::generate_file(&paths.root_key_file).unwrap();
+    }
+    std::fs::write(&paths.policy_file, policy).unwrap();
+    paths
+}
+
+pub struct TestVault {
+    pub addr: SocketAddr,
+    pub paths: VaultPaths,
+    server: Option<RunningServer>,
+    // Dropped last: the directory outlives the server.
+    pub dir: TempDir,
+}
+
+pub async fn spawn_vault() -> TestVault {
+    spawn_vault_with_policy(&test_policy()).await
+}
+
+pub async fn spawn_vault_with_policy(policy: &str) -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = prepare_dir(dir.path(), policy);
+    let server = start_server(&paths).await;
+    TestVault {
+        addr: server.local_addr,
+        paths,
+        server: Some(server),
+        dir,
+    }
+}
+
+async fn start_server(paths: &VaultPaths) -> RunningServer {
+    let vault = app::open_vault(paths, &VaultOptions::default()).unwrap();
+    pii_vault::server::start(Arc::new(vault), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+impl TestVault {
+    /// Gracefully stops the server and starts a new one on the same files.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let server = start_server(&self.paths).await;
+        self.addr = server.local_addr;
+        self.server = Some(server);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.unwrap();
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn vault(&self, api_key: &str) -> VaultClient {
+        VaultServiceClient::with_interceptor(self.channel().await, Bearer::new(api_key))
+    }
+
+    pub async fn privacy(&self, api_key: &str) -> PrivacyClient {
+        PrivacyServiceClient::with_interceptor(self.channel().await, Bearer::new(api_key))
+    }
+
+    pub async fn admin(&self) -> VaultClient {
+        self.vault(ADMIN_KEY).await
+    }
+}
+
+pub type VaultClient = VaultServiceClient<InterceptedService<Channel, Bearer>>;
+pub type PrivacyClient = PrivacyServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <key>`; an empty key sends no header at all.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(api_key: &str) -> Bearer {
+        Bearer((!api_key.is_empty()).then(|| format!("Bearer {api_key}").parse().unwrap()))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub fn field(name: &str, kind: pb::FieldKind, value: &str) -> pb::Field {
+    pb::Field {
+        name: name.into(),
+        kind: kind as i32,
+        value: value.into(),
+    }
+}
+
+pub async fn put(
+    client: &mut VaultClient,
+    customer: &str,
+    fields: Vec<pb::Field>,
+) -> Result<pb::PutFieldsResponse, tonic::Status> {
+    put_with_format(client, customer, fields, pb::TokenFormat::Random).await
+}
+
+pub async fn put_with_format(
+    client: &mut VaultClient,
+    customer: &str,
+    fields: Vec<pb::Field>,
+    format: pb::TokenFormat,
+) -> Result<pb::PutFieldsResponse, tonic::Status> {
+    client
+        .put_fields(pb::PutFieldsRequest {
+            customer_id: customer.into(),
+            fields,
+            purpose: "billing".into(),
+            token_format: format as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn get(
+    client: &mut VaultClient,
+    customer: &str,
+    names: &[&str],
+    purpose: &str,
+) -> Result<pb::GetFieldsResponse, tonic::Status> {
+    client
+        .get_fields(pb::GetFieldsRequest {
+            customer_id: customer.into(),
+            field_names: names.iter().map(|n| n.to_string()).collect(),
+            purpose: purpose.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn tokenize(
+    client: &mut VaultClient,
+    customer: &str,
+    items: Vec<(pb::FieldKind, &str, pb::TokenFormat)>,
+) -> Result<Vec<String>, tonic::Status> {
+    client
+        .tokenize(pb::TokenizeRequest {
+            customer_id: customer.into(),
+            items: items
+                .into_iter()
+                .map(|(kind, value, format)| pb::TokenizeItem {
+                    value: value.into(),
+                    kind: kind as i32,
+                    format: format as i32,
+                })
+                .collect(),
+            purpose: "billing".into(),
+        })
+        .await
+        .map(|r| r.into_inner().tokens)
+}
+
+pub async fn detokenize(
+    client: &mut VaultClient,
+    tokens: &[String],
+    purpose: &str,
+) -> Result<Vec<pb::DetokenizeResult>, tonic::Status> {
+    client
+        .detokenize(pb::DetokenizeRequest {
+            tokens: tokens.to_vec(),
+            purpose: purpose.into(),
+        })
+        .await
+        .map(|r| r.into_inner().results)
+}
+
+pub fn value_of<'a>(response: &'a pb::GetFieldsResponse, name: &str) -> &'a pb::FieldValue {
+    response
+        .fields
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("field {name} missing from response"))
+}
+
+/// Every file under `dir`, as bytes.
+pub fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// The real binary, serving on a free port with JSON logs captured to a file.
+pub struct VaultProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log_file: PathBuf,
+}
+
+impl VaultProcess {
+    pub fn start(paths: &VaultPaths, log_file: &Path) -> VaultProcess {
+        let already_logged = std::fs::metadata(log_file).map_or(0, |m| m.len() as usize);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(&paths.data_dir)
+            .arg("--keyring-file")
+            .arg(&paths.keyring_file)
+            .arg("--root-key-file")
+            .arg(&paths.root_key_file)
+            .arg("--policy")
+            .arg(&paths.policy_file)
+            .env("PII_VAULT_LOG", "debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let addr = wait_for_listening(log_file, already_logged);
+        VaultProcess {
+            child,
+            addr,
+            log_file: log_file.to_path_buf(),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn vault(&self, api_key: &str) -> VaultClient {
+        VaultServiceClient::with_interceptor(self.channel().await, Bearer::new(api_key))
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+/// The address from the "pii-vault listening on ADDR" line logged after `offset`.
+fn wait_for_listening(log_file: &Path, offset: usize) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = std::fs::read(log_file).unwrap_or_default();
+        let log = String::from_utf8_lossy(&bytes[offset.min(bytes.len())..]).into_owned();
+        if let Some(line) = log.lines().find(|l| l.starts_with("pii-vault listening on ")) {
+            return line["pii-vault listening on ".len()..].trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "vault did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
