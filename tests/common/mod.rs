@@ -184,9 +184,14 @@ impl Bearer {
 }
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -303,7 +308,9 @@ pub fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// The real binary, serving on a free port with JSON logs captured to a file.
@@ -376,8 +383,14 @@ fn wait_for_listening(log_file: &Path, offset: usize) -> SocketAddr {
     loop {
         let bytes = std::fs::read(log_file).unwrap_or_default();
         let log = String::from_utf8_lossy(&bytes[offset.min(bytes.len())..]).into_owned();
-        if let Some(line) = log.lines().find(|l| l.starts_with("pii-vault listening on ")) {
-            return line["pii-vault listening on ".len()..].trim().parse().unwrap();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.starts_with("pii-vault listening on "))
+        {
+            return line["pii-vault listening on ".len()..]
+                .trim()
+                .parse()
+                .unwrap();
         }
         assert!(Instant::now() < deadline, "vault did not start:\n{log}");
         std::thread::sleep(Duration::from_millis(20));
