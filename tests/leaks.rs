@@ -187,8 +187,12 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
     files.push((log.clone(), logged));
     // The scan can see what is stored in the clear (ids, field names), so a
     // planted value stored the same way would be found too.
-    assert!(files.iter().any(|(_, bytes)| common::contains(bytes, b"leak-1")));
-    assert!(files.iter().any(|(_, bytes)| common::contains(bytes, b"f7")));
+    assert!(files
+        .iter()
+        .any(|(_, bytes)| common::contains(bytes, b"leak-1")));
+    assert!(files
+        .iter()
+        .any(|(_, bytes)| common::contains(bytes, b"f7")));
     for needle in needles() {
         for (path, bytes) in &files {
             assert!(

@@ -127,8 +127,9 @@ impl Vault {
                 Some(old) => old.token.clone(),
                 None => {
                     let scope = format!("field:{name}");
+                    let what = format!("field \"{name}\" ({})", field.kind.name());
                     minter
-                        .mint(field.kind, &field.normalized, format, &scope)
+                        .mint(field.kind, &field.normalized, format, &scope, &what)
                         .await?
                 }
             };
@@ -218,7 +219,7 @@ impl Vault {
             .customer(customer.as_str())
             .await?
             .ok_or_else(|| VaultError::not_found("customer not found"))?;
-        let mut stored: BTreeMap<String, FieldRecord> = self
+        let stored: BTreeMap<String, FieldRecord> = self
             .store
             .fields(customer.as_str())
             .await?
@@ -233,7 +234,8 @@ impl Vault {
             wanted
                 .into_iter()
                 .map(|name| {
-                    let field = stored.remove(name.as_str());
+                    // `get`, not `remove`: a name asked for twice is there both times.
+                    let field = stored.get(name.as_str()).cloned();
                     (name.as_str().to_owned(), field)
                 })
                 .collect()

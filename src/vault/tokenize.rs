@@ -58,14 +58,18 @@ impl<'a> TokenMinter<'a> {
     }
 
     /// A new token for a field (`scope` "field:<name>"); fields never share tokens.
+    /// `what` names the field in error messages.
     pub async fn mint(
         &mut self,
         kind: FieldKind,
         normalized: &str,
         format: TokenFormat,
         scope: &str,
+        what: &str,
     ) -> Result<String, Attempt> {
-        let minted = self.mint_or_reuse(kind, normalized, format, scope).await?;
+        let minted = self
+            .mint_or_reuse(kind, normalized, format, scope, what)
+            .await?;
         if minted.exists {
             // Only a deterministic token can exist already, and a field's scope
             // makes it unique to the field, which does not exist yet: a race.
@@ -75,12 +79,14 @@ impl<'a> TokenMinter<'a> {
     }
 
     /// A token for a value; a deterministic one may already exist and is reused.
+    /// `what` names the field or batch item in error messages, as validation does.
     pub async fn mint_or_reuse(
         &mut self,
         kind: FieldKind,
         normalized: &str,
         format: TokenFormat,
         scope: &str,
+        what: &str,
     ) -> Result<Minted, Attempt> {
         match format {
             TokenFormat::Random => Ok(self.fresh(tokens::random_token())),
@@ -97,7 +103,7 @@ impl<'a> TokenMinter<'a> {
             TokenFormat::FormatPreserving => {
                 for _ in 0..FORMAT_PRESERVING_DRAWS {
                     let candidate = tokens::format_preserving_token(kind, normalized)
-                        .map_err(|error| VaultError::invalid(error.to_string()))?;
+                        .map_err(|error| VaultError::invalid(format!("{what}: {error}")))?;
                     if !self.drawn.contains(&candidate)
                         && self.vault.store.token(&candidate).await?.is_none()
                     {
@@ -105,7 +111,7 @@ impl<'a> TokenMinter<'a> {
                     }
                 }
                 Err(VaultError::ResourceExhausted(format!(
-                    "no free format-preserving token of this {} value's shape; use a random token",
+                    "{what}: no free format-preserving token of this {} value's shape; use a random token",
                     kind.name()
                 ))
                 .into())
@@ -182,9 +188,10 @@ impl Vault {
         };
         let mut minter = TokenMinter::new(self, customer);
         let mut issued = Vec::with_capacity(items.len());
-        for item in items {
+        for (index, item) in items.iter().enumerate() {
+            let what = format!("item {index} ({})", item.kind.name());
             let minted = minter
-                .mint_or_reuse(item.kind, &item.value, item.format, "value")
+                .mint_or_reuse(item.kind, &item.value, item.format, "value", &what)
                 .await?;
             if !minted.exists {
                 let binding = Binding::Token {

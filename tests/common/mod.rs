@@ -396,3 +396,72 @@ fn wait_for_listening(log_file: &Path, offset: usize) -> SocketAddr {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the value, token, access and erasure tests.
+// ---------------------------------------------------------------------------
+
+/// The status of a call that must fail with `code`; panics on success or on
+/// another code, showing the message.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                code,
+                "expected {code:?}, got {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            status
+        }
+    }
+}
+
+pub async fn find_customers(
+    client: &mut VaultClient,
+    field_name: &str,
+    value: &str,
+    purpose: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    client
+        .find_customers(pb::FindCustomersRequest {
+            field_name: field_name.into(),
+            value: value.into(),
+            purpose: purpose.into(),
+        })
+        .await
+        .map(|r| r.into_inner().customer_ids)
+}
+
+pub async fn delete_fields(
+    client: &mut VaultClient,
+    customer: &str,
+    names: &[&str],
+) -> Result<u32, tonic::Status> {
+    client
+        .delete_fields(pb::DeleteFieldsRequest {
+            customer_id: customer.into(),
+            field_names: names.iter().map(|n| n.to_string()).collect(),
+        })
+        .await
+        .map(|r| r.into_inner().deleted)
+}
+
+pub async fn delete_customer(
+    client: &mut PrivacyClient,
+    customer: &str,
+) -> Result<pb::DeletionReceipt, tonic::Status> {
+    client
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: customer.into(),
+            reason: "customer request".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
