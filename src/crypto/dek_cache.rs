@@ -6,14 +6,21 @@ use lru::LruCache;
 
 use super::DataCipher;
 
-type CacheKey = (String, u32);
+/// A cached cipher and the wrapped DEK it was unwrapped from.
+struct Entry {
+    wrapped_dek: Vec<u8>,
+    cipher: Arc<DataCipher>,
+}
 
-/// A bounded LRU cache of unwrapped DEK ciphers, keyed by (customer, DEK version),
-/// so hot customers skip the master-key unwrap. An evicted or purged cipher is
-/// wiped when its last `Arc` is dropped.
+/// A bounded LRU cache of unwrapped DEK ciphers, one per customer, so hot
+/// customers skip the master-key unwrap. An entry counts only for the exact
+/// wrapped DEK it came from: a customer erased and created again, re-keyed, or
+/// re-wrapped (here or by another replica) has other wrapped bytes and misses,
+/// so a stale key is never used. An evicted or purged cipher is wiped when its
+/// last `Arc` is dropped.
 pub struct DekCache {
     /// `None` when the capacity is 0: caching disabled.
-    entries: Option<Mutex<LruCache<CacheKey, Arc<DataCipher>>>>,
+    entries: Option<Mutex<LruCache<String, Entry>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -27,10 +34,14 @@ impl DekCache {
         }
     }
 
-    pub fn get(&self, customer_id: &str, key_version: u32) -> Option<Arc<DataCipher>> {
-        let found = self
-            .lock()
-            .and_then(|mut entries| entries.get(&(customer_id.to_owned(), key_version)).cloned());
+    /// The cipher of `wrapped_dek`, if this customer's cached entry came from it.
+    pub fn get(&self, customer_id: &str, wrapped_dek: &[u8]) -> Option<Arc<DataCipher>> {
+        let found = self.lock().and_then(|mut entries| {
+            entries
+                .get(customer_id)
+                .filter(|entry| entry.wrapped_dek == wrapped_dek)
+                .map(|entry| Arc::clone(&entry.cipher))
+        });
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -40,25 +51,20 @@ impl DekCache {
         found
     }
 
-    pub fn insert(&self, customer_id: &str, key_version: u32, cipher: Arc<DataCipher>) {
+    pub fn insert(&self, customer_id: &str, wrapped_dek: &[u8], cipher: Arc<DataCipher>) {
         if let Some(mut entries) = self.lock() {
-            entries.put((customer_id.to_owned(), key_version), cipher);
+            let entry = Entry {
+                wrapped_dek: wrapped_dek.to_vec(),
+                cipher,
+            };
+            entries.put(customer_id.to_owned(), entry);
         }
     }
 
-    /// Forgets every DEK version of a customer, on erasure or DEK rotation.
+    /// Forgets the customer's cipher, on erasure or DEK rotation.
     pub fn purge_customer(&self, customer_id: &str) {
-        let Some(mut entries) = self.lock() else {
-            return;
-        };
-        // A scan is fine: the cache is bounded and erasure is rare.
-        let doomed: Vec<CacheKey> = entries
-            .iter()
-            .filter(|((customer, _), _)| customer == customer_id)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in doomed {
-            entries.pop(&key);
+        if let Some(mut entries) = self.lock() {
+            entries.pop(customer_id);
         }
     }
 
@@ -79,8 +85,9 @@ impl DekCache {
     }
 
     /// A panic while holding the lock cannot leave the LRU half-updated in a way
-    /// that matters (worst case a stale entry), so a poisoned lock is recovered.
-    fn lock(&self) -> Option<MutexGuard<'_, LruCache<CacheKey, Arc<DataCipher>>>> {
+    /// that matters (worst case a stale entry, which `get` rejects), so a
+    /// poisoned lock is recovered.
+    fn lock(&self) -> Option<MutexGuard<'_, LruCache<String, Entry>>> {
         let entries = self.entries.as_ref()?;
         Some(entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -108,57 +115,65 @@ mod tests {
     #[test]
     fn cached_cipher_is_returned_and_counted_as_a_hit() {
         let cache = DekCache::new(4);
-        assert!(cache.get("c1", 1).is_none());
+        assert!(cache.get("c1", b"wrapped-1").is_none());
         let inserted = cipher(1);
-        cache.insert("c1", 1, Arc::clone(&inserted));
-        let found = cache.get("c1", 1).expect("cached");
+        cache.insert("c1", b"wrapped-1", Arc::clone(&inserted));
+        let found = cache.get("c1", b"wrapped-1").expect("cached");
         assert!(Arc::ptr_eq(&found, &inserted));
-        assert!(cache.get("c1", 2).is_none());
-        assert_eq!((cache.hits(), cache.misses()), (1, 2));
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+    }
+
+    #[test]
+    fn an_entry_from_another_wrapped_dek_is_a_miss() {
+        let cache = DekCache::new(4);
+        cache.insert("c1", b"old incarnation", cipher(1));
+        assert!(cache.get("c1", b"new incarnation").is_none());
+        cache.insert("c1", b"new incarnation", cipher(1));
+        assert!(cache.get("c1", b"old incarnation").is_none());
+        assert!(cache.get("c1", b"new incarnation").is_some());
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
     fn cache_is_bounded_and_evicts_the_least_recently_used() {
         let cache = DekCache::new(2);
-        cache.insert("a", 1, cipher(1));
-        cache.insert("b", 1, cipher(1));
-        assert!(cache.get("a", 1).is_some());
-        cache.insert("c", 1, cipher(1));
+        cache.insert("a", b"w", cipher(1));
+        cache.insert("b", b"w", cipher(1));
+        assert!(cache.get("a", b"w").is_some());
+        cache.insert("c", b"w", cipher(1));
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("b", 1).is_none());
-        assert!(cache.get("a", 1).is_some());
-        assert!(cache.get("c", 1).is_some());
+        assert!(cache.get("b", b"w").is_none());
+        assert!(cache.get("a", b"w").is_some());
+        assert!(cache.get("c", b"w").is_some());
     }
 
     #[test]
     fn evicted_cipher_is_dropped_by_the_cache() {
         let cache = DekCache::new(1);
         let first = cipher(1);
-        cache.insert("a", 1, Arc::clone(&first));
-        cache.insert("b", 1, cipher(1));
+        cache.insert("a", b"w", Arc::clone(&first));
+        cache.insert("b", b"w", cipher(1));
         assert_eq!(Arc::strong_count(&first), 1);
     }
 
     #[test]
-    fn purge_customer_removes_every_version_of_that_customer_only() {
+    fn purge_customer_removes_that_customer_only() {
         let cache = DekCache::new(8);
-        for version in 1..=3 {
-            cache.insert("gone", version, cipher(version));
-        }
-        cache.insert("stays", 1, cipher(1));
-        cache.insert("gone-too-not", 1, cipher(1));
+        cache.insert("gone", b"w", cipher(1));
+        cache.insert("stays", b"w", cipher(1));
+        cache.insert("gone-too-not", b"w", cipher(1));
         cache.purge_customer("gone");
         assert_eq!(cache.len(), 2);
-        assert!((1..=3).all(|version| cache.get("gone", version).is_none()));
-        assert!(cache.get("stays", 1).is_some());
-        assert!(cache.get("gone-too-not", 1).is_some());
+        assert!(cache.get("gone", b"w").is_none());
+        assert!(cache.get("stays", b"w").is_some());
+        assert!(cache.get("gone-too-not", b"w").is_some());
     }
 
     #[test]
     fn capacity_zero_never_caches() {
         let cache = DekCache::new(0);
-        cache.insert("a", 1, cipher(1));
-        assert!(cache.get("a", 1).is_none());
+        cache.insert("a", b"w", cipher(1));
+        assert!(cache.get("a", b"w").is_none());
         assert!(cache.is_empty());
         cache.purge_customer("a");
         assert_eq!(cache.misses(), 1);
@@ -176,15 +191,15 @@ mod tests {
     #[test]
     fn poisoned_lock_is_recovered_without_panicking() {
         let cache = Arc::new(DekCache::new(2));
-        cache.insert("a", 1, cipher(1));
+        cache.insert("a", b"w", cipher(1));
         let poisoner = Arc::clone(&cache);
         let _ = std::thread::spawn(move || {
             let _guard = poisoner.lock();
             panic!("poison the cache lock");
         })
         .join();
-        assert!(cache.get("a", 1).is_some());
-        cache.insert("b", 1, cipher(1));
+        assert!(cache.get("a", b"w").is_some());
+        cache.insert("b", b"w", cipher(1));
         assert_eq!(cache.len(), 2);
     }
 }

@@ -13,6 +13,9 @@ pub struct CustomerRecord {
     pub dek: WrappedDekRecord,
     /// AES-GCM encryptions performed under the current DEK (nonce-reuse bound).
     pub encryptions: u64,
+    /// Mixed into deterministic tokens, so that a customer erased and created
+    /// again under the same id never gets their old tokens back.
+    pub token_salt: [u8; 16],
     /// Every master key version that ever wrapped one of this customer's DEKs:
     /// erasure is cryptographic once all of them are destroyed.
     pub wrapped_under: BTreeSet<u32>,

@@ -98,27 +98,13 @@ impl Vault {
     ) -> Result<BTreeMap<String, String>, Attempt> {
         let now = now_ms();
         let id = customer.as_str();
-        let (mut record, cipher, expected_revision) = match self.store.customer(id).await? {
-            Some(record) => {
-                let cipher = self.keys.cipher(customer, &record)?;
-                let revision = record.revision;
-                (record, cipher, Some(revision))
-            }
-            None => {
-                let (record, cipher) = self.keys.new_customer(customer, now)?;
-                (record, cipher, None)
-            }
-        };
-        let existing: HashMap<String, FieldRecord> = match expected_revision {
+        let mut writable = self.customer_for_write(customer, now).await?;
+        let existing: HashMap<String, FieldRecord> = match writable.expected_revision {
             Some(_) => self.store.fields(id).await?.into_iter().collect(),
             None => HashMap::new(),
         };
-        let mut change = CustomerChange {
-            customer_id: id.to_owned(),
-            expected_revision,
-            ..CustomerChange::default()
-        };
-        let mut minter = TokenMinter::new(self, customer);
+        let mut change = writable.change(customer);
+        let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
         let mut tokens = BTreeMap::new();
         for field in fields {
             let name = field.name.as_str();
@@ -133,14 +119,14 @@ impl Vault {
                         .await?
                 }
             };
-            let ciphertext = cipher.encrypt(
+            let ciphertext = writable.cipher.encrypt(
                 &Binding::Field {
                     customer_id: id,
                     field: name,
                 },
                 field.normalized.as_bytes(),
             );
-            record.encryptions += 1;
+            writable.record.encryptions += 1;
             let blind_index = field
                 .kind
                 .is_searchable()
@@ -187,10 +173,8 @@ impl Vault {
         change
             .delete_index
             .retain(|entry| !change.put_index.contains(entry));
-        record.revision = expected_revision.map_or(1, |revision| revision + 1);
-        change.customer = Some(record);
+        writable.finish(&mut change);
         self.store.commit(change).await?;
-        self.keys.remember(customer, cipher);
         Ok(tokens)
     }
 

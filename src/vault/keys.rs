@@ -28,8 +28,8 @@ impl KeyManager {
     }
 
     /// A first customer record with a fresh DEK (version 1) wrapped under the
-    /// active master key, and that DEK's cipher. The cipher is cached only once
-    /// the record is committed (`remember`), since a racing writer may win.
+    /// active master key, and that DEK's cipher. Caching it before the record is
+    /// committed is safe: a racing writer that wins has other wrapped bytes.
     pub fn new_customer(
         &self,
         customer: &CustomerId,
@@ -50,9 +50,13 @@ impl KeyManager {
                 wrapped,
             },
             encryptions: 0,
+            token_salt: rand::random(),
             wrapped_under: BTreeSet::from([master.version()]),
         };
-        Ok((record, Arc::new(DataCipher::new(&dek, dek_version))))
+        let cipher = Arc::new(DataCipher::new(&dek, dek_version));
+        self.cache
+            .insert(customer.as_str(), &record.dek.wrapped, Arc::clone(&cipher));
+        Ok((record, cipher))
     }
 
     /// The cipher of the customer's current DEK, from the cache or by unwrapping.
@@ -62,27 +66,16 @@ impl KeyManager {
         record: &CustomerRecord,
     ) -> Result<Arc<DataCipher>, VaultError> {
         let id = customer.as_str();
-        if let Some(cipher) = self.cache.get(id, record.dek.version) {
+        if let Some(cipher) = self.cache.get(id, &record.dek.wrapped) {
             return Ok(cipher);
         }
-        let keyring = self.keyring();
-        let master = keyring.get(record.dek.master_version).ok_or_else(|| {
-            VaultError::Internal(format!(
-                "master key version {} is not in the keyring",
-                record.dek.master_version
-            ))
-        })?;
-        let dek = master.unwrap_dek(&record.dek.wrapped, id, record.dek.version)?;
+        let dek = self
+            .keyring()
+            .unwrap_dek(&record.dek.wrapped, id, record.dek.version)?;
         let cipher = Arc::new(DataCipher::new(&dek, record.dek.version));
         self.cache
-            .insert(id, record.dek.version, Arc::clone(&cipher));
+            .insert(id, &record.dek.wrapped, Arc::clone(&cipher));
         Ok(cipher)
-    }
-
-    /// Caches a cipher whose customer record is now committed.
-    pub fn remember(&self, customer: &CustomerId, cipher: Arc<DataCipher>) {
-        self.cache
-            .insert(customer.as_str(), cipher.key_version(), cipher);
     }
 
     /// Drops every cached cipher of the customer (erasure, re-keying).
@@ -96,16 +89,20 @@ impl KeyManager {
             .blind_index(field, kind.name(), normalized)
     }
 
+    /// The MAC behind a deterministic token; `token_salt` is the customer's.
     pub fn deterministic_token_mac(
         &self,
         customer: &CustomerId,
+        token_salt: &[u8; 16],
         scope: &str,
         kind: FieldKind,
         normalized: &str,
     ) -> [u8; 16] {
+        // The salt joins the scope: it changes with every incarnation of the id.
+        let salted_scope = format!("{scope}@{}", data_encoding::HEXLOWER.encode(token_salt));
         self.keyring().index_key().deterministic_token(
             customer.as_str(),
-            scope,
+            &salted_scope,
             kind.name(),
             normalized,
         )

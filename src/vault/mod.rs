@@ -108,6 +108,56 @@ impl Vault {
     }
 }
 
+/// A customer about to be changed: their record (new, if they did not exist),
+/// their DEK's cipher, and the revision the change must find.
+struct Writable {
+    record: crate::store::CustomerRecord,
+    cipher: Arc<crate::crypto::DataCipher>,
+    expected_revision: Option<u64>,
+}
+
+impl Writable {
+    /// A change to this customer that commits only if nobody changed them since.
+    fn change(&self, customer: &CustomerId) -> crate::store::CustomerChange {
+        crate::store::CustomerChange {
+            customer_id: customer.as_str().to_owned(),
+            expected_revision: self.expected_revision,
+            ..Default::default()
+        }
+    }
+
+    /// Puts the customer's next record into `change`.
+    fn finish(mut self, change: &mut crate::store::CustomerChange) {
+        self.record.revision = self.expected_revision.map_or(1, |revision| revision + 1);
+        change.customer = Some(self.record);
+    }
+}
+
+impl Vault {
+    /// Loads a customer for a write, creating them (with a fresh DEK) if absent.
+    async fn customer_for_write(
+        &self,
+        customer: &CustomerId,
+        now_ms: i64,
+    ) -> Result<Writable, Attempt> {
+        match self.store.customer(customer.as_str()).await? {
+            Some(record) => Ok(Writable {
+                cipher: self.keys.cipher(customer, &record)?,
+                expected_revision: Some(record.revision),
+                record,
+            }),
+            None => {
+                let (record, cipher) = self.keys.new_customer(customer, now_ms)?;
+                Ok(Writable {
+                    record,
+                    cipher,
+                    expected_revision: None,
+                })
+            }
+        }
+    }
+}
+
 /// The outcome of one try at a change: a vault error, or a commit that may be retried.
 enum Attempt {
     Vault(VaultError),

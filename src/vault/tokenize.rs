@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::crypto::Binding;
 use crate::policy::Scope;
-use crate::store::{CustomerChange, TokenRecord, TokenTarget};
+use crate::store::{TokenRecord, TokenTarget};
 
 use super::tokens::{self, TokenFormat};
 use super::{
@@ -39,6 +39,7 @@ pub struct DetokenizedValue {
 pub(super) struct TokenMinter<'a> {
     vault: &'a Vault,
     customer: &'a CustomerId,
+    token_salt: [u8; 16],
     drawn: HashSet<String>,
 }
 
@@ -49,10 +50,11 @@ pub(super) struct Minted {
 }
 
 impl<'a> TokenMinter<'a> {
-    pub fn new(vault: &'a Vault, customer: &'a CustomerId) -> Self {
+    pub fn new(vault: &'a Vault, customer: &'a CustomerId, token_salt: [u8; 16]) -> Self {
         TokenMinter {
             vault,
             customer,
+            token_salt,
             drawn: HashSet::new(),
         }
     }
@@ -91,10 +93,13 @@ impl<'a> TokenMinter<'a> {
         match format {
             TokenFormat::Random => Ok(self.fresh(tokens::random_token())),
             TokenFormat::Deterministic => {
-                let mac =
-                    self.vault
-                        .keys
-                        .deterministic_token_mac(self.customer, scope, kind, normalized);
+                let mac = self.vault.keys.deterministic_token_mac(
+                    self.customer,
+                    &self.token_salt,
+                    scope,
+                    kind,
+                    normalized,
+                );
                 let token = tokens::deterministic_token(&mac);
                 let exists = !self.drawn.insert(token.clone())
                     || self.vault.store.token(&token).await?.is_some();
@@ -170,23 +175,9 @@ impl Vault {
     ) -> Result<Vec<String>, Attempt> {
         let now = now_ms();
         let id = customer.as_str();
-        let (mut record, cipher, expected_revision) = match self.store.customer(id).await? {
-            Some(record) => {
-                let cipher = self.keys.cipher(customer, &record)?;
-                let revision = record.revision;
-                (record, cipher, Some(revision))
-            }
-            None => {
-                let (record, cipher) = self.keys.new_customer(customer, now)?;
-                (record, cipher, None)
-            }
-        };
-        let mut change = CustomerChange {
-            customer_id: id.to_owned(),
-            expected_revision,
-            ..CustomerChange::default()
-        };
-        let mut minter = TokenMinter::new(self, customer);
+        let mut writable = self.customer_for_write(customer, now).await?;
+        let mut change = writable.change(customer);
+        let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
         let mut issued = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let what = format!("item {index} ({})", item.kind.name());
@@ -198,8 +189,8 @@ impl Vault {
                     customer_id: id,
                     token: &minted.token,
                 };
-                let ciphertext = cipher.encrypt(&binding, item.value.as_bytes());
-                record.encryptions += 1;
+                let ciphertext = writable.cipher.encrypt(&binding, item.value.as_bytes());
+                writable.record.encryptions += 1;
                 let token_record = TokenRecord {
                     customer_id: id.to_owned(),
                     kind: item.kind.name().to_owned(),
@@ -210,11 +201,10 @@ impl Vault {
             }
             issued.push(minted.token);
         }
-        if !change.new_tokens.is_empty() || expected_revision.is_none() {
-            record.revision = expected_revision.map_or(1, |revision| revision + 1);
-            change.customer = Some(record);
+        // Reusing deterministic tokens of an existing customer changes nothing.
+        if !change.new_tokens.is_empty() || writable.expected_revision.is_none() {
+            writable.finish(&mut change);
             self.store.commit(change).await?;
-            self.keys.remember(customer, cipher);
         }
         Ok(issued)
     }
