@@ -1,0 +1,207 @@
+//! The client commands people use, run as the real binary against a real vault.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn pii_vault(vault: &common::TestVault, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(args)
+        .env("PII_VAULT_ADDR", format!("http://{}", vault.addr))
+        .env("PII_VAULT_API_KEY", common::ADMIN_KEY)
+        .output()
+        .unwrap()
+}
+
+fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout_of(output)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_tokenize_detokenize_and_delete_from_the_command_line() {
+    let vault = common::spawn_vault().await;
+
+    let put = json_of(&pii_vault(
+        &vault,
+        &[
+            "put",
+            "cli-1",
+            "ssn:ssn=123456789",
+            "email:email=Jo@Example.COM",
+            "note=hello",
+            "--purpose",
+            "billing",
+            "--json",
+        ],
+    ));
+    let ssn_token = put["tokens"]["ssn"].as_str().unwrap().to_owned();
+    assert!(ssn_token.starts_with("tok_"));
+
+    let text = stdout_of(&pii_vault(
+        &vault,
+        &["get", "cli-1", "--purpose", "billing"],
+    ));
+    assert!(text.contains("123-45-6789"), "{text}");
+    assert!(text.contains("Jo@example.com"), "{text}");
+    assert!(text.contains("hello"), "{text}");
+
+    let got = json_of(&pii_vault(
+        &vault,
+        &["get", "cli-1", "email", "--purpose", "billing", "--json"],
+    ));
+    assert_eq!(got["fields"][0]["value"], "Jo@example.com");
+    assert_eq!(got["fields"][0]["disclosure"], "plaintext");
+
+    let tokens = json_of(&pii_vault(
+        &vault,
+        &[
+            "tokenize",
+            "cli-1",
+            "card_number=4242 4242 4242 4242",
+            "--format",
+            "format_preserving",
+            "--purpose",
+            "billing",
+            "--json",
+        ],
+    ));
+    let card_token = tokens["tokens"][0].as_str().unwrap().to_owned();
+    assert!(
+        card_token.ends_with("4242") && card_token.len() == 16,
+        "{card_token}"
+    );
+
+    let resolved = json_of(&pii_vault(
+        &vault,
+        &[
+            "detokenize",
+            &card_token,
+            &ssn_token,
+            "--purpose",
+            "billing",
+            "--json",
+        ],
+    ));
+    assert_eq!(resolved["results"][0]["value"], "4242424242424242");
+    assert_eq!(resolved["results"][1]["value"], "123-45-6789");
+
+    let receipt = json_of(&pii_vault(&vault, &["delete-customer", "cli-1", "--json"]));
+    assert_eq!(receipt["fields_erased"], 3);
+    assert_eq!(receipt["state"], "logical");
+
+    let refused = pii_vault(&vault, &["detokenize", &card_token, "--purpose", "billing"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("token not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_reported_with_their_status_and_a_failing_exit_code() {
+    let vault = common::spawn_vault().await;
+    let bad = pii_vault(
+        &vault,
+        &[
+            "put",
+            "cli-2",
+            "ssn:ssn=000-12-3456",
+            "--purpose",
+            "billing",
+        ],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("area"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("000-12-3456"));
+
+    let unauthenticated = Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(["get", "cli-2", "--purpose", "billing"])
+        .env("PII_VAULT_ADDR", format!("http://{}", vault.addr))
+        .env("PII_VAULT_API_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert!(!unauthenticated.status.success());
+    assert!(String::from_utf8_lossy(&unauthenticated.stderr).contains("Unauthenticated"));
+}
+
+#[test]
+fn keygen_writes_a_private_root_key_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("root.key");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read(&key).unwrap();
+    assert_eq!(first.len(), 65);
+    assert!(!run().status.success(), "keygen overwrote an existing key");
+    assert_eq!(std::fs::read(&key).unwrap(), first);
+}
+
+#[test]
+fn serve_dev_creates_a_private_vault_and_prints_its_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("dev");
+    let log = dir.path().join("serve.log");
+    let start = || {
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("pii-vault listening on")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dev vault did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let first = start();
+    let api_key = std::fs::read_to_string(data_dir.join("dev-api-key")).unwrap();
+    assert!(
+        first.contains(api_key.trim()),
+        "key not printed on first start:\n{first}"
+    );
+    let second = start();
+    assert!(
+        !second.contains(api_key.trim()),
+        "key printed again:\n{second}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for private in ["root.key", "keyring", "dev-api-key", "policy.toml"] {
+        let mode = std::fs::metadata(data_dir.join(private))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{private} is readable by others");
+    }
+}
