@@ -3,9 +3,10 @@
 use prost_types::Timestamp;
 
 use crate::pb;
+use crate::policy::{LegalBasis, Purpose};
 use crate::vault::{
-    DeletionReceipt, DetokenizedValue, ErasureState, FieldInput, FieldKind, FieldView, Shown,
-    TokenFormat, TokenizeItem, VaultError,
+    hex, AuditRecord, ConsentEvent, DeletionReceipt, DetokenizedValue, ErasureState, ExportFormat,
+    FieldInput, FieldKind, FieldView, Shown, TokenFormat, TokenizeItem, VaultError,
 };
 
 use super::status::item_error;
@@ -130,5 +131,64 @@ pub fn receipt(receipt: DeletionReceipt) -> pb::DeletionReceipt {
         } as i32,
         cryptographic_erasure_due: None,
         audit_hash: receipt.audit_hash,
+    }
+}
+
+pub fn legal_basis(basis: LegalBasis) -> pb::LegalBasis {
+    match basis {
+        LegalBasis::Consent => pb::LegalBasis::Consent,
+        LegalBasis::Contract => pb::LegalBasis::Contract,
+        LegalBasis::LegalObligation => pb::LegalBasis::LegalObligation,
+        LegalBasis::LegitimateInterest => pb::LegalBasis::LegitimateInterest,
+    }
+}
+
+pub fn purpose(purpose: &Purpose) -> pb::Purpose {
+    pb::Purpose {
+        name: purpose.name.clone(),
+        description: purpose.description.clone(),
+        basis: legal_basis(purpose.basis) as i32,
+    }
+}
+
+pub fn consent_record(customer_id: &str, event: ConsentEvent) -> pb::ConsentRecord {
+    pb::ConsentRecord {
+        customer_id: customer_id.to_owned(),
+        purpose: event.purpose,
+        granted: event.granted,
+        policy_version: event.policy_version,
+        source: event.source,
+        recorded_at: Some(timestamp(event.recorded_at_ms)),
+    }
+}
+
+pub fn export_format(raw: i32) -> Result<ExportFormat, VaultError> {
+    match pb::ExportFormat::try_from(raw) {
+        Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => Ok(ExportFormat::Json),
+        Ok(pb::ExportFormat::Text) => Ok(ExportFormat::Text),
+        Err(_) => Err(VaultError::invalid(format!("unknown export format {raw}"))),
+    }
+}
+
+pub fn millis(timestamp: &Timestamp) -> i64 {
+    timestamp
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(timestamp.nanos / 1_000_000))
+}
+
+pub fn audit_event(record: AuditRecord) -> pb::AuditEvent {
+    pb::AuditEvent {
+        seq: record.seq,
+        at: Some(timestamp(record.at_ms)),
+        principal: record.principal,
+        action: record.action,
+        customer_id: record.customer_id,
+        fields: record.fields,
+        purpose: record.purpose,
+        outcome: record.outcome,
+        request_id: record.request_id,
+        prev_hash: hex(&record.prev_hash),
+        hash: hex(&record.hash),
     }
 }

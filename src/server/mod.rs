@@ -1,6 +1,7 @@
 //! The gRPC layer: tonic services, authentication, proto <-> domain conversion,
 //! health and reflection, and the server's lifecycle.
 
+mod audit_service;
 mod auth;
 mod call;
 mod convert;
@@ -17,10 +18,12 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::privacy_service_server::PrivacyServiceServer;
 use crate::pb::vault_service_server::VaultServiceServer;
 use crate::vault::Vault;
 
+use audit_service::AuditApi;
 use privacy_service::PrivacyApi;
 use vault_service::VaultApi;
 
@@ -70,6 +73,9 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
     health_reporter
         .set_serving::<PrivacyServiceServer<PrivacyApi>>()
         .await;
+    health_reporter
+        .set_serving::<AuditServiceServer<AuditApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -84,12 +90,18 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let audit_api = AuditServiceServer::new(AuditApi {
+        vault: Arc::clone(&vault),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(vault_api)
-        .add_service(privacy_api);
+        .add_service(privacy_api)
+        .add_service(audit_api);
     let task = tokio::spawn(async move {
         let reporter = health_reporter;
         let stop = async move {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, privacy_service_server::PrivacyService};
-use crate::vault::Vault;
+use crate::vault::{ConsentRequest, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -22,30 +22,95 @@ fn not_yet(method: &str) -> Status {
 impl PrivacyService for PrivacyApi {
     async fn list_purposes(
         &self,
-        _request: Request<pb::ListPurposesRequest>,
+        request: Request<pb::ListPurposesRequest>,
     ) -> Result<Response<pb::ListPurposesResponse>, Status> {
-        Err(not_yet("ListPurposes"))
+        handle(
+            self.vault.policy(),
+            "ListPurposes",
+            request,
+            |_caller, _req| async move {
+                Ok(pb::ListPurposesResponse {
+                    purposes: self
+                        .vault
+                        .list_purposes()
+                        .iter()
+                        .map(convert::purpose)
+                        .collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn set_consent(
         &self,
-        _request: Request<pb::SetConsentRequest>,
+        request: Request<pb::SetConsentRequest>,
     ) -> Result<Response<pb::ConsentRecord>, Status> {
-        Err(not_yet("SetConsent"))
+        handle(
+            self.vault.policy(),
+            "SetConsent",
+            request,
+            |caller, req| async move {
+                let customer_id = req.customer_id.clone();
+                let consent = ConsentRequest {
+                    customer_id: req.customer_id,
+                    purpose: req.purpose,
+                    granted: req.granted,
+                    policy_version: req.policy_version,
+                    source: req.source,
+                };
+                let event = self.vault.set_consent(&caller, consent).await?;
+                Ok(convert::consent_record(&customer_id, event))
+            },
+        )
+        .await
     }
 
     async fn list_consents(
         &self,
-        _request: Request<pb::ListConsentsRequest>,
+        request: Request<pb::ListConsentsRequest>,
     ) -> Result<Response<pb::ListConsentsResponse>, Status> {
-        Err(not_yet("ListConsents"))
+        handle(
+            self.vault.policy(),
+            "ListConsents",
+            request,
+            |caller, req| async move {
+                let events = self
+                    .vault
+                    .list_consents(&caller, &req.customer_id, req.include_history)
+                    .await?;
+                Ok(pb::ListConsentsResponse {
+                    consents: events
+                        .into_iter()
+                        .map(|event| convert::consent_record(&req.customer_id, event))
+                        .collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn export_customer(
         &self,
-        _request: Request<pb::ExportCustomerRequest>,
+        request: Request<pb::ExportCustomerRequest>,
     ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
-        Err(not_yet("ExportCustomer"))
+        handle(
+            self.vault.policy(),
+            "ExportCustomer",
+            request,
+            |caller, req| async move {
+                let format = convert::export_format(req.format)?;
+                let document = self
+                    .vault
+                    .export_customer(&caller, &req.customer_id, format)
+                    .await?;
+                Ok(pb::ExportCustomerResponse {
+                    document: document.bytes,
+                    content_type: document.content_type.to_owned(),
+                })
+            },
+        )
+        .await
     }
 
     async fn delete_customer(
@@ -69,9 +134,18 @@ impl PrivacyService for PrivacyApi {
 
     async fn get_deletion_status(
         &self,
-        _request: Request<pb::GetDeletionStatusRequest>,
+        request: Request<pb::GetDeletionStatusRequest>,
     ) -> Result<Response<pb::DeletionReceipt>, Status> {
-        Err(not_yet("GetDeletionStatus"))
+        handle(
+            self.vault.policy(),
+            "GetDeletionStatus",
+            request,
+            |caller, req| async move {
+                let receipt = self.vault.deletion_status(&caller, &req.receipt_id).await?;
+                Ok(convert::receipt(receipt))
+            },
+        )
+        .await
     }
 
     async fn publish_policy(

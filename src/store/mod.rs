@@ -2,15 +2,18 @@
 //! records; an engine stores them atomically and durably and knows nothing of
 //! cryptography or gRPC. Only `sled_engine.rs` imports sled.
 
+mod audit;
 mod group_commit;
 mod records;
 mod sled_engine;
+mod sled_keys;
 
+pub use audit::{AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};
 pub use records::{
     CustomerChange, CustomerRecord, FieldRecord, IndexEntry, ReceiptRecord, TokenRecord,
     TokenTarget, WrappedDekRecord,
 };
-pub use sled_engine::SledStore;
+pub use sled_engine::{hex, SledStore};
 
 /// Failures of the engine itself (disk, corruption), never of a request.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +63,16 @@ pub trait Store: Send + Sync + 'static {
     /// The receipt id of the customer's last erasure, if they were erased.
     async fn erasure_of(&self, customer_id: &str) -> Result<Option<String>, StoreError>;
     async fn receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError>;
-    /// Applies a change if the customer is still at `change.expected_revision` and
-    /// every new token is free; durable before it returns.
-    async fn commit(&self, change: CustomerChange) -> Result<(), CommitError>;
+    /// Applies a change, with its audit event, if the customer is still at
+    /// `change.expected_revision` and every new token is free; durable before it
+    /// returns. Returns the hash of the change's audit event.
+    async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError>;
+    /// Appends events that record no change (reads, refusals); durable before it returns.
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
+    /// Audit events in sequence order, filtered by `query`.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The last event's sequence number and hash (0 and the genesis hash when empty).
+    async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError>;
     /// Flushes everything to stable storage (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -16,6 +16,9 @@ pub struct CustomerRecord {
     /// Mixed into deterministic tokens, so that a customer erased and created
     /// again under the same id never gets their old tokens back.
     pub token_salt: [u8; 16],
+    /// The customer's consents and acknowledged policy notices, encrypted under
+    /// their DEK (the domain's `PrivacyLedger`); `None` until the first one.
+    pub privacy: Option<Vec<u8>>,
     /// Every master key version that ever wrapped one of this customer's DEKs:
     /// erasure is cryptographic once all of them are destroyed.
     pub wrapped_under: BTreeSet<u32>,
@@ -91,6 +94,9 @@ pub struct CustomerChange {
     pub delete_tokens: Vec<String>,
     pub put_index: Vec<IndexEntry>,
     pub delete_index: Vec<IndexEntry>,
-    /// An erasure receipt; also marks the customer id as erased.
+    /// An erasure receipt; also marks the customer id as erased. The engine
+    /// fills in its `audit_hash` with the hash of `audit`.
     pub receipt: Option<ReceiptRecord>,
+    /// The audit event that records this change, chained in the same commit.
+    pub audit: Option<super::AuditEntry>,
 }

@@ -1,22 +1,17 @@
-//! The embedded engine: one sled tree with typed key prefixes, serializable
-//! transactions for the compare-and-set commits, and group commit for durability.
-//!
-//! Key layout (customer ids, field names and tokens never contain a NUL byte):
-//! - `c` customer                      -> CustomerRecord
-//! - `f` customer NUL field            -> FieldRecord
-//! - `t` token                         -> TokenRecord
-//! - `k` customer NUL token            -> ()  (a customer's tokens, for erasure)
-//! - `i` field NUL blind(32) customer  -> ()  (blind index)
-//! - `e` customer                      -> receipt id (erased customers)
-//! - `r` receipt id                    -> ReceiptRecord
+//! The embedded engine: one sled tree (layout in `sled_keys.rs`), serializable
+//! transactions for the compare-and-set commits, one lock that orders audit
+//! appends into a single hash chain, and group commit for durability.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{de::DeserializeOwned, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
 use super::group_commit::GroupCommit;
+use super::sled_keys as keys;
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, ReceiptRecord, Store, StoreError,
     TokenRecord,
@@ -24,6 +19,10 @@ use super::{
 
 pub struct SledStore {
     tree: sled::Db,
+    /// Held while a commit takes its place at the end of the audit chain, so that
+    /// the chain has no forks or gaps. Only the in-memory apply runs under it;
+    /// the disk sync does not.
+    chain: Mutex<()>,
     group_commit: GroupCommit,
 }
 
@@ -46,6 +45,7 @@ impl SledStore {
         .map_err(engine)?;
         Ok(SledStore {
             tree: db,
+            chain: Mutex::new(()),
             group_commit,
         })
     }
@@ -71,6 +71,60 @@ impl SledStore {
             .map(|key| utf8(key.map_err(engine)?[prefix.len()..].to_vec()))
             .collect()
     }
+
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
+    }
+
+    /// Chains the entries after the current head and applies them with `change`
+    /// in one transaction. Returns the hashes of the new events.
+    fn apply_chained(
+        &self,
+        mut change: Option<EncodedChange>,
+        entries: Vec<AuditEntry>,
+        receipt: Option<ReceiptRecord>,
+    ) -> Result<Vec<[u8; 32]>, CommitError> {
+        let _chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut head = self.audit_head()?;
+        let mut audit_writes = Vec::new();
+        let mut hashes = Vec::new();
+        for entry in entries {
+            let record = AuditRecord::chain(entry, head.seq, head.hash);
+            head = AuditHead {
+                seq: record.seq,
+                hash: record.hash,
+            };
+            if !record.customer_id.is_empty() {
+                audit_writes.push((
+                    keys::customer_audit_event(&record.customer_id, record.seq),
+                    Vec::new(),
+                ));
+            }
+            hashes.push(record.hash);
+            audit_writes.push((keys::audit_event(record.seq), encode(&record)?));
+        }
+        audit_writes.push((keys::AUDIT_HEAD.to_vec(), encode(&head)?));
+        if let Some(mut receipt) = receipt {
+            // The receipt names the event that records the erasure it proves.
+            receipt.audit_hash = hashes.first().map(hex).unwrap_or_default();
+            audit_writes.push((keys::receipt(&receipt.receipt_id), encode(&receipt)?));
+        }
+        if let Some(change) = change.as_mut() {
+            change.inserts.append(&mut audit_writes);
+        }
+        let change = change.unwrap_or_else(|| EncodedChange::audit_only(audit_writes));
+        self.tree
+            .transaction(|tx| apply(tx, &change))
+            .map_err(|error| match error {
+                TransactionError::Abort(commit_error) => commit_error,
+                TransactionError::Storage(error) => CommitError::Store(engine(error)),
+            })?;
+        Ok(hashes)
+    }
+}
+
+pub fn hex(bytes: &[u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 fn engine(error: impl std::fmt::Display) -> StoreError {
@@ -85,53 +139,6 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt("record does not decode"))
 }
 
-fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut key = vec![prefix];
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            key.push(0);
-        }
-        key.extend_from_slice(part);
-    }
-    key
-}
-
-fn customer_key(customer_id: &str) -> Vec<u8> {
-    key(b'c', &[customer_id.as_bytes()])
-}
-
-fn field_key(customer_id: &str, field: &str) -> Vec<u8> {
-    key(b'f', &[customer_id.as_bytes(), field.as_bytes()])
-}
-
-fn token_key(token: &str) -> Vec<u8> {
-    key(b't', &[token.as_bytes()])
-}
-
-fn customer_token_key(customer_id: &str, token: &str) -> Vec<u8> {
-    key(b'k', &[customer_id.as_bytes(), token.as_bytes()])
-}
-
-fn index_prefix(field: &str, blind_index: &[u8; 32]) -> Vec<u8> {
-    let mut key = key(b'i', &[field.as_bytes(), b""]);
-    key.extend_from_slice(blind_index);
-    key
-}
-
-fn index_key(field: &str, blind_index: &[u8; 32], customer_id: &str) -> Vec<u8> {
-    let mut key = index_prefix(field, blind_index);
-    key.extend_from_slice(customer_id.as_bytes());
-    key
-}
-
-fn erasure_key(customer_id: &str) -> Vec<u8> {
-    key(b'e', &[customer_id.as_bytes()])
-}
-
-fn receipt_key(receipt_id: &str) -> Vec<u8> {
-    key(b'r', &[receipt_id.as_bytes()])
-}
-
 fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("key is not UTF-8"))
 }
@@ -139,49 +146,77 @@ fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
 /// A change with every record already encoded, so the transaction closure (which
 /// sled may run more than once) only moves bytes.
 struct EncodedChange {
-    customer_key: Vec<u8>,
-    expected_revision: Option<u64>,
-    customer: Option<Vec<u8>>,
+    /// Absent for audit-only commits.
+    customer: Option<CustomerUpdate>,
     inserts: Vec<(Vec<u8>, Vec<u8>)>,
     new_token_keys: Vec<Vec<u8>>,
     removes: Vec<Vec<u8>>,
+}
+
+/// The customer whose revision is compared, and their new record.
+struct CustomerUpdate {
+    key: Vec<u8>,
+    expected_revision: Option<u64>,
+    /// `None` removes the customer.
+    record: Option<Vec<u8>>,
+}
+
+impl EncodedChange {
+    fn audit_only(inserts: Vec<(Vec<u8>, Vec<u8>)>) -> EncodedChange {
+        EncodedChange {
+            customer: None,
+            inserts,
+            new_token_keys: Vec::new(),
+            removes: Vec::new(),
+        }
+    }
 }
 
 fn encode_change(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
     let id = change.customer_id.as_str();
     let mut inserts = Vec::new();
     let mut removes = Vec::new();
-    let mut new_token_keys = Vec::new();
     for (name, field) in &change.put_fields {
-        inserts.push((field_key(id, name), encode(field)?));
+        inserts.push((keys::field(id, name), encode(field)?));
     }
-    removes.extend(change.delete_fields.iter().map(|name| field_key(id, name)));
+    removes.extend(
+        change
+            .delete_fields
+            .iter()
+            .map(|name| keys::field(id, name)),
+    );
     for (token, record) in change.new_tokens.iter().chain(&change.put_tokens) {
-        inserts.push((token_key(token), encode(record)?));
-        inserts.push((customer_token_key(id, token), Vec::new()));
+        inserts.push((keys::token(token), encode(record)?));
+        inserts.push((keys::customer_token(id, token), Vec::new()));
     }
-    new_token_keys.extend(change.new_tokens.iter().map(|(token, _)| token_key(token)));
+    let new_token_keys = change
+        .new_tokens
+        .iter()
+        .map(|(token, _)| keys::token(token))
+        .collect();
     for token in &change.delete_tokens {
-        removes.push(token_key(token));
-        removes.push(customer_token_key(id, token));
+        removes.push(keys::token(token));
+        removes.push(keys::customer_token(id, token));
     }
     for entry in &change.put_index {
         inserts.push((
-            index_key(&entry.field_name, &entry.blind_index, id),
+            keys::index(&entry.field_name, &entry.blind_index, id),
             Vec::new(),
         ));
     }
     for entry in &change.delete_index {
-        removes.push(index_key(&entry.field_name, &entry.blind_index, id));
+        removes.push(keys::index(&entry.field_name, &entry.blind_index, id));
     }
     if let Some(receipt) = &change.receipt {
-        inserts.push((receipt_key(&receipt.receipt_id), encode(receipt)?));
-        inserts.push((erasure_key(id), receipt.receipt_id.as_bytes().to_vec()));
+        inserts.push((keys::erasure(id), receipt.receipt_id.as_bytes().to_vec()));
     }
+    let record = change.customer.as_ref().map(encode).transpose()?;
     Ok(EncodedChange {
-        customer_key: customer_key(id),
-        expected_revision: change.expected_revision,
-        customer: change.customer.as_ref().map(encode).transpose()?,
+        customer: Some(CustomerUpdate {
+            key: keys::customer(id),
+            expected_revision: change.expected_revision,
+            record,
+        }),
         inserts,
         new_token_keys,
         removes,
@@ -190,22 +225,27 @@ fn encode_change(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
 
 type TxResult = Result<(), ConflictableTransactionError<CommitError>>;
 
+fn abort(error: CommitError) -> ConflictableTransactionError<CommitError> {
+    ConflictableTransactionError::Abort(error)
+}
+
 fn apply(tx: &TransactionalTree, change: &EncodedChange) -> TxResult {
-    let current = tx.get(&change.customer_key)?;
-    let current_revision = match current {
-        Some(bytes) => Some(
-            decode::<CustomerRecord>(&bytes)
-                .map_err(|e| ConflictableTransactionError::Abort(e.into()))?
-                .revision,
-        ),
-        None => None,
-    };
-    if current_revision != change.expected_revision {
-        return Err(ConflictableTransactionError::Abort(CommitError::Conflict));
+    if let Some(customer) = &change.customer {
+        let current_revision = match tx.get(&customer.key)? {
+            Some(bytes) => Some(
+                decode::<CustomerRecord>(&bytes)
+                    .map_err(|e| abort(e.into()))?
+                    .revision,
+            ),
+            None => None,
+        };
+        if current_revision != customer.expected_revision {
+            return Err(abort(CommitError::Conflict));
+        }
     }
     for token_key in &change.new_token_keys {
         if tx.get(token_key)?.is_some() {
-            return Err(ConflictableTransactionError::Abort(CommitError::TokenTaken));
+            return Err(abort(CommitError::TokenTaken));
         }
     }
     for key in &change.removes {
@@ -214,21 +254,23 @@ fn apply(tx: &TransactionalTree, change: &EncodedChange) -> TxResult {
     for (key, value) in &change.inserts {
         tx.insert(key.as_slice(), value.as_slice())?;
     }
-    match &change.customer {
-        Some(record) => tx.insert(change.customer_key.as_slice(), record.as_slice())?,
-        None => tx.remove(change.customer_key.as_slice())?,
-    };
+    if let Some(customer) = &change.customer {
+        match &customer.record {
+            Some(record) => tx.insert(customer.key.as_slice(), record.as_slice())?,
+            None => tx.remove(customer.key.as_slice())?,
+        };
+    }
     Ok(())
 }
 
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
-        self.get(&customer_key(customer_id))
+        self.get(&keys::customer(customer_id))
     }
 
     async fn fields(&self, customer_id: &str) -> Result<Vec<(String, FieldRecord)>, StoreError> {
-        let prefix = key(b'f', &[customer_id.as_bytes(), b""]);
+        let prefix = keys::fields_of(customer_id);
         self.tree
             .scan_prefix(&prefix)
             .map(|entry| {
@@ -243,16 +285,15 @@ impl Store for SledStore {
         customer_id: &str,
         field_name: &str,
     ) -> Result<Option<FieldRecord>, StoreError> {
-        self.get(&field_key(customer_id, field_name))
+        self.get(&keys::field(customer_id, field_name))
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.get(&token_key(token))
+        self.get(&keys::token(token))
     }
 
     async fn customer_tokens(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = key(b'k', &[customer_id.as_bytes(), b""]);
-        self.keys_with_prefix(&prefix, usize::MAX)
+        self.keys_with_prefix(&keys::tokens_of(customer_id), usize::MAX)
     }
 
     async fn find_by_index(
@@ -261,30 +302,94 @@ impl Store for SledStore {
         blind_index: &[u8; 32],
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        self.keys_with_prefix(&index_prefix(field_name, blind_index), limit)
+        self.keys_with_prefix(&keys::index_prefix(field_name, blind_index), limit)
     }
 
     async fn erasure_of(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
-        match self.tree.get(erasure_key(customer_id)).map_err(engine)? {
+        match self.tree.get(keys::erasure(customer_id)).map_err(engine)? {
             Some(bytes) => utf8(bytes.to_vec()).map(Some),
             None => Ok(None),
         }
     }
 
     async fn receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
-        self.get(&receipt_key(receipt_id))
+        self.get(&keys::receipt(receipt_id))
     }
 
-    async fn commit(&self, change: CustomerChange) -> Result<(), CommitError> {
+    async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
         let encoded = encode_change(&change)?;
-        self.tree
-            .transaction(|tx| apply(tx, &encoded))
-            .map_err(|error| match error {
-                TransactionError::Abort(commit_error) => commit_error,
-                TransactionError::Storage(error) => CommitError::Store(engine(error)),
-            })?;
+        let hashes = self.apply_chained(
+            Some(encoded),
+            change.audit.into_iter().collect(),
+            change.receipt,
+        )?;
         self.group_commit.wait_durable().await?;
-        Ok(())
+        Ok(hashes.first().copied())
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.apply_chained(None, entries, None)
+            .map_err(|error| match error {
+                CommitError::Store(error) => error,
+                other => StoreError::Engine(other.to_string()),
+            })?;
+        self.group_commit.wait_durable().await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut found = Vec::new();
+        let start = keys::audit_event(query.after_seq.saturating_add(1));
+        let end = keys::audit_event(u64::MAX);
+        let records: Box<dyn Iterator<Item = Result<AuditRecord, StoreError>>> =
+            match &query.customer_id {
+                Some(customer_id) => {
+                    let prefix = keys::audit_events_of(customer_id);
+                    let from =
+                        keys::customer_audit_event(customer_id, query.after_seq.saturating_add(1));
+                    Box::new(
+                        self.tree
+                            .range(from..)
+                            .keys()
+                            .take_while(move |key| {
+                                key.as_ref().map_or(true, |k| k.starts_with(&prefix))
+                            })
+                            .map(move |key| {
+                                let key = key.map_err(engine)?;
+                                let seq_bytes: [u8; 8] = key[key.len() - 8..]
+                                    .try_into()
+                                    .map_err(|_| StoreError::Corrupt("audit index key"))?;
+                                self.get::<AuditRecord>(&keys::audit_event(u64::from_be_bytes(
+                                    seq_bytes,
+                                )))?
+                                .ok_or(StoreError::Corrupt("audit index names a missing event"))
+                            }),
+                    )
+                }
+                None => Box::new(
+                    self.tree
+                        .range(start..=end)
+                        .values()
+                        .map(|value| decode(&value.map_err(engine)?)),
+                ),
+            };
+        for record in records {
+            let record = record?;
+            if query.matches(&record) {
+                found.push(record);
+                if found.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        let head = SledStore::audit_head(self)?;
+        Ok((head.seq, head.hash))
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

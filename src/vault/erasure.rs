@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use crate::policy::Scope;
-use crate::store::{CustomerChange, IndexEntry, ReceiptRecord};
+use crate::store::{hex, AuditEntry, CustomerChange, IndexEntry, ReceiptRecord};
 
 use super::{now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
 
@@ -37,6 +37,18 @@ impl Vault {
         customer_id: &str,
         reason: &str,
     ) -> Result<DeletionReceipt, VaultError> {
+        let entry = self.audit_entry(caller, "DeleteCustomer", customer_id, &[], "");
+        let result = self.erase(caller, customer_id, reason, &entry).await;
+        self.audit_refusal(entry, result).await
+    }
+
+    async fn erase(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        reason: &str,
+        audit: &AuditEntry,
+    ) -> Result<DeletionReceipt, VaultError> {
         caller.require_scope(Scope::PrivacyAdmin)?;
         let customer = CustomerId::parse(customer_id)?;
         if reason.len() > self.limits.max_reason_len || reason.chars().any(char::is_control) {
@@ -46,7 +58,7 @@ impl Vault {
             )));
         }
         let receipt = self
-            .retry_commit(|| self.try_delete_customer(&customer, reason))
+            .retry_commit(|| self.try_delete_customer(&customer, reason, audit))
             .await?;
         self.keys.forget(&customer);
         Ok(self.receipt_view(receipt))
@@ -56,10 +68,13 @@ impl Vault {
         &self,
         customer: &CustomerId,
         reason: &str,
+        audit: &AuditEntry,
     ) -> Result<ReceiptRecord, Attempt> {
         let id = customer.as_str();
         let Some(record) = self.store.customer(id).await? else {
-            return Ok(self.earlier_receipt(customer).await?);
+            let receipt = self.earlier_receipt(customer).await?;
+            self.store.append_audit(vec![audit.clone()]).await?;
+            return Ok(receipt);
         };
         let fields = self.store.fields(id).await?;
         let tokens = self.store.customer_tokens(id).await?;
@@ -90,10 +105,14 @@ impl Vault {
             delete_fields: fields.into_iter().map(|(name, _)| name).collect(),
             delete_tokens: tokens,
             receipt: Some(receipt.clone()),
+            audit: Some(audit.clone()),
             ..CustomerChange::default()
         };
-        self.store.commit(change).await?;
-        Ok(receipt)
+        let audit_hash = self.store.commit(change).await?;
+        Ok(ReceiptRecord {
+            audit_hash: audit_hash.as_ref().map(hex).unwrap_or_default(),
+            ..receipt
+        })
     }
 
     /// The receipt of a customer erased before, or NOT_FOUND for one never held.
@@ -107,6 +126,32 @@ impl Vault {
             .receipt(&receipt_id)
             .await?
             .ok_or_else(|| VaultError::Internal("erasure marker without a receipt".into()))
+    }
+
+    /// The current state of an erasure, by receipt id.
+    pub async fn deletion_status(
+        &self,
+        caller: &Caller,
+        receipt_id: &str,
+    ) -> Result<DeletionReceipt, VaultError> {
+        let mut entry = self.audit_entry(caller, "GetDeletionStatus", "", &[], "");
+        let result = async {
+            caller.require_scope(Scope::PrivacyAdmin)?;
+            if receipt_id.is_empty() || receipt_id.len() > 64 {
+                return Err(VaultError::invalid("receipt_id must be 1-64 bytes"));
+            }
+            let receipt = self
+                .store
+                .receipt(receipt_id)
+                .await?
+                .ok_or_else(|| VaultError::not_found("no erasure has this receipt id"))?;
+            Ok(self.receipt_view(receipt))
+        }
+        .await;
+        if let Ok(receipt) = &result {
+            entry.customer_id = receipt.customer_id.clone();
+        }
+        self.audit_outcome(entry, result).await
     }
 
     fn receipt_view(&self, receipt: ReceiptRecord) -> DeletionReceipt {

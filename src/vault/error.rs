@@ -25,6 +25,20 @@ pub enum VaultError {
 }
 
 impl VaultError {
+    /// The status code's name, as audit events record a refusal.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            VaultError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            VaultError::PermissionDenied(_) => "PERMISSION_DENIED",
+            VaultError::NotFound(_) => "NOT_FOUND",
+            VaultError::AlreadyExists(_) => "ALREADY_EXISTS",
+            VaultError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            VaultError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            VaultError::Unavailable(_) => "UNAVAILABLE",
+            VaultError::Internal(_) => "INTERNAL",
+        }
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         VaultError::InvalidArgument(message.into())
     }

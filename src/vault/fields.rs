@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::crypto::Binding;
+use crate::policy::Purpose;
 use crate::policy::Scope;
-use crate::store::{CustomerChange, FieldRecord, IndexEntry, TokenRecord, TokenTarget};
+use crate::store::{AuditEntry, CustomerChange, FieldRecord, IndexEntry, TokenRecord, TokenTarget};
 
 use super::tokenize::TokenMinter;
 use super::{
@@ -24,6 +25,16 @@ struct ValidField {
     name: FieldName,
     kind: FieldKind,
     normalized: String,
+}
+
+/// Everything one PutFields writes, for each try at committing it.
+#[derive(Clone, Copy)]
+struct FieldWrite<'a> {
+    customer: &'a CustomerId,
+    fields: &'a [ValidField],
+    format: TokenFormat,
+    purpose: &'a Purpose,
+    audit: &'a AuditEntry,
 }
 
 /// One field as a caller may see it.
@@ -49,12 +60,24 @@ impl Vault {
         purpose: &str,
         format: TokenFormat,
     ) -> Result<BTreeMap<String, String>, VaultError> {
-        caller.require_scope(Scope::DataWrite)?;
-        let customer = CustomerId::parse(customer_id)?;
-        self.check_purpose(caller, purpose)?;
-        let fields = self.validate_fields(inputs)?;
-        self.retry_commit(|| self.try_put_fields(&customer, &fields, format))
-            .await
+        let names: Vec<String> = inputs.iter().map(|input| input.name.clone()).collect();
+        let entry = self.audit_entry(caller, "PutFields", customer_id, &names, purpose);
+        let result = async {
+            caller.require_scope(Scope::DataWrite)?;
+            let customer = CustomerId::parse(customer_id)?;
+            let purpose = self.check_purpose(caller, purpose)?;
+            let fields = self.validate_fields(inputs)?;
+            let write = FieldWrite {
+                customer: &customer,
+                fields: &fields,
+                format,
+                purpose,
+                audit: &entry,
+            };
+            self.retry_commit(|| self.try_put_fields(&write)).await
+        }
+        .await;
+        self.audit_refusal(entry, result).await
     }
 
     fn validate_fields(&self, inputs: Vec<FieldInput>) -> Result<Vec<ValidField>, VaultError> {
@@ -92,13 +115,18 @@ impl Vault {
 
     async fn try_put_fields(
         &self,
-        customer: &CustomerId,
-        fields: &[ValidField],
-        format: TokenFormat,
+        write: &FieldWrite<'_>,
     ) -> Result<BTreeMap<String, String>, Attempt> {
+        let FieldWrite {
+            customer,
+            fields,
+            format,
+            ..
+        } = *write;
         let now = now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
+        self.check_consent(write.purpose, customer, &writable.record, &writable.cipher)?;
         let existing: HashMap<String, FieldRecord> = match writable.expected_revision {
             Some(_) => self.store.fields(id).await?.into_iter().collect(),
             None => HashMap::new(),
@@ -173,6 +201,7 @@ impl Vault {
         change
             .delete_index
             .retain(|entry| !change.put_index.contains(entry));
+        change.audit = Some(write.audit.clone());
         writable.finish(&mut change);
         self.store.commit(change).await?;
         Ok(tokens)
@@ -186,9 +215,31 @@ impl Vault {
         field_names: &[String],
         purpose: &str,
     ) -> Result<Vec<FieldView>, VaultError> {
+        let entry = self.audit_entry(caller, "GetFields", customer_id, field_names, purpose);
+        let result = self
+            .read_fields(caller, customer_id, field_names, purpose)
+            .await;
+        let entry = match &result {
+            // An "all fields" read records the names it returned.
+            Ok(views) if field_names.is_empty() => AuditEntry {
+                fields: views.iter().map(|view| view.name.clone()).collect(),
+                ..entry
+            },
+            _ => entry,
+        };
+        self.audit_outcome(entry, result).await
+    }
+
+    async fn read_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        field_names: &[String],
+        purpose: &str,
+    ) -> Result<Vec<FieldView>, VaultError> {
         caller.require_scope(Scope::DataRead)?;
         let customer = CustomerId::parse(customer_id)?;
-        self.check_purpose(caller, purpose)?;
+        let purpose = self.check_purpose(caller, purpose)?;
         Limits::check_count(
             "field_names",
             field_names.len(),
@@ -225,6 +276,7 @@ impl Vault {
                 .collect()
         };
         let cipher = self.keys.cipher(&customer, &record)?;
+        self.check_consent(purpose, &customer, &record, &cipher)?;
         selected
             .into_iter()
             .map(|(name, field)| match field {
@@ -285,6 +337,20 @@ impl Vault {
         customer_id: &str,
         field_names: &[String],
     ) -> Result<u32, VaultError> {
+        let entry = self.audit_entry(caller, "DeleteFields", customer_id, field_names, "");
+        let result = self
+            .remove_fields(caller, customer_id, field_names, &entry)
+            .await;
+        self.audit_refusal(entry, result).await
+    }
+
+    async fn remove_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        field_names: &[String],
+        audit: &AuditEntry,
+    ) -> Result<u32, VaultError> {
         caller.require_scope(Scope::DataWrite)?;
         let customer = CustomerId::parse(customer_id)?;
         if field_names.is_empty() {
@@ -299,7 +365,7 @@ impl Vault {
             .iter()
             .map(|name| FieldName::parse(name))
             .collect::<Result<BTreeSet<_>, _>>()?;
-        self.retry_commit(|| self.try_delete_fields(&customer, &names))
+        self.retry_commit(|| self.try_delete_fields(&customer, &names, audit))
             .await
     }
 
@@ -307,6 +373,7 @@ impl Vault {
         &self,
         customer: &CustomerId,
         names: &BTreeSet<FieldName>,
+        audit: &AuditEntry,
     ) -> Result<u32, Attempt> {
         let id = customer.as_str();
         let mut record = self
@@ -333,10 +400,12 @@ impl Vault {
         }
         let deleted = change.delete_fields.len() as u32;
         if deleted == 0 {
+            self.store.append_audit(vec![audit.clone()]).await?;
             return Ok(0);
         }
         record.revision += 1;
         change.customer = Some(record);
+        change.audit = Some(audit.clone());
         self.store.commit(change).await?;
         Ok(deleted)
     }

@@ -51,6 +51,7 @@ impl KeyManager {
             },
             encryptions: 0,
             token_salt: rand::random(),
+            privacy: None,
             wrapped_under: BTreeSet::from([master.version()]),
         };
         let cipher = Arc::new(DataCipher::new(&dek, dek_version));

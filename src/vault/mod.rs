@@ -2,9 +2,13 @@
 //! records it hands to the store. It takes and returns plain Rust types and
 //! `VaultError`; it knows nothing of gRPC.
 
+mod audit;
 mod caller;
+mod consent;
+mod detokenize;
 mod erasure;
 mod error;
+mod export;
 mod fields;
 mod ids;
 mod keys;
@@ -19,15 +23,20 @@ use std::sync::Arc;
 use crate::policy::{Disclosure, Policy, Purpose};
 use crate::store::{CommitError, Store};
 
+pub use crate::store::{hex, AuditRecord};
+pub use audit::{AuditFilter, ChainVerification};
 pub use caller::Caller;
+pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
+pub use detokenize::DetokenizedValue;
 pub use erasure::{DeletionReceipt, ErasureState};
 pub use error::VaultError;
+pub use export::{ExportDocument, ExportFormat};
 pub use fields::{FieldInput, FieldView};
 pub use ids::{CustomerId, FieldName};
 pub use keys::KeyManager;
 pub use kinds::FieldKind;
 pub use limits::Limits;
-pub use tokenize::{DetokenizedValue, TokenizeItem};
+pub use tokenize::TokenizeItem;
 pub use tokens::TokenFormat;
 
 /// What a caller was shown of one value.

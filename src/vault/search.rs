@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::Scope;
+use crate::policy::{LegalBasis, Purpose, Scope};
 
-use super::{shown_for, today, Caller, FieldKind, FieldName, Shown, Vault, VaultError};
+use super::{shown_for, today, Caller, CustomerId, FieldKind, FieldName, Shown, Vault, VaultError};
 
 impl Vault {
     /// The customers whose field `field_name` holds `value` (normalized as on write).
@@ -16,9 +16,27 @@ impl Vault {
         value: &str,
         purpose: &str,
     ) -> Result<Vec<String>, VaultError> {
+        let entry = self.audit_entry(
+            caller,
+            "FindCustomers",
+            "",
+            &[field_name.to_owned()],
+            purpose,
+        );
+        let result = self.search(caller, field_name, value, purpose).await;
+        self.audit_outcome(entry, result).await
+    }
+
+    async fn search(
+        &self,
+        caller: &Caller,
+        field_name: &str,
+        value: &str,
+        purpose: &str,
+    ) -> Result<Vec<String>, VaultError> {
         caller.require_scope(Scope::DataRead)?;
         let field = FieldName::parse(field_name)?;
-        self.check_purpose(caller, purpose)?;
+        let purpose = self.check_purpose(caller, purpose)?;
         let today = today();
         // A value is looked up as every searchable kind it is valid as; the kinds'
         // shapes do not overlap, so this is at most one in practice.
@@ -47,9 +65,29 @@ impl Vault {
                 .await?;
             customers.extend(found);
         }
-        Ok(customers
-            .into_iter()
-            .take(self.limits.max_search_results)
-            .collect())
+        let mut allowed = Vec::new();
+        for customer_id in customers.into_iter().take(self.limits.max_search_results) {
+            if self.consents_to(purpose, &customer_id).await? {
+                allowed.push(customer_id);
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// Whether a customer found by a search may be used for `purpose`; customers
+    /// who have not opted in to a consent-based purpose are left out of results.
+    async fn consents_to(&self, purpose: &Purpose, customer_id: &str) -> Result<bool, VaultError> {
+        if purpose.basis != LegalBasis::Consent {
+            return Ok(true);
+        }
+        let customer = CustomerId::parse(customer_id)
+            .map_err(|_| VaultError::Internal("index names a bad customer id".into()))?;
+        let Some(record) = self.store.customer(customer_id).await? else {
+            return Ok(false);
+        };
+        let cipher = self.keys.cipher(&customer, &record)?;
+        Ok(self
+            .check_consent(purpose, &customer, &record, &cipher)
+            .is_ok())
     }
 }

@@ -4,14 +4,11 @@
 use std::collections::HashSet;
 
 use crate::crypto::Binding;
-use crate::policy::Scope;
-use crate::store::{TokenRecord, TokenTarget};
+use crate::policy::{Purpose, Scope};
+use crate::store::{AuditEntry, TokenRecord, TokenTarget};
 
 use super::tokens::{self, TokenFormat};
-use super::{
-    now_ms, reveal, shown_for, stored_kind, today, Attempt, Caller, CustomerId, FieldKind, Limits,
-    Shown, Vault, VaultError,
-};
+use super::{now_ms, today, Attempt, Caller, CustomerId, FieldKind, Limits, Vault, VaultError};
 
 /// How many format-preserving candidates are drawn before giving up: a short
 /// value's shape may have few free tokens left.
@@ -21,17 +18,6 @@ pub struct TokenizeItem {
     pub value: String,
     pub kind: FieldKind,
     pub format: TokenFormat,
-}
-
-/// One resolved token, as the caller may see it.
-#[derive(Debug)]
-pub struct DetokenizedValue {
-    pub token: String,
-    pub customer_id: String,
-    pub kind: FieldKind,
-    pub value: Option<String>,
-    pub shown: Shown,
-    pub error: Option<VaultError>,
 }
 
 /// Draws the tokens of one request, so that two items of the request never get
@@ -143,9 +129,28 @@ impl Vault {
         items: Vec<TokenizeItem>,
         purpose: &str,
     ) -> Result<Vec<String>, VaultError> {
+        let kinds: Vec<String> = items
+            .iter()
+            .map(|item| item.kind.name().to_owned())
+            .collect();
+        let entry = self.audit_entry(caller, "Tokenize", customer_id, &kinds, purpose);
+        let result = self
+            .store_values(caller, customer_id, items, purpose, &entry)
+            .await;
+        self.audit_refusal(entry, result).await
+    }
+
+    async fn store_values(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        items: Vec<TokenizeItem>,
+        purpose: &str,
+        audit: &AuditEntry,
+    ) -> Result<Vec<String>, VaultError> {
         caller.require_scope(Scope::DataWrite)?;
         let customer = CustomerId::parse(customer_id)?;
-        self.check_purpose(caller, purpose)?;
+        let purpose = self.check_purpose(caller, purpose)?;
         if items.is_empty() {
             return Err(VaultError::invalid("items: at least one item is required"));
         }
@@ -164,7 +169,7 @@ impl Vault {
                 })
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
-        self.retry_commit(|| self.try_tokenize(&customer, &items))
+        self.retry_commit(|| self.try_tokenize(&customer, &items, purpose, audit))
             .await
     }
 
@@ -172,10 +177,13 @@ impl Vault {
         &self,
         customer: &CustomerId,
         items: &[TokenizeItem],
+        purpose: &Purpose,
+        audit: &AuditEntry,
     ) -> Result<Vec<String>, Attempt> {
         let now = now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
+        self.check_consent(purpose, customer, &writable.record, &writable.cipher)?;
         let mut change = writable.change(customer);
         let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
         let mut issued = Vec::with_capacity(items.len());
@@ -203,114 +211,12 @@ impl Vault {
         }
         // Reusing deterministic tokens of an existing customer changes nothing.
         if !change.new_tokens.is_empty() || writable.expected_revision.is_none() {
+            change.audit = Some(audit.clone());
             writable.finish(&mut change);
             self.store.commit(change).await?;
+        } else {
+            self.store.append_audit(vec![audit.clone()]).await?;
         }
         Ok(issued)
-    }
-
-    /// Resolves tokens in order; each is allowed or refused on its own.
-    pub async fn detokenize(
-        &self,
-        caller: &Caller,
-        tokens: &[String],
-        purpose: &str,
-    ) -> Result<Vec<DetokenizedValue>, VaultError> {
-        caller.require_scope(Scope::TokensDetokenize)?;
-        self.check_purpose(caller, purpose)?;
-        if tokens.is_empty() {
-            return Err(VaultError::invalid(
-                "tokens: at least one token is required",
-            ));
-        }
-        Limits::check_count("tokens", tokens.len(), self.limits.max_batch_items)?;
-        let mut results = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            let result = match self.resolve(caller, token).await {
-                Ok(resolved) => resolved,
-                Err(VaultError::Internal(message)) => return Err(VaultError::Internal(message)),
-                Err(VaultError::Unavailable(message)) => {
-                    return Err(VaultError::Unavailable(message))
-                }
-                Err(error) => refused(token, error),
-            };
-            results.push(result);
-        }
-        Ok(results)
-    }
-
-    async fn resolve(&self, caller: &Caller, token: &str) -> Result<DetokenizedValue, VaultError> {
-        tokens::validate_token(token).map_err(|error| VaultError::invalid(error.to_string()))?;
-        let unknown = || VaultError::not_found("token not found");
-        let record = self.store.token(token).await?.ok_or_else(unknown)?;
-        let customer = CustomerId::parse(&record.customer_id)
-            .map_err(|_| VaultError::Internal("stored token has a bad customer id".into()))?;
-        let customer_record = self
-            .store
-            .customer(customer.as_str())
-            .await?
-            .ok_or_else(unknown)?;
-        let kind = stored_kind(&record.kind)?;
-        let field_name = match &record.target {
-            TokenTarget::Field(name) => Some(name.as_str()),
-            TokenTarget::Value(_) => None,
-        };
-        let shown = shown_for(caller, field_name, kind);
-        if shown == Shown::Denied {
-            let what = field_name.map_or(kind.name(), |name| name);
-            return Err(VaultError::denied(format!(
-                "principal \"{}\" may not see {what} values",
-                caller.name()
-            )));
-        }
-        let value = match shown {
-            Shown::Plaintext | Shown::Masked => {
-                let cipher = self.keys.cipher(&customer, &customer_record)?;
-                let plaintext = match &record.target {
-                    TokenTarget::Value(ciphertext) => {
-                        let binding = Binding::Token {
-                            customer_id: customer.as_str(),
-                            token,
-                        };
-                        cipher.decrypt(&binding, ciphertext)?
-                    }
-                    TokenTarget::Field(name) => {
-                        let field = self
-                            .store
-                            .field(customer.as_str(), name)
-                            .await?
-                            .ok_or_else(unknown)?;
-                        let binding = Binding::Field {
-                            customer_id: customer.as_str(),
-                            field: name,
-                        };
-                        cipher.decrypt(&binding, &field.ciphertext)?
-                    }
-                };
-                let text = std::str::from_utf8(&plaintext)
-                    .map_err(|_| VaultError::Internal("stored value is not UTF-8".into()))?;
-                reveal(shown, kind, text)
-            }
-            Shown::TokenOnly | Shown::Denied => None,
-        };
-        Ok(DetokenizedValue {
-            token: token.to_owned(),
-            customer_id: record.customer_id,
-            kind,
-            value,
-            shown,
-            error: None,
-        })
-    }
-}
-
-fn refused(token: &str, error: VaultError) -> DetokenizedValue {
-    DetokenizedValue {
-        token: token.to_owned(),
-        customer_id: String::new(),
-        kind: FieldKind::Generic,
-        value: None,
-        shown: Shown::Denied,
-        error: Some(error),
     }
 }

@@ -1,0 +1,83 @@
+//! The sled engine's key layout, in one tree (customer ids, field names and
+//! tokens never contain a NUL byte; sequence numbers are big-endian so keys sort
+//! in order):
+//! - `c` customer                      -> CustomerRecord
+//! - `f` customer NUL field            -> FieldRecord
+//! - `t` token                         -> TokenRecord
+//! - `k` customer NUL token            -> ()  (a customer's tokens, for erasure)
+//! - `i` field NUL blind(32) customer  -> ()  (blind index)
+//! - `e` customer                      -> receipt id (erased customers)
+//! - `r` receipt id                    -> ReceiptRecord
+//! - `a` seq                           -> AuditRecord
+//! - `b` customer NUL seq              -> ()  (a customer's audit events)
+//! - `A`                               -> AuditHead
+
+pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = vec![prefix];
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub fn customer(customer_id: &str) -> Vec<u8> {
+    key(b'c', &[customer_id.as_bytes()])
+}
+
+pub fn field(customer_id: &str, field: &str) -> Vec<u8> {
+    key(b'f', &[customer_id.as_bytes(), field.as_bytes()])
+}
+
+/// The prefix of every field key of a customer.
+pub fn fields_of(customer_id: &str) -> Vec<u8> {
+    key(b'f', &[customer_id.as_bytes(), b""])
+}
+
+pub fn token(token: &str) -> Vec<u8> {
+    key(b't', &[token.as_bytes()])
+}
+
+pub fn customer_token(customer_id: &str, token: &str) -> Vec<u8> {
+    key(b'k', &[customer_id.as_bytes(), token.as_bytes()])
+}
+
+pub fn tokens_of(customer_id: &str) -> Vec<u8> {
+    key(b'k', &[customer_id.as_bytes(), b""])
+}
+
+pub fn index_prefix(field: &str, blind_index: &[u8; 32]) -> Vec<u8> {
+    let mut key = key(b'i', &[field.as_bytes(), b""]);
+    key.extend_from_slice(blind_index);
+    key
+}
+
+pub fn index(field: &str, blind_index: &[u8; 32], customer_id: &str) -> Vec<u8> {
+    let mut key = index_prefix(field, blind_index);
+    key.extend_from_slice(customer_id.as_bytes());
+    key
+}
+
+pub fn erasure(customer_id: &str) -> Vec<u8> {
+    key(b'e', &[customer_id.as_bytes()])
+}
+
+pub fn receipt(receipt_id: &str) -> Vec<u8> {
+    key(b'r', &[receipt_id.as_bytes()])
+}
+
+pub const AUDIT_HEAD: &[u8] = b"A";
+
+pub fn audit_event(seq: u64) -> Vec<u8> {
+    key(b'a', &[&seq.to_be_bytes()])
+}
+
+pub fn customer_audit_event(customer_id: &str, seq: u64) -> Vec<u8> {
+    key(b'b', &[customer_id.as_bytes(), &seq.to_be_bytes()])
+}
+
+pub fn audit_events_of(customer_id: &str) -> Vec<u8> {
+    key(b'b', &[customer_id.as_bytes(), b""])
+}

@@ -1,0 +1,204 @@
+//! The plain-English export: what a customer can read in a minute.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::policy::LegalBasis;
+use crate::vault::FieldKind;
+
+use super::{basis_in_words, kind_in_words, CustomerExport, ExportedConsent};
+
+/// How far back the report counts uses of the customer's information.
+const REPORT_DAYS: i64 = 90;
+/// Actions that read a customer's values.
+const READ_ACTIONS: [&str; 2] = ["GetFields", "Detokenize"];
+
+pub fn plain_english(export: &CustomerExport) -> String {
+    let mut text = String::new();
+    let _ = write_report(&mut text, export);
+    text
+}
+
+fn write_report(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
+    writeln!(text, "What we hold about you")?;
+    writeln!(text, "======================")?;
+    writeln!(
+        text,
+        "Customer {} - report made {} - with us since {}.",
+        export.customer_id,
+        day(&export.exported_at),
+        day(&export.customer_since)
+    )?;
+    writeln!(text)?;
+    write_holdings(text, export)?;
+    writeln!(text)?;
+    write_purposes(text, export)?;
+    writeln!(text)?;
+    write_uses(text, export)?;
+    writeln!(text)?;
+    writeln!(text, "Your choices")?;
+    writeln!(
+        text,
+        "You can withdraw any consent at any time, ask for a copy of your information \
+         (like this report), or ask us to erase it. Erasing destroys the key that protects \
+         your information, so it cannot be recovered afterwards."
+    )
+}
+
+fn write_holdings(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
+    let kinds: Vec<&str> = export
+        .fields
+        .iter()
+        .map(|field| FieldKind::from_name(field.kind).map_or("other information", kind_in_words))
+        .collect();
+    match kinds.len() {
+        0 => writeln!(text, "We hold no profile information about you.")?,
+        1 => writeln!(
+            text,
+            "We hold 1 piece of information about you: {}.",
+            kinds[0]
+        )?,
+        n => writeln!(
+            text,
+            "We hold {n} pieces of information about you: {}.",
+            join_words(&kinds)
+        )?,
+    }
+    let standalone = export
+        .tokens
+        .iter()
+        .filter(|token| token.field.is_none())
+        .count();
+    if standalone > 0 {
+        writeln!(
+            text,
+            "We also keep {standalone} value(s) you gave us for a single use, such as a \
+             payment, each locked away behind a reference number."
+        )?;
+    }
+    Ok(())
+}
+
+fn write_purposes(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
+    writeln!(text, "Why we use your information")?;
+    for purpose in &export.purposes {
+        let basis = LegalBasis::from_name(purpose.basis).unwrap_or(LegalBasis::Consent);
+        let consent = (basis == LegalBasis::Consent)
+            .then(|| consent_status(&export.consents.current, &purpose.name));
+        writeln!(
+            text,
+            "- {} ({}: {}{})",
+            purpose.description,
+            purpose.name,
+            basis_in_words(basis),
+            consent
+                .map(|status| format!("; {status}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+fn consent_status(current: &[ExportedConsent], purpose: &str) -> String {
+    match current.iter().find(|consent| consent.purpose == purpose) {
+        Some(consent) if consent.granted => format!("you agreed on {}", day(&consent.recorded_at)),
+        Some(consent) => format!(
+            "you said no on {}, so we do not use it for this",
+            day(&consent.recorded_at)
+        ),
+        None => "you have not agreed, so we do not use it for this".to_owned(),
+    }
+}
+
+fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
+    let since = time::OffsetDateTime::now_utc() - time::Duration::days(REPORT_DAYS);
+    let since = since
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    // (principal, purpose) -> reads, in the order first seen.
+    let mut uses: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for access in &export.access_history {
+        if access.outcome == "ok"
+            && READ_ACTIONS.contains(&access.action.as_str())
+            && access.at >= since
+        {
+            *uses
+                .entry((access.principal.as_str(), access.purpose.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let total: usize = uses.values().sum();
+    if total == 0 {
+        return writeln!(
+            text,
+            "In the last {REPORT_DAYS} days nobody read your information."
+        );
+    }
+    writeln!(
+        text,
+        "In the last {REPORT_DAYS} days your information was read {}:",
+        times(total)
+    )?;
+    for ((principal, purpose), count) in uses {
+        let why = export
+            .purposes
+            .iter()
+            .find(|known| known.name == purpose)
+            .map_or_else(
+                || purpose.to_owned(),
+                |known| lowercase_sentence(&known.description),
+            );
+        writeln!(text, "- {} by {principal}, for {why}", times(count))?;
+    }
+    Ok(())
+}
+
+fn times(count: usize) -> String {
+    if count == 1 {
+        "once".to_owned()
+    } else {
+        format!("{count} times")
+    }
+}
+
+/// "Charging you for orders." -> "charging you for orders."
+fn lowercase_sentence(sentence: &str) -> String {
+    let mut chars = sentence.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The date part of an RFC 3339 timestamp.
+fn day(timestamp: &str) -> &str {
+    timestamp.get(..10).unwrap_or(timestamp)
+}
+
+/// "a, b and c".
+fn join_words(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_joined_as_in_a_sentence() {
+        assert_eq!(join_words(&["a"]), "a");
+        assert_eq!(join_words(&["a", "b"]), "a and b");
+        assert_eq!(join_words(&["a", "b", "c"]), "a, b and c");
+    }
+
+    #[test]
+    fn counts_read_as_words() {
+        assert_eq!(times(1), "once");
+        assert_eq!(times(3), "3 times");
+        assert_eq!(lowercase_sentence("Charging you."), "charging you.");
+    }
+}
