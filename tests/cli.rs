@@ -205,3 +205,114 @@ fn serve_dev_creates_a_private_vault_and_prints_its_key_once() {
         assert_eq!(mode & 0o077, 0, "{private} is readable by others");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_export_audit_and_receipts_from_the_command_line() {
+    let vault = common::spawn_vault().await;
+
+    let purposes = stdout_of(&pii_vault(&vault, &["purposes"]));
+    assert!(
+        purposes.contains("marketing") && purposes.contains("Sending you offers picked for you.")
+    );
+
+    let refused = pii_vault(
+        &vault,
+        &[
+            "put",
+            "cli-3",
+            "email:email=a@b.example",
+            "--purpose",
+            "marketing",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("consent"));
+
+    let granted = json_of(&pii_vault(
+        &vault,
+        &[
+            "consent",
+            "set",
+            "cli-3",
+            "marketing",
+            "--granted",
+            "--policy-version",
+            "2026-11",
+            "--source",
+            "web-signup",
+            "--json",
+        ],
+    ));
+    assert_eq!(granted["consents"][0]["granted"], true);
+    stdout_of(&pii_vault(
+        &vault,
+        &[
+            "put",
+            "cli-3",
+            "email:email=a@b.example",
+            "--purpose",
+            "marketing",
+        ],
+    ));
+    stdout_of(&pii_vault(
+        &vault,
+        &["consent", "set", "cli-3", "marketing", "--withdrawn"],
+    ));
+    let history = json_of(&pii_vault(
+        &vault,
+        &["consent", "list", "cli-3", "--history", "--json"],
+    ));
+    assert_eq!(history["consents"].as_array().unwrap().len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let export_file = dir.path().join("export.json");
+    let written = pii_vault(
+        &vault,
+        &["export", "cli-3", "--out", export_file.to_str().unwrap()],
+    );
+    assert!(written.status.success());
+    let export: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&export_file).unwrap()).unwrap();
+    assert_eq!(export["fields"][0]["value"], "a@b.example");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&export_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "an export is personal data: owner-only");
+    let report = stdout_of(&pii_vault(&vault, &["export", "cli-3", "--format", "text"]));
+    assert!(
+        report.contains("We hold 1 piece of information about you"),
+        "{report}"
+    );
+
+    let events = stdout_of(&pii_vault(
+        &vault,
+        &["audit", "list", "--customer", "cli-3", "--json"],
+    ));
+    let actions: Vec<String> = events
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        actions.contains(&"SetConsent".to_owned()) && actions.contains(&"PutFields".to_owned()),
+        "{actions:?}"
+    );
+    let verified = stdout_of(&pii_vault(&vault, &["audit", "verify"]));
+    assert!(verified.contains("intact"), "{verified}");
+
+    let receipt = json_of(&pii_vault(&vault, &["delete-customer", "cli-3", "--json"]));
+    let receipt_id = receipt["receipt_id"].as_str().unwrap();
+    let status = json_of(&pii_vault(
+        &vault,
+        &["deletion-status", receipt_id, "--json"],
+    ));
+    assert_eq!(status["customer_id"], "cli-3");
+    assert_eq!(status["audit_hash"], receipt["audit_hash"]);
+    assert!(!status["audit_hash"].as_str().unwrap().is_empty());
+}

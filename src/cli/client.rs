@@ -1,15 +1,15 @@
-//! Client commands for people: talk to a running vault and print readable output
-//! (or JSON with --json).
+//! What every client command shares: connecting to a vault with an API key,
+//! and turning statuses and enum numbers into words.
 
-use anyhow::{bail, Context};
-use serde_json::json;
+use anyhow::Context;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use crate::pb::{
-    self, privacy_service_client::PrivacyServiceClient, vault_service_client::VaultServiceClient,
+    self, audit_service_client::AuditServiceClient, privacy_service_client::PrivacyServiceClient,
+    vault_service_client::VaultServiceClient,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -30,69 +30,9 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct PutArgs {
-    pub customer: String,
-    /// Fields as name:kind=value (kind: generic, ssn, email, phone, address, name,
-    /// date_of_birth, card_number; default generic).
-    #[arg(required = true)]
-    pub fields: Vec<String>,
-    #[arg(long)]
-    pub purpose: String,
-    /// Token format for new fields: random, format_preserving or deterministic.
-    #[arg(long, default_value = "random")]
-    pub format: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct GetArgs {
-    pub customer: String,
-    /// Field names; none means every field.
-    pub fields: Vec<String>,
-    #[arg(long)]
-    pub purpose: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct TokenizeArgs {
-    pub customer: String,
-    /// Values as kind=value (or just value, for generic).
-    #[arg(required = true)]
-    pub values: Vec<String>,
-    #[arg(long)]
-    pub purpose: String,
-    #[arg(long, default_value = "random")]
-    pub format: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct DetokenizeArgs {
-    #[arg(required = true)]
-    pub tokens: Vec<String>,
-    #[arg(long)]
-    pub purpose: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct DeleteCustomerArgs {
-    pub customer: String,
-    #[arg(long, default_value = "customer request")]
-    pub reason: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
 /// Adds `authorization: Bearer <api key>` to every call.
 type BearerInterceptor = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
-type Authorized = InterceptedService<Channel, BearerInterceptor>;
+pub type Authorized = InterceptedService<Channel, BearerInterceptor>;
 
 async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
     Endpoint::from_shared(args.addr.clone())
@@ -118,35 +58,32 @@ fn bearer(args: &ClientArgs) -> anyhow::Result<BearerInterceptor> {
     }))
 }
 
-async fn vault_client(args: &ClientArgs) -> anyhow::Result<VaultServiceClient<Authorized>> {
+pub async fn vault_client(args: &ClientArgs) -> anyhow::Result<VaultServiceClient<Authorized>> {
     Ok(VaultServiceClient::with_interceptor(
         connect(args).await?,
         bearer(args)?,
     ))
 }
 
-async fn privacy_client(args: &ClientArgs) -> anyhow::Result<PrivacyServiceClient<Authorized>> {
+pub async fn privacy_client(args: &ClientArgs) -> anyhow::Result<PrivacyServiceClient<Authorized>> {
     Ok(PrivacyServiceClient::with_interceptor(
         connect(args).await?,
         bearer(args)?,
     ))
 }
 
-fn status_error(status: Status) -> anyhow::Error {
+pub fn status_error(status: Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
-fn parse_kind(name: &str) -> anyhow::Result<pb::FieldKind> {
-    pb::FieldKind::from_str_name(&format!("FIELD_KIND_{}", name.to_ascii_uppercase()))
-        .with_context(|| format!("unknown kind {name:?}"))
+pub async fn audit_client(args: &ClientArgs) -> anyhow::Result<AuditServiceClient<Authorized>> {
+    Ok(AuditServiceClient::with_interceptor(
+        connect(args).await?,
+        bearer(args)?,
+    ))
 }
 
-fn parse_format(name: &str) -> anyhow::Result<pb::TokenFormat> {
-    pb::TokenFormat::from_str_name(&format!("TOKEN_FORMAT_{}", name.to_ascii_uppercase()))
-        .with_context(|| format!("unknown token format {name:?}"))
-}
-
-fn kind_name(raw: i32) -> String {
+pub fn kind_name(raw: i32) -> String {
     pb::FieldKind::try_from(raw)
         .map(|kind| {
             kind.as_str_name()
@@ -156,7 +93,7 @@ fn kind_name(raw: i32) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
-fn disclosure_name(raw: i32) -> String {
+pub fn disclosure_name(raw: i32) -> String {
     pb::Disclosure::try_from(raw)
         .map(|d| {
             d.as_str_name()
@@ -166,229 +103,23 @@ fn disclosure_name(raw: i32) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
-/// `name:kind=value` (kind optional).
-fn parse_field(spec: &str) -> anyhow::Result<pb::Field> {
-    let (target, value) = spec
-        .split_once('=')
-        .with_context(|| "fields are written name:kind=value".to_owned())?;
-    let (name, kind) = match target.split_once(':') {
-        Some((name, kind)) => (name, parse_kind(kind)?),
-        None => (target, pb::FieldKind::Generic),
-    };
-    Ok(pb::Field {
-        name: name.to_owned(),
-        kind: kind as i32,
-        value: value.to_owned(),
-    })
-}
-
-/// `kind=value`, or a bare value (generic).
-fn parse_item(spec: &str, format: pb::TokenFormat) -> anyhow::Result<pb::TokenizeItem> {
-    let (kind, value) = match spec.split_once('=') {
-        Some((kind, value)) if parse_kind(kind).is_ok() => (parse_kind(kind)?, value),
-        _ => (pb::FieldKind::Generic, spec),
-    };
-    Ok(pb::TokenizeItem {
-        value: value.to_owned(),
-        kind: kind as i32,
-        format: format as i32,
-    })
-}
-
-pub async fn put(args: PutArgs) -> anyhow::Result<()> {
-    let fields = args
-        .fields
-        .iter()
-        .map(|spec| parse_field(spec))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let request = pb::PutFieldsRequest {
-        customer_id: args.customer.clone(),
-        fields,
-        purpose: args.purpose,
-        token_format: parse_format(&args.format)? as i32,
-    };
-    let response = vault_client(&args.client)
-        .await?
-        .put_fields(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let mut tokens: Vec<_> = response.tokens.into_iter().collect();
-    tokens.sort();
-    if args.client.json {
-        println!(
-            "{}",
-            json!({ "customer_id": args.customer, "tokens": tokens.into_iter().collect::<std::collections::BTreeMap<_, _>>() })
-        );
-    } else {
-        println!("stored {} field(s) for {}", tokens.len(), args.customer);
-        for (name, token) in tokens {
-            println!("  {name:<24} {token}");
-        }
-    }
-    Ok(())
-}
-
-pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let request = pb::GetFieldsRequest {
-        customer_id: args.customer,
-        field_names: args.fields,
-        purpose: args.purpose,
-    };
-    let response = vault_client(&args.client)
-        .await?
-        .get_fields(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    if args.client.json {
-        let fields: Vec<_> = response
-            .fields
-            .iter()
-            .map(|f| {
-                json!({
-                    "name": f.name, "kind": kind_name(f.kind), "value": f.value, "token": f.token,
-                    "disclosure": disclosure_name(f.disclosure),
-                    "error": f.error.as_ref().map(|e| e.message.clone()),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({ "customer_id": response.customer_id, "fields": fields })
-        );
-        return Ok(());
-    }
-    println!("customer {}", response.customer_id);
-    for field in response.fields {
-        let shown = match &field.error {
-            Some(error) => format!("({})", error.message),
-            None if field.value.is_empty() => format!("[{}]", field.token),
-            None => field.value.clone(),
-        };
-        println!(
-            "  {:<24} {:<14} {:<10} {}",
-            field.name,
-            kind_name(field.kind),
-            disclosure_name(field.disclosure),
-            shown
-        );
-    }
-    Ok(())
-}
-
-pub async fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
-    let format = parse_format(&args.format)?;
-    let items = args
-        .values
-        .iter()
-        .map(|spec| parse_item(spec, format))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let request = pb::TokenizeRequest {
-        customer_id: args.customer,
-        items,
-        purpose: args.purpose,
-    };
-    let response = vault_client(&args.client)
-        .await?
-        .tokenize(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    if args.client.json {
-        println!("{}", json!({ "tokens": response.tokens }));
-    } else {
-        for token in response.tokens {
-            println!("{token}");
-        }
-    }
-    Ok(())
-}
-
-pub async fn detokenize(args: DetokenizeArgs) -> anyhow::Result<()> {
-    let request = pb::DetokenizeRequest {
-        tokens: args.tokens,
-        purpose: args.purpose,
-    };
-    let response = vault_client(&args.client)
-        .await?
-        .detokenize(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    if args.client.json {
-        let results: Vec<_> = response
-            .results
-            .iter()
-            .map(|r| json!({
-                "token": r.token, "customer_id": r.customer_id, "kind": kind_name(r.kind), "value": r.value,
-                "disclosure": disclosure_name(r.disclosure),
-                "error": r.error.as_ref().map(|e| e.message.clone()),
-            }))
-            .collect();
-        println!("{}", json!({ "results": results }));
-        return Ok(());
-    }
-    let mut refused = 0;
-    for result in response.results {
-        match &result.error {
-            Some(error) => {
-                refused += 1;
-                println!("{}  refused: {}", result.token, error.message);
-            }
-            None => println!(
-                "{}  {}  {}  {}",
-                result.token,
-                result.customer_id,
-                kind_name(result.kind),
-                result.value
-            ),
-        }
-    }
-    if refused > 0 {
-        bail!("{refused} token(s) refused");
-    }
-    Ok(())
-}
-
-pub async fn delete_customer(args: DeleteCustomerArgs) -> anyhow::Result<()> {
-    let request = pb::DeleteCustomerRequest {
-        customer_id: args.customer,
-        reason: args.reason,
-    };
-    let receipt = privacy_client(&args.client)
-        .await?
-        .delete_customer(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let state = pb::ErasureState::try_from(receipt.state)
+pub fn erasure_state_name(raw: i32) -> String {
+    pb::ErasureState::try_from(raw)
         .map(|s| {
             s.as_str_name()
                 .trim_start_matches("ERASURE_STATE_")
                 .to_ascii_lowercase()
         })
-        .unwrap_or_default();
-    if args.client.json {
-        println!(
-            "{}",
-            json!({
-                "receipt_id": receipt.receipt_id, "customer_id": receipt.customer_id,
-                "fields_erased": receipt.fields_erased, "tokens_erased": receipt.tokens_erased,
-                "data_keys_destroyed": receipt.data_keys_destroyed, "state": state,
-                "audit_hash": receipt.audit_hash,
-            })
-        );
-    } else {
-        println!("erased customer {}", receipt.customer_id);
-        println!("  receipt        {}", receipt.receipt_id);
-        println!("  fields erased  {}", receipt.fields_erased);
-        println!("  tokens erased  {}", receipt.tokens_erased);
-        println!(
-            "  keys destroyed {}",
-            receipt.data_keys_destroyed.join(", ")
-        );
-        println!("  erasure state  {state}");
-    }
-    Ok(())
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+/// A protobuf timestamp as RFC 3339, or "-" when absent.
+pub fn when(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".to_owned())
 }

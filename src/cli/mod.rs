@@ -1,12 +1,14 @@
 //! The command line: `serve`, `keygen`, and client commands for people.
 
+mod audit;
 mod client;
+mod data;
 mod keygen;
+mod privacy;
 mod serve;
 
 use clap::{Parser, Subcommand};
 
-pub use client::ClientArgs;
 pub use serve::ServeArgs;
 
 #[derive(Parser, Debug)]
@@ -31,25 +33,42 @@ pub enum Command {
         out: std::path::PathBuf,
     },
     /// Stores fields of a customer: `put CUSTOMER name:kind=value ...`.
-    Put(client::PutArgs),
+    Put(data::PutArgs),
     /// Reads fields of a customer: `get CUSTOMER [FIELD ...]`.
-    Get(client::GetArgs),
+    Get(data::GetArgs),
     /// Stores standalone values and prints a token for each: `tokenize CUSTOMER kind=value ...`.
-    Tokenize(client::TokenizeArgs),
+    Tokenize(data::TokenizeArgs),
     /// Resolves tokens to values: `detokenize TOKEN ...`.
-    Detokenize(client::DetokenizeArgs),
+    Detokenize(data::DetokenizeArgs),
     /// Erases a customer (crypto-shredding) and prints the receipt.
-    DeleteCustomer(client::DeleteCustomerArgs),
+    DeleteCustomer(privacy::DeleteCustomerArgs),
+    /// Shows the state of an erasure by its receipt id.
+    DeletionStatus(privacy::DeletionStatusArgs),
+    /// Lists the purposes the vault knows, with their legal basis.
+    Purposes(privacy::PurposesArgs),
+    /// Records or lists a customer's consents.
+    #[command(subcommand)]
+    Consent(privacy::ConsentCommand),
+    /// Exports everything held about a customer (JSON, or a plain-English report).
+    Export(privacy::ExportArgs),
+    /// Lists or verifies the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Keygen { out } => keygen::run(&out),
-        Command::Put(args) => client::put(args).await,
-        Command::Get(args) => client::get(args).await,
-        Command::Tokenize(args) => client::tokenize(args).await,
-        Command::Detokenize(args) => client::detokenize(args).await,
-        Command::DeleteCustomer(args) => client::delete_customer(args).await,
+        Command::Put(args) => data::put(args).await,
+        Command::Get(args) => data::get(args).await,
+        Command::Tokenize(args) => data::tokenize(args).await,
+        Command::Detokenize(args) => data::detokenize(args).await,
+        Command::DeleteCustomer(args) => privacy::delete_customer(args).await,
+        Command::DeletionStatus(args) => privacy::deletion_status(args).await,
+        Command::Purposes(args) => privacy::purposes(args).await,
+        Command::Consent(command) => privacy::consent(command).await,
+        Command::Export(args) => privacy::export(args).await,
+        Command::Audit(command) => audit::run(command).await,
     }
 }
