@@ -170,7 +170,10 @@ impl Vault {
                     basis: purpose.basis.name(),
                 })
                 .collect(),
-            access_history: access.into_iter().map(exported_access).collect(),
+            access_history: this_incarnation(access)
+                .into_iter()
+                .map(exported_access)
+                .collect(),
         })
     }
 
@@ -246,6 +249,18 @@ fn render(export: &CustomerExport, format: ExportFormat) -> Result<ExportDocumen
             bytes: report::plain_english(export).into_bytes(),
             content_type: "text/plain; charset=utf-8",
         }),
+    }
+}
+
+/// The events since the customer id was last erased: a customer created again
+/// under the same id is a new person to the vault.
+fn this_incarnation(mut events: Vec<AuditRecord>) -> Vec<AuditRecord> {
+    let last_erasure = events
+        .iter()
+        .rposition(|event| event.action == "DeleteCustomer" && event.outcome == "ok");
+    match last_erasure {
+        Some(position) => events.split_off(position + 1),
+        None => events,
     }
 }
 

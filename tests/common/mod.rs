@@ -465,3 +465,170 @@ pub async fn delete_customer(
         .await
         .map(|r| r.into_inner())
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the consent, audit and export tests.
+// ---------------------------------------------------------------------------
+
+use pii_vault::pb::audit_service_client::AuditServiceClient;
+
+pub type AuditClient = AuditServiceClient<InterceptedService<Channel, Bearer>>;
+
+impl TestVault {
+    pub async fn audit(&self, api_key: &str) -> AuditClient {
+        AuditServiceClient::with_interceptor(self.channel().await, Bearer::new(api_key))
+    }
+
+    /// Starts a server on the same files after `stop` (which leaves the files
+    /// closed, so a test may change them in between).
+    pub async fn start_again(&mut self) {
+        assert!(self.server.is_none(), "start_again needs a stopped vault");
+        let server = start_server(&self.paths).await;
+        self.addr = server.local_addr;
+        self.server = Some(server);
+    }
+}
+
+/// `message` with `x-request-id: <id>` metadata.
+pub fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().unwrap());
+    request
+}
+
+/// PutFields with random tokens for a purpose of the caller's choosing.
+pub async fn put_for(
+    client: &mut VaultClient,
+    customer: &str,
+    fields: Vec<pb::Field>,
+    purpose: &str,
+) -> Result<pb::PutFieldsResponse, tonic::Status> {
+    client
+        .put_fields(pb::PutFieldsRequest {
+            customer_id: customer.into(),
+            fields,
+            purpose: purpose.into(),
+            token_format: pb::TokenFormat::Random as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Tokenize for a purpose of the caller's choosing.
+pub async fn tokenize_for(
+    client: &mut VaultClient,
+    customer: &str,
+    items: Vec<(pb::FieldKind, &str, pb::TokenFormat)>,
+    purpose: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    client
+        .tokenize(pb::TokenizeRequest {
+            customer_id: customer.into(),
+            items: items
+                .into_iter()
+                .map(|(kind, value, format)| pb::TokenizeItem {
+                    value: value.into(),
+                    kind: kind as i32,
+                    format: format as i32,
+                })
+                .collect(),
+            purpose: purpose.into(),
+        })
+        .await
+        .map(|r| r.into_inner().tokens)
+}
+
+/// SetConsent under policy version "2025-01" from source "test".
+pub async fn set_consent(
+    client: &mut PrivacyClient,
+    customer: &str,
+    purpose: &str,
+    granted: bool,
+) -> Result<pb::ConsentRecord, tonic::Status> {
+    set_consent_from(client, customer, purpose, granted, "2025-01", "test").await
+}
+
+pub async fn set_consent_from(
+    client: &mut PrivacyClient,
+    customer: &str,
+    purpose: &str,
+    granted: bool,
+    policy_version: &str,
+    source: &str,
+) -> Result<pb::ConsentRecord, tonic::Status> {
+    client
+        .set_consent(pb::SetConsentRequest {
+            customer_id: customer.into(),
+            purpose: purpose.into(),
+            granted,
+            policy_version: policy_version.into(),
+            source: source.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn list_consents(
+    client: &mut PrivacyClient,
+    customer: &str,
+    include_history: bool,
+) -> Result<Vec<pb::ConsentRecord>, tonic::Status> {
+    client
+        .list_consents(pb::ListConsentsRequest {
+            customer_id: customer.into(),
+            include_history,
+        })
+        .await
+        .map(|r| r.into_inner().consents)
+}
+
+pub async fn export(
+    client: &mut PrivacyClient,
+    customer: &str,
+    format: pb::ExportFormat,
+) -> Result<pb::ExportCustomerResponse, tonic::Status> {
+    client
+        .export_customer(pb::ExportCustomerRequest {
+            customer_id: customer.into(),
+            format: format as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every event ListAuditEvents streams for `request`.
+pub async fn audit_events(
+    client: &mut AuditClient,
+    request: pb::ListAuditEventsRequest,
+) -> Result<Vec<pb::AuditEvent>, tonic::Status> {
+    let mut stream = client.list_audit_events(request).await?.into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await? {
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// The whole audit log, oldest first (up to the server's largest page).
+pub async fn all_audit_events(client: &mut AuditClient) -> Vec<pb::AuditEvent> {
+    audit_events(
+        client,
+        pb::ListAuditEventsRequest {
+            limit: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+pub async fn verify_audit_log(
+    client: &mut AuditClient,
+) -> Result<pb::VerifyAuditLogResponse, tonic::Status> {
+    client
+        .verify_audit_log(pb::VerifyAuditLogRequest {})
+        .await
+        .map(|r| r.into_inner())
+}
