@@ -13,7 +13,7 @@ use anyhow::Context;
 use crate::crypto::{KeyringFile, RootKey};
 use crate::policy::{self, Policy};
 use crate::store::SledStore;
-use crate::vault::{KeyManager, Limits, Vault};
+use crate::vault::{KeyManager, Limits, RotationPolicy, Vault};
 
 /// The files a vault runs on.
 #[derive(Clone, Debug)]
@@ -32,6 +32,7 @@ pub struct VaultOptions {
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
     pub limits: Limits,
+    pub rotation: RotationPolicy,
 }
 
 impl Default for VaultOptions {
@@ -40,6 +41,7 @@ impl Default for VaultOptions {
             dek_cache_capacity: 10_000,
             store_cache_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
+            rotation: RotationPolicy::default(),
         }
     }
 }
@@ -47,18 +49,19 @@ impl Default for VaultOptions {
 pub fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
     let policy = Policy::load(&paths.policy_file)?;
     let root_key = RootKey::load(&paths.root_key_file)?;
-    let (_keyring_file, keyring) =
+    let (keyring_file, keyring) =
         KeyringFile::open_or_create(&paths.keyring_file, &root_key, now_ms())
             .with_context(|| format!("opening keyring {}", paths.keyring_file.display()))?;
     create_private_dir(&paths.data_dir)?;
     let store = SledStore::open(&paths.data_dir, options.store_cache_bytes)
         .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
-    let keys = KeyManager::new(keyring, options.dek_cache_capacity);
+    let keys = KeyManager::new(keyring, keyring_file, options.dek_cache_capacity);
     Ok(Vault::new(
         Arc::new(store),
         keys,
         Arc::new(policy),
         options.limits.clone(),
+        options.rotation.clone(),
     ))
 }
 

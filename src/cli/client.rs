@@ -8,7 +8,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use crate::pb::{
-    self, audit_service_client::AuditServiceClient, privacy_service_client::PrivacyServiceClient,
+    self, audit_service_client::AuditServiceClient,
+    key_admin_service_client::KeyAdminServiceClient, privacy_service_client::PrivacyServiceClient,
     vault_service_client::VaultServiceClient,
 };
 
@@ -122,4 +123,13 @@ pub fn when(timestamp: Option<&prost_types::Timestamp>) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "-".to_owned())
+}
+
+pub async fn key_admin_client(
+    args: &ClientArgs,
+) -> anyhow::Result<KeyAdminServiceClient<Authorized>> {
+    Ok(KeyAdminServiceClient::with_interceptor(
+        connect(args).await?,
+        bearer(args)?,
+    ))
 }

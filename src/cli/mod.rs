@@ -4,6 +4,7 @@ mod audit;
 mod client;
 mod data;
 mod keygen;
+mod keys;
 mod privacy;
 mod serve;
 
@@ -54,6 +55,9 @@ pub enum Command {
     /// Lists or verifies the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Rotates keys and shows their status.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -70,5 +74,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consent(command) => privacy::consent(command).await,
         Command::Export(args) => privacy::export(args).await,
         Command::Audit(command) => audit::run(command).await,
+        Command::Keys(command) => keys::run(command).await,
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::app::{self, VaultOptions, VaultPaths};
+use crate::vault::RotationPolicy;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -35,6 +36,13 @@ pub struct ServeArgs {
     /// How many unwrapped customer keys to keep in memory.
     #[arg(long, env = "PII_VAULT_DEK_CACHE", default_value_t = 10_000)]
     pub dek_cache: usize,
+    /// How often a master key rotation with retirement runs by itself (e.g. 24h,
+    /// 7d, 90m). It also bounds when an erasure becomes cryptographic.
+    #[arg(long, env = "PII_VAULT_MASTER_ROTATION_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub master_rotation_interval: std::time::Duration,
+    /// Encryptions under one customer key before it is replaced automatically.
+    #[arg(long, env = "PII_VAULT_DEK_MAX_ENCRYPTIONS", default_value_t = 1 << 28)]
+    pub dek_max_encryptions: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -52,6 +60,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let options = VaultOptions {
         dek_cache_capacity: args.dek_cache,
+        rotation: RotationPolicy {
+            master_interval: args.master_rotation_interval,
+            dek_max_encryptions: args.dek_max_encryptions,
+        },
         ..VaultOptions::default()
     };
     let vault = Arc::new(app::open_vault(&paths, &options)?);

@@ -9,7 +9,7 @@ const DET_TOKEN_LABEL: &[u8] = b"piivault.det-token.v1";
 /// The one HMAC-SHA256 key behind blind indexes and deterministic tokens. It is
 /// created once with the keyring and never rotated with the master keys:
 /// rotating it would change every index entry and deterministic token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IndexKey(Key32);
 
 impl IndexKey {

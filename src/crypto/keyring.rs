@@ -8,7 +8,7 @@ use super::{CryptoError, Dek, IndexKey, Key32};
 const DEK_AD_LABEL: &[u8] = b"piivault.dek.v1";
 
 /// One version of the master key: wraps customers' DEKs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MasterKey {
     version: u32,
     key: Key32,
@@ -98,7 +98,9 @@ pub fn master_version_of_wrapped(wrapped: &[u8]) -> Result<u32, CryptoError> {
 
 /// The keyring in memory: the index key and the live master key versions.
 /// `Debug` shows versions and times; every key prints as `[redacted]`.
-#[derive(Debug)]
+/// `Clone` lets a changed keyring be built and saved before it replaces the
+/// one in use; every copy of a key is zeroizing.
+#[derive(Debug, Clone)]
 pub struct Keyring {
     index_key: IndexKey,
     masters: BTreeMap<u32, MasterKey>,

@@ -49,6 +49,16 @@ impl Key32 {
     }
 }
 
+impl Clone for Key32 {
+    /// Another zeroizing copy (the keyring is copied, changed and saved before
+    /// it replaces the one in use).
+    fn clone(&self) -> Key32 {
+        let mut key = Key32::zeroed();
+        key.0.copy_from_slice(&self.0[..]);
+        key
+    }
+}
+
 impl fmt::Debug for Key32 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Key32([redacted])")

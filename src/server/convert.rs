@@ -129,7 +129,7 @@ pub fn receipt(receipt: DeletionReceipt) -> pb::DeletionReceipt {
             ErasureState::Logical => pb::ErasureState::Logical,
             ErasureState::Cryptographic => pb::ErasureState::Cryptographic,
         } as i32,
-        cryptographic_erasure_due: None,
+        cryptographic_erasure_due: receipt.cryptographic_erasure_due_ms.map(timestamp),
         audit_hash: receipt.audit_hash,
     }
 }

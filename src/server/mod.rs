@@ -5,6 +5,7 @@ mod audit_service;
 mod auth;
 mod call;
 mod convert;
+mod key_admin_service;
 mod privacy_service;
 mod status;
 mod vault_service;
@@ -19,11 +20,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::pb::audit_service_server::AuditServiceServer;
+use crate::pb::key_admin_service_server::KeyAdminServiceServer;
 use crate::pb::privacy_service_server::PrivacyServiceServer;
 use crate::pb::vault_service_server::VaultServiceServer;
 use crate::vault::Vault;
 
 use audit_service::AuditApi;
+use key_admin_service::KeyAdminApi;
 use privacy_service::PrivacyApi;
 use vault_service::VaultApi;
 
@@ -35,6 +38,8 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Key rotation on schedule (and resuming an interrupted one).
+    key_maintenance: JoinHandle<()>,
     vault: Arc<Vault>,
 }
 
@@ -45,6 +50,9 @@ impl RunningServer {
             let _ = shutdown.send(());
         }
         self.task.await??;
+        // An interrupted rotation resumes at the next start.
+        self.key_maintenance.abort();
+        let _ = self.key_maintenance.await;
         self.vault.flush().await?;
         Ok(())
     }
@@ -76,6 +84,9 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
     health_reporter
         .set_serving::<AuditServiceServer<AuditApi>>()
         .await;
+    health_reporter
+        .set_serving::<KeyAdminServiceServer<KeyAdminApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -95,13 +106,19 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let key_admin_api = KeyAdminServiceServer::new(KeyAdminApi {
+        vault: Arc::clone(&vault),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(vault_api)
         .add_service(privacy_api)
-        .add_service(audit_api);
+        .add_service(audit_api)
+        .add_service(key_admin_api);
     let task = tokio::spawn(async move {
         let reporter = health_reporter;
         let stop = async move {
@@ -116,10 +133,12 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
             .await
     });
     tracing::info!(%local_addr, "listening");
+    let key_maintenance = tokio::spawn(Arc::clone(&vault).maintain_keys());
     Ok(RunningServer {
         local_addr,
         shutdown: Some(shutdown_tx),
         task,
+        key_maintenance,
         vault,
     })
 }

@@ -10,8 +10,8 @@ mod sled_keys;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};
 pub use records::{
-    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, ReceiptRecord, TokenRecord,
-    TokenTarget, WrappedDekRecord,
+    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, ReceiptRecord, RotationRecord,
+    TokenRecord, TokenTarget, WrappedDekRecord,
 };
 pub use sled_engine::{hex, SledStore};
 
@@ -67,6 +67,20 @@ pub trait Store: Send + Sync + 'static {
     /// `change.expected_revision` and every new token is free; durable before it
     /// returns. Returns the hash of the change's audit event.
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError>;
+    /// Applies several customers' changes in one transaction: all or none (a
+    /// conflict on any of them fails the whole batch).
+    async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError>;
+    /// Customers ordered by id, starting after `after`, at most `limit`.
+    async fn customers_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, CustomerRecord)>, StoreError>;
+    async fn customer_count(&self) -> Result<u64, StoreError>;
+    /// The unfinished master-key rotation, if any.
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError>;
+    /// Records (or with `None`, clears) the unfinished rotation; durable.
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError>;
     /// Appends events that record no change (reads, refusals); durable before it returns.
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
     /// Audit events in sequence order, filtered by `query`.

@@ -100,3 +100,12 @@ pub struct CustomerChange {
     /// The audit event that records this change, chained in the same commit.
     pub audit: Option<super::AuditEntry>,
 }
+
+/// A master-key rotation that has made its new version active and not yet
+/// finished re-wrapping (and retiring), so that a restart can finish it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationRecord {
+    pub target_version: u32,
+    pub retire_previous: bool,
+    pub started_at_ms: i64,
+}

@@ -13,8 +13,8 @@ use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
 use super::group_commit::GroupCommit;
 use super::sled_keys as keys;
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, ReceiptRecord, Store, StoreError,
-    TokenRecord,
+    CommitError, CustomerChange, CustomerRecord, FieldRecord, ReceiptRecord, RotationRecord, Store,
+    StoreError, TokenRecord,
 };
 
 pub struct SledStore {
@@ -80,7 +80,7 @@ impl SledStore {
     /// in one transaction. Returns the hashes of the new events.
     fn apply_chained(
         &self,
-        mut change: Option<EncodedChange>,
+        mut changes: Vec<EncodedChange>,
         entries: Vec<AuditEntry>,
         receipt: Option<ReceiptRecord>,
     ) -> Result<Vec<[u8; 32]>, CommitError> {
@@ -109,12 +109,9 @@ impl SledStore {
             receipt.audit_hash = hashes.first().map(hex).unwrap_or_default();
             audit_writes.push((keys::receipt(&receipt.receipt_id), encode(&receipt)?));
         }
-        if let Some(change) = change.as_mut() {
-            change.inserts.append(&mut audit_writes);
-        }
-        let change = change.unwrap_or_else(|| EncodedChange::audit_only(audit_writes));
+        changes.push(EncodedChange::audit_only(audit_writes));
         self.tree
-            .transaction(|tx| apply(tx, &change))
+            .transaction(|tx| changes.iter().try_for_each(|change| apply(tx, change)))
             .map_err(|error| match error {
                 TransactionError::Abort(commit_error) => commit_error,
                 TransactionError::Storage(error) => CommitError::Store(engine(error)),
@@ -319,7 +316,7 @@ impl Store for SledStore {
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
         let encoded = encode_change(&change)?;
         let hashes = self.apply_chained(
-            Some(encoded),
+            vec![encoded],
             change.audit.into_iter().collect(),
             change.receipt,
         )?;
@@ -327,11 +324,69 @@ impl Store for SledStore {
         Ok(hashes.first().copied())
     }
 
+    async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
+        let mut entries = Vec::new();
+        let mut encoded = Vec::with_capacity(changes.len());
+        for change in changes {
+            // Receipts are per erasure, never batched.
+            if change.receipt.is_some() {
+                return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
+            }
+            encoded.push(encode_change(&change)?);
+            entries.extend(change.audit);
+        }
+        self.apply_chained(encoded, entries, None)?;
+        self.group_commit.wait_durable().await?;
+        Ok(())
+    }
+
+    async fn customers_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, CustomerRecord)>, StoreError> {
+        let start = match after {
+            // The first key after `after`: the same id with a NUL appended.
+            Some(after) => keys::key(b'c', &[after.as_bytes(), b""]),
+            None => keys::CUSTOMERS.to_vec(),
+        };
+        self.tree
+            .range(start..)
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(keys::CUSTOMERS))
+            })
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(engine)?;
+                Ok((utf8(key[1..].to_vec())?, decode(&value)?))
+            })
+            .collect()
+    }
+
+    async fn customer_count(&self) -> Result<u64, StoreError> {
+        Ok(self.tree.scan_prefix(keys::CUSTOMERS).keys().count() as u64)
+    }
+
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        self.get(keys::ROTATION)
+    }
+
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
+        match rotation {
+            Some(rotation) => self.tree.insert(keys::ROTATION, encode(&rotation)?),
+            None => self.tree.remove(keys::ROTATION),
+        }
+        .map_err(engine)?;
+        self.group_commit.wait_durable().await
+    }
+
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
-        self.apply_chained(None, entries, None)
+        self.apply_chained(Vec::new(), entries, None)
             .map_err(|error| match error {
                 CommitError::Store(error) => error,
                 other => StoreError::Engine(other.to_string()),

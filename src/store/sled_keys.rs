@@ -11,6 +11,7 @@
 //! - `a` seq                           -> AuditRecord
 //! - `b` customer NUL seq              -> ()  (a customer's audit events)
 //! - `A`                               -> AuditHead
+//! - `R`                               -> RotationRecord (an unfinished rotation)
 
 pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = vec![prefix];
@@ -69,6 +70,8 @@ pub fn receipt(receipt_id: &str) -> Vec<u8> {
 }
 
 pub const AUDIT_HEAD: &[u8] = b"A";
+pub const ROTATION: &[u8] = b"R";
+pub const CUSTOMERS: &[u8] = b"c";
 
 pub fn audit_event(seq: u64) -> Vec<u8> {
     key(b'a', &[&seq.to_be_bytes()])

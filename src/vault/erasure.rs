@@ -25,6 +25,9 @@ pub struct DeletionReceipt {
     pub tokens_erased: u32,
     pub data_keys_destroyed: Vec<String>,
     pub state: ErasureState,
+    /// While the erasure is logical: when the next scheduled master rotation
+    /// (with retirement) makes it cryptographic.
+    pub cryptographic_erasure_due_ms: Option<i64>,
     pub audit_hash: String,
 }
 
@@ -161,7 +164,15 @@ impl Vault {
         } else {
             ErasureState::Logical
         };
+        let interval_ms = self.rotation_policy.master_interval.as_millis() as i64;
+        let due = (state == ErasureState::Logical).then(|| {
+            self.keys
+                .last_rotation_ms()
+                .saturating_add(interval_ms)
+                .max(receipt.deleted_at_ms)
+        });
         DeletionReceipt {
+            cryptographic_erasure_due_ms: due,
             receipt_id: receipt.receipt_id,
             customer_id: receipt.customer_id,
             deleted_at_ms: receipt.deleted_at_ms,

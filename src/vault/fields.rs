@@ -202,8 +202,10 @@ impl Vault {
             .delete_index
             .retain(|entry| !change.put_index.contains(entry));
         change.audit = Some(write.audit.clone());
+        let encryptions = writable.record.encryptions;
         writable.finish(&mut change);
         self.store.commit(change).await?;
+        self.rekey_if_worn(customer, encryptions).await;
         Ok(tokens)
     }
 

@@ -1,24 +1,28 @@
-//! The vault's use of the key hierarchy: creating and unwrapping customer DEKs,
-//! caching their ciphers, and the keyed hashes behind blind indexes and
-//! deterministic tokens.
+//! The vault's use of the key hierarchy: creating, unwrapping and re-wrapping
+//! customer DEKs, caching their ciphers, changing the keyring (new and destroyed
+//! master versions), and the keyed hashes behind blind indexes and deterministic
+//! tokens.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::crypto::{DataCipher, Dek, DekCache, Keyring};
+use crate::crypto::{DataCipher, Dek, DekCache, Keyring, KeyringFile};
 use crate::store::{CustomerRecord, WrappedDekRecord};
 
 use super::{CustomerId, FieldKind, VaultError};
 
 pub struct KeyManager {
     keyring: RwLock<Keyring>,
+    /// The keyring's file; its lock also serializes keyring changes.
+    keyring_file: Mutex<KeyringFile>,
     cache: DekCache,
 }
 
 impl KeyManager {
-    pub fn new(keyring: Keyring, cache_capacity: usize) -> KeyManager {
+    pub fn new(keyring: Keyring, keyring_file: KeyringFile, cache_capacity: usize) -> KeyManager {
         KeyManager {
             keyring: RwLock::new(keyring),
+            keyring_file: Mutex::new(keyring_file),
             cache: DekCache::new(cache_capacity),
         }
     }
@@ -27,36 +31,108 @@ impl KeyManager {
         self.keyring.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A first customer record with a fresh DEK (version 1) wrapped under the
-    /// active master key, and that DEK's cipher. Caching it before the record is
-    /// committed is safe: a racing writer that wins has other wrapped bytes.
+    /// Changes a copy of the keyring, saves it (in place, fsync'd) and only then
+    /// puts it in use, so memory never runs ahead of the disk.
+    fn change_keyring<T>(
+        &self,
+        change: impl FnOnce(&mut Keyring) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let mut file = self
+            .keyring_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = self.keyring().clone();
+        let outcome = change(&mut next)?;
+        file.save(&next)?;
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(outcome)
+    }
+
+    /// Adds a master key version and makes it active for new wraps at once.
+    pub fn add_master_version(&self, now_ms: i64) -> Result<u32, VaultError> {
+        self.change_keyring(|keyring| Ok(keyring.add_version(now_ms)))
+    }
+
+    /// Destroys every master version below `keep_from`: overwritten in the
+    /// keyring file. Returns the versions destroyed.
+    pub fn destroy_master_versions_below(&self, keep_from: u32) -> Result<Vec<u32>, VaultError> {
+        self.change_keyring(|keyring| {
+            let doomed: Vec<u32> = keyring
+                .versions()
+                .into_iter()
+                .filter(|v| *v < keep_from)
+                .collect();
+            for version in &doomed {
+                keyring.destroy_version(*version)?;
+            }
+            Ok(doomed)
+        })
+    }
+
+    pub fn active_master_version(&self) -> u32 {
+        self.keyring().active().version()
+    }
+
+    pub fn last_rotation_ms(&self) -> i64 {
+        self.keyring().last_rotation_ms()
+    }
+
+    /// The same DEK wrapped under the active master version, and that version.
+    pub fn rewrap(
+        &self,
+        customer: &CustomerId,
+        dek: &WrappedDekRecord,
+    ) -> Result<WrappedDekRecord, VaultError> {
+        let keyring = self.keyring();
+        let plain_dek = keyring.unwrap_dek(&dek.wrapped, customer.as_str(), dek.version)?;
+        let master = keyring.active();
+        Ok(WrappedDekRecord {
+            version: dek.version,
+            master_version: master.version(),
+            created_at_ms: dek.created_at_ms,
+            wrapped: master.wrap_dek(&plain_dek, customer.as_str(), dek.version),
+        })
+    }
+
+    /// A fresh DEK of the given version, wrapped under the active master key, and
+    /// its cipher (cached at once: a racing writer that wins has other wrapped bytes).
+    pub fn new_dek(
+        &self,
+        customer: &CustomerId,
+        dek_version: u32,
+        now_ms: i64,
+    ) -> (WrappedDekRecord, Arc<DataCipher>) {
+        let dek = Dek::generate();
+        let keyring = self.keyring();
+        let master = keyring.active();
+        let wrapped = WrappedDekRecord {
+            version: dek_version,
+            master_version: master.version(),
+            created_at_ms: now_ms,
+            wrapped: master.wrap_dek(&dek, customer.as_str(), dek_version),
+        };
+        let cipher = Arc::new(DataCipher::new(&dek, dek_version));
+        self.cache
+            .insert(customer.as_str(), &wrapped.wrapped, Arc::clone(&cipher));
+        (wrapped, cipher)
+    }
+
+    /// A first customer record with a fresh DEK (version 1), and its cipher.
     pub fn new_customer(
         &self,
         customer: &CustomerId,
         now_ms: i64,
     ) -> Result<(CustomerRecord, Arc<DataCipher>), VaultError> {
-        let dek = Dek::generate();
-        let keyring = self.keyring();
-        let master = keyring.active();
-        let dek_version = 1;
-        let wrapped = master.wrap_dek(&dek, customer.as_str(), dek_version);
+        let (dek, cipher) = self.new_dek(customer, 1, now_ms);
         let record = CustomerRecord {
             revision: 0,
             created_at_ms: now_ms,
-            dek: WrappedDekRecord {
-                version: dek_version,
-                master_version: master.version(),
-                created_at_ms: now_ms,
-                wrapped,
-            },
+            wrapped_under: BTreeSet::from([dek.master_version]),
+            dek,
             encryptions: 0,
             token_salt: rand::random(),
             privacy: None,
-            wrapped_under: BTreeSet::from([master.version()]),
         };
-        let cipher = Arc::new(DataCipher::new(&dek, dek_version));
-        self.cache
-            .insert(customer.as_str(), &record.dek.wrapped, Arc::clone(&cipher));
         Ok((record, cipher))
     }
 

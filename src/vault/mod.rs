@@ -5,6 +5,7 @@
 mod audit;
 mod caller;
 mod consent;
+mod customer_keys;
 mod detokenize;
 mod erasure;
 mod error;
@@ -14,6 +15,7 @@ mod ids;
 mod keys;
 pub mod kinds;
 mod limits;
+mod rotation;
 mod search;
 mod tokenize;
 pub mod tokens;
@@ -27,6 +29,7 @@ pub use crate::store::{hex, AuditRecord};
 pub use audit::{AuditFilter, ChainVerification};
 pub use caller::Caller;
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
+pub use customer_keys::{CustomerKeyStatus, KeyStatus};
 pub use detokenize::DetokenizedValue;
 pub use erasure::{DeletionReceipt, ErasureState};
 pub use error::VaultError;
@@ -36,6 +39,7 @@ pub use ids::{CustomerId, FieldName};
 pub use keys::KeyManager;
 pub use kinds::FieldKind;
 pub use limits::Limits;
+pub use rotation::{RotationPolicy, RotationProgress};
 pub use tokenize::TokenizeItem;
 pub use tokens::TokenFormat;
 
@@ -57,6 +61,9 @@ pub struct Vault {
     keys: KeyManager,
     policy: Arc<Policy>,
     limits: Limits,
+    rotation_policy: RotationPolicy,
+    /// Held by the one master rotation that may run at a time.
+    rotation_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Vault {
@@ -65,12 +72,15 @@ impl Vault {
         keys: KeyManager,
         policy: Arc<Policy>,
         limits: Limits,
+        rotation_policy: RotationPolicy,
     ) -> Vault {
         Vault {
             store,
             keys,
             policy,
             limits,
+            rotation_policy,
+            rotation_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

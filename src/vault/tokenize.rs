@@ -212,8 +212,10 @@ impl Vault {
         // Reusing deterministic tokens of an existing customer changes nothing.
         if !change.new_tokens.is_empty() || writable.expected_revision.is_none() {
             change.audit = Some(audit.clone());
+            let encryptions = writable.record.encryptions;
             writable.finish(&mut change);
             self.store.commit(change).await?;
+            self.rekey_if_worn(customer, encryptions).await;
         } else {
             self.store.append_audit(vec![audit.clone()]).await?;
         }

@@ -106,6 +106,7 @@ pub fn prepare_dir(dir: &Path, policy: &str) -> VaultPaths {
 pub struct TestVault {
     pub addr: SocketAddr,
     pub paths: VaultPaths,
+    pub options: VaultOptions,
     server: Option<RunningServer>,
     // Dropped last: the directory outlives the server.
     pub dir: TempDir,
@@ -116,19 +117,38 @@ pub async fn spawn_vault() -> TestVault {
 }
 
 pub async fn spawn_vault_with_policy(policy: &str) -> TestVault {
+    spawn_vault_with(policy, VaultOptions::default()).await
+}
+
+pub async fn spawn_vault_with(policy: &str, options: VaultOptions) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let paths = prepare_dir(dir.path(), policy);
-    let server = start_server(&paths).await;
+    let server = start_server(&paths, &options).await;
     TestVault {
         addr: server.local_addr,
         paths,
+        options,
         server: Some(server),
         dir,
     }
 }
 
-async fn start_server(paths: &VaultPaths) -> RunningServer {
-    let vault = app::open_vault(paths, &VaultOptions::default()).unwrap();
+/// A vault on files laid out elsewhere (a copied data directory, say); `dir`
+/// only keeps a temporary directory alive for as long as the vault runs.
+pub async fn spawn_vault_on(paths: VaultPaths, dir: TempDir) -> TestVault {
+    let options = VaultOptions::default();
+    let server = start_server(&paths, &options).await;
+    TestVault {
+        addr: server.local_addr,
+        paths,
+        options,
+        server: Some(server),
+        dir,
+    }
+}
+
+async fn start_server(paths: &VaultPaths, options: &VaultOptions) -> RunningServer {
+    let vault = app::open_vault(paths, options).unwrap();
     pii_vault::server::start(Arc::new(vault), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
@@ -138,7 +158,7 @@ impl TestVault {
     /// Gracefully stops the server and starts a new one on the same files.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let server = start_server(&self.paths).await;
+        let server = start_server(&self.paths, &self.options).await;
         self.addr = server.local_addr;
         self.server = Some(server);
     }
@@ -483,7 +503,7 @@ impl TestVault {
     /// closed, so a test may change them in between).
     pub async fn start_again(&mut self) {
         assert!(self.server.is_none(), "start_again needs a stopped vault");
-        let server = start_server(&self.paths).await;
+        let server = start_server(&self.paths, &self.options).await;
         self.addr = server.local_addr;
         self.server = Some(server);
     }
@@ -631,4 +651,31 @@ pub async fn verify_audit_log(
         .verify_audit_log(pb::VerifyAuditLogRequest {})
         .await
         .map(|r| r.into_inner())
+}
+
+pub type KeyAdminClient = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient<
+    InterceptedService<Channel, Bearer>,
+>;
+
+impl TestVault {
+    pub async fn key_admin(&self, api_key: &str) -> KeyAdminClient {
+        pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(api_key),
+        )
+    }
+}
+
+/// Copies a directory tree (a backup of a data directory, say).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

@@ -1,0 +1,181 @@
+//! Key commands for security teams: rotate the master key (with live progress)
+//! or one customer's key, and show key status.
+
+use std::io::IsTerminal;
+
+use serde_json::json;
+
+use crate::pb;
+
+use super::client::{key_admin_client, status_error, when, ClientArgs};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Creates a new master key version and re-wraps every customer key under it.
+    RotateMaster(RotateMasterArgs),
+    /// Gives one customer a new data key and re-encrypts their values.
+    RotateCustomer(RotateCustomerArgs),
+    /// Shows master key versions, and one customer's key when given.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RotateMasterArgs {
+    /// Destroy the previous master versions once nothing is wrapped under them
+    /// (this is what makes earlier erasures cryptographic).
+    #[arg(long)]
+    pub retire: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RotateCustomerArgs {
+    pub customer: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    pub customer: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::RotateMaster(args) => rotate_master(args).await,
+        KeysCommand::RotateCustomer(args) => rotate_customer(args).await,
+        KeysCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn rotate_master(args: RotateMasterArgs) -> anyhow::Result<()> {
+    let request = pb::RotateMasterKeyRequest {
+        retire_previous: args.retire,
+    };
+    let mut stream = key_admin_client(&args.client)
+        .await?
+        .rotate_master_key(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let bar = (!args.client.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} customers ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut last = None;
+    while let Some(progress) = stream.message().await.map_err(status_error)? {
+        match &bar {
+            Some(bar) => {
+                bar.set_message(format!(
+                    "re-wrapping under master v{}",
+                    progress.new_master_version
+                ));
+                bar.set_length(progress.total);
+                bar.set_position(progress.rewrapped);
+            }
+            None if args.client.json => println!(
+                "{}",
+                json!({
+                    "new_master_version": progress.new_master_version, "rewrapped": progress.rewrapped,
+                    "total": progress.total, "done": progress.done,
+                    "retired_versions": progress.retired_versions,
+                })
+            ),
+            None => println!(
+                "master v{}: {}/{} customers re-wrapped",
+                progress.new_master_version, progress.rewrapped, progress.total
+            ),
+        }
+        last = Some(progress);
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let Some(last) = last.filter(|progress| progress.done) else {
+        anyhow::bail!("the rotation ended before it reported completion");
+    };
+    if !args.client.json {
+        println!("master key rotated to v{}", last.new_master_version);
+        match last.retired_versions.as_slice() {
+            [] => println!("no versions retired"),
+            retired => println!("destroyed master versions {retired:?}"),
+        }
+    }
+    Ok(())
+}
+
+async fn rotate_customer(args: RotateCustomerArgs) -> anyhow::Result<()> {
+    let request = pb::RotateCustomerKeyRequest {
+        customer_id: args.customer.clone(),
+    };
+    let response = key_admin_client(&args.client)
+        .await?
+        .rotate_customer_key(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.client.json {
+        println!(
+            "{}",
+            json!({ "new_key_version": response.new_key_version, "values_reencrypted": response.values_reencrypted })
+        );
+    } else {
+        println!(
+            "{}: data key v{} ({} values re-encrypted; the old key is destroyed)",
+            args.customer, response.new_key_version, response.values_reencrypted
+        );
+    }
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let request = pb::GetKeyStatusRequest {
+        customer_id: args.customer.clone().unwrap_or_default(),
+    };
+    let status = key_admin_client(&args.client)
+        .await?
+        .get_key_status(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.client.json {
+        println!(
+            "{}",
+            json!({
+                "active_master_version": status.active_master_version,
+                "master_versions": status.master_versions, "customers": status.customers,
+                "last_master_rotation": when(status.last_master_rotation.as_ref()),
+                "customer_key_version": status.customer_key_version,
+                "customer_key_created": when(status.customer_key_created.as_ref()),
+                "customer_key_encryptions": status.customer_key_encryptions,
+            })
+        );
+        return Ok(());
+    }
+    println!("active master version  v{}", status.active_master_version);
+    println!("live master versions   {:?}", status.master_versions);
+    println!("customers              {}", status.customers);
+    println!(
+        "last master rotation   {}",
+        when(status.last_master_rotation.as_ref())
+    );
+    if let Some(customer) = args.customer {
+        println!(
+            "{customer}: data key v{}, created {}, {} encryptions",
+            status.customer_key_version,
+            when(status.customer_key_created.as_ref()),
+            status.customer_key_encryptions
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Keys for security teams: `piivault.v1.KeyAdminService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::pb::{self, key_admin_service_server::KeyAdminService};
+use crate::vault::{RotationProgress, Vault};
+
+use super::call::handle;
+use super::convert::timestamp;
+
+pub struct KeyAdminApi {
+    pub vault: Arc<Vault>,
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::RotationProgress, Status>> + Send>>;
+
+fn progress_message(progress: RotationProgress) -> pb::RotationProgress {
+    pb::RotationProgress {
+        new_master_version: progress.new_master_version,
+        rewrapped: progress.rewrapped,
+        total: progress.total,
+        done: progress.done,
+        retired_versions: progress.retired_versions,
+    }
+}
+
+#[tonic::async_trait]
+impl KeyAdminService for KeyAdminApi {
+    type RotateMasterKeyStream = ProgressStream;
+
+    async fn rotate_master_key(
+        &self,
+        request: Request<pb::RotateMasterKeyRequest>,
+    ) -> Result<Response<Self::RotateMasterKeyStream>, Status> {
+        handle(
+            self.vault.policy(),
+            "RotateMasterKey",
+            request,
+            |caller, req| async move {
+                let receiver = self
+                    .vault
+                    .start_master_rotation(&caller, req.retire_previous)
+                    .await?;
+                let stream = ReceiverStream::new(receiver)
+                    .map(|progress| progress.map(progress_message).map_err(Status::from));
+                Ok(Box::pin(stream) as ProgressStream)
+            },
+        )
+        .await
+    }
+
+    async fn rotate_customer_key(
+        &self,
+        request: Request<pb::RotateCustomerKeyRequest>,
+    ) -> Result<Response<pb::RotateCustomerKeyResponse>, Status> {
+        handle(
+            self.vault.policy(),
+            "RotateCustomerKey",
+            request,
+            |caller, req| async move {
+                let (new_key_version, values_reencrypted) = self
+                    .vault
+                    .rotate_customer_key(&caller, &req.customer_id)
+                    .await?;
+                Ok(pb::RotateCustomerKeyResponse {
+                    new_key_version,
+                    values_reencrypted,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn get_key_status(
+        &self,
+        request: Request<pb::GetKeyStatusRequest>,
+    ) -> Result<Response<pb::KeyStatus>, Status> {
+        handle(
+            self.vault.policy(),
+            "GetKeyStatus",
+            request,
+            |caller, req| async move {
+                let status = self.vault.key_status(&caller, &req.customer_id).await?;
+                let customer = status.customer_key.unwrap_or_default();
+                Ok(pb::KeyStatus {
+                    active_master_version: status.active_master_version,
+                    master_versions: status.master_versions,
+                    customers: status.customers,
+                    last_master_rotation: Some(timestamp(status.last_master_rotation_ms)),
+                    customer_key_version: customer.version,
+                    customer_key_created: (customer.created_at_ms > 0)
+                        .then(|| timestamp(customer.created_at_ms)),
+                    customer_key_encryptions: customer.encryptions,
+                })
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,309 @@
+//! Master-key rotation (re-wrap every DEK under a new master version, then
+//! optionally destroy the old versions) and customer-key rotation (a new DEK,
+//! every value re-encrypted). Both run while the vault keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, OwnedMutexGuard};
+
+use crate::policy::Scope;
+use crate::store::{AuditEntry, CommitError, CustomerChange, CustomerRecord, RotationRecord};
+
+use super::{now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
+
+/// Customers re-wrapped per transaction: large enough to amortize the disk
+/// sync, small enough to keep each commit short for concurrent writers.
+const REWRAP_BATCH: usize = 256;
+/// Passes over the customers before retirement gives up on stragglers that
+/// concurrent writes keep changing (each pass re-wraps what it finds).
+const MAX_PASSES: usize = 5;
+
+/// When keys rotate by themselves.
+#[derive(Clone, Debug)]
+pub struct RotationPolicy {
+    /// A master rotation with retirement runs this long after the last one.
+    pub master_interval: Duration,
+    /// A customer's DEK is replaced once this many encryptions used it (far
+    /// below the 2^32 random-nonce bound of NIST SP 800-38D).
+    pub dek_max_encryptions: u64,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        RotationPolicy {
+            master_interval: Duration::from_secs(24 * 60 * 60),
+            dek_max_encryptions: 1 << 28,
+        }
+    }
+}
+
+/// How far a master rotation got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotationProgress {
+    pub new_master_version: u32,
+    pub rewrapped: u64,
+    pub total: u64,
+    pub done: bool,
+    pub retired_versions: Vec<u32>,
+}
+
+type ProgressSender = mpsc::Sender<Result<RotationProgress, VaultError>>;
+
+impl Vault {
+    /// Starts a master rotation in the background and streams its progress. The
+    /// rotation finishes even if the caller goes away. A second rotation while
+    /// one runs is refused with FAILED_PRECONDITION.
+    pub async fn start_master_rotation(
+        self: &Arc<Self>,
+        caller: &Caller,
+        retire_previous: bool,
+    ) -> Result<mpsc::Receiver<Result<RotationProgress, VaultError>>, VaultError> {
+        let entry = self.audit_entry(caller, "RotateMasterKey", "", &[], "");
+        let guard = caller
+            .require_scope(Scope::KeysAdmin)
+            .and_then(|()| self.rotation_guard());
+        let guard = self.audit_refusal(entry.clone(), guard).await?;
+        let (progress, receiver) = mpsc::channel(64);
+        let vault = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = vault
+                .rotate_master(guard, retire_previous, &progress, entry)
+                .await;
+            if let Err(error) = outcome {
+                tracing::error!(%error, "master key rotation failed");
+                let _ = progress.send(Err(error)).await;
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// The vault's own key work, for as long as it serves: finishes a master
+    /// rotation that a crash interrupted, then rotates on the policy's schedule.
+    pub async fn maintain_keys(self: Arc<Self>) {
+        if let Err(error) = self.resume_rotation().await {
+            tracing::error!(%error, "could not finish the interrupted master key rotation");
+        }
+        self.run_rotation_schedule().await;
+    }
+
+    /// Runs a master rotation with retirement whenever the policy's interval has
+    /// passed since the last one; runs for the life of the vault.
+    async fn run_rotation_schedule(self: Arc<Self>) {
+        loop {
+            let due_ms = self
+                .keys
+                .last_rotation_ms()
+                .saturating_add(self.rotation_policy.master_interval.as_millis() as i64);
+            let wait_ms = due_ms.saturating_sub(now_ms()).max(0) as u64;
+            // Wake at least every minute: another rotation may have moved the due time.
+            tokio::time::sleep(Duration::from_millis(wait_ms.min(60_000))).await;
+            if now_ms() < due_ms {
+                continue;
+            }
+            let Ok(guard) = self.rotation_guard() else {
+                continue; // one is running already
+            };
+            let entry = AuditEntry {
+                at_ms: now_ms(),
+                principal: "pii-vault".into(),
+                action: "RotateMasterKey".into(),
+                outcome: "ok".into(),
+                request_id: "scheduled".into(),
+                ..AuditEntry::default()
+            };
+            let (progress, mut receiver) = mpsc::channel(64);
+            tokio::spawn(async move { while receiver.recv().await.is_some() {} });
+            if let Err(error) = self.rotate_master(guard, true, &progress, entry).await {
+                tracing::error!(%error, "scheduled master key rotation failed");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+    }
+
+    fn rotation_guard(&self) -> Result<OwnedMutexGuard<()>, VaultError> {
+        Arc::clone(&self.rotation_lock)
+            .try_lock_owned()
+            .map_err(|_| {
+                VaultError::FailedPrecondition("a master key rotation is already running".into())
+            })
+    }
+
+    async fn rotate_master(
+        &self,
+        _guard: OwnedMutexGuard<()>,
+        retire_previous: bool,
+        progress: &ProgressSender,
+        entry: AuditEntry,
+    ) -> Result<(), VaultError> {
+        let target_version = self.keys.add_master_version(now_ms())?;
+        tracing::info!(
+            target_version,
+            retire_previous,
+            "master key rotation started"
+        );
+        let rotation = RotationRecord {
+            target_version,
+            retire_previous,
+            started_at_ms: now_ms(),
+        };
+        self.store.set_rotation(Some(rotation.clone())).await?;
+        self.finish_rotation(&rotation, Some(progress)).await?;
+        self.append_audit(vec![entry]).await
+    }
+
+    /// Finishes a rotation that a crash interrupted (called at start-up).
+    async fn resume_rotation(self: &Arc<Self>) -> Result<(), VaultError> {
+        let Some(rotation) = self.store.rotation().await? else {
+            return Ok(());
+        };
+        let _guard = self.rotation_guard()?;
+        tracing::info!(
+            target_version = rotation.target_version,
+            "resuming master key rotation"
+        );
+        self.finish_rotation(&rotation, None).await
+    }
+
+    /// Re-wraps every DEK under the rotation's target version, retires the older
+    /// versions when asked, and clears the record of the unfinished rotation.
+    async fn finish_rotation(
+        &self,
+        rotation: &RotationRecord,
+        progress: Option<&ProgressSender>,
+    ) -> Result<(), VaultError> {
+        let mut report = RotationProgress {
+            new_master_version: rotation.target_version,
+            total: self.store.customer_count().await?,
+            ..RotationProgress::default()
+        };
+        let mut stragglers = u64::MAX;
+        for _ in 0..MAX_PASSES {
+            stragglers = self
+                .rewrap_pass(rotation.target_version, &mut report, progress)
+                .await?;
+            if stragglers == 0 {
+                break;
+            }
+        }
+        if rotation.retire_previous {
+            if stragglers > 0 {
+                return Err(VaultError::Unavailable(format!(
+                    "{stragglers} customers kept changing during rotation; old master keys kept, retry"
+                )));
+            }
+            report.retired_versions = self
+                .keys
+                .destroy_master_versions_below(rotation.target_version)?;
+        }
+        self.store.set_rotation(None).await?;
+        report.done = true;
+        tracing::info!(
+            target_version = rotation.target_version,
+            rewrapped = report.rewrapped,
+            retired = ?report.retired_versions,
+            "master key rotation finished"
+        );
+        if let Some(progress) = progress {
+            let _ = progress.send(Ok(report)).await;
+        }
+        Ok(())
+    }
+
+    /// One pass over every customer, reporting how many it has seen (wrapped
+    /// under the target version, whether by this pass or before); returns how
+    /// many still need re-wrapping.
+    async fn rewrap_pass(
+        &self,
+        target_version: u32,
+        report: &mut RotationProgress,
+        progress: Option<&ProgressSender>,
+    ) -> Result<u64, VaultError> {
+        let mut after: Option<String> = None;
+        let mut stragglers = 0;
+        report.rewrapped = 0;
+        loop {
+            let page = self
+                .store
+                .customers_after(after.as_deref(), REWRAP_BATCH)
+                .await?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            let page_len = page.len();
+            let stale: Vec<(String, CustomerRecord)> = page
+                .into_iter()
+                .filter(|(_, record)| record.dek.master_version != target_version)
+                .collect();
+            let left = self.rewrap_batch(stale).await?;
+            stragglers += left;
+            report.rewrapped += page_len as u64 - left;
+            // Customers created during the rotation count too.
+            report.total = report.total.max(report.rewrapped);
+            if let Some(progress) = progress {
+                let _ = progress.send(Ok(report.clone())).await;
+            }
+        }
+        Ok(stragglers)
+    }
+
+    /// Re-wraps a batch in one commit; when a concurrent write wins the race for
+    /// any of them, each is retried alone. Returns how many are left over.
+    async fn rewrap_batch(&self, stale: Vec<(String, CustomerRecord)>) -> Result<u64, VaultError> {
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let changes = stale
+            .iter()
+            .map(|(id, record)| self.rewrapped_change(id, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.store.commit_many(changes).await {
+            Ok(()) => return Ok(0),
+            Err(CommitError::Conflict) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let mut left = 0;
+        for (id, _) in &stale {
+            let customer = CustomerId::parse(id)
+                .map_err(|_| VaultError::Internal("stored customer has a bad id".into()))?;
+            let outcome = self.retry_commit(|| self.try_rewrap_one(&customer)).await;
+            if outcome.is_err() {
+                left += 1;
+            }
+        }
+        Ok(left)
+    }
+
+    async fn try_rewrap_one(&self, customer: &CustomerId) -> Result<(), Attempt> {
+        let Some(record) = self.store.customer(customer.as_str()).await? else {
+            return Ok(()); // erased meanwhile
+        };
+        if record.dek.master_version == self.keys.active_master_version() {
+            return Ok(());
+        }
+        let change = self.rewrapped_change(customer.as_str(), &record)?;
+        self.store.commit(change).await?;
+        Ok(())
+    }
+
+    fn rewrapped_change(
+        &self,
+        id: &str,
+        record: &CustomerRecord,
+    ) -> Result<CustomerChange, VaultError> {
+        let customer = CustomerId::parse(id)
+            .map_err(|_| VaultError::Internal("stored customer has a bad id".into()))?;
+        let dek = self.keys.rewrap(&customer, &record.dek)?;
+        let mut updated = record.clone();
+        updated.wrapped_under.insert(dek.master_version);
+        updated.dek = dek;
+        updated.revision += 1;
+        Ok(CustomerChange {
+            customer_id: id.to_owned(),
+            expected_revision: Some(record.revision),
+            customer: Some(updated),
+            ..CustomerChange::default()
+        })
+    }
+}
