@@ -316,3 +316,33 @@ async fn consent_export_audit_and_receipts_from_the_command_line() {
     assert_eq!(status["audit_hash"], receipt["audit_hash"]);
     assert!(!status["audit_hash"].as_str().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_can_be_rotated_and_inspected_from_the_command_line() {
+    let vault = common::spawn_vault().await;
+    stdout_of(&pii_vault(
+        &vault,
+        &["put", "cli-4", "note=x", "--purpose", "billing"],
+    ));
+
+    // Not a terminal: plain progress lines, then a summary.
+    let rotated = stdout_of(&pii_vault(&vault, &["keys", "rotate-master", "--retire"]));
+    assert!(rotated.contains("1/1 customers re-wrapped"), "{rotated}");
+    assert!(
+        rotated.contains("master key rotated to v2")
+            && rotated.contains("destroyed master versions [1]"),
+        "{rotated}"
+    );
+
+    let rekeyed = json_of(&pii_vault(
+        &vault,
+        &["keys", "rotate-customer", "cli-4", "--json"],
+    ));
+    assert_eq!(rekeyed["new_key_version"], 2);
+    let status = json_of(&pii_vault(&vault, &["keys", "status", "cli-4", "--json"]));
+    assert_eq!(status["active_master_version"], 2);
+    assert_eq!(status["master_versions"], serde_json::json!([2]));
+    assert_eq!(status["customer_key_version"], 2);
+    let text = stdout_of(&pii_vault(&vault, &["keys", "status"]));
+    assert!(text.contains("active master version  v2"), "{text}");
+}
