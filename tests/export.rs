@@ -262,6 +262,7 @@ async fn the_json_export_holds_exactly_what_was_stored_for_the_customer_and_noth
             "tokens",
             "consents",
             "policy_acknowledgements",
+            "pending_notices",
             "purposes",
             "access_history",
         ])

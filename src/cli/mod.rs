@@ -5,6 +5,7 @@ mod client;
 mod data;
 mod keygen;
 mod keys;
+mod notices;
 mod privacy;
 mod serve;
 
@@ -55,6 +56,12 @@ pub enum Command {
     /// Lists or verifies the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Publishes and lists privacy-policy versions.
+    #[command(subcommand)]
+    Policy(notices::PolicyCommand),
+    /// Lists or acknowledges a customer's policy-change notices.
+    #[command(subcommand)]
+    Notices(notices::NoticesCommand),
     /// Rotates keys and shows their status.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -75,5 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => privacy::export(args).await,
         Command::Audit(command) => audit::run(command).await,
         Command::Keys(command) => keys::run(command).await,
+        Command::Policy(command) => notices::policy(command).await,
+        Command::Notices(command) => notices::notices(command).await,
     }
 }

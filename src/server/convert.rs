@@ -6,7 +6,8 @@ use crate::pb;
 use crate::policy::{LegalBasis, Purpose};
 use crate::vault::{
     hex, AuditRecord, ConsentEvent, DeletionReceipt, DetokenizedValue, ErasureState, ExportFormat,
-    FieldInput, FieldKind, FieldView, Shown, TokenFormat, TokenizeItem, VaultError,
+    FieldInput, FieldKind, FieldView, Notice, PolicyVersionRecord, Shown, TokenFormat,
+    TokenizeItem, VaultError,
 };
 
 use super::status::item_error;
@@ -190,5 +191,24 @@ pub fn audit_event(record: AuditRecord) -> pb::AuditEvent {
         request_id: record.request_id,
         prev_hash: hex(&record.prev_hash),
         hash: hex(&record.hash),
+    }
+}
+
+pub fn policy_version(version: PolicyVersionRecord) -> pb::PolicyVersion {
+    pb::PolicyVersion {
+        version: version.version,
+        summary: version.summary,
+        changed_purposes: version.changed_purposes,
+        requires_reconsent: version.requires_reconsent,
+        published_at: Some(timestamp(version.published_at_ms)),
+    }
+}
+
+pub fn notice(notice: Notice) -> pb::Notice {
+    pb::Notice {
+        published_at: Some(timestamp(notice.version.published_at_ms)),
+        policy_version: notice.version.version,
+        summary: notice.version.summary,
+        purposes_needing_consent: notice.purposes_needing_consent,
     }
 }

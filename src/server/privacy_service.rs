@@ -5,17 +5,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, privacy_service_server::PrivacyService};
-use crate::vault::{ConsentRequest, Vault};
+use crate::vault::{ConsentRequest, PolicyChange, Vault};
 
 use super::call::handle;
 use super::convert;
 
 pub struct PrivacyApi {
     pub vault: Arc<Vault>,
-}
-
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!("{method} is not implemented in this version"))
 }
 
 #[tonic::async_trait]
@@ -150,29 +146,77 @@ impl PrivacyService for PrivacyApi {
 
     async fn publish_policy(
         &self,
-        _request: Request<pb::PublishPolicyRequest>,
+        request: Request<pb::PublishPolicyRequest>,
     ) -> Result<Response<pb::PolicyVersion>, Status> {
-        Err(not_yet("PublishPolicy"))
+        handle(
+            self.vault.policy(),
+            "PublishPolicy",
+            request,
+            |caller, req| async move {
+                let change = PolicyChange {
+                    version: req.version,
+                    summary: req.summary,
+                    changed_purposes: req.changed_purposes,
+                    requires_reconsent: req.requires_reconsent,
+                };
+                let published = self.vault.publish_policy(&caller, change).await?;
+                Ok(convert::policy_version(published))
+            },
+        )
+        .await
     }
 
     async fn list_policy_versions(
         &self,
-        _request: Request<pb::ListPolicyVersionsRequest>,
+        request: Request<pb::ListPolicyVersionsRequest>,
     ) -> Result<Response<pb::ListPolicyVersionsResponse>, Status> {
-        Err(not_yet("ListPolicyVersions"))
+        handle(
+            self.vault.policy(),
+            "ListPolicyVersions",
+            request,
+            |caller, _req| async move {
+                let versions = self.vault.policy_versions(&caller).await?;
+                Ok(pb::ListPolicyVersionsResponse {
+                    versions: versions.into_iter().map(convert::policy_version).collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn list_notices(
         &self,
-        _request: Request<pb::ListNoticesRequest>,
+        request: Request<pb::ListNoticesRequest>,
     ) -> Result<Response<pb::ListNoticesResponse>, Status> {
-        Err(not_yet("ListNotices"))
+        handle(
+            self.vault.policy(),
+            "ListNotices",
+            request,
+            |caller, req| async move {
+                let notices = self.vault.list_notices(&caller, &req.customer_id).await?;
+                Ok(pb::ListNoticesResponse {
+                    notices: notices.into_iter().map(convert::notice).collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn acknowledge_notice(
         &self,
-        _request: Request<pb::AcknowledgeNoticeRequest>,
+        request: Request<pb::AcknowledgeNoticeRequest>,
     ) -> Result<Response<pb::AcknowledgeNoticeResponse>, Status> {
-        Err(not_yet("AcknowledgeNotice"))
+        handle(
+            self.vault.policy(),
+            "AcknowledgeNotice",
+            request,
+            |caller, req| async move {
+                self.vault
+                    .acknowledge_notice(&caller, &req.customer_id, &req.policy_version)
+                    .await?;
+                Ok(pb::AcknowledgeNoticeResponse {})
+            },
+        )
+        .await
     }
 }

@@ -10,8 +10,8 @@ mod sled_keys;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};
 pub use records::{
-    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, ReceiptRecord, RotationRecord,
-    TokenRecord, TokenTarget, WrappedDekRecord,
+    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, PolicyVersionRecord, ReceiptRecord,
+    RotationRecord, TokenRecord, TokenTarget, WrappedDekRecord,
 };
 pub use sled_engine::{hex, SledStore};
 
@@ -31,8 +31,9 @@ pub enum StoreError {
 pub enum CommitError {
     #[error("the customer changed since it was read")]
     Conflict,
-    #[error("a new token is already taken")]
-    TokenTaken,
+    /// A record that must be new exists (a freshly drawn token, a policy version).
+    #[error("a record that must be new already exists")]
+    Taken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +82,15 @@ pub trait Store: Send + Sync + 'static {
     async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError>;
     /// Records (or with `None`, clears) the unfinished rotation; durable.
     async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError>;
+    /// Stores a new policy version (its `seq` and `version` both new) with its
+    /// audit event; `Taken` when either exists.
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError>;
+    /// Every published policy version, oldest first.
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
     /// Appends events that record no change (reads, refusals); durable before it returns.
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
     /// Audit events in sequence order, filtered by `query`.

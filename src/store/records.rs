@@ -109,3 +109,15 @@ pub struct RotationRecord {
     pub retire_previous: bool,
     pub started_at_ms: i64,
 }
+
+/// A published version of the privacy policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersionRecord {
+    /// Publication order, from 1.
+    pub seq: u64,
+    pub version: String,
+    pub summary: String,
+    pub changed_purposes: Vec<String>,
+    pub requires_reconsent: bool,
+    pub published_at_ms: i64,
+}

@@ -13,8 +13,8 @@ use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
 use super::group_commit::GroupCommit;
 use super::sled_keys as keys;
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, ReceiptRecord, RotationRecord, Store,
-    StoreError, TokenRecord,
+    CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
+    RotationRecord, Store, StoreError, TokenRecord,
 };
 
 pub struct SledStore {
@@ -146,7 +146,7 @@ struct EncodedChange {
     /// Absent for audit-only commits.
     customer: Option<CustomerUpdate>,
     inserts: Vec<(Vec<u8>, Vec<u8>)>,
-    new_token_keys: Vec<Vec<u8>>,
+    must_be_new: Vec<Vec<u8>>,
     removes: Vec<Vec<u8>>,
 }
 
@@ -163,7 +163,7 @@ impl EncodedChange {
         EncodedChange {
             customer: None,
             inserts,
-            new_token_keys: Vec::new(),
+            must_be_new: Vec::new(),
             removes: Vec::new(),
         }
     }
@@ -186,7 +186,7 @@ fn encode_change(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
         inserts.push((keys::token(token), encode(record)?));
         inserts.push((keys::customer_token(id, token), Vec::new()));
     }
-    let new_token_keys = change
+    let must_be_new = change
         .new_tokens
         .iter()
         .map(|(token, _)| keys::token(token))
@@ -215,7 +215,7 @@ fn encode_change(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
             record,
         }),
         inserts,
-        new_token_keys,
+        must_be_new,
         removes,
     })
 }
@@ -240,9 +240,9 @@ fn apply(tx: &TransactionalTree, change: &EncodedChange) -> TxResult {
             return Err(abort(CommitError::Conflict));
         }
     }
-    for token_key in &change.new_token_keys {
+    for token_key in &change.must_be_new {
         if tx.get(token_key)?.is_some() {
-            return Err(abort(CommitError::TokenTaken));
+            return Err(abort(CommitError::Taken));
         }
     }
     for key in &change.removes {
@@ -380,6 +380,35 @@ impl Store for SledStore {
         }
         .map_err(engine)?;
         self.group_commit.wait_durable().await
+    }
+
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError> {
+        let name_key = keys::policy_version_name(&version.version);
+        let seq_key = keys::policy_version(version.seq);
+        let change = EncodedChange {
+            customer: None,
+            inserts: vec![
+                (seq_key.clone(), encode(&version)?),
+                (name_key.clone(), Vec::new()),
+            ],
+            must_be_new: vec![seq_key, name_key],
+            removes: Vec::new(),
+        };
+        self.apply_chained(vec![change], vec![audit], None)?;
+        self.group_commit.wait_durable().await?;
+        Ok(())
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        self.tree
+            .scan_prefix(keys::POLICY_VERSIONS)
+            .values()
+            .map(|value| decode(&value.map_err(engine)?))
+            .collect()
     }
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {

@@ -12,6 +12,8 @@
 //! - `b` customer NUL seq              -> ()  (a customer's audit events)
 //! - `A`                               -> AuditHead
 //! - `R`                               -> RotationRecord (an unfinished rotation)
+//! - `p` seq                           -> PolicyVersionRecord
+//! - `P` version                       -> ()  (versions are never reused)
 
 pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = vec![prefix];
@@ -83,4 +85,14 @@ pub fn customer_audit_event(customer_id: &str, seq: u64) -> Vec<u8> {
 
 pub fn audit_events_of(customer_id: &str) -> Vec<u8> {
     key(b'b', &[customer_id.as_bytes(), b""])
+}
+
+pub const POLICY_VERSIONS: &[u8] = b"p";
+
+pub fn policy_version(seq: u64) -> Vec<u8> {
+    key(b'p', &[&seq.to_be_bytes()])
+}
+
+pub fn policy_version_name(version: &str) -> Vec<u8> {
+    key(b'P', &[version.as_bytes()])
 }

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Binding, DataCipher};
 use crate::policy::{LegalBasis, Purpose, Scope};
-use crate::store::CustomerRecord;
+use crate::store::{CustomerRecord, PolicyVersionRecord};
 
-use super::{now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
+use super::{notices, now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
 
 /// Longest accepted policy version and consent source, in bytes.
 const MAX_LABEL_LEN: usize = 128;
@@ -98,15 +98,28 @@ fn ledger_binding(customer: &CustomerId) -> Binding<'_> {
     }
 }
 
-/// Why a use of `purpose` is refused for a customer with this ledger, if it is.
-/// Purposes with another legal basis need no consent.
-pub fn consent_refusal(purpose: &Purpose, ledger: Option<&PrivacyLedger>) -> Option<VaultError> {
+/// Why a use of `purpose` is refused for a customer with this ledger, if it is:
+/// no consent, a withdrawn one, or one given under a policy version older than
+/// the latest that changed the purpose and asked for consent again. Purposes
+/// with another legal basis need no consent.
+pub fn consent_refusal(
+    purpose: &Purpose,
+    ledger: &PrivacyLedger,
+    versions: &[PolicyVersionRecord],
+) -> Option<VaultError> {
     if purpose.basis != LegalBasis::Consent {
         return None;
     }
     let name = &purpose.name;
-    match ledger.and_then(|ledger| ledger.current_for(name)) {
-        Some(event) if event.granted => None,
+    match ledger.current_for(name) {
+        Some(event) if event.granted => {
+            let renewal = notices::renewal_due(name, &event.policy_version, versions)?;
+            Some(VaultError::denied(format!(
+                "consent for purpose \"{name}\" must be renewed under policy version \"{}\": \
+                 it was given under an earlier version",
+                renewal.version
+            )))
+        }
         Some(_) => Some(VaultError::denied(format!(
             "consent for purpose \"{name}\" was withdrawn by the customer"
         ))),
@@ -127,7 +140,7 @@ pub struct ConsentRequest {
 
 impl Vault {
     /// Checks that this customer allows `purpose` (a no-op unless its basis is consent).
-    pub(super) fn check_consent(
+    pub(super) async fn check_consent(
         &self,
         purpose: &Purpose,
         customer: &CustomerId,
@@ -138,7 +151,8 @@ impl Vault {
             return Ok(());
         }
         let ledger = PrivacyLedger::open(customer, record, cipher)?;
-        match consent_refusal(purpose, Some(&ledger)) {
+        let versions = self.store.policy_versions().await?;
+        match consent_refusal(purpose, &ledger, &versions) {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
@@ -180,6 +194,16 @@ impl Vault {
             )));
         }
         check_label("policy_version", &request.policy_version)?;
+        let versions = self.store.policy_versions().await?;
+        if !request.policy_version.is_empty()
+            && !versions.is_empty()
+            && notices::seq_of(&request.policy_version, &versions).is_none()
+        {
+            return Err(VaultError::invalid(format!(
+                "policy_version \"{}\" has not been published",
+                request.policy_version
+            )));
+        }
         check_label("source", &request.source)?;
         let event = ConsentEvent {
             purpose: purpose.name.clone(),
@@ -223,7 +247,7 @@ impl Vault {
         let result = async {
             caller.require_scope(Scope::ConsentWrite)?;
             let customer = CustomerId::parse(customer_id)?;
-            let ledger = self.ledger_of(&customer).await?;
+            let (ledger, _) = self.ledger_of(&customer).await?;
             Ok(if include_history {
                 ledger.consents
             } else {
@@ -234,18 +258,22 @@ impl Vault {
         self.audit_outcome(entry, result).await
     }
 
-    /// A customer's ledger; NOT_FOUND for a customer the vault does not hold.
+    /// A customer's ledger and when they joined; NOT_FOUND for a customer the
+    /// vault does not hold.
     pub(super) async fn ledger_of(
         &self,
         customer: &CustomerId,
-    ) -> Result<PrivacyLedger, VaultError> {
+    ) -> Result<(PrivacyLedger, i64), VaultError> {
         let record = self
             .store
             .customer(customer.as_str())
             .await?
             .ok_or_else(|| VaultError::not_found("customer not found"))?;
         let cipher = self.keys.cipher(customer, &record)?;
-        PrivacyLedger::open(customer, &record, &cipher)
+        Ok((
+            PrivacyLedger::open(customer, &record, &cipher)?,
+            record.created_at_ms,
+        ))
     }
 
     /// The purposes of the policy, for anyone authenticated.

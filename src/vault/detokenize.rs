@@ -132,7 +132,8 @@ impl Vault {
             )));
         }
         let cipher = self.keys.cipher(&customer, &customer_record)?;
-        self.check_consent(purpose, &customer, &customer_record, &cipher)?;
+        self.check_consent(purpose, &customer, &customer_record, &cipher)
+            .await?;
         let value = match shown {
             Shown::Plaintext | Shown::Masked => {
                 let plaintext = match &record.target {

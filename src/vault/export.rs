@@ -42,6 +42,8 @@ pub struct CustomerExport {
     pub tokens: Vec<ExportedToken>,
     pub consents: ExportedConsents,
     pub policy_acknowledgements: Vec<ExportedAcknowledgement>,
+    /// Policy changes the customer has not acknowledged yet.
+    pub pending_notices: Vec<ExportedNotice>,
     pub purposes: Vec<ExportedPurpose>,
     pub access_history: Vec<ExportedAccess>,
 }
@@ -84,6 +86,14 @@ pub struct ExportedConsent {
 pub struct ExportedAcknowledgement {
     pub policy_version: String,
     pub acknowledged_at: String,
+}
+
+#[derive(Serialize)]
+pub struct ExportedNotice {
+    pub policy_version: String,
+    pub summary: String,
+    pub published_at: String,
+    pub purposes_needing_consent: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -132,6 +142,9 @@ impl Vault {
         let ledger = PrivacyLedger::open(customer, &record, &cipher)?;
         let fields = self.exported_fields(customer, &cipher).await?;
         let tokens = self.exported_tokens(customer, &cipher, &fields).await?;
+        let versions = self.store.policy_versions().await?;
+        let notices =
+            super::notices::pending_notices(&ledger, record.created_at_ms, &versions, &self.policy);
         let access = self
             .store
             .audit_events(&AuditQuery {
@@ -158,6 +171,15 @@ impl Vault {
                 .map(|ack| ExportedAcknowledgement {
                     policy_version: ack.policy_version.clone(),
                     acknowledged_at: rfc3339(ack.at_ms),
+                })
+                .collect(),
+            pending_notices: notices
+                .into_iter()
+                .map(|notice| ExportedNotice {
+                    published_at: rfc3339(notice.version.published_at_ms),
+                    policy_version: notice.version.version,
+                    summary: notice.version.summary,
+                    purposes_needing_consent: notice.purposes_needing_consent,
                 })
                 .collect(),
             purposes: self

@@ -126,7 +126,8 @@ impl Vault {
         let now = now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
-        self.check_consent(write.purpose, customer, &writable.record, &writable.cipher)?;
+        self.check_consent(write.purpose, customer, &writable.record, &writable.cipher)
+            .await?;
         let existing: HashMap<String, FieldRecord> = match writable.expected_revision {
             Some(_) => self.store.fields(id).await?.into_iter().collect(),
             None => HashMap::new(),
@@ -278,7 +279,8 @@ impl Vault {
                 .collect()
         };
         let cipher = self.keys.cipher(&customer, &record)?;
-        self.check_consent(purpose, &customer, &record, &cipher)?;
+        self.check_consent(purpose, &customer, &record, &cipher)
+            .await?;
         selected
             .into_iter()
             .map(|(name, field)| match field {

@@ -15,6 +15,7 @@ mod ids;
 mod keys;
 pub mod kinds;
 mod limits;
+mod notices;
 mod rotation;
 mod search;
 mod tokenize;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use crate::policy::{Disclosure, Policy, Purpose};
 use crate::store::{CommitError, Store};
 
+pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
 pub use audit::{AuditFilter, ChainVerification};
 pub use caller::Caller;
@@ -39,6 +41,7 @@ pub use ids::{CustomerId, FieldName};
 pub use keys::KeyManager;
 pub use kinds::FieldKind;
 pub use limits::Limits;
+pub use notices::{Notice, PolicyChange};
 pub use rotation::{RotationPolicy, RotationProgress};
 pub use tokenize::TokenizeItem;
 pub use tokens::TokenFormat;
@@ -119,7 +122,7 @@ impl Vault {
     {
         for _ in 1..COMMIT_ATTEMPTS {
             match attempt().await {
-                Err(Attempt::Commit(CommitError::Conflict | CommitError::TokenTaken)) => continue,
+                Err(Attempt::Commit(CommitError::Conflict | CommitError::Taken)) => continue,
                 other => return other.map_err(VaultError::from),
             }
         }

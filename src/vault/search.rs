@@ -86,8 +86,13 @@ impl Vault {
             return Ok(false);
         };
         let cipher = self.keys.cipher(&customer, &record)?;
-        Ok(self
+        match self
             .check_consent(purpose, &customer, &record, &cipher)
-            .is_ok())
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(VaultError::PermissionDenied(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 }

@@ -183,7 +183,8 @@ impl Vault {
         let now = now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
-        self.check_consent(purpose, customer, &writable.record, &writable.cipher)?;
+        self.check_consent(purpose, customer, &writable.record, &writable.cipher)
+            .await?;
         let mut change = writable.change(customer);
         let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
         let mut issued = Vec::with_capacity(items.len());

@@ -36,6 +36,7 @@ fn write_report(text: &mut String, export: &CustomerExport) -> std::fmt::Result 
     writeln!(text)?;
     write_uses(text, export)?;
     writeln!(text)?;
+    write_policy_changes(text, export)?;
     writeln!(text, "Your choices")?;
     writeln!(
         text,
@@ -151,6 +152,44 @@ fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
         writeln!(text, "- {} by {principal}, for {why}", times(count))?;
     }
     Ok(())
+}
+
+fn write_policy_changes(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
+    if export.pending_notices.is_empty() && export.policy_acknowledgements.is_empty() {
+        return Ok(());
+    }
+    writeln!(text, "Changes to our privacy policy")?;
+    for ack in &export.policy_acknowledgements {
+        writeln!(
+            text,
+            "- You confirmed on {} that you saw version {}.",
+            day(&ack.acknowledged_at),
+            ack.policy_version
+        )?;
+    }
+    for notice in &export.pending_notices {
+        writeln!(
+            text,
+            "- On {} we published version {}: {} You have not confirmed seeing it yet.",
+            day(&notice.published_at),
+            notice.policy_version,
+            notice.summary.trim()
+        )?;
+        if !notice.purposes_needing_consent.is_empty() {
+            writeln!(
+                text,
+                "  We will not use your information for {} until you agree again.",
+                join_words(
+                    &notice
+                        .purposes_needing_consent
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                )
+            )?;
+        }
+    }
+    writeln!(text)
 }
 
 fn times(count: usize) -> String {
