@@ -1,0 +1,226 @@
+{{/*
+Names. Kubernetes names are limited to 63 characters.
+*/}}
+{{- define "pii-vault.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pii-vault.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pii-vault.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every resource.
+*/}}
+{{- define "pii-vault.labels" -}}
+helm.sh/chart: {{ include "pii-vault.chart" . }}
+{{ include "pii-vault.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels: the release's resources. Never change them: a StatefulSet's
+selector is immutable.
+*/}}
+{{- define "pii-vault.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pii-vault.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of the vault server pods.
+*/}}
+{{- define "pii-vault.serverSelectorLabels" -}}
+{{ include "pii-vault.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "pii-vault.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pii-vault.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pii-vault.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "pii-vault.rootKeySecretName" -}}
+{{- default (printf "%s-root-key" (include "pii-vault.fullname" .)) .Values.rootKey.existingSecret }}
+{{- end }}
+
+{{- define "pii-vault.rootKeySecretKey" -}}
+{{- if .Values.rootKey.existingSecret }}
+{{- .Values.rootKey.existingSecretKey }}
+{{- else -}}
+root.key
+{{- end }}
+{{- end }}
+
+{{/*
+The `policy` value parsed as TOML, as JSON ({"Error": "..."} when it does not parse).
+*/}}
+{{- define "pii-vault.parsedPolicy" -}}
+{{- fromToml .Values.policy | toJson }}
+{{- end }}
+
+{{- define "pii-vault.policyConfigMapName" -}}
+{{- default (printf "%s-policy" (include "pii-vault.fullname" .)) .Values.existingPolicyConfigMap }}
+{{- end }}
+
+{{- define "pii-vault.policyConfigMapKey" -}}
+{{- if .Values.existingPolicyConfigMap }}
+{{- .Values.existingPolicyConfigMapKey }}
+{{- else -}}
+policy.toml
+{{- end }}
+{{- end }}
+
+{{- define "pii-vault.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "pii-vault.fullname" .)) .Values.tls.secretName }}
+{{- end }}
+
+{{/*
+The name the probes and `helm test` verify in the server's certificate.
+*/}}
+{{- define "pii-vault.tlsServerName" -}}
+{{- default (printf "%s.%s.svc" (include "pii-vault.fullname" .) .Release.Namespace) .Values.tls.serverName }}
+{{- end }}
+
+{{/*
+Paths in the container. The flags of `pii-vault serve` use them.
+*/}}
+{{- define "pii-vault.clientCaPath" -}}
+{{- if .Values.tls.clientAuth.caSecretName -}}
+/etc/pii-vault/client-ca/ca.crt
+{{- else -}}
+/etc/pii-vault/tls/ca.crt
+{{- end }}
+{{- end }}
+
+{{/*
+Arguments of `pii-vault health` after --addr: the CA, the server name, and the
+client certificate under mutual TLS. Empty without TLS.
+*/}}
+{{- define "pii-vault.healthTlsArgs" -}}
+{{- if .Values.tls.enabled }}
+- --ca
+- /etc/pii-vault/tls/ca.crt
+- --tls-server-name
+- {{ include "pii-vault.tlsServerName" . | quote }}
+{{- if .Values.tls.clientAuth.enabled }}
+- --cert
+- /etc/pii-vault/tls/tls.crt
+- --key
+- /etc/pii-vault/tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A probe against the health service: native gRPC without TLS, otherwise
+`pii-vault health` run in the container (kubelet's gRPC probe has no TLS).
+Called with (dict "root" $ "probe" .Values.probes.xxx).
+*/}}
+{{- define "pii-vault.probe" -}}
+{{- $root := .root }}
+{{- if $root.Values.tls.enabled }}
+exec:
+  command:
+    - /usr/local/bin/pii-vault
+    - health
+    - --addr
+    - https://127.0.0.1:50051
+    {{- with include "pii-vault.healthTlsArgs" $root | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
+{{- else }}
+grpc:
+  port: 50051
+{{- end }}
+{{- with .probe }}
+initialDelaySeconds: {{ .initialDelaySeconds }}
+periodSeconds: {{ .periodSeconds }}
+timeoutSeconds: {{ .timeoutSeconds }}
+failureThreshold: {{ .failureThreshold }}
+{{- if hasKey . "successThreshold" }}
+successThreshold: {{ .successThreshold }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of combinations the schema cannot express. Each failure says what to
+change.
+*/}}
+{{- define "pii-vault.validate" -}}
+{{- if ne .Values.storage.backend "sled" }}
+{{- fail (printf "storage.backend %q is not supported: this chart version supports only \"sled\"" .Values.storage.backend) }}
+{{- end }}
+{{- if and (eq .Values.storage.backend "sled") (gt (int .Values.replicaCount) 1) }}
+{{- fail (printf "replicaCount is %d, but storage.backend \"sled\" is an embedded single-process store that only one pod may open: set replicaCount to 1 (or 0 to stop the vault)" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if not .Values.existingPolicyConfigMap }}
+{{- if not (trim .Values.policy) }}
+{{- fail "policy is empty: set policy to the TOML policy text, or existingPolicyConfigMap to a ConfigMap holding it" }}
+{{- end }}
+{{- /* The vault checks the policy fully at start; catching syntax errors here
+       keeps a broken policy from replacing the running pod. */}}
+{{- $policy := include "pii-vault.parsedPolicy" . | fromJson }}
+{{- if hasKey $policy "Error" }}
+{{- fail (printf "policy is not valid TOML: %s" $policy.Error) }}
+{{- end }}
+{{- if not $policy.purposes }}
+{{- fail "policy declares no purpose: add at least one [[purposes]] table" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.clientAuth.enabled (not .Values.tls.enabled) }}
+{{- fail "tls.clientAuth.enabled needs tls.enabled: client certificates are only checked over TLS" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.enabled) }}
+{{- fail "tls.certManager.enabled needs tls.enabled: the certificate is only used over TLS" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name: the cert-manager Issuer or ClusterIssuer that signs the vault's certificate" }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) }}
+{{- fail "tls.enabled needs a certificate: set tls.secretName to a Secret with tls.crt, tls.key and ca.crt, or tls.certManager.enabled with tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled: there is no metrics port to scrape" }}
+{{- end }}
+{{- if .Values.podDisruptionBudget.enabled }}
+{{- $min := toString .Values.podDisruptionBudget.minAvailable }}
+{{- $max := toString .Values.podDisruptionBudget.maxUnavailable }}
+{{- if and (ne $min "") (ne $max "") }}
+{{- fail "podDisruptionBudget: set only one of minAvailable and maxUnavailable (set the other to \"\")" }}
+{{- end }}
+{{- if and (eq $min "") (eq $max "") }}
+{{- fail "podDisruptionBudget: set one of minAvailable and maxUnavailable" }}
+{{- end }}
+{{- end }}
+{{- end }}
