@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::crypto::{KeyringFile, RootKey};
+use crate::crypto::{KeyFileAccess, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
 use crate::store::SledStore;
 use crate::vault::{KeyManager, Limits, RotationPolicy, Vault};
@@ -33,6 +33,8 @@ pub struct VaultOptions {
     pub store_cache_bytes: u64,
     pub limits: Limits,
     pub rotation: RotationPolicy,
+    /// Whether key files may be readable by their group (Kubernetes Secrets).
+    pub key_file_access: KeyFileAccess,
 }
 
 impl Default for VaultOptions {
@@ -42,16 +44,21 @@ impl Default for VaultOptions {
             store_cache_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
             rotation: RotationPolicy::default(),
+            key_file_access: KeyFileAccess::OwnerOnly,
         }
     }
 }
 
 pub fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
     let policy = Policy::load(&paths.policy_file)?;
-    let root_key = RootKey::load(&paths.root_key_file)?;
-    let (keyring_file, keyring) =
-        KeyringFile::open_or_create(&paths.keyring_file, &root_key, now_ms())
-            .with_context(|| format!("opening keyring {}", paths.keyring_file.display()))?;
+    let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
+    let (keyring_file, keyring) = KeyringFile::open_with(
+        &paths.keyring_file,
+        &root_key,
+        now_ms(),
+        options.key_file_access,
+    )
+    .with_context(|| format!("opening keyring {}", paths.keyring_file.display()))?;
     create_private_dir(&paths.data_dir)?;
     let store = SledStore::open(&paths.data_dir, options.store_cache_bytes)
         .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;

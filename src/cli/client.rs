@@ -1,10 +1,11 @@
-//! What every client command shares: connecting to a vault with an API key,
-//! and turning statuses and enum numbers into words.
+//! What every client command shares: connecting to a vault (plain or TLS, with
+//! an API key or a client certificate), and turning statuses and enum numbers
+//! into words.
 
 use anyhow::Context;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use crate::pb::{
@@ -29,32 +30,73 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate (PEM) that signed the vault's TLS certificate; use with an https:// --addr.
+    #[arg(long, env = "PII_VAULT_CLIENT_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mTLS, instead of an API key.
+    #[arg(long, env = "PII_VAULT_CLIENT_CERT", global = true, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "PII_VAULT_CLIENT_KEY", global = true, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// The name the vault's certificate must carry, when --addr names it otherwise.
+    #[arg(long, global = true)]
+    pub tls_server_name: Option<String>,
 }
 
 /// Adds `authorization: Bearer <api key>` to every call.
 type BearerInterceptor = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
 pub type Authorized = InterceptedService<Channel, BearerInterceptor>;
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(args.addr.clone())
+pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(args.addr.clone())
         .context("--addr is not a valid URI")?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if args.addr.starts_with("https://") || args.ca.is_some() {
+        endpoint = endpoint.tls_config(tls_config(args)?)?;
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach the vault at {}", args.addr))
 }
 
+fn tls_config(args: &ClientArgs) -> anyhow::Result<ClientTlsConfig> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut config = ClientTlsConfig::new();
+    if let Some(ca) = &args.ca {
+        config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(name) = &args.tls_server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
+}
+
+/// Adds the API key, if there is one; a client certificate authenticates without.
 fn bearer(args: &ClientArgs) -> anyhow::Result<BearerInterceptor> {
-    let api_key = args
-        .api_key
-        .clone()
-        .context("no API key: set PII_VAULT_API_KEY or pass --api-key")?;
-    let header: MetadataValue<_> = format!("Bearer {api_key}")
-        .parse()
-        .context("the API key has characters that cannot go in a header")?;
+    let header: Option<MetadataValue<_>> = match &args.api_key {
+        Some(api_key) => Some(
+            format!("Bearer {api_key}")
+                .parse()
+                .context("the API key has characters that cannot go in a header")?,
+        ),
+        None if args.cert.is_some() => None,
+        None => anyhow::bail!(
+            "no API key: set PII_VAULT_API_KEY, pass --api-key, or use --cert and --key"
+        ),
+    };
     Ok(Box::new(move |mut request: Request<()>| {
-        request
-            .metadata_mut()
-            .insert("authorization", header.clone());
+        if let Some(header) = &header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
         Ok(request)
     }))
 }

@@ -3,6 +3,7 @@
 mod audit;
 mod client;
 mod data;
+mod health;
 mod keygen;
 mod keys;
 mod notices;
@@ -28,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs the vault server.
     Serve(ServeArgs),
+    /// Asks a vault whether it is serving (exit code 0 when it is).
+    Health(health::HealthArgs),
     /// Writes a new random root key to a file (mode 0600).
     Keygen {
         /// Where to write the key; refuses to overwrite an existing file.
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Keygen { out } => keygen::run(&out),
+        Command::Health(args) => health::run(args).await,
         Command::Put(args) => data::put(args).await,
         Command::Get(args) => data::get(args).await,
         Command::Tokenize(args) => data::tokenize(args).await,

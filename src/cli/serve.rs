@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::app::{self, VaultOptions, VaultPaths};
+use crate::crypto::KeyFileAccess;
+use crate::server::{ServerOptions, TlsFiles};
 use crate::vault::RotationPolicy;
 
 #[derive(clap::Args, Debug)]
@@ -43,6 +45,23 @@ pub struct ServeArgs {
     /// Encryptions under one customer key before it is replaced automatically.
     #[arg(long, env = "PII_VAULT_DEK_MAX_ENCRYPTIONS", default_value_t = 1 << 28)]
     pub dek_max_encryptions: u64,
+    /// The server's TLS certificate chain (PEM); serves TLS when given with --tls-key.
+    #[arg(long, env = "PII_VAULT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PII_VAULT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs client certificates: clients must then present one
+    /// (mTLS), and policy principals can be matched by their subject or SPIFFE id.
+    #[arg(long, env = "PII_VAULT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serves Prometheus metrics at /metrics on this address.
+    #[arg(long, env = "PII_VAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Accept key files (root key, keyring, TLS key) readable by their group,
+    /// never by others: Kubernetes mounts Secrets 0440 to a pod's fsGroup.
+    #[arg(long, env = "PII_VAULT_ALLOW_GROUP_READABLE_KEYS")]
+    pub allow_group_readable_keys: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -58,8 +77,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         production_paths(&args)?
     };
+    let key_file_access = if args.allow_group_readable_keys {
+        KeyFileAccess::OwnerAndGroup
+    } else {
+        KeyFileAccess::OwnerOnly
+    };
     let options = VaultOptions {
         dek_cache_capacity: args.dek_cache,
+        key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,
             dek_max_encryptions: args.dek_max_encryptions,
@@ -67,7 +92,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..VaultOptions::default()
     };
     let vault = Arc::new(app::open_vault(&paths, &options)?);
-    let server = crate::server::start(vault, args.listen).await?;
+    let server_options = ServerOptions {
+        listen: args.listen,
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca.clone(),
+            }),
+        metrics_listen: args.metrics_listen,
+        key_file_access,
+    };
+    let server = crate::server::start(vault, server_options).await?;
     println!("pii-vault listening on {}", server.local_addr);
     server.run_until(shutdown_signal()).await
 }

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use super::keyring_codec;
 use super::sealed::{self, NONCE_LEN, TAG_LEN};
-use super::secure_file::{create_private, ensure_private, sync_parent_dir};
+use super::secure_file::{create_private, ensure_private, sync_parent_dir, KeyFileAccess};
 use super::{CryptoError, Keyring, RootKey};
 
 const MAGIC: &[u8; 4] = b"PVKR";
@@ -59,9 +59,19 @@ impl KeyringFile {
         root: &RootKey,
         now_ms: i64,
     ) -> Result<(KeyringFile, Keyring), CryptoError> {
+        Self::open_with(path, root, now_ms, KeyFileAccess::OwnerOnly)
+    }
+
+    /// `open_or_create`, allowing the group access that `access` allows.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        root: &RootKey,
+        now_ms: i64,
+        access: KeyFileAccess,
+    ) -> Result<(KeyringFile, Keyring), CryptoError> {
         let path = path.as_ref();
         match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => Self::open_existing(path, file, root),
+            Ok(file) => Self::open_existing(path, file, root, access),
             Err(e) if e.kind() == ErrorKind::NotFound => Self::create(path, root, now_ms),
             Err(e) => Err(CryptoError::io(path, e)),
         }
@@ -116,8 +126,9 @@ impl KeyringFile {
         path: &Path,
         file: File,
         root: &RootKey,
+        access: KeyFileAccess,
     ) -> Result<(KeyringFile, Keyring), CryptoError> {
-        ensure_private(&file, path)?;
+        ensure_private(&file, path, access)?;
         let len = file.metadata().map_err(|e| CryptoError::io(path, e))?.len();
         if len != FILE_LEN as u64 {
             return Err(CryptoError::KeyringCorrupt("the file is not 128 KiB long"));

@@ -23,3 +23,4 @@ pub use keyring::{master_version_of_wrapped, Keyring, MasterKey};
 pub use keyring_file::KeyringFile;
 pub use root_key::RootKey;
 pub use secret::Key32;
+pub use secure_file::{read_private_file, KeyFileAccess};

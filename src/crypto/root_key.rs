@@ -5,7 +5,9 @@ use std::path::Path;
 use data_encoding::{HEXLOWER, HEXLOWER_PERMISSIVE};
 use zeroize::Zeroizing;
 
-use super::secure_file::{create_private, ensure_private, read_up_to, sync_parent_dir};
+use super::secure_file::{
+    create_private, ensure_private, read_up_to, sync_parent_dir, KeyFileAccess,
+};
 use super::{CryptoError, Key32};
 
 /// Longest root key file accepted: 64 hex characters plus generous trailing
@@ -21,9 +23,17 @@ impl RootKey {
     /// Loads 64 hex characters (optionally followed by whitespace) or exactly 32
     /// raw bytes. Refuses a file that group or others can access.
     pub fn load(path: impl AsRef<Path>) -> Result<RootKey, CryptoError> {
+        Self::load_with(path, KeyFileAccess::OwnerOnly)
+    }
+
+    /// `load`, allowing the group access that `access` allows.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        access: KeyFileAccess,
+    ) -> Result<RootKey, CryptoError> {
         let path = path.as_ref();
         let mut file = File::open(path).map_err(|e| CryptoError::io(path, e))?;
-        ensure_private(&file, path)?;
+        ensure_private(&file, path, access)?;
         let mut contents = Zeroizing::new([0u8; MAX_FILE_LEN + 1]);
         let len = read_up_to(&mut file, &mut contents[..]).map_err(|e| CryptoError::io(path, e))?;
         if len > MAX_FILE_LEN {

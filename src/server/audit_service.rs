@@ -11,9 +11,11 @@ use crate::vault::{AuditFilter, Vault};
 
 use super::call::handle;
 use super::convert;
+use super::metrics::Metrics;
 
 pub struct AuditApi {
     pub vault: Arc<Vault>,
+    pub metrics: Arc<Metrics>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::AuditEvent, Status>> + Send>>;
@@ -28,6 +30,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<Self::ListAuditEventsStream>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "ListAuditEvents",
             request,
             |caller, req| async move {
@@ -52,6 +55,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "VerifyAuditLog",
             request,
             |caller, _req| async move {

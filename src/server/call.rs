@@ -12,10 +12,12 @@ use crate::policy::Policy;
 use crate::vault::{Caller, VaultError};
 
 use super::auth::authenticate;
+use super::metrics::Metrics;
 
 /// Runs one call: authenticates, then hands the caller and the request to `handler`.
 pub async fn handle<Req, Resp, F, Fut>(
     policy: &Policy,
+    metrics: &Metrics,
     method: &'static str,
     request: Request<Req>,
     handler: F,
@@ -33,7 +35,7 @@ where
     );
     let started = Instant::now();
     let outcome = async {
-        let principal = authenticate(policy, request.metadata())?;
+        let principal = authenticate(policy, &request)?;
         tracing::Span::current().record("principal", principal.name());
         let caller = Caller {
             principal: Arc::clone(&principal),
@@ -45,7 +47,12 @@ where
     }
     .instrument(span.clone())
     .await;
-    let elapsed_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let code = outcome
+        .as_ref()
+        .map_or_else(|status| status.code(), |_| tonic::Code::Ok);
+    metrics.observe_call(method, code, elapsed);
+    let elapsed_us = elapsed.as_micros() as u64;
     span.in_scope(|| match &outcome {
         Ok(_) => tracing::info!(code = "OK", elapsed_us, "call finished"),
         Err(status) => {

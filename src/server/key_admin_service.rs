@@ -12,9 +12,11 @@ use crate::vault::{RotationProgress, Vault};
 
 use super::call::handle;
 use super::convert::timestamp;
+use super::metrics::Metrics;
 
 pub struct KeyAdminApi {
     pub vault: Arc<Vault>,
+    pub metrics: Arc<Metrics>,
 }
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::RotationProgress, Status>> + Send>>;
@@ -39,6 +41,7 @@ impl KeyAdminService for KeyAdminApi {
     ) -> Result<Response<Self::RotateMasterKeyStream>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "RotateMasterKey",
             request,
             |caller, req| async move {
@@ -60,6 +63,7 @@ impl KeyAdminService for KeyAdminApi {
     ) -> Result<Response<pb::RotateCustomerKeyResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "RotateCustomerKey",
             request,
             |caller, req| async move {
@@ -82,6 +86,7 @@ impl KeyAdminService for KeyAdminApi {
     ) -> Result<Response<pb::KeyStatus>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "GetKeyStatus",
             request,
             |caller, req| async move {

@@ -1,24 +1,28 @@
 //! The gRPC layer: tonic services, authentication, proto <-> domain conversion,
-//! health and reflection, and the server's lifecycle.
+//! health and reflection, TLS, metrics, and the server's lifecycle.
 
 mod audit_service;
 mod auth;
 mod call;
 mod convert;
 mod key_admin_service;
+mod metrics;
 mod privacy_service;
 mod status;
 mod vault_service;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::crypto::{read_private_file, KeyFileAccess};
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::key_admin_service_server::KeyAdminServiceServer;
 use crate::pb::privacy_service_server::PrivacyServiceServer;
@@ -27,19 +31,54 @@ use crate::vault::Vault;
 
 use audit_service::AuditApi;
 use key_admin_service::KeyAdminApi;
+use metrics::Metrics;
 use privacy_service::PrivacyApi;
 use vault_service::VaultApi;
 
 /// Largest request or response message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A server accepting calls, with the address it bound (port 0 picks a free one).
+/// Where and how to serve.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// Serves Prometheus metrics at `/metrics` on this address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether the TLS key may be readable by its group (Kubernetes Secrets).
+    pub key_file_access: KeyFileAccess,
+}
+
+impl ServerOptions {
+    /// Plain gRPC on `listen`, no metrics endpoint.
+    pub fn plain(listen: SocketAddr) -> ServerOptions {
+        ServerOptions {
+            listen,
+            tls: None,
+            metrics_listen: None,
+            key_file_access: KeyFileAccess::OwnerOnly,
+        }
+    }
+}
+
+/// PEM files of the server's TLS identity, and of the CA that signs client
+/// certificates when clients must present one (mTLS).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A server accepting calls, with the addresses it bound (port 0 picks a free one).
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
-    /// Key rotation on schedule (and resuming an interrupted one).
-    key_maintenance: JoinHandle<()>,
+    /// Key rotation on schedule (and resuming an interrupted one), and the
+    /// metrics endpoint: stopped at shutdown.
+    background: Vec<JoinHandle<()>>,
     vault: Arc<Vault>,
 }
 
@@ -51,8 +90,10 @@ impl RunningServer {
         }
         self.task.await??;
         // An interrupted rotation resumes at the next start.
-        self.key_maintenance.abort();
-        let _ = self.key_maintenance.await;
+        for task in self.background.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
         self.vault.flush().await?;
         Ok(())
     }
@@ -70,9 +111,16 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and starts serving every service.
-pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind(listen).await?;
+/// Binds and starts serving every service (and metrics, when asked).
+pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<RunningServer> {
+    let metrics = Arc::new(Metrics::default());
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        builder = builder
+            .tls_config(tls_config(tls, options.key_file_access)?)
+            .context("configuring TLS")?;
+    }
+    let listener = TcpListener::bind(options.listen).await?;
     let local_addr = listener.local_addr()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -91,28 +139,9 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let vault_api = VaultServiceServer::new(VaultApi {
-        vault: Arc::clone(&vault),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let privacy_api = PrivacyServiceServer::new(PrivacyApi {
-        vault: Arc::clone(&vault),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let audit_api = AuditServiceServer::new(AuditApi {
-        vault: Arc::clone(&vault),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let key_admin_api = KeyAdminServiceServer::new(KeyAdminApi {
-        vault: Arc::clone(&vault),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (vault_api, privacy_api, audit_api, key_admin_api) = apis(&vault, &metrics);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let router = Server::builder()
+    let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(vault_api)
@@ -132,13 +161,70 @@ pub async fn start(vault: Arc<Vault>, listen: SocketAddr) -> anyhow::Result<Runn
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
             .await
     });
-    tracing::info!(%local_addr, "listening");
-    let key_maintenance = tokio::spawn(Arc::clone(&vault).maintain_keys());
+    tracing::info!(%local_addr, tls = options.tls.is_some(), "listening");
+    let mut background = vec![tokio::spawn(Arc::clone(&vault).maintain_keys())];
+    let metrics_addr = match options.metrics_listen {
+        Some(listen) => {
+            let (addr, metrics_task) = metrics::serve(listen, metrics, Arc::clone(&vault)).await?;
+            background.push(metrics_task);
+            Some(addr)
+        }
+        None => None,
+    };
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         shutdown: Some(shutdown_tx),
         task,
-        key_maintenance,
+        background,
         vault,
     })
+}
+
+fn tls_config(files: &TlsFiles, key_access: KeyFileAccess) -> anyhow::Result<ServerTlsConfig> {
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let key = read_private_file(&files.key, key_access)?;
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, &key[..]));
+    if let Some(client_ca) = &files.client_ca {
+        // With a client CA, a client without a certificate it signed is refused.
+        config = config.client_ca_root(Certificate::from_pem(read(client_ca)?));
+    }
+    Ok(config)
+}
+
+type Apis = (
+    VaultServiceServer<VaultApi>,
+    PrivacyServiceServer<PrivacyApi>,
+    AuditServiceServer<AuditApi>,
+    KeyAdminServiceServer<KeyAdminApi>,
+);
+
+fn apis(vault: &Arc<Vault>, metrics: &Arc<Metrics>) -> Apis {
+    let vault_api = VaultServiceServer::new(VaultApi {
+        vault: Arc::clone(vault),
+        metrics: Arc::clone(metrics),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let privacy_api = PrivacyServiceServer::new(PrivacyApi {
+        vault: Arc::clone(vault),
+        metrics: Arc::clone(metrics),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let audit_api = AuditServiceServer::new(AuditApi {
+        vault: Arc::clone(vault),
+        metrics: Arc::clone(metrics),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let key_admin_api = KeyAdminServiceServer::new(KeyAdminApi {
+        vault: Arc::clone(vault),
+        metrics: Arc::clone(metrics),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    (vault_api, privacy_api, audit_api, key_admin_api)
 }

@@ -9,9 +9,11 @@ use crate::vault::{ConsentRequest, PolicyChange, Vault};
 
 use super::call::handle;
 use super::convert;
+use super::metrics::Metrics;
 
 pub struct PrivacyApi {
     pub vault: Arc<Vault>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[tonic::async_trait]
@@ -22,6 +24,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ListPurposesResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "ListPurposes",
             request,
             |_caller, _req| async move {
@@ -44,6 +47,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ConsentRecord>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "SetConsent",
             request,
             |caller, req| async move {
@@ -68,6 +72,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ListConsentsResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "ListConsents",
             request,
             |caller, req| async move {
@@ -92,6 +97,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "ExportCustomer",
             request,
             |caller, req| async move {
@@ -115,6 +121,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::DeletionReceipt>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "DeleteCustomer",
             request,
             |caller, req| async move {
@@ -134,6 +141,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::DeletionReceipt>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "GetDeletionStatus",
             request,
             |caller, req| async move {
@@ -150,6 +158,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::PolicyVersion>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "PublishPolicy",
             request,
             |caller, req| async move {
@@ -172,6 +181,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ListPolicyVersionsResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "ListPolicyVersions",
             request,
             |caller, _req| async move {
@@ -190,6 +200,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ListNoticesResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "ListNotices",
             request,
             |caller, req| async move {
@@ -208,6 +219,7 @@ impl PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::AcknowledgeNoticeResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "AcknowledgeNotice",
             request,
             |caller, req| async move {

@@ -9,9 +9,11 @@ use crate::vault::Vault;
 
 use super::call::handle;
 use super::convert;
+use super::metrics::Metrics;
 
 pub struct VaultApi {
     pub vault: Arc<Vault>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[tonic::async_trait]
@@ -22,6 +24,7 @@ impl VaultService for VaultApi {
     ) -> Result<Response<pb::PutFieldsResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "PutFields",
             request,
             |caller, req| async move {
@@ -45,6 +48,7 @@ impl VaultService for VaultApi {
     ) -> Result<Response<pb::GetFieldsResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "GetFields",
             request,
             |caller, req| async move {
@@ -67,6 +71,7 @@ impl VaultService for VaultApi {
     ) -> Result<Response<pb::DeleteFieldsResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "DeleteFields",
             request,
             |caller, req| async move {
@@ -86,6 +91,7 @@ impl VaultService for VaultApi {
     ) -> Result<Response<pb::TokenizeResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "Tokenize",
             request,
             |caller, req| async move {
@@ -106,6 +112,7 @@ impl VaultService for VaultApi {
     ) -> Result<Response<pb::DetokenizeResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "Detokenize",
             request,
             |caller, req| async move {
@@ -130,6 +137,7 @@ impl VaultService for VaultApi {
     ) -> Result<Response<pb::FindCustomersResponse>, Status> {
         handle(
             self.vault.policy(),
+            &self.metrics,
             "FindCustomers",
             request,
             |caller, req| async move {

@@ -97,6 +97,8 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
     /// The last event's sequence number and hash (0 and the genesis hash when empty).
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError>;
+    /// Bytes the store takes on disk.
+    async fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Flushes everything to stable storage (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -476,6 +476,10 @@ impl Store for SledStore {
         Ok((head.seq, head.hash))
     }
 
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.tree.size_on_disk().map_err(engine)
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.group_commit.wait_durable().await
     }

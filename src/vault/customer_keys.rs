@@ -119,6 +119,7 @@ impl Vault {
         record.revision += 1;
         change.customer = Some(record);
         self.store.commit(change).await?;
+        self.stats.customer_rotated();
         Ok((version, reencrypted))
     }
 

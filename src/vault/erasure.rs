@@ -64,6 +64,7 @@ impl Vault {
             .retry_commit(|| self.try_delete_customer(&customer, reason, audit))
             .await?;
         self.keys.forget(&customer);
+        self.stats.erased();
         Ok(self.receipt_view(receipt))
     }
 

@@ -204,8 +204,10 @@ impl Vault {
             .retain(|entry| !change.put_index.contains(entry));
         change.audit = Some(write.audit.clone());
         let encryptions = writable.record.encryptions;
+        let new_tokens = change.new_tokens.len();
         writable.finish(&mut change);
         self.store.commit(change).await?;
+        (0..new_tokens).for_each(|_| self.stats.token_issued(format));
         self.rekey_if_worn(customer, encryptions).await;
         Ok(tokens)
     }

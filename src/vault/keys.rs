@@ -185,6 +185,10 @@ impl KeyManager {
         )
     }
 
+    pub fn cache_hits_and_misses(&self) -> (u64, u64) {
+        (self.cache.hits(), self.cache.misses())
+    }
+
     /// Master key versions that still exist.
     pub fn master_versions(&self) -> Vec<u32> {
         self.keyring().versions()

@@ -18,6 +18,7 @@ mod limits;
 mod notices;
 mod rotation;
 mod search;
+mod stats;
 mod tokenize;
 pub mod tokens;
 
@@ -43,6 +44,7 @@ pub use kinds::FieldKind;
 pub use limits::Limits;
 pub use notices::{Notice, PolicyChange};
 pub use rotation::{RotationPolicy, RotationProgress};
+pub use stats::StatsSnapshot;
 pub use tokenize::TokenizeItem;
 pub use tokens::TokenFormat;
 
@@ -67,6 +69,7 @@ pub struct Vault {
     rotation_policy: RotationPolicy,
     /// Held by the one master rotation that may run at a time.
     rotation_lock: Arc<tokio::sync::Mutex<()>>,
+    stats: stats::VaultStats,
 }
 
 impl Vault {
@@ -84,6 +87,7 @@ impl Vault {
             limits,
             rotation_policy,
             rotation_lock: Arc::new(tokio::sync::Mutex::new(())),
+            stats: stats::VaultStats::default(),
         }
     }
 

@@ -197,6 +197,7 @@ impl Vault {
                 .destroy_master_versions_below(rotation.target_version)?;
         }
         self.store.set_rotation(None).await?;
+        self.stats.master_rotated();
         report.done = true;
         tracing::info!(
             target_version = rotation.target_version,

@@ -188,6 +188,7 @@ impl Vault {
         let mut change = writable.change(customer);
         let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
         let mut issued = Vec::with_capacity(items.len());
+        let mut new_formats = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let what = format!("item {index} ({})", item.kind.name());
             let minted = minter
@@ -207,6 +208,7 @@ impl Vault {
                     target: TokenTarget::Value(ciphertext),
                 };
                 change.new_tokens.push((minted.token.clone(), token_record));
+                new_formats.push(item.format);
             }
             issued.push(minted.token);
         }
@@ -216,6 +218,9 @@ impl Vault {
             let encryptions = writable.record.encryptions;
             writable.finish(&mut change);
             self.store.commit(change).await?;
+            for format in new_formats {
+                self.stats.token_issued(format);
+            }
             self.rekey_if_worn(customer, encryptions).await;
         } else {
             self.store.append_audit(vec![audit.clone()]).await?;

@@ -149,9 +149,12 @@ pub async fn spawn_vault_on(paths: VaultPaths, dir: TempDir) -> TestVault {
 
 async fn start_server(paths: &VaultPaths, options: &VaultOptions) -> RunningServer {
     let vault = app::open_vault(paths, options).unwrap();
-    pii_vault::server::start(Arc::new(vault), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    pii_vault::server::start(
+        Arc::new(vault),
+        pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap()
 }
 
 impl TestVault {
@@ -678,4 +681,77 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the policy-version and notice tests.
+// ---------------------------------------------------------------------------
+
+pub async fn publish_policy(
+    client: &mut PrivacyClient,
+    version: &str,
+    summary: &str,
+    changed_purposes: &[&str],
+    requires_reconsent: bool,
+) -> Result<pb::PolicyVersion, tonic::Status> {
+    client
+        .publish_policy(pb::PublishPolicyRequest {
+            version: version.into(),
+            summary: summary.into(),
+            changed_purposes: changed_purposes.iter().map(|p| p.to_string()).collect(),
+            requires_reconsent,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn list_policy_versions(
+    client: &mut PrivacyClient,
+) -> Result<Vec<pb::PolicyVersion>, tonic::Status> {
+    client
+        .list_policy_versions(pb::ListPolicyVersionsRequest {})
+        .await
+        .map(|r| r.into_inner().versions)
+}
+
+pub async fn list_notices(
+    client: &mut PrivacyClient,
+    customer: &str,
+) -> Result<Vec<pb::Notice>, tonic::Status> {
+    client
+        .list_notices(pb::ListNoticesRequest {
+            customer_id: customer.into(),
+        })
+        .await
+        .map(|r| r.into_inner().notices)
+}
+
+pub async fn acknowledge_notice(
+    client: &mut PrivacyClient,
+    customer: &str,
+    policy_version: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .acknowledge_notice(pb::AcknowledgeNoticeRequest {
+            customer_id: customer.into(),
+            policy_version: policy_version.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// GetFields of every field for "billing", over a client that adds no credentials
+/// (mTLS authenticates by the connection's certificate).
+pub async fn get_plain(
+    client: &mut VaultServiceClient<Channel>,
+    customer: &str,
+) -> Result<pb::GetFieldsResponse, tonic::Status> {
+    client
+        .get_fields(pb::GetFieldsRequest {
+            customer_id: customer.into(),
+            field_names: Vec::new(),
+            purpose: "billing".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
 }
