@@ -51,7 +51,8 @@ pub fn renewal_due<'a>(
 }
 
 /// The notices of a customer with this ledger who joined at `customer_since_ms`:
-/// versions published since then and since the last one they acknowledged,
+/// versions published since then (a tie counts: better told twice than never)
+/// and since the last one they acknowledged,
 /// each with the consent-based purposes whose granted consent predates it.
 pub fn pending_notices(
     ledger: &PrivacyLedger,
@@ -68,7 +69,7 @@ pub fn pending_notices(
     versions
         .iter()
         .filter(|version| {
-            version.seq > acknowledged_seq && version.published_at_ms > customer_since_ms
+            version.seq > acknowledged_seq && version.published_at_ms >= customer_since_ms
         })
         .map(|version| Notice {
             purposes_needing_consent: version
