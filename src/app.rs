@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::crypto::{KeyFileAccess, KeyringFile, RootKey};
+use crate::crypto::{KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
-use crate::store::SledStore;
-use crate::vault::{KeyManager, Limits, RotationPolicy, Vault};
+use crate::store::{PgStore, SledStore, Store};
+use crate::vault::{FileKeyring, KeyManager, Limits, RotationPolicy, TableKeyring, Vault};
 
 /// The files a vault runs on.
 #[derive(Clone, Debug)]
@@ -24,9 +24,21 @@ pub struct VaultPaths {
     pub policy_file: PathBuf,
 }
 
+/// Which engine keeps the data.
+#[derive(Clone, Debug, Default)]
+pub enum StorageBackend {
+    /// Embedded sled store in the data directory: one process.
+    #[default]
+    Sled,
+    /// PostgreSQL: any number of vault processes on one database; the keyring
+    /// lives in the database too, sealed by the root key.
+    Postgres { url: String, pool_size: usize },
+}
+
 /// Tunables with production defaults.
 #[derive(Clone, Debug)]
 pub struct VaultOptions {
+    pub storage: StorageBackend,
     /// Unwrapped customer keys kept in memory.
     pub dek_cache_capacity: usize,
     /// sled's page cache, in bytes.
@@ -40,6 +52,7 @@ pub struct VaultOptions {
 impl Default for VaultOptions {
     fn default() -> Self {
         VaultOptions {
+            storage: StorageBackend::Sled,
             dek_cache_capacity: 10_000,
             store_cache_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
@@ -49,12 +62,42 @@ impl Default for VaultOptions {
     }
 }
 
-pub fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
+pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
     let policy = Policy::load(&paths.policy_file)?;
     let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
+    let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
+        StorageBackend::Sled => open_sled(paths, options, &root_key)?,
+        StorageBackend::Postgres { url, pool_size } => {
+            let store = Arc::new(
+                PgStore::connect(url, *pool_size)
+                    .await
+                    .context("connecting to PostgreSQL")?,
+            );
+            let (table, keyring) =
+                TableKeyring::open(Arc::clone(&store), root_key, Keyring::generate(now_ms()))
+                    .await
+                    .context("opening the keyring table")?;
+            let keys = KeyManager::new(keyring, Box::new(table), options.dek_cache_capacity);
+            (store, keys)
+        }
+    };
+    Ok(Vault::new(
+        store,
+        keys,
+        Arc::new(policy),
+        options.limits.clone(),
+        options.rotation.clone(),
+    ))
+}
+
+fn open_sled(
+    paths: &VaultPaths,
+    options: &VaultOptions,
+    root_key: &RootKey,
+) -> anyhow::Result<(Arc<dyn Store>, KeyManager)> {
     let (keyring_file, keyring) = KeyringFile::open_with(
         &paths.keyring_file,
-        &root_key,
+        root_key,
         now_ms(),
         options.key_file_access,
     )
@@ -62,14 +105,12 @@ pub fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<
     create_private_dir(&paths.data_dir)?;
     let store = SledStore::open(&paths.data_dir, options.store_cache_bytes)
         .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
-    let keys = KeyManager::new(keyring, keyring_file, options.dek_cache_capacity);
-    Ok(Vault::new(
-        Arc::new(store),
-        keys,
-        Arc::new(policy),
-        options.limits.clone(),
-        options.rotation.clone(),
-    ))
+    let keys = KeyManager::new(
+        keyring,
+        Box::new(FileKeyring::new(keyring_file)),
+        options.dek_cache_capacity,
+    );
+    Ok((Arc::new(store), keys))
 }
 
 /// A development vault's directory, and the API key when it was just created

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::app::{self, VaultOptions, VaultPaths};
+use crate::app::{self, StorageBackend, VaultOptions, VaultPaths};
 use crate::crypto::KeyFileAccess;
 use crate::server::{ServerOptions, TlsFiles};
 use crate::vault::RotationPolicy;
@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// (mTLS), and policy principals can be matched by their subject or SPIFFE id.
     #[arg(long, env = "PII_VAULT_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Where the data lives.
+    #[arg(long, env = "PII_VAULT_STORE", value_enum, default_value = "sled")]
+    pub store: StoreKind,
+    /// PostgreSQL connection string, e.g. postgres://vault@db/vault (with --store postgres).
+    #[arg(long, env = "PII_VAULT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL per vault process.
+    #[arg(long, env = "PII_VAULT_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: usize,
     /// Serves Prometheus metrics at /metrics on this address.
     #[arg(long, env = "PII_VAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -62,6 +71,14 @@ pub struct ServeArgs {
     /// never by others: Kubernetes mounts Secrets 0440 to a pod's fsGroup.
     #[arg(long, env = "PII_VAULT_ALLOW_GROUP_READABLE_KEYS")]
     pub allow_group_readable_keys: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum StoreKind {
+    /// The embedded store in --data-dir: one vault process.
+    Sled,
+    /// PostgreSQL at --database-url: any number of vault processes.
+    Postgres,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -84,6 +101,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let options = VaultOptions {
         dek_cache_capacity: args.dek_cache,
+        storage: storage(&args)?,
         key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,
@@ -91,7 +109,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..VaultOptions::default()
     };
-    let vault = Arc::new(app::open_vault(&paths, &options)?);
+    let vault = Arc::new(app::open_vault(&paths, &options).await?);
     let server_options = ServerOptions {
         listen: args.listen,
         tls: args
@@ -134,12 +152,30 @@ fn production_paths(args: &ServeArgs) -> anyhow::Result<VaultPaths> {
             .clone()
             .with_context(|| format!("{flag} is required (or run `pii-vault serve --dev`)"))
     };
+    // On PostgreSQL the data and the keyring live in the database.
+    let on_sled = |value: &Option<PathBuf>, flag: &str| match args.store {
+        StoreKind::Sled => required(value, flag),
+        StoreKind::Postgres => Ok(value.clone().unwrap_or_default()),
+    };
     Ok(VaultPaths {
-        data_dir: required(&args.data_dir, "--data-dir")?,
-        keyring_file: required(&args.keyring_file, "--keyring-file")?,
+        data_dir: on_sled(&args.data_dir, "--data-dir")?,
+        keyring_file: on_sled(&args.keyring_file, "--keyring-file")?,
         root_key_file: required(&args.root_key_file, "--root-key-file")?,
         policy_file: required(&args.policy, "--policy")?,
     })
+}
+
+fn storage(args: &ServeArgs) -> anyhow::Result<StorageBackend> {
+    match args.store {
+        StoreKind::Sled => Ok(StorageBackend::Sled),
+        StoreKind::Postgres => Ok(StorageBackend::Postgres {
+            url: args
+                .database_url
+                .clone()
+                .context("--store postgres needs --database-url (or PII_VAULT_DATABASE_URL)")?,
+            pool_size: args.database_pool,
+        }),
+    }
 }
 
 fn init_logging(format: LogFormat) {

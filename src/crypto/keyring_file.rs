@@ -224,6 +224,33 @@ fn open_slot(root_cipher: &Aes256Gcm, slot: &[u8]) -> Slot {
     }
 }
 
+/// The keyring sealed by the root key as one slot image, for keeping it outside
+/// a file (a database table shared by several vault processes).
+pub fn seal_keyring(
+    root: &RootKey,
+    keyring: &Keyring,
+    generation: u64,
+) -> Result<Vec<u8>, CryptoError> {
+    let payload = keyring_codec::encode(keyring);
+    let image = seal_slot(&sealed::cipher_for(root.key()), generation, &payload)?;
+    Ok(image.to_vec())
+}
+
+/// Opens what `seal_keyring` sealed: its generation and the keyring.
+pub fn open_sealed_keyring(root: &RootKey, image: &[u8]) -> Result<(u64, Keyring), CryptoError> {
+    if image.len() != SLOT_LEN {
+        return Err(CryptoError::KeyringCorrupt("a sealed keyring is one 64 KiB slot"));
+    }
+    match open_slot(&sealed::cipher_for(root.key()), image) {
+        Slot::Valid {
+            generation,
+            payload,
+        } => Ok((generation, keyring_codec::decode(&payload)?)),
+        Slot::Unauthenticated => Err(CryptoError::WrongRootKey),
+        Slot::Garbage => Err(CryptoError::KeyringCorrupt("not a sealed keyring")),
+    }
+}
+
 /// A full slot image. The buffer briefly holds the plaintext payload before it is
 /// encrypted in place, hence `Zeroizing`.
 fn seal_slot(

@@ -222,3 +222,19 @@ fn debug_of_a_keyring_file_shows_no_key() {
     assert!(printed.contains("keyring.bin"));
     assert!(!printed.contains("cipher"));
 }
+
+#[test]
+fn a_sealed_keyring_opens_with_its_root_key_only() {
+    let (root, other) = (fixture(), fixture());
+    let mut keyring = Keyring::generate(7);
+    keyring.add_version(8);
+    let image = seal_keyring(&root.root, &keyring, 42).unwrap();
+    let (generation, opened) = open_sealed_keyring(&root.root, &image).unwrap();
+    assert_eq!(generation, 42);
+    assert_eq!(opened.versions(), vec![1, 2]);
+    assert!(matches!(
+        open_sealed_keyring(&other.root, &image),
+        Err(CryptoError::WrongRootKey)
+    ));
+    assert!(open_sealed_keyring(&root.root, &image[..100]).is_err());
+}

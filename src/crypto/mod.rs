@@ -20,7 +20,7 @@ pub use envelope::{key_version_of, Binding, DataCipher, Dek};
 pub use error::CryptoError;
 pub use index::IndexKey;
 pub use keyring::{master_version_of_wrapped, Keyring, MasterKey};
-pub use keyring_file::KeyringFile;
+pub use keyring_file::{open_sealed_keyring, seal_keyring, KeyringFile};
 pub use root_key::RootKey;
 pub use secret::Key32;
 pub use secure_file::{read_private_file, KeyFileAccess};

@@ -82,18 +82,35 @@ impl Source<'_> {
     }
 
     fn syntax_error(&self, err: &toml::de::Error) -> PolicyError {
-        let message = err.message().trim().to_owned();
+        let mut message = err.message().trim().to_owned();
         match err.span() {
-            Some(span) => PolicyError::Syntax {
-                line: self.line(&span),
-                message,
-            },
+            Some(span) => {
+                // toml says only "duplicate key"; name the key when the span
+                // is one (never a value: people paste secrets into values).
+                let key = self.text.get(span.clone()).filter(|key| is_bare_key(key));
+                if let (true, Some(key)) = (message == "duplicate key", key) {
+                    message = format!("duplicate key `{key}`");
+                }
+                PolicyError::Syntax {
+                    line: self.line(&span),
+                    message,
+                }
+            }
             None => PolicyError::Invalid {
                 line: None,
                 message,
             },
         }
     }
+}
+
+/// A TOML bare key, short enough to repeat in a message.
+fn is_bare_key(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Purpose names and disclosure keys end up in audit records, consent records

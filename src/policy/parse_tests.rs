@@ -384,3 +384,11 @@ fn misspelt_disclosure_table_is_an_unknown_field() {
     let text = principal_with("[principals.disclosures]\ncard_number = \"masked\"");
     assert_rejected_at(&text, 9, &["unknown field `disclosures`"]);
 }
+
+#[test]
+fn a_key_given_twice_is_named_with_its_line() {
+    let text = principal_with("scopes = [\"data:write\"]");
+    assert_rejected_at(&text, 9, &["duplicate key `scopes`"]);
+    let text = "[[purposes]]\nname = \"billing\"\nbasis = \"contract\"\nbasis = \"consent\"\n";
+    assert_rejected_at(text, 4, &["duplicate key `basis`"]);
+}

@@ -4,6 +4,7 @@
 
 mod audit;
 mod group_commit;
+mod postgres;
 mod records;
 mod sled_engine;
 mod sled_keys;
@@ -13,7 +14,9 @@ pub use records::{
     CustomerChange, CustomerRecord, FieldRecord, IndexEntry, PolicyVersionRecord, ReceiptRecord,
     RotationRecord, TokenRecord, TokenTarget, WrappedDekRecord,
 };
-pub use sled_engine::{hex, SledStore};
+pub use records::hex;
+pub use postgres::PgStore;
+pub use sled_engine::SledStore;
 
 /// Failures of the engine itself (disk, corruption), never of a request.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,10 @@ pub enum CommitError {
     /// A record that must be new exists (a freshly drawn token, a policy version).
     #[error("a record that must be new already exists")]
     Taken,
+    /// The change wraps a key under a master version that another process has
+    /// retired: the writer must reload the keyring and try again.
+    #[error("the keyring changed: a master version in use was retired")]
+    StaleKeyring,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -3,7 +3,27 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Records are kept in postcard, a compact serde encoding, by every engine.
+pub(super) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(record).map_err(|_| StoreError::Corrupt("record does not encode"))
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt("record does not decode"))
+}
+
+pub(super) fn engine(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(error.to_string())
+}
+
+/// A hash as lower-case hex, as receipts and audit events show it.
+pub fn hex(bytes: &[u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRecord {

@@ -6,11 +6,12 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
 use super::group_commit::GroupCommit;
+use super::records::{decode, encode, engine, hex};
 use super::sled_keys as keys;
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
@@ -120,21 +121,6 @@ impl SledStore {
     }
 }
 
-pub fn hex(bytes: &[u8; 32]) -> String {
-    data_encoding::HEXLOWER.encode(bytes)
-}
-
-fn engine(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(error.to_string())
-}
-
-fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(record).map_err(|_| StoreError::Corrupt("record does not encode"))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt("record does not decode"))
-}
 
 fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("key is not UTF-8"))

@@ -183,9 +183,10 @@ impl Vault {
     ) -> Result<ConsentEvent, VaultError> {
         caller.require_scope(Scope::ConsentWrite)?;
         let customer = CustomerId::parse(&request.customer_id)?;
-        let purpose = self.policy.purpose(&request.purpose).ok_or_else(|| {
-            VaultError::invalid(format!("unknown purpose \"{}\"", request.purpose))
-        })?;
+        let purpose = self
+            .policy
+            .purpose(&request.purpose)
+            .ok_or_else(|| super::unknown_purpose(&request.purpose))?;
         if purpose.basis != LegalBasis::Consent {
             return Err(VaultError::invalid(format!(
                 "purpose \"{}\" is based on {}, not consent",
@@ -269,7 +270,7 @@ impl Vault {
             .customer(customer.as_str())
             .await?
             .ok_or_else(|| VaultError::not_found("customer not found"))?;
-        let cipher = self.keys.cipher(customer, &record)?;
+        let cipher = self.keys.cipher(customer, &record).await?;
         Ok((
             PrivacyLedger::open(customer, &record, &cipher)?,
             record.created_at_ms,

@@ -70,7 +70,7 @@ impl Vault {
             .customer(id)
             .await?
             .ok_or_else(|| VaultError::not_found("customer not found"))?;
-        let old = self.keys.cipher(customer, &record)?;
+        let old = self.keys.cipher(customer, &record).await?;
         let (dek, new) = self
             .keys
             .new_dek(customer, record.dek.version + 1, now_ms());

@@ -131,7 +131,7 @@ impl Vault {
                 audit.label
             )));
         }
-        let cipher = self.keys.cipher(&customer, &customer_record)?;
+        let cipher = self.keys.cipher(&customer, &customer_record).await?;
         self.check_consent(purpose, &customer, &customer_record, &cipher)
             .await?;
         let value = match shown {

@@ -138,7 +138,7 @@ impl Vault {
             .customer(id)
             .await?
             .ok_or_else(|| VaultError::not_found("customer not found"))?;
-        let cipher = self.keys.cipher(customer, &record)?;
+        let cipher = self.keys.cipher(customer, &record).await?;
         let ledger = PrivacyLedger::open(customer, &record, &cipher)?;
         let fields = self.exported_fields(customer, &cipher).await?;
         let tokens = self.exported_tokens(customer, &cipher, &fields).await?;

@@ -280,7 +280,7 @@ impl Vault {
                 })
                 .collect()
         };
-        let cipher = self.keys.cipher(&customer, &record)?;
+        let cipher = self.keys.cipher(&customer, &record).await?;
         self.check_consent(purpose, &customer, &record, &cipher)
             .await?;
         selected

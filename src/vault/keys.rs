@@ -4,25 +4,30 @@
 //! tokens.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::crypto::{DataCipher, Dek, DekCache, Keyring, KeyringFile};
+use crate::crypto::{CryptoError, DataCipher, Dek, DekCache, Keyring};
 use crate::store::{CustomerRecord, WrappedDekRecord};
 
+use super::keyring_store::KeyringStore;
 use super::{CustomerId, FieldKind, VaultError};
 
 pub struct KeyManager {
     keyring: RwLock<Keyring>,
-    /// The keyring's file; its lock also serializes keyring changes.
-    keyring_file: Mutex<KeyringFile>,
+    /// Where the keyring is kept; its lock also serializes keyring changes.
+    keyring_store: tokio::sync::Mutex<Box<dyn KeyringStore>>,
     cache: DekCache,
 }
 
 impl KeyManager {
-    pub fn new(keyring: Keyring, keyring_file: KeyringFile, cache_capacity: usize) -> KeyManager {
+    pub fn new(
+        keyring: Keyring,
+        keyring_store: Box<dyn KeyringStore>,
+        cache_capacity: usize,
+    ) -> KeyManager {
         KeyManager {
             keyring: RwLock::new(keyring),
-            keyring_file: Mutex::new(keyring_file),
+            keyring_store: tokio::sync::Mutex::new(keyring_store),
             cache: DekCache::new(cache_capacity),
         }
     }
@@ -31,31 +36,53 @@ impl KeyManager {
         self.keyring.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Changes a copy of the keyring, saves it (in place, fsync'd) and only then
-    /// puts it in use, so memory never runs ahead of the disk.
-    fn change_keyring<T>(
+    fn replace_keyring(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = keyring;
+    }
+
+    /// Changes a copy of the keyring, saves it and only then puts it in use, so
+    /// memory never runs ahead of what is stored.
+    async fn change_keyring<T>(
         &self,
         change: impl FnOnce(&mut Keyring) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
-        let mut file = self
-            .keyring_file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
         let mut next = self.keyring().clone();
         let outcome = change(&mut next)?;
-        file.save(&next)?;
-        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = next;
+        store.save(&next).await?;
+        self.replace_keyring(next);
         Ok(outcome)
     }
 
-    /// Adds a master key version and makes it active for new wraps at once.
-    pub fn add_master_version(&self, now_ms: i64) -> Result<u32, VaultError> {
-        self.change_keyring(|keyring| Ok(keyring.add_version(now_ms)))
+    /// Picks up a keyring another process changed (shared keyrings only).
+    pub async fn reload(&self) -> Result<(), VaultError> {
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        Ok(())
     }
 
-    /// Destroys every master version below `keep_from`: overwritten in the
-    /// keyring file. Returns the versions destroyed.
-    pub fn destroy_master_versions_below(&self, keep_from: u32) -> Result<Vec<u32>, VaultError> {
+    /// How long other processes may still use a keyring older than a change.
+    pub async fn propagation_delay(&self) -> std::time::Duration {
+        self.keyring_store.lock().await.propagation_delay()
+    }
+
+    /// Adds a master key version and makes it active for new wraps at once.
+    pub async fn add_master_version(&self, now_ms: i64) -> Result<u32, VaultError> {
+        self.change_keyring(|keyring| Ok(keyring.add_version(now_ms)))
+            .await
+    }
+
+    /// Destroys every master version below `keep_from`: overwritten where the
+    /// keyring is kept. Returns the versions destroyed.
+    pub async fn destroy_master_versions_below(
+        &self,
+        keep_from: u32,
+    ) -> Result<Vec<u32>, VaultError> {
         self.change_keyring(|keyring| {
             let doomed: Vec<u32> = keyring
                 .versions()
@@ -67,6 +94,7 @@ impl KeyManager {
             }
             Ok(doomed)
         })
+        .await
     }
 
     pub fn active_master_version(&self) -> u32 {
@@ -137,7 +165,7 @@ impl KeyManager {
     }
 
     /// The cipher of the customer's current DEK, from the cache or by unwrapping.
-    pub fn cipher(
+    pub async fn cipher(
         &self,
         customer: &CustomerId,
         record: &CustomerRecord,
@@ -146,9 +174,19 @@ impl KeyManager {
         if let Some(cipher) = self.cache.get(id, &record.dek.wrapped) {
             return Ok(cipher);
         }
-        let dek = self
-            .keyring()
-            .unwrap_dek(&record.dek.wrapped, id, record.dek.version)?;
+        let unwrap = || {
+            self.keyring()
+                .unwrap_dek(&record.dek.wrapped, id, record.dek.version)
+        };
+        let first_try = unwrap();
+        let dek = match first_try {
+            // Another replica re-wrapped it under a version this one has not loaded.
+            Err(CryptoError::UnknownMasterVersion(_)) => {
+                self.reload().await?;
+                unwrap()?
+            }
+            other => other?,
+        };
         let cipher = Arc::new(DataCipher::new(&dek, record.dek.version));
         self.cache
             .insert(id, &record.dek.wrapped, Arc::clone(&cipher));

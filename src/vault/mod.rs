@@ -12,6 +12,7 @@ mod error;
 mod export;
 mod fields;
 mod ids;
+mod keyring_store;
 mod keys;
 pub mod kinds;
 mod limits;
@@ -39,6 +40,7 @@ pub use error::VaultError;
 pub use export::{ExportDocument, ExportFormat};
 pub use fields::{FieldInput, FieldView};
 pub use ids::{CustomerId, FieldName};
+pub use keyring_store::{FileKeyring, KeyringStore, TableKeyring, KEYRING_POLL};
 pub use keys::KeyManager;
 pub use kinds::FieldKind;
 pub use limits::Limits;
@@ -108,7 +110,7 @@ impl Vault {
         let known = self
             .policy
             .purpose(purpose)
-            .ok_or_else(|| VaultError::invalid(format!("unknown purpose \"{purpose}\"")))?;
+            .ok_or_else(|| unknown_purpose(purpose))?;
         if !caller.principal.may_use_purpose(purpose) {
             return Err(VaultError::denied(format!(
                 "principal \"{}\" may not use the purpose \"{purpose}\"",
@@ -127,6 +129,10 @@ impl Vault {
         for _ in 1..COMMIT_ATTEMPTS {
             match attempt().await {
                 Err(Attempt::Commit(CommitError::Conflict | CommitError::Taken)) => continue,
+                Err(Attempt::Commit(CommitError::StaleKeyring)) => {
+                    self.keys.reload().await?;
+                    continue;
+                }
                 other => return other.map_err(VaultError::from),
             }
         }
@@ -168,7 +174,7 @@ impl Vault {
     ) -> Result<Writable, Attempt> {
         match self.store.customer(customer.as_str()).await? {
             Some(record) => Ok(Writable {
-                cipher: self.keys.cipher(customer, &record)?,
+                cipher: self.keys.cipher(customer, &record).await?,
                 expected_revision: Some(record.revision),
                 record,
             }),
@@ -214,6 +220,23 @@ impl From<Attempt> for VaultError {
             Attempt::Vault(error) => error,
             Attempt::Commit(error) => error.into(),
         }
+    }
+}
+
+/// The refusal of a purpose the policy does not declare. The name is repeated
+/// only when it could be a purpose name: anything else (64 KiB of text, control
+/// or look-alike characters) would make the message itself hostile.
+fn unknown_purpose(purpose: &str) -> VaultError {
+    let mut chars = purpose.chars();
+    let plausible = purpose.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plausible {
+        VaultError::invalid(format!("unknown purpose \"{purpose}\""))
+    } else {
+        VaultError::invalid(
+            "unknown purpose: purpose names are 1 to 64 lowercase letters, digits or underscores",
+        )
     }
 }
 

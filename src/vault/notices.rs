@@ -101,8 +101,14 @@ impl Vault {
         change: PolicyChange,
     ) -> Result<PolicyVersionRecord, VaultError> {
         let entry = self.audit_entry(caller, "PublishPolicy", "", &[], "");
+        // Only declared purposes: the audit log never holds raw input.
         let entry = AuditEntry {
-            fields: change.changed_purposes.clone(),
+            fields: change
+                .changed_purposes
+                .iter()
+                .filter(|purpose| self.policy.purpose(purpose).is_some())
+                .cloned()
+                .collect(),
             ..entry
         };
         let result = async {
@@ -138,7 +144,8 @@ impl Vault {
         for purpose in &change.changed_purposes {
             if self.policy.purpose(purpose).is_none() {
                 return Err(VaultError::invalid(format!(
-                    "changed_purposes: \"{purpose}\" is not a purpose of the policy"
+                    "changed_purposes: {}",
+                    super::unknown_purpose(purpose)
                 )));
             }
         }
@@ -240,7 +247,7 @@ impl Vault {
             .customer(customer.as_str())
             .await?
             .ok_or_else(|| VaultError::not_found("customer not found"))?;
-        let cipher = self.keys.cipher(customer, &record)?;
+        let cipher = self.keys.cipher(customer, &record).await?;
         let mut ledger = PrivacyLedger::open(customer, &record, &cipher)?;
         ledger.acknowledged.push(super::Acknowledgement {
             policy_version: version.to_owned(),

@@ -84,7 +84,20 @@ impl Vault {
         if let Err(error) = self.resume_rotation().await {
             tracing::error!(%error, "could not finish the interrupted master key rotation");
         }
-        self.run_rotation_schedule().await;
+        tokio::join!(
+            Arc::clone(&self).run_rotation_schedule(),
+            self.follow_keyring()
+        );
+    }
+
+    /// Picks up keyring changes other replicas make (a no-op for a keyring file).
+    async fn follow_keyring(&self) {
+        loop {
+            tokio::time::sleep(super::KEYRING_POLL).await;
+            if let Err(error) = self.keys.reload().await {
+                tracing::warn!(%error, "could not check the shared keyring for changes");
+            }
+        }
     }
 
     /// Runs a master rotation with retirement whenever the policy's interval has
@@ -136,7 +149,7 @@ impl Vault {
         progress: &ProgressSender,
         entry: AuditEntry,
     ) -> Result<(), VaultError> {
-        let target_version = self.keys.add_master_version(now_ms())?;
+        let target_version = self.keys.add_master_version(now_ms()).await?;
         tracing::info!(
             target_version,
             retire_previous,
@@ -148,6 +161,9 @@ impl Vault {
             started_at_ms: now_ms(),
         };
         self.store.set_rotation(Some(rotation.clone())).await?;
+        // Other replicas keep wrapping new keys under the old version until they
+        // notice the new one; re-wrapping starts once they all have.
+        tokio::time::sleep(self.keys.propagation_delay().await).await;
         self.finish_rotation(&rotation, Some(progress)).await?;
         self.append_audit(vec![entry]).await
     }
@@ -194,7 +210,8 @@ impl Vault {
             }
             report.retired_versions = self
                 .keys
-                .destroy_master_versions_below(rotation.target_version)?;
+                .destroy_master_versions_below(rotation.target_version)
+                .await?;
         }
         self.store.set_rotation(None).await?;
         self.stats.master_rotated();

@@ -85,7 +85,7 @@ impl Vault {
         let Some(record) = self.store.customer(customer_id).await? else {
             return Ok(false);
         };
-        let cipher = self.keys.cipher(&customer, &record)?;
+        let cipher = self.keys.cipher(&customer, &record).await?;
         match self
             .check_consent(purpose, &customer, &record, &cipher)
             .await

@@ -148,7 +148,7 @@ pub async fn spawn_vault_on(paths: VaultPaths, dir: TempDir) -> TestVault {
 }
 
 async fn start_server(paths: &VaultPaths, options: &VaultOptions) -> RunningServer {
-    let vault = app::open_vault(paths, options).unwrap();
+    let vault = app::open_vault(paths, options).await.unwrap();
     pii_vault::server::start(
         Arc::new(vault),
         pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),

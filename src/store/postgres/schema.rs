@@ -1,0 +1,109 @@
+//! Versioned schema migrations, applied at start under an advisory lock so
+//! that replicas starting together apply each one exactly once.
+
+use deadpool_postgres::Object;
+
+use super::{lock_ids, pg};
+use crate::store::StoreError;
+
+/// Each migration runs once, in order, in its own transaction. Never edit one
+/// that has shipped: add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+    CREATE TABLE customers (
+        id text PRIMARY KEY,
+        revision bigint NOT NULL,
+        master_version integer NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE TABLE fields (
+        customer_id text NOT NULL,
+        name text NOT NULL,
+        record bytea NOT NULL,
+        PRIMARY KEY (customer_id, name)
+    );
+    CREATE TABLE tokens (
+        token text PRIMARY KEY,
+        customer_id text NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE INDEX tokens_by_customer ON tokens (customer_id);
+    CREATE TABLE blind_index (
+        field_name text NOT NULL,
+        blind bytea NOT NULL,
+        customer_id text NOT NULL,
+        PRIMARY KEY (field_name, blind, customer_id)
+    );
+    CREATE TABLE erasures (customer_id text PRIMARY KEY, receipt_id text NOT NULL);
+    CREATE TABLE receipts (receipt_id text PRIMARY KEY, record bytea NOT NULL);
+    CREATE TABLE audit_events (
+        seq bigint PRIMARY KEY,
+        customer_id text NOT NULL,
+        principal text NOT NULL,
+        at_ms bigint NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE INDEX audit_events_by_customer ON audit_events (customer_id, seq);
+    CREATE TABLE audit_head (
+        id integer PRIMARY KEY CHECK (id = 1),
+        seq bigint NOT NULL,
+        hash bytea NOT NULL
+    );
+    CREATE TABLE rotation (id integer PRIMARY KEY CHECK (id = 1), record bytea NOT NULL);
+    CREATE TABLE policy_versions (
+        seq bigint PRIMARY KEY,
+        version text NOT NULL UNIQUE,
+        record bytea NOT NULL
+    );
+    CREATE TABLE keyring (
+        id integer PRIMARY KEY CHECK (id = 1),
+        generation bigint NOT NULL,
+        retired_below integer NOT NULL,
+        sealed bytea NOT NULL
+    );
+    "#,
+)];
+
+pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    client
+        .execute(
+            "CREATE TABLE IF NOT EXISTS pii_vault_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+            &[],
+        )
+        .await
+        .or_else(ignore_concurrent_create)?;
+    let transaction = client.transaction().await.map_err(pg)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_ids::MIGRATIONS])
+        .await
+        .map_err(pg)?;
+    for (version, sql) in MIGRATIONS {
+        let applied = transaction
+            .query_opt("SELECT 1 FROM pii_vault_migrations WHERE version = $1", &[version])
+            .await
+            .map_err(pg)?
+            .is_some();
+        if !applied {
+            transaction.batch_execute(sql).await.map_err(pg)?;
+            transaction
+                .execute("INSERT INTO pii_vault_migrations (version) VALUES ($1)", &[version])
+                .await
+                .map_err(pg)?;
+            tracing::info!(version, "applied schema migration");
+        }
+    }
+    transaction.commit().await.map_err(pg)
+}
+
+/// Two replicas creating the bookkeeping table at once: one loses the race on
+/// the catalog's unique index; the table exists either way.
+fn ignore_concurrent_create(error: tokio_postgres::Error) -> Result<u64, StoreError> {
+    match error.code() {
+        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => Ok(0),
+        _ => Err(pg(error)),
+    }
+}
