@@ -99,7 +99,9 @@ async fn spawn_tls_vault() -> TlsVault {
         key: write_private(&dir.path().join("tls.key"), &server_key),
         client_ca: Some(write_private(&dir.path().join("ca.crt"), &pki.ca.pem())),
     };
-    let vault = app::open_vault(&paths, &VaultOptions::default()).await.unwrap();
+    let vault = app::open_vault(&paths, &VaultOptions::default())
+        .await
+        .unwrap();
     let options = ServerOptions {
         tls: Some(tls),
         ..ServerOptions::plain("127.0.0.1:0".parse().unwrap())
@@ -232,7 +234,9 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 async fn the_metrics_endpoint_shows_the_documented_series_and_no_ids_or_values() {
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let vault = app::open_vault(&paths, &VaultOptions::default()).await.unwrap();
+    let vault = app::open_vault(&paths, &VaultOptions::default())
+        .await
+        .unwrap();
     let options = ServerOptions {
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..ServerOptions::plain("127.0.0.1:0".parse().unwrap())

@@ -239,7 +239,9 @@ pub fn seal_keyring(
 /// Opens what `seal_keyring` sealed: its generation and the keyring.
 pub fn open_sealed_keyring(root: &RootKey, image: &[u8]) -> Result<(u64, Keyring), CryptoError> {
     if image.len() != SLOT_LEN {
-        return Err(CryptoError::KeyringCorrupt("a sealed keyring is one 64 KiB slot"));
+        return Err(CryptoError::KeyringCorrupt(
+            "a sealed keyring is one 64 KiB slot",
+        ));
     }
     match open_slot(&sealed::cipher_for(root.key()), image) {
         Slot::Valid {

@@ -10,12 +10,12 @@ mod sled_engine;
 mod sled_keys;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};
+pub use postgres::PgStore;
+pub use records::hex;
 pub use records::{
     CustomerChange, CustomerRecord, FieldRecord, IndexEntry, PolicyVersionRecord, ReceiptRecord,
     RotationRecord, TokenRecord, TokenTarget, WrappedDekRecord,
 };
-pub use records::hex;
-pub use postgres::PgStore;
 pub use sled_engine::SledStore;
 
 /// Failures of the engine itself (disk, corruption), never of a request.

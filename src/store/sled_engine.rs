@@ -121,7 +121,6 @@ impl SledStore {
     }
 }
 
-
 fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("key is not UTF-8"))
 }

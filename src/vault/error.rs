@@ -70,9 +70,11 @@ impl From<CommitError> for VaultError {
         match error {
             CommitError::Store(error) => error.into(),
             // Retried by the caller; only reaches here when retries ran out.
-            CommitError::Conflict | CommitError::Taken | CommitError::StaleKeyring => VaultError::Unavailable(
-                "too many concurrent changes to this customer; retry".into(),
-            ),
+            CommitError::Conflict | CommitError::Taken | CommitError::StaleKeyring => {
+                VaultError::Unavailable(
+                    "too many concurrent changes to this customer; retry".into(),
+                )
+            }
         }
     }
 }

@@ -88,7 +88,10 @@ impl TableKeyring {
     }
 
     fn generation(&self) -> Option<i64> {
-        *self.generation.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -108,7 +111,10 @@ impl KeyringStore for TableKeyring {
                 ),
                 other => other.into(),
             })?;
-        *self.generation.lock().unwrap_or_else(PoisonError::into_inner) = Some(next);
+        *self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(next);
         Ok(())
     }
 
@@ -120,7 +126,10 @@ impl KeyringStore for TableKeyring {
             return Ok(None);
         }
         let (_, keyring) = open_sealed_keyring(&self.root, &sealed)?;
-        *self.generation.lock().unwrap_or_else(PoisonError::into_inner) = Some(generation);
+        *self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(generation);
         Ok(Some(keyring))
     }
 

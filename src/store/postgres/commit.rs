@@ -69,7 +69,10 @@ pub async fn publish_policy_version(
 /// every process on the database.
 async fn lock_chain(transaction: &Transaction<'_>) -> Result<(), StoreError> {
     transaction
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_ids::AUDIT_CHAIN])
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_ids::AUDIT_CHAIN],
+        )
         .await
         .map_err(pg)?;
     Ok(())
@@ -165,7 +168,10 @@ async fn apply_change(
     }
     if !change.delete_tokens.is_empty() {
         transaction
-            .execute("DELETE FROM tokens WHERE token = ANY($1)", &[&change.delete_tokens])
+            .execute(
+                "DELETE FROM tokens WHERE token = ANY($1)",
+                &[&change.delete_tokens],
+            )
             .await
             .map_err(pg)?;
     }
@@ -201,7 +207,10 @@ async fn check_master_version_live(
     master_version: u32,
 ) -> Result<(), CommitError> {
     let row = transaction
-        .query_opt("SELECT retired_below FROM keyring WHERE id = 1 FOR SHARE", &[])
+        .query_opt(
+            "SELECT retired_below FROM keyring WHERE id = 1 FOR SHARE",
+            &[],
+        )
         .await
         .map_err(pg)?;
     match row {

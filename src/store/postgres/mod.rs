@@ -70,7 +70,12 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<T>, StoreError> {
-        let row = self.client().await?.query_opt(sql, params).await.map_err(pg)?;
+        let row = self
+            .client()
+            .await?
+            .query_opt(sql, params)
+            .await
+            .map_err(pg)?;
         row.map(|row| decode(row.get::<_, &[u8]>(0))).transpose()
     }
 
@@ -80,7 +85,10 @@ impl PgStore {
         let row = self
             .client()
             .await?
-            .query_opt("SELECT generation, retired_below, sealed FROM keyring WHERE id = 1", &[])
+            .query_opt(
+                "SELECT generation, retired_below, sealed FROM keyring WHERE id = 1",
+                &[],
+            )
             .await
             .map_err(pg)?;
         Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
@@ -90,7 +98,11 @@ impl PgStore {
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
-        self.record("SELECT record FROM customers WHERE id = $1", &[&customer_id]).await
+        self.record(
+            "SELECT record FROM customers WHERE id = $1",
+            &[&customer_id],
+        )
+        .await
     }
 
     async fn fields(&self, customer_id: &str) -> Result<Vec<(String, FieldRecord)>, StoreError> {
@@ -121,7 +133,8 @@ impl Store for PgStore {
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.record("SELECT record FROM tokens WHERE token = $1", &[&token]).await
+        self.record("SELECT record FROM tokens WHERE token = $1", &[&token])
+            .await
     }
 
     async fn customer_tokens(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
@@ -149,7 +162,11 @@ impl Store for PgStore {
             .query(
                 "SELECT customer_id FROM blind_index WHERE field_name = $1 AND blind = $2
                  ORDER BY customer_id LIMIT $3",
-                &[&field_name, &&blind_index[..], &(limit.min(i64::MAX as usize) as i64)],
+                &[
+                    &field_name,
+                    &&blind_index[..],
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
             )
             .await
             .map_err(pg)?;
@@ -160,14 +177,21 @@ impl Store for PgStore {
         let row = self
             .client()
             .await?
-            .query_opt("SELECT receipt_id FROM erasures WHERE customer_id = $1", &[&customer_id])
+            .query_opt(
+                "SELECT receipt_id FROM erasures WHERE customer_id = $1",
+                &[&customer_id],
+            )
             .await
             .map_err(pg)?;
         Ok(row.map(|row| row.get(0)))
     }
 
     async fn receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
-        self.record("SELECT record FROM receipts WHERE receipt_id = $1", &[&receipt_id]).await
+        self.record(
+            "SELECT record FROM receipts WHERE receipt_id = $1",
+            &[&receipt_id],
+        )
+        .await
     }
 
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
@@ -214,20 +238,27 @@ impl Store for PgStore {
     }
 
     async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
-        self.record("SELECT record FROM rotation WHERE id = 1", &[]).await
+        self.record("SELECT record FROM rotation WHERE id = 1", &[])
+            .await
     }
 
     async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
         let client = self.client().await?;
         match rotation {
-            Some(rotation) => client
-                .execute(
-                    "INSERT INTO rotation (id, record) VALUES (1, $1)
+            Some(rotation) => {
+                client
+                    .execute(
+                        "INSERT INTO rotation (id, record) VALUES (1, $1)
                      ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                    &[&encode(&rotation)?],
-                )
-                .await,
-            None => client.execute("DELETE FROM rotation WHERE id = 1", &[]).await,
+                        &[&encode(&rotation)?],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .execute("DELETE FROM rotation WHERE id = 1", &[])
+                    .await
+            }
         }
         .map_err(pg)?;
         Ok(())
@@ -248,7 +279,9 @@ impl Store for PgStore {
             .query("SELECT record FROM policy_versions ORDER BY seq", &[])
             .await
             .map_err(pg)?;
-        rows.iter().map(|row| decode(row.get::<_, &[u8]>(0))).collect()
+        rows.iter()
+            .map(|row| decode(row.get::<_, &[u8]>(0)))
+            .collect()
     }
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
@@ -271,11 +304,19 @@ impl Store for PgStore {
                    AND ($3::text IS NULL OR principal = $3)
                    AND ($4::bigint IS NULL OR at_ms >= $4)
                  ORDER BY seq LIMIT $5",
-                &[&after, &query.customer_id, &query.principal, &query.since_ms, &limit],
+                &[
+                    &after,
+                    &query.customer_id,
+                    &query.principal,
+                    &query.since_ms,
+                    &limit,
+                ],
             )
             .await
             .map_err(pg)?;
-        rows.iter().map(|row| decode(row.get::<_, &[u8]>(0))).collect()
+        rows.iter()
+            .map(|row| decode(row.get::<_, &[u8]>(0)))
+            .collect()
     }
 
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
@@ -314,7 +355,10 @@ impl PgStore {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg)?;
         let current = transaction
-            .query_opt("SELECT generation FROM keyring WHERE id = 1 FOR UPDATE", &[])
+            .query_opt(
+                "SELECT generation FROM keyring WHERE id = 1 FOR UPDATE",
+                &[],
+            )
             .await
             .map_err(pg)?
             .map(|row| row.get::<_, i64>(0));

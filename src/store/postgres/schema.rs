@@ -83,14 +83,20 @@ pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         .map_err(pg)?;
     for (version, sql) in MIGRATIONS {
         let applied = transaction
-            .query_opt("SELECT 1 FROM pii_vault_migrations WHERE version = $1", &[version])
+            .query_opt(
+                "SELECT 1 FROM pii_vault_migrations WHERE version = $1",
+                &[version],
+            )
             .await
             .map_err(pg)?
             .is_some();
         if !applied {
             transaction.batch_execute(sql).await.map_err(pg)?;
             transaction
-                .execute("INSERT INTO pii_vault_migrations (version) VALUES ($1)", &[version])
+                .execute(
+                    "INSERT INTO pii_vault_migrations (version) VALUES ($1)",
+                    &[version],
+                )
                 .await
                 .map_err(pg)?;
             tracing::info!(version, "applied schema migration");
