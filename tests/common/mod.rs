@@ -108,8 +108,106 @@ pub struct TestVault {
     pub paths: VaultPaths,
     pub options: VaultOptions,
     server: Option<RunningServer>,
+    /// The test's own database when the suite runs on PostgreSQL.
+    pub database: Option<TestDatabase>,
     // Dropped last: the directory outlives the server.
     pub dir: TempDir,
+}
+
+/// The engine the suite runs on: sled, or PostgreSQL with
+/// `PII_VAULT_TEST_STORE=postgres` (`.ci/run` runs the suite both ways).
+pub fn on_postgres() -> bool {
+    std::env::var("PII_VAULT_TEST_STORE").is_ok_and(|store| store == "postgres")
+}
+
+/// For tests that look inside sled's files: false (with the reason printed)
+/// when the suite runs on PostgreSQL.
+pub fn sled_only(test: &str) -> bool {
+    if on_postgres() {
+        eprintln!("{test}: skipped on PostgreSQL: it inspects sled's files directly");
+        return false;
+    }
+    true
+}
+
+/// Where tests reach PostgreSQL to create their databases.
+pub fn postgres_admin_url() -> String {
+    std::env::var("PII_VAULT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=postgres".to_owned())
+}
+
+/// A database of one test's own, dropped (with its connections) when dropped.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A fresh database, or `None` with the reason printed when PostgreSQL is
+    /// not reachable: such tests are skipped, never silently.
+    pub async fn create() -> Option<TestDatabase> {
+        let admin =
+            match tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    client
+                }
+                Err(error) => {
+                    eprintln!(
+                        "skipped: PostgreSQL is not reachable at {:?}: {error}",
+                        postgres_admin_url()
+                    );
+                    return None;
+                }
+            };
+        let name = format!(
+            "pv_test_{}",
+            pii_vault::vault::tokens::random_id("db").trim_start_matches("db_")
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = format!(
+            "{} dbname={name}",
+            postgres_admin_url().replace("dbname=postgres", "")
+        );
+        Some(TestDatabase { name, url })
+    }
+
+    pub fn storage(&self) -> app::StorageBackend {
+        app::StorageBackend::Postgres {
+            url: self.url.clone(),
+            pool_size: 8,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime: a thread with its own does the async work.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls)
+                            .await?;
+                    tokio::spawn(connection);
+                    client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                })
+                .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
 }
 
 pub async fn spawn_vault() -> TestVault {
@@ -120,15 +218,25 @@ pub async fn spawn_vault_with_policy(policy: &str) -> TestVault {
     spawn_vault_with(policy, VaultOptions::default()).await
 }
 
-pub async fn spawn_vault_with(policy: &str, options: VaultOptions) -> TestVault {
+pub async fn spawn_vault_with(policy: &str, mut options: VaultOptions) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let paths = prepare_dir(dir.path(), policy);
+    let database = if on_postgres() {
+        let database = TestDatabase::create()
+            .await
+            .expect("PII_VAULT_TEST_STORE=postgres needs a reachable PostgreSQL");
+        options.storage = database.storage();
+        Some(database)
+    } else {
+        None
+    };
     let server = start_server(&paths, &options).await;
     TestVault {
         addr: server.local_addr,
         paths,
         options,
         server: Some(server),
+        database,
         dir,
     }
 }
@@ -143,6 +251,7 @@ pub async fn spawn_vault_on(paths: VaultPaths, dir: TempDir) -> TestVault {
         paths,
         options,
         server: Some(server),
+        database: None,
         dir,
     }
 }
@@ -345,6 +454,11 @@ pub struct VaultProcess {
 
 impl VaultProcess {
     pub fn start(paths: &VaultPaths, log_file: &Path) -> VaultProcess {
+        Self::start_with(paths, log_file, &[])
+    }
+
+    /// `start` with more `serve` arguments (`--store postgres --database-url ...`).
+    pub fn start_with(paths: &VaultPaths, log_file: &Path, extra_args: &[&str]) -> VaultProcess {
         let already_logged = std::fs::metadata(log_file).map_or(0, |m| m.len() as usize);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -361,6 +475,7 @@ impl VaultProcess {
             .arg(&paths.root_key_file)
             .arg("--policy")
             .arg(&paths.policy_file)
+            .args(extra_args)
             .env("PII_VAULT_LOG", "debug")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

@@ -178,11 +178,38 @@ Checks of combinations the schema cannot express. Each failure says what to
 change.
 */}}
 {{- define "pii-vault.validate" -}}
-{{- if ne .Values.storage.backend "sled" }}
-{{- fail (printf "storage.backend %q is not supported: this chart version supports only \"sled\"" .Values.storage.backend) }}
+{{- if not (has .Values.storage.backend (list "sled" "postgres")) }}
+{{- fail (printf "storage.backend %q is not supported: use \"sled\" (one pod, a volume) or \"postgres\" (any number of pods on one database)" .Values.storage.backend) }}
 {{- end }}
 {{- if and (eq .Values.storage.backend "sled") (gt (int .Values.replicaCount) 1) }}
-{{- fail (printf "replicaCount is %d, but storage.backend \"sled\" is an embedded single-process store that only one pod may open: set replicaCount to 1 (or 0 to stop the vault)" (int .Values.replicaCount)) }}
+{{- fail (printf "replicaCount is %d, but storage.backend \"sled\" is an embedded single-process store that only one pod may open: set replicaCount to 1 (or 0 to stop the vault), or use storage.backend \"postgres\" for more replicas" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (ne .Values.storage.backend "postgres") }}
+{{- fail (printf "autoscaling.enabled needs storage.backend \"postgres\": storage.backend %q runs exactly one pod" .Values.storage.backend) }}
+{{- end }}
+{{- if eq .Values.storage.backend "postgres" }}
+{{- if not .Values.database.existingSecret }}
+{{- fail (printf "storage.backend \"postgres\" needs database.existingSecret: the name of a Secret holding the PostgreSQL connection URL under the key database.existingSecretKey (%q), e.g. kubectl -n %s create secret generic pii-vault-database --from-literal=%s='postgres://vault:PASSWORD@db.example:5432/vault'. The chart never puts the URL in a ConfigMap or in the pod's arguments" .Values.database.existingSecretKey .Release.Namespace .Values.database.existingSecretKey) }}
+{{- end }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- $as := .Values.autoscaling }}
+{{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int $as.minReplicas) (int $as.maxReplicas)) }}
+{{- end }}
+{{- $cpu := gt (int $as.targetCPUUtilizationPercentage) 0 }}
+{{- $memory := gt (int $as.targetMemoryUtilizationPercentage) 0 }}
+{{- if not (or $cpu $memory) }}
+{{- fail "autoscaling.enabled needs a target: set autoscaling.targetCPUUtilizationPercentage or autoscaling.targetMemoryUtilizationPercentage above 0" }}
+{{- end }}
+{{- /* Utilization is relative to the request: without one the HPA cannot act. */}}
+{{- $requests := default dict (default dict .Values.resources).requests }}
+{{- if and $cpu (not $requests.cpu) }}
+{{- fail "autoscaling.targetCPUUtilizationPercentage needs resources.requests.cpu: utilization is a percentage of the request" }}
+{{- end }}
+{{- if and $memory (not $requests.memory) }}
+{{- fail "autoscaling.targetMemoryUtilizationPercentage needs resources.requests.memory: utilization is a percentage of the request" }}
+{{- end }}
 {{- end }}
 {{- if not .Values.existingPolicyConfigMap }}
 {{- if not (trim .Values.policy) }}

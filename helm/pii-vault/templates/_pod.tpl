@@ -1,0 +1,225 @@
+{{/*
+The vault pod, shared by the StatefulSet (sled) and the Deployment
+(postgres): the workload's spec.template, indented from column 0. Only the
+storage differs:
+  - sled: --data-dir and --keyring-file on the volume `data` (a claim
+    template, or persistence.existingClaim);
+  - postgres: --store postgres, the URL from database.existingSecret in
+    PII_VAULT_DATABASE_URL, no volume at all (data and keyring live in the
+    database).
+*/}}
+{{- define "pii-vault.podTemplate" -}}
+{{- $sled := eq .Values.storage.backend "sled" -}}
+metadata:
+  labels:
+    {{- include "pii-vault.labels" . | nindent 4 }}
+    app.kubernetes.io/component: server
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    # The vault reads its policy at start: a new policy rolls the pod.
+    {{- if .Values.existingPolicyConfigMap }}
+    checksum/policy: {{ printf "existing:%s/%s" .Values.existingPolicyConfigMap .Values.existingPolicyConfigMapKey | sha256sum }}
+    {{- else }}
+    checksum/policy: {{ .Values.policy | sha256sum }}
+    {{- end }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "pii-vault.serviceAccountName" . }}
+  automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  {{- with .Values.podSecurityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: pii-vault
+      image: {{ include "pii-vault.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      command:
+        - /usr/local/bin/pii-vault
+      args:
+        - serve
+        - --listen
+        - {{ printf "%s:50051" .Values.server.listenHost | quote }}
+        {{- if $sled }}
+        - --data-dir
+        - /var/lib/pii-vault/store
+        - --keyring-file
+        - /var/lib/pii-vault/keyring/keyring
+        {{- else }}
+        # Data and keyring live in PostgreSQL; the URL comes from a Secret,
+        # in PII_VAULT_DATABASE_URL below.
+        - --store
+        - postgres
+        - --database-pool
+        - {{ int64 .Values.database.poolSize | quote }}
+        {{- end }}
+        - --root-key-file
+        - /etc/pii-vault/root-key/root.key
+        - --policy
+        - /etc/pii-vault/policy/policy.toml
+        - --log-format
+        - json
+        - --dek-cache
+        - {{ int64 .Values.server.dekCacheSize | quote }}
+        # Kubernetes makes Secret files group-readable (0440, group
+        # fsGroup) whatever defaultMode says once fsGroup is set.
+        - --allow-group-readable-keys
+        {{- if .Values.metrics.enabled }}
+        - --metrics-listen
+        - {{ printf "%s:9090" .Values.server.listenHost | quote }}
+        {{- end }}
+        {{- if .Values.tls.enabled }}
+        - --tls-cert
+        - /etc/pii-vault/tls/tls.crt
+        - --tls-key
+        - /etc/pii-vault/tls/tls.key
+        {{- if .Values.tls.clientAuth.enabled }}
+        - --tls-client-ca
+        - {{ include "pii-vault.clientCaPath" . }}
+        {{- end }}
+        {{- end }}
+        {{- range .Values.server.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      env:
+        - name: PII_VAULT_LOG
+          value: {{ .Values.server.logLevel | quote }}
+        {{- if not $sled }}
+        # The URL holds the database password: from the Secret only, never
+        # in the pod spec, a ConfigMap or the arguments.
+        - name: PII_VAULT_DATABASE_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ .Values.database.existingSecret }}
+              key: {{ .Values.database.existingSecretKey }}
+        {{- end }}
+        {{- with .Values.server.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: grpc
+          containerPort: 50051
+          protocol: TCP
+        {{- if .Values.metrics.enabled }}
+        - name: metrics
+          containerPort: 9090
+          protocol: TCP
+        {{- end }}
+      {{- if .Values.probes.startup.enabled }}
+      startupProbe:
+        {{- include "pii-vault.probe" (dict "root" . "probe" .Values.probes.startup) | trim | nindent 8 }}
+      {{- end }}
+      {{- if .Values.probes.liveness.enabled }}
+      livenessProbe:
+        {{- include "pii-vault.probe" (dict "root" . "probe" .Values.probes.liveness) | trim | nindent 8 }}
+      {{- end }}
+      {{- if .Values.probes.readiness.enabled }}
+      readinessProbe:
+        {{- include "pii-vault.probe" (dict "root" . "probe" .Values.probes.readiness) | trim | nindent 8 }}
+      {{- end }}
+      {{- if gt (int .Values.preStopSleepSeconds) 0 }}
+      lifecycle:
+        preStop:
+          sleep:
+            seconds: {{ .Values.preStopSleepSeconds }}
+      {{- end }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        {{- if $sled }}
+        # One volume, two directories: the store and the keyring must be
+        # snapshotted together to be restorable.
+        - name: data
+          mountPath: /var/lib/pii-vault/store
+          subPath: store
+        - name: data
+          mountPath: /var/lib/pii-vault/keyring
+          subPath: keyring
+        {{- end }}
+        - name: root-key
+          mountPath: /etc/pii-vault/root-key
+          readOnly: true
+        - name: policy
+          mountPath: /etc/pii-vault/policy
+          readOnly: true
+        {{- if .Values.tls.enabled }}
+        - name: tls
+          mountPath: /etc/pii-vault/tls
+          readOnly: true
+        {{- if and .Values.tls.clientAuth.enabled .Values.tls.clientAuth.caSecretName }}
+        - name: client-ca
+          mountPath: /etc/pii-vault/client-ca
+          readOnly: true
+        {{- end }}
+        {{- end }}
+  volumes:
+    - name: root-key
+      secret:
+        secretName: {{ include "pii-vault.rootKeySecretName" . }}
+        defaultMode: 288  # = 0440; decimal, as YAML 1.2 tools read 0440 as 440
+        items:
+          - key: {{ include "pii-vault.rootKeySecretKey" . }}
+            path: root.key
+    - name: policy
+      configMap:
+        name: {{ include "pii-vault.policyConfigMapName" . }}
+        defaultMode: 292  # = 0444
+        items:
+          - key: {{ include "pii-vault.policyConfigMapKey" . }}
+            path: policy.toml
+    {{- if .Values.tls.enabled }}
+    - name: tls
+      secret:
+        secretName: {{ include "pii-vault.tlsSecretName" . }}
+        defaultMode: 288  # = 0440
+    {{- if and .Values.tls.clientAuth.enabled .Values.tls.clientAuth.caSecretName }}
+    - name: client-ca
+      secret:
+        secretName: {{ .Values.tls.clientAuth.caSecretName }}
+        defaultMode: 292  # = 0444
+        items:
+          - key: ca.crt
+            path: ca.crt
+    {{- end }}
+    {{- end }}
+    {{- if and $sled .Values.persistence.existingClaim }}
+    - name: data
+      persistentVolumeClaim:
+        claimName: {{ .Values.persistence.existingClaim }}
+    {{- end }}
+{{- end }}
