@@ -332,6 +332,35 @@ async fn conformance(store: Arc<dyn Store>) {
         "refused publishes add no event"
     );
 
+    // Concurrent commits (batched together by engines that group them): one
+    // that conflicts fails alone, the others land.
+    let commits: Vec<_> = (0..10)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.commit(create(&format!("many-{i}"))).await })
+        })
+        .chain(std::iter::once({
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.commit(create("c2")).await })
+        }))
+        .collect();
+    let mut outcomes = Vec::new();
+    for commit in commits {
+        outcomes.push(commit.await.unwrap());
+    }
+    assert!(outcomes[..10].iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(matches!(outcomes[10], Err(CommitError::Conflict)));
+    assert_eq!(store.customer_count().await.unwrap(), 11);
+    let head = store.audit_head().await.unwrap().0;
+    let all = store
+        .audit_events(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len() as u64, head, "no gaps in the chain");
+
     assert!(store.size_on_disk().await.unwrap() > 0);
     store.flush().await.unwrap();
 }

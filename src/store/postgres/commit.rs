@@ -1,5 +1,5 @@
-//! Writes: each request's change in one transaction, with its audit events
-//! chained under the chain's advisory lock.
+//! The statements of a write: a change's rows, its audit events chained under
+//! the chain's advisory lock, receipts and policy versions.
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
 
@@ -7,40 +7,6 @@ use super::{lock_ids, pg};
 use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::store::records::encode;
 use crate::store::{CommitError, CustomerChange, PolicyVersionRecord, StoreError};
-
-/// Applies the changes and their audit events atomically; returns the hashes of
-/// the events in order.
-pub async fn apply(
-    client: &mut Object,
-    changes: Vec<CustomerChange>,
-) -> Result<Vec<[u8; 32]>, CommitError> {
-    let transaction = client.transaction().await.map_err(pg)?;
-    lock_chain(&transaction).await?;
-    let mut entries = Vec::new();
-    for change in &changes {
-        apply_change(&transaction, change).await?;
-        entries.extend(change.audit.clone());
-    }
-    let records = append_chained(&transaction, entries).await?;
-    let hashes: Vec<[u8; 32]> = records.iter().map(|record| record.hash).collect();
-    for change in &changes {
-        if let Some(receipt) = &change.receipt {
-            let mut receipt = receipt.clone();
-            // The receipt names the event that records the erasure it proves.
-            receipt.audit_hash = hashes.first().map(crate::store::hex).unwrap_or_default();
-            write_receipt(&transaction, &change.customer_id, &receipt).await?;
-        }
-    }
-    transaction.commit().await.map_err(pg)?;
-    Ok(hashes)
-}
-
-pub async fn append_audit(client: &mut Object, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-    let transaction = client.transaction().await.map_err(pg)?;
-    lock_chain(&transaction).await?;
-    append_chained(&transaction, entries).await?;
-    transaction.commit().await.map_err(pg)
-}
 
 pub async fn publish_policy_version(
     client: &mut Object,
@@ -67,7 +33,7 @@ pub async fn publish_policy_version(
 
 /// Every writer holds this until it commits: one chain, no forks or gaps, across
 /// every process on the database.
-async fn lock_chain(transaction: &Transaction<'_>) -> Result<(), StoreError> {
+pub(super) async fn lock_chain(transaction: &Transaction<'_>) -> Result<(), StoreError> {
     transaction
         .execute(
             "SELECT pg_advisory_xact_lock($1)",
@@ -95,7 +61,7 @@ pub async fn audit_head(client: &impl GenericClient) -> Result<(u64, [u8; 32]), 
     }
 }
 
-async fn append_chained(
+pub(super) async fn append_chained(
     transaction: &Transaction<'_>,
     entries: Vec<AuditEntry>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
@@ -133,7 +99,7 @@ async fn append_chained(
     Ok(records)
 }
 
-async fn apply_change(
+pub(super) async fn apply_change(
     transaction: &Transaction<'_>,
     change: &CustomerChange,
 ) -> Result<(), CommitError> {
@@ -300,7 +266,7 @@ async fn write_customer(
     Ok(())
 }
 
-async fn write_receipt(
+pub(super) async fn write_receipt(
     transaction: &Transaction<'_>,
     customer_id: &str,
     receipt: &crate::store::ReceiptRecord,

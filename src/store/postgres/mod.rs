@@ -4,6 +4,7 @@
 //! under a transaction-scoped advisory lock (no forks, no gaps). Durability is
 //! PostgreSQL's own (`synchronous_commit` on, the default).
 
+mod batcher;
 mod commit;
 mod schema;
 
@@ -27,6 +28,7 @@ mod lock_ids {
 
 pub struct PgStore {
     pool: Pool,
+    writer: batcher::Batcher,
 }
 
 fn pg(error: tokio_postgres::Error) -> StoreError {
@@ -55,9 +57,11 @@ impl PgStore {
             .max_size(pool_size)
             .build()
             .map_err(pool_error)?;
-        let store = PgStore { pool };
-        schema::migrate(&mut store.client().await?).await?;
-        Ok(store)
+        schema::migrate(&mut pool.get().await.map_err(pool_error)?).await?;
+        Ok(PgStore {
+            writer: batcher::Batcher::start(pool.clone()),
+            pool,
+        })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -195,8 +199,7 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let mut client = self.client().await?;
-        let hashes = commit::apply(&mut client, vec![change]).await?;
+        let hashes = self.writer.commit(vec![change]).await?;
         Ok(hashes.first().copied())
     }
 
@@ -204,7 +207,7 @@ impl Store for PgStore {
         if changes.iter().any(|change| change.receipt.is_some()) {
             return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
         }
-        commit::apply(&mut self.client().await?, changes).await?;
+        self.writer.commit(changes).await?;
         Ok(())
     }
 
@@ -288,7 +291,7 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        commit::append_audit(&mut self.client().await?, entries).await
+        self.writer.append(entries).await
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
