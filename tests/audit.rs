@@ -582,7 +582,9 @@ async fn the_chain_survives_a_restart_and_goes_on_from_its_head() {
 
 #[tokio::test]
 async fn an_event_whose_outcome_was_changed_on_disk_is_reported_as_the_first_bad_one() {
-    if !common::sled_only("an_event_whose_outcome_was_changed_on_disk_is_reported_as_the_first_bad_one") {
+    if !common::sled_only(
+        "an_event_whose_outcome_was_changed_on_disk_is_reported_as_the_first_bad_one",
+    ) {
         return;
     }
     let (mut vault, events) = vault_with_history().await;
@@ -605,7 +607,9 @@ async fn an_event_whose_outcome_was_changed_on_disk_is_reported_as_the_first_bad
 
 #[tokio::test]
 async fn an_event_whose_field_names_were_changed_on_disk_is_reported_as_the_first_bad_one() {
-    if !common::sled_only("an_event_whose_field_names_were_changed_on_disk_is_reported_as_the_first_bad_one") {
+    if !common::sled_only(
+        "an_event_whose_field_names_were_changed_on_disk_is_reported_as_the_first_bad_one",
+    ) {
         return;
     }
     let (mut vault, events) = vault_with_history().await;

@@ -335,7 +335,8 @@ async fn a_backup_of_the_data_directory_cannot_bring_back_an_erased_customer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable() {
-    if !common::sled_only("rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable") {
+    if !common::sled_only("rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable")
+    {
         return;
     }
     let mut vault = common::spawn_vault().await;

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `keygen`, and client commands for people.
 
 mod audit;
+mod bench;
 mod client;
 mod data;
 mod health;
@@ -68,6 +69,8 @@ pub enum Command {
     /// Rotates keys and shows their status.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Load generator: drives a running vault and reports throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -88,5 +91,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(command).await,
         Command::Policy(command) => notices::policy(command).await,
         Command::Notices(command) => notices::notices(command).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::app::{self, StorageBackend, VaultOptions, VaultPaths};
 use crate::crypto::KeyFileAccess;
-use crate::server::{ServerOptions, TlsFiles};
+use crate::server::{ServerLimits, ServerOptions, TlsFiles};
 use crate::vault::RotationPolicy;
 
 #[derive(clap::Args, Debug)]
@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// Connections to PostgreSQL per vault process.
     #[arg(long, env = "PII_VAULT_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: usize,
+    /// Most open client connections; the listener waits while this many are open.
+    #[arg(long, env = "PII_VAULT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most calls in progress at once; past it calls are refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding) rather than queued.
+    #[arg(long, env = "PII_VAULT_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
     /// Serves Prometheus metrics at /metrics on this address.
     #[arg(long, env = "PII_VAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -89,6 +96,9 @@ pub enum LogFormat {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    for warning in crate::crypto::protect_process_memory() {
+        tracing::warn!("{warning}");
+    }
     let paths = if args.dev {
         dev_paths(args.data_dir.clone())?
     } else {
@@ -123,6 +133,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }),
         metrics_listen: args.metrics_listen,
         key_file_access,
+        limits: ServerLimits {
+            max_connections: args.max_connections,
+            max_concurrent_calls: args.max_concurrent_calls,
+            ..ServerLimits::default()
+        },
     };
     let server = crate::server::start(vault, server_options).await?;
     println!("pii-vault listening on {}", server.local_addr);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use dev::dev_policy_toml;
 pub use keys::{api_key_sha256_hex, generate_api_key};
-pub use model::{Credential, Disclosure, LegalBasis, Principal, Purpose, Scope};
+pub use model::{Credential, Disclosure, LegalBasis, Principal, Purpose, RateLimits, Scope};
 
 /// Why a policy could not be loaded. Line numbers are 1-based.
 #[derive(Debug, thiserror::Error)]

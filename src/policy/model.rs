@@ -155,9 +155,23 @@ pub struct Principal {
     pub(super) purposes: BTreeSet<String>,
     /// Keyed by field name, kind name or `"*"`; they share one namespace in the file.
     pub(super) disclosure: BTreeMap<String, Disclosure>,
+    pub(super) rate_limits: RateLimits,
+}
+
+/// How fast a principal may read (`[principals.rate_limits]`); none means unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateLimits {
+    /// Values resolved by Detokenize, per second.
+    pub detokenize_per_second: Option<f64>,
+    /// GetFields, FindCustomers and ExportCustomer calls, per second.
+    pub reads_per_second: Option<f64>,
 }
 
 impl Principal {
+    pub fn rate_limits(&self) -> RateLimits {
+        self.rate_limits
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -204,6 +218,7 @@ mod tests {
                 .iter()
                 .map(|(key, rule)| ((*key).to_owned(), *rule))
                 .collect(),
+            rate_limits: RateLimits::default(),
         }
     }
 

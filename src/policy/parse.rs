@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::keys::api_key_sha256;
-use super::model::{Credential, Disclosure, LegalBasis, Principal, Purpose, Scope};
+use super::model::{Credential, Disclosure, LegalBasis, Principal, Purpose, RateLimits, Scope};
 use super::{Policy, PolicyError};
 
 // `deny_unknown_fields` everywhere: in a policy a misspelt key would silently
@@ -45,6 +45,38 @@ struct RawPrincipal {
     purposes: Vec<Spanned<String>>,
     #[serde(default)]
     disclosure: BTreeMap<Spanned<String>, Spanned<String>>,
+    rate_limits: Option<Spanned<RawRateLimits>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    detokenize_per_second: Option<f64>,
+    reads_per_second: Option<f64>,
+}
+
+/// Rates must be positive, finite numbers.
+fn rate_limits(raw: Option<Spanned<RawRateLimits>>) -> Result<RateLimits, (Range<usize>, String)> {
+    let Some(raw) = raw else {
+        return Ok(RateLimits::default());
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    for (name, rate) in [
+        ("detokenize_per_second", raw.detokenize_per_second),
+        ("reads_per_second", raw.reads_per_second),
+    ] {
+        if rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+            return Err((
+                span,
+                format!("rate_limits.{name} must be a positive number"),
+            ));
+        }
+    }
+    Ok(RateLimits {
+        detokenize_per_second: raw.detokenize_per_second,
+        reads_per_second: raw.reads_per_second,
+    })
 }
 
 /// Parses and validates a whole policy; the first problem found is returned.
@@ -209,6 +241,8 @@ fn validate_principals(
             scopes: context.scopes(&raw.scopes)?,
             purposes: context.purposes(&raw.purposes, purposes)?,
             disclosure: context.disclosure(raw.disclosure)?,
+            rate_limits: rate_limits(raw.rate_limits)
+                .map_err(|(span, message)| context.error(&span, message))?,
         });
     }
     Ok(principals)

@@ -106,6 +106,12 @@ impl Metrics {
             );
             register_counter(
                 &mut registry,
+                "detokenize_anomalies",
+                "Windows in which a principal detokenized far above its own baseline",
+                stats.anomalies,
+            );
+            register_counter(
+                &mut registry,
                 "dek_cache_hits",
                 "Customer key lookups served from memory",
                 stats.dek_cache_hits,

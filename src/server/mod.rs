@@ -4,6 +4,7 @@
 mod audit_service;
 mod auth;
 mod call;
+mod connections;
 mod convert;
 mod key_admin_service;
 mod metrics;
@@ -19,7 +20,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::crypto::{read_private_file, KeyFileAccess};
@@ -47,6 +47,32 @@ pub struct ServerOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Whether the TLS key may be readable by its group (Kubernetes Secrets).
     pub key_file_access: KeyFileAccess,
+    pub limits: ServerLimits,
+}
+
+/// What keeps one client (or thousands) from starving the others.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Open connections; the listener waits while this many are open.
+    pub max_connections: usize,
+    /// Calls in progress across all connections; past it, calls are shed at
+    /// once with RESOURCE_EXHAUSTED instead of queueing.
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams (calls) one connection may have open.
+    pub max_streams_per_connection: u32,
+    /// The longest a call may run; a client's shorter `grpc-timeout` wins.
+    pub call_timeout: std::time::Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 4096,
+            max_concurrent_calls: 1024,
+            max_streams_per_connection: 256,
+            call_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 impl ServerOptions {
@@ -57,6 +83,7 @@ impl ServerOptions {
             tls: None,
             metrics_listen: None,
             key_file_access: KeyFileAccess::OwnerOnly,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -114,7 +141,14 @@ impl RunningServer {
 /// Binds and starts serving every service (and metrics, when asked).
 pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::default());
-    let mut builder = Server::builder();
+    let limits = &options.limits;
+    let mut builder = Server::builder()
+        .timeout(limits.call_timeout)
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)));
     if let Some(tls) = &options.tls {
         builder = builder
             .tls_config(tls_config(tls, options.key_file_access)?)
@@ -141,13 +175,21 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
         .build_v1()?;
     let (vault_api, privacy_api, audit_api, key_admin_api) = apis(&vault, &metrics);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let shedding = tower::ServiceBuilder::new()
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_calls,
+        ))
+        .into_inner();
     let router = builder
+        .layer(shedding)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(vault_api)
         .add_service(privacy_api)
         .add_service(audit_api)
         .add_service(key_admin_api);
+    let max_connections = limits.max_connections;
     let task = tokio::spawn(async move {
         let reporter = health_reporter;
         let stop = async move {
@@ -158,7 +200,10 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
                 .await;
         };
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+            .serve_with_incoming_shutdown(
+                connections::limited_incoming(listener, max_connections),
+                stop,
+            )
             .await
     });
     tracing::info!(%local_addr, tls = options.tls.is_some(), "listening");

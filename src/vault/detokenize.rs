@@ -84,6 +84,14 @@ impl Vault {
             ));
         }
         Limits::check_count("tokens", tokens.len(), self.limits.max_batch_items)?;
+        if self.abuse.detokenize(caller, tokens.len())? {
+            self.stats.anomaly();
+            tracing::warn!(
+                security_event = "detokenize_rate_anomaly",
+                principal = caller.name(),
+                "a principal's detokenization rate jumped far above its baseline"
+            );
+        }
         Ok(purpose)
     }
 

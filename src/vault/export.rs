@@ -123,6 +123,7 @@ impl Vault {
         let entry = self.audit_entry(caller, "ExportCustomer", customer_id, &[], "");
         let result = async {
             caller.require_scope(Scope::PrivacyAdmin)?;
+            self.abuse.read(caller)?;
             let customer = CustomerId::parse(customer_id)?;
             let export = self.collect_export(&customer).await?;
             render(&export, format)

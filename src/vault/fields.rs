@@ -243,6 +243,7 @@ impl Vault {
         purpose: &str,
     ) -> Result<Vec<FieldView>, VaultError> {
         caller.require_scope(Scope::DataRead)?;
+        self.abuse.read(caller)?;
         let customer = CustomerId::parse(customer_id)?;
         let purpose = self.check_purpose(caller, purpose)?;
         Limits::check_count(

@@ -2,6 +2,7 @@
 //! records it hands to the store. It takes and returns plain Rust types and
 //! `VaultError`; it knows nothing of gRPC.
 
+mod abuse;
 mod audit;
 mod caller;
 mod consent;
@@ -72,6 +73,7 @@ pub struct Vault {
     /// Held by the one master rotation that may run at a time.
     rotation_lock: Arc<tokio::sync::Mutex<()>>,
     stats: stats::VaultStats,
+    abuse: abuse::AbuseGuard,
 }
 
 impl Vault {
@@ -90,6 +92,7 @@ impl Vault {
             rotation_policy,
             rotation_lock: Arc::new(tokio::sync::Mutex::new(())),
             stats: stats::VaultStats::default(),
+            abuse: abuse::AbuseGuard::default(),
         }
     }
 

@@ -149,6 +149,14 @@ impl Vault {
         progress: &ProgressSender,
         entry: AuditEntry,
     ) -> Result<(), VaultError> {
+        // A rotation a crash cut short, not yet resumed, is superseded by this
+        // one (which re-wraps every DEK too): it keeps the promise to retire.
+        let retire_previous = retire_previous
+            || self
+                .store
+                .rotation()
+                .await?
+                .is_some_and(|unfinished| unfinished.retire_previous);
         let target_version = self.keys.add_master_version(now_ms()).await?;
         tracing::info!(
             target_version,
@@ -173,7 +181,14 @@ impl Vault {
         let Some(rotation) = self.store.rotation().await? else {
             return Ok(());
         };
-        let _guard = self.rotation_guard()?;
+        let Ok(_guard) = self.rotation_guard() else {
+            // A rotation asked for in the meantime finishes it (see rotate_master).
+            tracing::info!(
+                target_version = rotation.target_version,
+                "the interrupted master key rotation is superseded by the one running"
+            );
+            return Ok(());
+        };
         tracing::info!(
             target_version = rotation.target_version,
             "resuming master key rotation"

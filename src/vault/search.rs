@@ -35,6 +35,7 @@ impl Vault {
         purpose: &str,
     ) -> Result<Vec<String>, VaultError> {
         caller.require_scope(Scope::DataRead)?;
+        self.abuse.read(caller)?;
         let field = FieldName::parse(field_name)?;
         let purpose = self.check_purpose(caller, purpose)?;
         let today = today();

@@ -12,6 +12,7 @@ pub struct VaultStats {
     erasures: AtomicU64,
     master_rotations: AtomicU64,
     customer_rotations: AtomicU64,
+    anomalies: AtomicU64,
 }
 
 /// The counters at one moment, with the key cache's and the store's figures.
@@ -21,6 +22,8 @@ pub struct StatsSnapshot {
     pub erasures: u64,
     pub master_rotations: u64,
     pub customer_rotations: u64,
+    /// Windows in which a principal detokenized far above its baseline.
+    pub anomalies: u64,
     pub dek_cache_hits: u64,
     pub dek_cache_misses: u64,
     pub store_bytes: u64,
@@ -42,6 +45,10 @@ impl VaultStats {
 
     pub fn master_rotated(&self) {
         self.master_rotations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn anomaly(&self) {
+        self.anomalies.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn customer_rotated(&self) {
@@ -69,6 +76,7 @@ impl Vault {
             erasures: load(&stats.erasures),
             master_rotations: load(&stats.master_rotations),
             customer_rotations: load(&stats.customer_rotations),
+            anomalies: load(&stats.anomalies),
             dek_cache_hits,
             dek_cache_misses,
             store_bytes: self.store.size_on_disk().await?,

@@ -1,0 +1,458 @@
+//! Arbitrary bytes as the body of every unary call, sent to a real server
+//! (in this process, on loopback) as one of the policy's principals: tonic's
+//! decoding, the handlers' conversions and the domain's parses, end to end.
+//!
+//! Every answer must be a clear one: a status other than UNKNOWN, UNAVAILABLE
+//! or an INTERNAL that is not a decode error, with a short one-line message;
+//! no task of the server may panic; and a customer planted at start-up with an
+//! id nobody can guess must read back unchanged afterwards.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use pii_vault::app::{self, VaultOptions, VaultPaths};
+use pii_vault::crypto::RootKey;
+use pii_vault::pb;
+use pii_vault::policy::api_key_sha256_hex;
+use pii_vault::server::{RunningServer, ServerOptions};
+use prost::bytes::{Buf, BufMut};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// API keys of the principals, as the first byte after the method picks them.
+const KEYS: [&str; 5] = [
+    "fuzz-admin-key",
+    "fuzz-checkout-key",
+    "fuzz-support-key",
+    "fuzz-writer-key",
+    "not-a-key",
+];
+
+/// A check of the planted customer every this many calls.
+const SENTINEL_EVERY: u64 = 64;
+
+struct Server {
+    runtime: tokio::runtime::Runtime,
+    channel: Channel,
+    sentinel_id: String,
+    sentinel_token: Mutex<String>,
+    /// A request named the planted customer: it may have changed, legitimately.
+    sentinel_touched: AtomicBool,
+    calls: AtomicU64,
+    _running: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+/// Set when a thread of the server's runtime panics.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+const SERVER_THREAD: &str = "fuzzed-vault";
+
+fn policy() -> String {
+    let hash = |i: usize| api_key_sha256_hex(KEYS[i]);
+    format!(
+        r#"
+[[purposes]]
+name = "billing"
+description = "Charging you for the orders you place."
+basis = "contract"
+
+[[purposes]]
+name = "marketing"
+description = "Sending you offers picked for you."
+basis = "consent"
+
+[[principals]]
+name = "admin"
+api_key_sha256 = "{}"
+scopes = ["data:write", "data:read", "tokens:detokenize", "consent:write", "privacy:admin", "keys:admin", "audit:read"]
+purposes = ["*"]
+[principals.disclosure]
+"*" = "plaintext"
+
+[[principals]]
+name = "checkout"
+api_key_sha256 = "{}"
+scopes = ["data:write", "data:read", "tokens:detokenize"]
+purposes = ["billing"]
+[principals.disclosure]
+"*" = "masked"
+card_number = "plaintext"
+ssn = "token"
+
+[[principals]]
+name = "support"
+api_key_sha256 = "{}"
+scopes = ["data:read", "tokens:detokenize", "consent:write"]
+purposes = ["billing"]
+[principals.disclosure]
+email = "plaintext"
+
+[[principals]]
+name = "writer"
+api_key_sha256 = "{}"
+scopes = ["data:write"]
+purposes = ["billing", "marketing"]
+"#,
+        hash(0),
+        hash(1),
+        hash(2),
+        hash(3)
+    )
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some(SERVER_THREAD) {
+                PANICKED.store(true, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(SERVER_THREAD)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = crate::scratch_dir("grpc");
+        let paths = VaultPaths {
+            data_dir: dir.path().join("data"),
+            keyring_file: dir.path().join("keyring"),
+            root_key_file: dir.path().join("root.key"),
+            policy_file: dir.path().join("policy.toml"),
+        };
+        RootKey::generate_file(&paths.root_key_file).expect("root key");
+        std::fs::write(&paths.policy_file, policy()).expect("policy");
+        let (running, channel) = runtime.block_on(async {
+            let vault = app::open_vault(&paths, &VaultOptions::default())
+                .await
+                .expect("vault opens");
+            let running = pii_vault::server::start(
+                Arc::new(vault),
+                ServerOptions::plain("127.0.0.1:0".parse().expect("address")),
+            )
+            .await
+            .expect("server starts");
+            let channel = Channel::from_shared(format!("http://{}", running.local_addr))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connects");
+            (running, channel)
+        });
+        let sentinel_id = format!("sentinel-{}-{:016x}", std::process::id(), rand_u64());
+        let sentinel_token = runtime.block_on(plant(&channel, &sentinel_id));
+        Server {
+            runtime,
+            channel,
+            sentinel_id,
+            sentinel_token: Mutex::new(sentinel_token),
+            sentinel_touched: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            _running: running,
+            _dir: dir,
+        }
+    })
+}
+
+const PUT_FIELDS: &str = "/piivault.v1.VaultService/PutFields";
+
+/// Stores the planted customer, afresh, with one field; returns its token.
+async fn plant(channel: &Channel, sentinel_id: &str) -> String {
+    let erase = pb::DeleteCustomerRequest {
+        customer_id: sentinel_id.to_owned(),
+        reason: "replanted".into(),
+    };
+    match call(
+        channel,
+        "/piivault.v1.PrivacyService/DeleteCustomer",
+        KEYS[0],
+        erase.encode_to_vec(),
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(status) if status.code() == Code::NotFound => {}
+        Err(status) => panic!("the planted customer cannot be erased: {status:?}"),
+    }
+    let put = pb::PutFieldsRequest {
+        customer_id: sentinel_id.to_owned(),
+        fields: vec![pb::Field {
+            name: "note".into(),
+            kind: pb::FieldKind::Generic as i32,
+            value: "planted".into(),
+        }],
+        purpose: "billing".into(),
+        token_format: 0,
+    };
+    let response = call(channel, PUT_FIELDS, KEYS[0], put.encode_to_vec())
+        .await
+        .expect("sentinel planted");
+    let response = pb::PutFieldsResponse::decode(&response[..]).expect("response");
+    response.tokens["note"].clone()
+}
+
+/// 64 bits from the OS generator (by way of a hasher's random keys).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Every unary method, with a check of its successful answer.
+type Answer = fn(&[u8]);
+const METHODS: [(&str, Answer); 19] = [
+    (PUT_FIELDS, |b| decodes::<pb::PutFieldsResponse>(b)),
+    ("/piivault.v1.VaultService/GetFields", |b| {
+        for field in decoded::<pb::GetFieldsResponse>(b).fields {
+            item(field.error.as_ref());
+        }
+    }),
+    ("/piivault.v1.VaultService/DeleteFields", |b| {
+        decodes::<pb::DeleteFieldsResponse>(b)
+    }),
+    ("/piivault.v1.VaultService/Tokenize", |b| {
+        decodes::<pb::TokenizeResponse>(b)
+    }),
+    ("/piivault.v1.VaultService/Detokenize", |b| {
+        for result in decoded::<pb::DetokenizeResponse>(b).results {
+            item(result.error.as_ref());
+        }
+    }),
+    ("/piivault.v1.VaultService/FindCustomers", |b| {
+        decodes::<pb::FindCustomersResponse>(b)
+    }),
+    ("/piivault.v1.PrivacyService/ListPurposes", |b| {
+        decodes::<pb::ListPurposesResponse>(b)
+    }),
+    ("/piivault.v1.PrivacyService/SetConsent", |b| {
+        decodes::<pb::ConsentRecord>(b)
+    }),
+    ("/piivault.v1.PrivacyService/ListConsents", |b| {
+        decodes::<pb::ListConsentsResponse>(b)
+    }),
+    ("/piivault.v1.PrivacyService/ExportCustomer", |b| {
+        decodes::<pb::ExportCustomerResponse>(b)
+    }),
+    ("/piivault.v1.PrivacyService/DeleteCustomer", |b| {
+        decodes::<pb::DeletionReceipt>(b)
+    }),
+    ("/piivault.v1.PrivacyService/GetDeletionStatus", |b| {
+        decodes::<pb::DeletionReceipt>(b)
+    }),
+    ("/piivault.v1.PrivacyService/PublishPolicy", |b| {
+        decodes::<pb::PolicyVersion>(b)
+    }),
+    ("/piivault.v1.PrivacyService/ListPolicyVersions", |b| {
+        decodes::<pb::ListPolicyVersionsResponse>(b)
+    }),
+    ("/piivault.v1.PrivacyService/ListNotices", |b| {
+        decodes::<pb::ListNoticesResponse>(b)
+    }),
+    ("/piivault.v1.PrivacyService/AcknowledgeNotice", |b| {
+        decodes::<pb::AcknowledgeNoticeResponse>(b)
+    }),
+    ("/piivault.v1.KeyAdminService/RotateCustomerKey", |b| {
+        decodes::<pb::RotateCustomerKeyResponse>(b)
+    }),
+    ("/piivault.v1.KeyAdminService/GetKeyStatus", |b| {
+        decodes::<pb::KeyStatus>(b)
+    }),
+    ("/piivault.v1.AuditService/VerifyAuditLog", |b| {
+        let verification = decoded::<pb::VerifyAuditLogResponse>(b);
+        assert!(
+            verification.intact,
+            "the audit chain broke: {verification:?}"
+        );
+    }),
+];
+
+fn decoded<M: Message + Default>(bytes: &[u8]) -> M {
+    M::decode(bytes).expect("the server's answer decodes")
+}
+
+fn decodes<M: Message + Default>(bytes: &[u8]) {
+    decoded::<M>(bytes);
+}
+
+fn item(error: Option<&pb::ItemError>) {
+    if let Some(error) = error {
+        crate::assert_clear_message(&error.message);
+        assert!(
+            ![Code::Unknown as i32, Code::Internal as i32].contains(&error.code),
+            "item failed with {}: {}",
+            error.code,
+            error.message
+        );
+    }
+}
+
+/// The first byte picks the method, the second the principal, the rest is
+/// the request body as it goes on the wire.
+pub fn grpc(data: &[u8]) {
+    let [selector, principal, body @ ..] = data else {
+        return;
+    };
+    let server = server();
+    if contains(body, server.sentinel_id.as_bytes()) {
+        server.sentinel_touched.store(true, Ordering::SeqCst);
+    }
+    let (path, check_answer) = METHODS[usize::from(*selector) % METHODS.len()];
+    let key = KEYS[usize::from(*principal) % KEYS.len()];
+    let answer = server
+        .runtime
+        .block_on(call(&server.channel, path, key, body.to_vec()));
+    assert!(
+        !PANICKED.load(Ordering::SeqCst),
+        "the server panicked on {path}"
+    );
+    match answer {
+        Ok(bytes) => check_answer(&bytes),
+        Err(status) => check_refusal(path, &status),
+    }
+    if server
+        .calls
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(SENTINEL_EVERY)
+    {
+        check_sentinel(server);
+    }
+}
+
+fn check_refusal(path: &str, status: &Status) {
+    let message = status.message();
+    crate::assert_clear_message(message);
+    match status.code() {
+        Code::Unknown | Code::Unavailable | Code::DataLoss | Code::Unimplemented => {
+            panic!("{path} answered {status:?}")
+        }
+        // tonic's answer to bytes that are not the request message.
+        Code::Internal => assert!(
+            message.starts_with("failed to decode Protobuf message"),
+            "{path} failed inside the vault: {status:?}"
+        ),
+        _ => assert!(
+            !message.is_empty(),
+            "{path}: {:?} without a message",
+            status.code()
+        ),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The planted customer reads back as planted, by field and by token (or is
+/// planted again, when a request named it).
+fn check_sentinel(server: &Server) {
+    let mut sentinel_token = server
+        .sentinel_token
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if server.sentinel_touched.swap(false, Ordering::SeqCst) {
+        *sentinel_token = server
+            .runtime
+            .block_on(plant(&server.channel, &server.sentinel_id));
+        return;
+    }
+    let get = pb::GetFieldsRequest {
+        customer_id: server.sentinel_id.clone(),
+        field_names: vec![],
+        purpose: "billing".into(),
+    };
+    let detokenize = pb::DetokenizeRequest {
+        tokens: vec![sentinel_token.clone()],
+        purpose: "billing".into(),
+    };
+    let (fields, values) = server.runtime.block_on(async {
+        let fields = call(
+            &server.channel,
+            "/piivault.v1.VaultService/GetFields",
+            KEYS[0],
+            get.encode_to_vec(),
+        )
+        .await;
+        let values = call(
+            &server.channel,
+            "/piivault.v1.VaultService/Detokenize",
+            KEYS[0],
+            detokenize.encode_to_vec(),
+        )
+        .await;
+        (fields, values)
+    });
+    let fields =
+        pb::GetFieldsResponse::decode(&fields.expect("sentinel readable")[..]).expect("decodes");
+    let values =
+        pb::DetokenizeResponse::decode(&values.expect("sentinel token")[..]).expect("decodes");
+    assert_eq!(fields.fields.len(), 1, "{fields:?}");
+    assert_eq!(fields.fields[0].value, "planted");
+    assert_eq!(values.results[0].value, "planted", "{values:?}");
+}
+
+async fn call(
+    channel: &Channel,
+    path: &'static str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|error| Status::unavailable(error.to_string()))?;
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ASCII key"),
+    );
+    request.set_timeout(Duration::from_secs(30));
+    grpc.unary(request, PathAndQuery::from_static(path), RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Message bodies as they are, both ways.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let mut body = vec![0u8; src.remaining()];
+        src.copy_to_slice(&mut body);
+        Ok(Some(body))
+    }
+}
