@@ -66,19 +66,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
 )];
 
 pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
-    client
-        .execute(
+    // Everything, the bookkeeping table included, under one lock in one
+    // transaction (DDL is transactional): replicas starting together queue here.
+    let transaction = client.transaction().await.map_err(pg)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_ids::MIGRATIONS])
+        .await
+        .map_err(pg)?;
+    transaction
+        .batch_execute(
             "CREATE TABLE IF NOT EXISTS pii_vault_migrations (
                 version integer PRIMARY KEY,
                 applied_at timestamptz NOT NULL DEFAULT now()
             )",
-            &[],
         )
-        .await
-        .or_else(ignore_concurrent_create)?;
-    let transaction = client.transaction().await.map_err(pg)?;
-    transaction
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_ids::MIGRATIONS])
         .await
         .map_err(pg)?;
     for (version, sql) in MIGRATIONS {
@@ -103,13 +104,4 @@ pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         }
     }
     transaction.commit().await.map_err(pg)
-}
-
-/// Two replicas creating the bookkeeping table at once: one loses the race on
-/// the catalog's unique index; the table exists either way.
-fn ignore_concurrent_create(error: tokio_postgres::Error) -> Result<u64, StoreError> {
-    match error.code() {
-        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => Ok(0),
-        _ => Err(pg(error)),
-    }
 }
