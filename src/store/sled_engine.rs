@@ -1,18 +1,18 @@
-//! The embedded engine: one sled tree (layout in `sled_keys.rs`), serializable
-//! transactions for the compare-and-set commits, one lock that orders audit
-//! appends into a single hash chain, and group commit for durability.
+//! The embedded engine: one sled tree (layout in `sled_keys.rs`), one writer
+//! thread that checks and applies every chained write in atomic batches
+//! (`sled_writer.rs`), and group commit for durability. Reads go to the tree
+//! directly.
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
 use super::group_commit::GroupCommit;
-use super::records::{decode, encode, engine, hex};
+use super::records::{decode, encode, engine};
 use super::sled_keys as keys;
+use super::sled_writer::{ChainWriter, EncodedChange, WriteJob};
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
     RotationRecord, Store, StoreError, TokenRecord,
@@ -20,10 +20,7 @@ use super::{
 
 pub struct SledStore {
     tree: sled::Db,
-    /// Held while a commit takes its place at the end of the audit chain, so that
-    /// the chain has no forks or gaps. Only the in-memory apply runs under it;
-    /// the disk sync does not.
-    chain: Mutex<()>,
+    writer: ChainWriter,
     group_commit: GroupCommit,
 }
 
@@ -45,8 +42,8 @@ impl SledStore {
         }))
         .map_err(engine)?;
         Ok(SledStore {
+            writer: ChainWriter::start(db.clone())?,
             tree: db,
-            chain: Mutex::new(()),
             group_commit,
         })
     }
@@ -77,172 +74,16 @@ impl SledStore {
         Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
     }
 
-    /// Chains the entries after the current head and applies them with `change`
-    /// in one transaction. Returns the hashes of the new events.
-    fn apply_chained(
-        &self,
-        mut changes: Vec<EncodedChange>,
-        entries: Vec<AuditEntry>,
-        receipt: Option<ReceiptRecord>,
-    ) -> Result<Vec<[u8; 32]>, CommitError> {
-        let _chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut head = self.audit_head()?;
-        let mut audit_writes = Vec::new();
-        let mut hashes = Vec::new();
-        for entry in entries {
-            let record = AuditRecord::chain(entry, head.seq, head.hash);
-            head = AuditHead {
-                seq: record.seq,
-                hash: record.hash,
-            };
-            if !record.customer_id.is_empty() {
-                audit_writes.push((
-                    keys::customer_audit_event(&record.customer_id, record.seq),
-                    Vec::new(),
-                ));
-            }
-            hashes.push(record.hash);
-            audit_writes.push((keys::audit_event(record.seq), encode(&record)?));
-        }
-        audit_writes.push((keys::AUDIT_HEAD.to_vec(), encode(&head)?));
-        if let Some(mut receipt) = receipt {
-            // The receipt names the event that records the erasure it proves.
-            receipt.audit_hash = hashes.first().map(hex).unwrap_or_default();
-            audit_writes.push((keys::receipt(&receipt.receipt_id), encode(&receipt)?));
-        }
-        changes.push(EncodedChange::audit_only(audit_writes));
-        self.tree
-            .transaction(|tx| changes.iter().try_for_each(|change| apply(tx, change)))
-            .map_err(|error| match error {
-                TransactionError::Abort(commit_error) => commit_error,
-                TransactionError::Storage(error) => CommitError::Store(engine(error)),
-            })?;
+    /// Has the writer apply the job, then waits until it is durable.
+    async fn write_durable(&self, job: WriteJob) -> Result<Vec<[u8; 32]>, CommitError> {
+        let hashes = self.writer.write(job).await?;
+        self.group_commit.wait_durable().await?;
         Ok(hashes)
     }
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("key is not UTF-8"))
-}
-
-/// A change with every record already encoded, so the transaction closure (which
-/// sled may run more than once) only moves bytes.
-struct EncodedChange {
-    /// Absent for audit-only commits.
-    customer: Option<CustomerUpdate>,
-    inserts: Vec<(Vec<u8>, Vec<u8>)>,
-    must_be_new: Vec<Vec<u8>>,
-    removes: Vec<Vec<u8>>,
-}
-
-/// The customer whose revision is compared, and their new record.
-struct CustomerUpdate {
-    key: Vec<u8>,
-    expected_revision: Option<u64>,
-    /// `None` removes the customer.
-    record: Option<Vec<u8>>,
-}
-
-impl EncodedChange {
-    fn audit_only(inserts: Vec<(Vec<u8>, Vec<u8>)>) -> EncodedChange {
-        EncodedChange {
-            customer: None,
-            inserts,
-            must_be_new: Vec::new(),
-            removes: Vec::new(),
-        }
-    }
-}
-
-fn encode_change(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
-    let id = change.customer_id.as_str();
-    let mut inserts = Vec::new();
-    let mut removes = Vec::new();
-    for (name, field) in &change.put_fields {
-        inserts.push((keys::field(id, name), encode(field)?));
-    }
-    removes.extend(
-        change
-            .delete_fields
-            .iter()
-            .map(|name| keys::field(id, name)),
-    );
-    for (token, record) in change.new_tokens.iter().chain(&change.put_tokens) {
-        inserts.push((keys::token(token), encode(record)?));
-        inserts.push((keys::customer_token(id, token), Vec::new()));
-    }
-    let must_be_new = change
-        .new_tokens
-        .iter()
-        .map(|(token, _)| keys::token(token))
-        .collect();
-    for token in &change.delete_tokens {
-        removes.push(keys::token(token));
-        removes.push(keys::customer_token(id, token));
-    }
-    for entry in &change.put_index {
-        inserts.push((
-            keys::index(&entry.field_name, &entry.blind_index, id),
-            Vec::new(),
-        ));
-    }
-    for entry in &change.delete_index {
-        removes.push(keys::index(&entry.field_name, &entry.blind_index, id));
-    }
-    if let Some(receipt) = &change.receipt {
-        inserts.push((keys::erasure(id), receipt.receipt_id.as_bytes().to_vec()));
-    }
-    let record = change.customer.as_ref().map(encode).transpose()?;
-    Ok(EncodedChange {
-        customer: Some(CustomerUpdate {
-            key: keys::customer(id),
-            expected_revision: change.expected_revision,
-            record,
-        }),
-        inserts,
-        must_be_new,
-        removes,
-    })
-}
-
-type TxResult = Result<(), ConflictableTransactionError<CommitError>>;
-
-fn abort(error: CommitError) -> ConflictableTransactionError<CommitError> {
-    ConflictableTransactionError::Abort(error)
-}
-
-fn apply(tx: &TransactionalTree, change: &EncodedChange) -> TxResult {
-    if let Some(customer) = &change.customer {
-        let current_revision = match tx.get(&customer.key)? {
-            Some(bytes) => Some(
-                decode::<CustomerRecord>(&bytes)
-                    .map_err(|e| abort(e.into()))?
-                    .revision,
-            ),
-            None => None,
-        };
-        if current_revision != customer.expected_revision {
-            return Err(abort(CommitError::Conflict));
-        }
-    }
-    for token_key in &change.must_be_new {
-        if tx.get(token_key)?.is_some() {
-            return Err(abort(CommitError::Taken));
-        }
-    }
-    for key in &change.removes {
-        tx.remove(key.as_slice())?;
-    }
-    for (key, value) in &change.inserts {
-        tx.insert(key.as_slice(), value.as_slice())?;
-    }
-    if let Some(customer) = &change.customer {
-        match &customer.record {
-            Some(record) => tx.insert(customer.key.as_slice(), record.as_slice())?,
-            None => tx.remove(customer.key.as_slice())?,
-        };
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -299,13 +140,12 @@ impl Store for SledStore {
     }
 
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let encoded = encode_change(&change)?;
-        let hashes = self.apply_chained(
-            vec![encoded],
-            change.audit.into_iter().collect(),
-            change.receipt,
-        )?;
-        self.group_commit.wait_durable().await?;
+        let job = WriteJob {
+            changes: vec![EncodedChange::encode(&change)?],
+            entries: change.audit.into_iter().collect(),
+            receipt: change.receipt,
+        };
+        let hashes = self.write_durable(job).await?;
         Ok(hashes.first().copied())
     }
 
@@ -317,11 +157,15 @@ impl Store for SledStore {
             if change.receipt.is_some() {
                 return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
             }
-            encoded.push(encode_change(&change)?);
+            encoded.push(EncodedChange::encode(&change)?);
             entries.extend(change.audit);
         }
-        self.apply_chained(encoded, entries, None)?;
-        self.group_commit.wait_durable().await?;
+        let job = WriteJob {
+            changes: encoded,
+            entries,
+            receipt: None,
+        };
+        self.write_durable(job).await?;
         Ok(())
     }
 
@@ -372,19 +216,16 @@ impl Store for SledStore {
         version: PolicyVersionRecord,
         audit: AuditEntry,
     ) -> Result<(), CommitError> {
-        let name_key = keys::policy_version_name(&version.version);
-        let seq_key = keys::policy_version(version.seq);
-        let change = EncodedChange {
-            customer: None,
-            inserts: vec![
-                (seq_key.clone(), encode(&version)?),
-                (name_key.clone(), Vec::new()),
-            ],
-            must_be_new: vec![seq_key, name_key],
-            removes: Vec::new(),
+        let change = EncodedChange::new_records(vec![
+            (keys::policy_version(version.seq), encode(&version)?),
+            (keys::policy_version_name(&version.version), Vec::new()),
+        ]);
+        let job = WriteJob {
+            changes: vec![change],
+            entries: vec![audit],
+            receipt: None,
         };
-        self.apply_chained(vec![change], vec![audit], None)?;
-        self.group_commit.wait_durable().await?;
+        self.write_durable(job).await?;
         Ok(())
     }
 
@@ -400,12 +241,16 @@ impl Store for SledStore {
         if entries.is_empty() {
             return Ok(());
         }
-        self.apply_chained(Vec::new(), entries, None)
-            .map_err(|error| match error {
-                CommitError::Store(error) => error,
-                other => StoreError::Engine(other.to_string()),
-            })?;
-        self.group_commit.wait_durable().await
+        let job = WriteJob {
+            changes: Vec::new(),
+            entries,
+            receipt: None,
+        };
+        self.write_durable(job).await.map_err(|error| match error {
+            CommitError::Store(error) => error,
+            other => StoreError::Engine(other.to_string()),
+        })?;
+        Ok(())
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {

@@ -1,0 +1,471 @@
+//! The sled engine's single writer. Every write that takes a place in the audit
+//! chain goes through one thread, which gathers the jobs that arrived while it
+//! applied the previous group, checks each job against the state the jobs
+//! before it leave (revisions, tokens that must be new), and applies the whole
+//! group as one atomic sled batch. The thread owns the chain head, so the
+//! request path takes no chain lock and no serializable transaction; callers
+//! then wait for group commit to make the batch durable, one sync per group.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use sled::IVec;
+use tokio::sync::oneshot;
+
+use super::audit::{AuditEntry, AuditHead, AuditRecord};
+use super::records::{decode, encode, engine, hex};
+use super::sled_keys as keys;
+use super::{CommitError, CustomerChange, CustomerRecord, ReceiptRecord, StoreError};
+
+/// Most jobs in one group: bounds how long one group's callers wait for it.
+const MAX_GROUP: usize = 256;
+
+/// The hashes of a job's audit events, in order.
+type Hashes = Vec<[u8; 32]>;
+
+/// Records the writer stores for one job: its changes, audit events and receipt.
+pub struct WriteJob {
+    pub changes: Vec<EncodedChange>,
+    pub entries: Vec<AuditEntry>,
+    /// An erasure receipt; the writer fills in the hash of the job's first event.
+    pub receipt: Option<ReceiptRecord>,
+}
+
+struct Job {
+    write: WriteJob,
+    reply: oneshot::Sender<Result<Hashes, CommitError>>,
+}
+
+pub struct ChainWriter {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ChainWriter {
+    pub fn start(tree: sled::Db) -> Result<ChainWriter, StoreError> {
+        let head = match tree.get(keys::AUDIT_HEAD).map_err(engine)? {
+            Some(bytes) => decode(&bytes)?,
+            None => AuditHead::default(),
+        };
+        let (jobs, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&tree, head, &receiver))
+            .map_err(engine)?;
+        Ok(ChainWriter {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Applies the job (all or nothing) once it is its turn; returns the hashes
+    /// of its audit events. Applied is not yet durable: the caller waits for that.
+    pub async fn write(&self, write: WriteJob) -> Result<Hashes, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .as_ref()
+            .ok_or_else(writer_gone)?
+            .send(Job { write, reply })
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+impl Drop for ChainWriter {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has answered every job.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Engine("the store writer stopped".into())
+}
+
+fn run(tree: &sled::Db, mut head: AuditHead, receiver: &mpsc::Receiver<Job>) {
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(receiver.try_iter().take(MAX_GROUP - 1));
+        head = apply_group(tree, head, jobs);
+    }
+}
+
+/// Stages every job of the group in order, applies what was accepted in one
+/// batch, answers each job, and returns the chain head after the group.
+fn apply_group(tree: &sled::Db, head: AuditHead, jobs: Vec<Job>) -> AuditHead {
+    let mut group = Staged::default();
+    let mut group_head = head;
+    let outcomes: Vec<_> = jobs
+        .iter()
+        .map(|job| stage_job(tree, &mut group, &mut group_head, &job.write))
+        .collect();
+    let applied = if group.writes.is_empty() {
+        Ok(())
+    } else {
+        tree.apply_batch(group.into_batch()).map_err(engine)
+    };
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let answer = match &applied {
+            Ok(()) => outcome,
+            Err(error) => Err(StoreError::Engine(error.to_string()).into()),
+        };
+        let _ = job.reply.send(answer);
+    }
+    match applied {
+        Ok(()) => group_head,
+        Err(error) => {
+            tracing::error!(%error, "store batch failed; its writes were refused");
+            head
+        }
+    }
+}
+
+/// Writes staged but not yet applied, readable by the checks of later jobs.
+#[derive(Default)]
+struct Staged {
+    /// `None` removes the key.
+    writes: HashMap<Vec<u8>, Option<IVec>>,
+}
+
+impl Staged {
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
+    }
+}
+
+/// The value of `key` as the staged layers (innermost first) and then the tree hold it.
+fn current(tree: &sled::Db, layers: &[&Staged], key: &[u8]) -> Result<Option<IVec>, StoreError> {
+    for layer in layers {
+        if let Some(value) = layer.writes.get(key) {
+            return Ok(value.clone());
+        }
+    }
+    tree.get(key).map_err(engine)
+}
+
+/// Checks and stages one job on top of `group`. A refused job stages nothing.
+fn stage_job(
+    tree: &sled::Db,
+    group: &mut Staged,
+    head: &mut AuditHead,
+    job: &WriteJob,
+) -> Result<Hashes, CommitError> {
+    let mut own = Staged::default();
+    for change in &job.changes {
+        check(tree, &[&own, group], change)?;
+        stage_change(&mut own, change);
+    }
+    let (hashes, job_head) = stage_audit(&mut own, *head, job)?;
+    group.writes.extend(own.writes);
+    *head = job_head;
+    Ok(hashes)
+}
+
+fn check(tree: &sled::Db, layers: &[&Staged], change: &EncodedChange) -> Result<(), CommitError> {
+    if let Some(customer) = &change.customer {
+        let current_revision = match current(tree, layers, &customer.key)? {
+            Some(bytes) => Some(decode::<CustomerRecord>(&bytes)?.revision),
+            None => None,
+        };
+        if current_revision != customer.expected_revision {
+            return Err(CommitError::Conflict);
+        }
+    }
+    for key in &change.must_be_new {
+        if current(tree, layers, key)?.is_some() {
+            return Err(CommitError::Taken);
+        }
+    }
+    Ok(())
+}
+
+fn stage_change(staged: &mut Staged, change: &EncodedChange) {
+    for key in &change.removes {
+        staged.writes.insert(key.clone(), None);
+    }
+    for (key, value) in &change.inserts {
+        staged
+            .writes
+            .insert(key.clone(), Some(IVec::from(value.as_slice())));
+    }
+    if let Some(customer) = &change.customer {
+        let record = customer.record.as_deref().map(IVec::from);
+        staged.writes.insert(customer.key.clone(), record);
+    }
+}
+
+/// Chains the job's events after `head` and stages them, the new head and the
+/// receipt. Returns the events' hashes and the head after them.
+fn stage_audit(
+    staged: &mut Staged,
+    mut head: AuditHead,
+    job: &WriteJob,
+) -> Result<(Hashes, AuditHead), StoreError> {
+    let mut hashes = Vec::with_capacity(job.entries.len());
+    for entry in &job.entries {
+        let record = AuditRecord::chain(entry.clone(), head.seq, head.hash);
+        head = AuditHead {
+            seq: record.seq,
+            hash: record.hash,
+        };
+        if !record.customer_id.is_empty() {
+            let index_key = keys::customer_audit_event(&record.customer_id, record.seq);
+            staged.writes.insert(index_key, Some(IVec::default()));
+        }
+        let encoded = encode(&record)?;
+        staged
+            .writes
+            .insert(keys::audit_event(record.seq), Some(encoded.into()));
+        hashes.push(record.hash);
+    }
+    staged
+        .writes
+        .insert(keys::AUDIT_HEAD.to_vec(), Some(encode(&head)?.into()));
+    if let Some(receipt) = &job.receipt {
+        // The receipt names the event that records the erasure it proves.
+        let mut receipt = receipt.clone();
+        receipt.audit_hash = hashes.first().map(hex).unwrap_or_default();
+        let key = keys::receipt(&receipt.receipt_id);
+        staged.writes.insert(key, Some(encode(&receipt)?.into()));
+    }
+    Ok((hashes, head))
+}
+
+/// A change with every record already encoded, so the writer thread only
+/// checks and moves bytes.
+pub struct EncodedChange {
+    /// Absent for changes that concern no customer (policy versions).
+    customer: Option<CustomerUpdate>,
+    inserts: Vec<(Vec<u8>, Vec<u8>)>,
+    must_be_new: Vec<Vec<u8>>,
+    removes: Vec<Vec<u8>>,
+}
+
+/// The customer whose revision is compared, and their new record.
+struct CustomerUpdate {
+    key: Vec<u8>,
+    expected_revision: Option<u64>,
+    /// `None` removes the customer.
+    record: Option<Vec<u8>>,
+}
+
+impl EncodedChange {
+    /// Records that must all be new (a policy version's keys).
+    pub fn new_records(inserts: Vec<(Vec<u8>, Vec<u8>)>) -> EncodedChange {
+        EncodedChange {
+            customer: None,
+            must_be_new: inserts.iter().map(|(key, _)| key.clone()).collect(),
+            inserts,
+            removes: Vec::new(),
+        }
+    }
+
+    pub fn encode(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
+        let id = change.customer_id.as_str();
+        let mut inserts = Vec::new();
+        let mut removes = Vec::new();
+        for (name, field) in &change.put_fields {
+            inserts.push((keys::field(id, name), encode(field)?));
+        }
+        removes.extend(
+            change
+                .delete_fields
+                .iter()
+                .map(|name| keys::field(id, name)),
+        );
+        for (token, record) in change.new_tokens.iter().chain(&change.put_tokens) {
+            inserts.push((keys::token(token), encode(record)?));
+            inserts.push((keys::customer_token(id, token), Vec::new()));
+        }
+        let must_be_new = change
+            .new_tokens
+            .iter()
+            .map(|(token, _)| keys::token(token))
+            .collect();
+        for token in &change.delete_tokens {
+            removes.push(keys::token(token));
+            removes.push(keys::customer_token(id, token));
+        }
+        for entry in &change.put_index {
+            let key = keys::index(&entry.field_name, &entry.blind_index, id);
+            inserts.push((key, Vec::new()));
+        }
+        for entry in &change.delete_index {
+            removes.push(keys::index(&entry.field_name, &entry.blind_index, id));
+        }
+        if let Some(receipt) = &change.receipt {
+            inserts.push((keys::erasure(id), receipt.receipt_id.as_bytes().to_vec()));
+        }
+        let record = change.customer.as_ref().map(encode).transpose()?;
+        Ok(EncodedChange {
+            customer: Some(CustomerUpdate {
+                key: keys::customer(id),
+                expected_revision: change.expected_revision,
+                record,
+            }),
+            inserts,
+            must_be_new,
+            removes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{TokenRecord, TokenTarget, WrappedDekRecord};
+    use std::collections::BTreeSet;
+
+    fn tree() -> sled::Db {
+        sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("temporary sled")
+    }
+
+    fn customer(revision: u64) -> CustomerRecord {
+        CustomerRecord {
+            revision,
+            created_at_ms: 1,
+            dek: WrappedDekRecord {
+                version: 1,
+                master_version: 1,
+                created_at_ms: 1,
+                wrapped: vec![7; 60],
+            },
+            encryptions: 0,
+            token_salt: [0; 16],
+            privacy: None,
+            wrapped_under: BTreeSet::from([1]),
+        }
+    }
+
+    /// A job that moves `customer_id` from `expected` to `expected + 1`,
+    /// drawing `token` (which must be new), with one audit event.
+    fn job(customer_id: &str, expected: Option<u64>, token: &str) -> WriteJob {
+        let change = CustomerChange {
+            customer_id: customer_id.into(),
+            expected_revision: expected,
+            customer: Some(customer(expected.map_or(1, |r| r + 1))),
+            new_tokens: vec![(
+                token.into(),
+                TokenRecord {
+                    customer_id: customer_id.into(),
+                    kind: "ssn".into(),
+                    format: "random".into(),
+                    target: TokenTarget::Value(vec![1, 2, 3]),
+                },
+            )],
+            ..CustomerChange::default()
+        };
+        WriteJob {
+            changes: vec![EncodedChange::encode(&change).expect("encodes")],
+            entries: vec![AuditEntry {
+                customer_id: customer_id.into(),
+                action: "Tokenize".into(),
+                ..AuditEntry::default()
+            }],
+            receipt: None,
+        }
+    }
+
+    /// Runs the jobs as one group, as the writer thread does when they arrive
+    /// together, and returns each job's outcome and the new head.
+    fn group(tree: &sled::Db, head: AuditHead, jobs: Vec<WriteJob>) -> (Vec<bool>, AuditHead) {
+        let (jobs, answers): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|write| {
+                let (reply, answer) = oneshot::channel();
+                (Job { write, reply }, answer)
+            })
+            .unzip();
+        let head = apply_group(tree, head, jobs);
+        let outcomes = answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().expect("answered").is_ok())
+            .collect();
+        (outcomes, head)
+    }
+
+    fn revision(tree: &sled::Db, customer_id: &str) -> Option<u64> {
+        let bytes = tree.get(keys::customer(customer_id)).expect("reads")?;
+        Some(decode::<CustomerRecord>(&bytes).expect("decodes").revision)
+    }
+
+    #[test]
+    fn a_later_job_in_a_group_sees_the_earlier_ones() {
+        let tree = tree();
+        let (outcomes, head) = group(
+            &tree,
+            AuditHead::default(),
+            vec![
+                job("alice", None, "tok-1"),
+                // Read the same state as the first: must lose.
+                job("alice", None, "tok-2"),
+                // Read what the first wrote: wins.
+                job("alice", Some(1), "tok-3"),
+                // Draws a token the first job took in this group.
+                job("bob", None, "tok-1"),
+                job("bob", None, "tok-4"),
+            ],
+        );
+        assert_eq!(outcomes, [true, false, true, false, true]);
+        assert_eq!(revision(&tree, "alice"), Some(2));
+        assert_eq!(revision(&tree, "bob"), Some(1));
+        // Refused jobs left nothing behind, not even their events.
+        assert!(tree.get(keys::token("tok-2")).expect("reads").is_none());
+        assert_eq!(head.seq, 3);
+        let stored: AuditHead = decode(&tree.get(keys::AUDIT_HEAD).unwrap().unwrap()).unwrap();
+        assert_eq!(stored, head);
+    }
+
+    #[test]
+    fn the_chain_continues_across_groups_without_gaps() {
+        let tree = tree();
+        let (_, head) = group(&tree, AuditHead::default(), vec![job("a", None, "t1")]);
+        let (_, head) = group(
+            &tree,
+            head,
+            vec![job("b", None, "t2"), job("c", None, "t3")],
+        );
+        assert_eq!(head.seq, 3);
+        let mut prev = crate::store::GENESIS_HASH;
+        for seq in 1..=3 {
+            let bytes = tree.get(keys::audit_event(seq)).unwrap().unwrap();
+            let record: AuditRecord = decode(&bytes).unwrap();
+            assert_eq!(record.prev_hash, prev);
+            assert_eq!(record.computed_hash(), record.hash);
+            prev = record.hash;
+        }
+        assert_eq!(prev, head.hash);
+    }
+
+    #[tokio::test]
+    async fn the_thread_answers_jobs_and_stops_when_dropped() {
+        let tree = tree();
+        let writer = ChainWriter::start(tree.clone()).unwrap();
+        let hashes = writer.write(job("a", None, "t1")).await.unwrap();
+        assert_eq!(hashes.len(), 1);
+        assert!(matches!(
+            writer.write(job("a", None, "t2")).await,
+            Err(CommitError::Conflict)
+        ));
+        drop(writer);
+        // A new writer picks the chain up where the stored head left it.
+        let writer = ChainWriter::start(tree.clone()).unwrap();
+        writer.write(job("b", None, "t3")).await.unwrap();
+        let head: AuditHead = decode(&tree.get(keys::AUDIT_HEAD).unwrap().unwrap()).unwrap();
+        assert_eq!(head.seq, 2);
+    }
+}
