@@ -30,6 +30,8 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
             .open()
             .map_err(engine)?;
         let log_file = File::open(dir.join("db")).map_err(engine)?;
