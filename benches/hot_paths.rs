@@ -122,7 +122,7 @@ fn dek(c: &mut Criterion) {
         })
     });
     // A full cache of 10,000 customers (the default size), hit for one of them.
-    let cache = DekCache::new(10_000);
+    let cache = DekCache::new(10_000, std::time::Duration::from_secs(300));
     let ids: Vec<String> = (0..10_000).map(|i| format!("bench-{i:09}")).collect();
     let entries: Vec<Vec<u8>> = ids
         .iter()
@@ -143,7 +143,7 @@ fn dek(c: &mut Criterion) {
         })
     });
     group.bench_function("cache_miss_unwrap_insert", |b| {
-        let cache = DekCache::new(10_000);
+        let cache = DekCache::new(10_000, std::time::Duration::from_secs(300));
         let mut n = 0u64;
         b.iter(|| {
             n += 1;

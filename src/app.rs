@@ -7,10 +7,11 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::crypto::{KeyFileAccess, Keyring, KeyringFile, RootKey};
+use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
 use crate::store::{PgStore, SledStore, Store};
 use crate::vault::{FileKeyring, KeyManager, Limits, RotationPolicy, TableKeyring, Vault};
@@ -31,8 +32,13 @@ pub enum StorageBackend {
     #[default]
     Sled,
     /// PostgreSQL: any number of vault processes on one database; the keyring
-    /// lives in the database too, sealed by the root key.
-    Postgres { url: String, pool_size: usize },
+    /// lives in the database too, sealed by the root key. `ca_file` (PEM)
+    /// verifies the server when TLS is used, instead of the system's roots.
+    Postgres {
+        url: String,
+        pool_size: usize,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// Tunables with production defaults.
@@ -41,6 +47,9 @@ pub struct VaultOptions {
     pub storage: StorageBackend,
     /// Unwrapped customer keys kept in memory.
     pub dek_cache_capacity: usize,
+    /// How long one stays cached: bounds how long a key of a customer erased
+    /// on another replica stays in this one's memory.
+    pub dek_cache_ttl: Duration,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
     pub limits: Limits,
@@ -54,6 +63,7 @@ impl Default for VaultOptions {
         VaultOptions {
             storage: StorageBackend::Sled,
             dek_cache_capacity: 10_000,
+            dek_cache_ttl: Duration::from_secs(5 * 60),
             store_cache_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
             rotation: RotationPolicy::default(),
@@ -67,9 +77,13 @@ pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::R
     let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
         StorageBackend::Sled => open_sled(paths, options, &root_key)?,
-        StorageBackend::Postgres { url, pool_size } => {
+        StorageBackend::Postgres {
+            url,
+            pool_size,
+            ca_file,
+        } => {
             let store = Arc::new(
-                PgStore::connect(url, *pool_size)
+                PgStore::connect(url, *pool_size, ca_file.as_deref())
                     .await
                     .context("connecting to PostgreSQL")?,
             );
@@ -77,8 +91,10 @@ pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::R
                 TableKeyring::open(Arc::clone(&store), root_key, Keyring::generate(now_ms()))
                     .await
                     .context("opening the keyring table")?;
-            let keys = KeyManager::new(keyring, Box::new(table), options.dek_cache_capacity);
-            (store, keys)
+            (
+                store,
+                KeyManager::new(keyring, Box::new(table), dek_cache(options)),
+            )
         }
     };
     Ok(Vault::new(
@@ -108,9 +124,13 @@ fn open_sled(
     let keys = KeyManager::new(
         keyring,
         Box::new(FileKeyring::new(keyring_file)),
-        options.dek_cache_capacity,
+        dek_cache(options),
     );
     Ok((Arc::new(store), keys))
+}
+
+fn dek_cache(options: &VaultOptions) -> DekCache {
+    DekCache::new(options.dek_cache_capacity, options.dek_cache_ttl)
 }
 
 /// A development vault's directory, and the API key when it was just created

@@ -317,3 +317,263 @@ async fn an_audit_event_altered_in_the_database_is_reported() {
     assert_eq!(verified.first_bad_seq, 2);
     process.kill9();
 }
+
+/// Starts a master rotation on `process` and returns its progress stream
+/// once the vault has accepted it (it holds the rotation lease from then on).
+async fn start_rotation(
+    process: &VaultProcess,
+    retire_previous: bool,
+) -> Result<tonic::Streaming<pb::RotationProgress>, tonic::Status> {
+    key_admin(process)
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest { retire_previous })
+        .await
+        .map(|response| response.into_inner())
+}
+
+/// The last progress message of a rotation, which must report it done.
+async fn finish(mut rotation: tonic::Streaming<pb::RotationProgress>) -> pb::RotationProgress {
+    let mut last = None;
+    while let Some(progress) = rotation.message().await.unwrap() {
+        last = Some(progress);
+    }
+    let last = last.expect("the rotation reported progress");
+    assert!(last.done, "{last:?}");
+    last
+}
+
+/// Starts a rotation on `process`, asking again while one still runs
+/// elsewhere (a lease is released moments after its rotation ends).
+async fn rotation_once_free(
+    process: &VaultProcess,
+    retire_previous: bool,
+) -> tonic::Streaming<pb::RotationProgress> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match start_rotation(process, retire_previous).await {
+            Ok(rotation) => return rotation,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the lease was never released: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}
+
+/// The refusal a replica gives while another one rotates.
+fn assert_refused_for_another_replica(refused: Result<impl std::fmt::Debug, tonic::Status>) {
+    let status = refused.expect_err("a second replica started rotating at the same time");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("on another replica"),
+        "{}",
+        status.message()
+    );
+}
+
+async fn seed(process: &VaultProcess, customers: usize) {
+    let mut client = process.vault(ADMIN_KEY).await;
+    for i in 0..customers {
+        common::put(
+            &mut client,
+            &format!("seed-{i}"),
+            vec![field("note", FieldKind::Generic, "x")],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn master_versions(process: &VaultProcess) -> Vec<u32> {
+    key_admin(process)
+        .await
+        .get_key_status(pb::GetKeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .master_versions
+}
+
+/// Waits until a rotation has recorded itself in the database (it has added
+/// its master version and promised to retire the older ones).
+async fn wait_for_rotation_record(database: &TestDatabase) {
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .query_opt("SELECT 1 FROM rotation", &[])
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the rotation never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// A rotation holds the lease from the moment it is accepted until it ends, at
+// least the keyring's propagation delay (2 s on PostgreSQL) before it re-wraps
+// anything: the other replica's request comes well inside that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_replica_rotates_the_master_key_at_a_time() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let a = replica(&paths, &dir.path().join("a.log"), &database);
+    let b = replica(&paths, &dir.path().join("b.log"), &database);
+    seed(&a, 50).await;
+
+    let first = start_rotation(&a, false).await.unwrap();
+    assert_refused_for_another_replica(start_rotation(&b, false).await);
+    assert_eq!(finish(first).await.new_master_version, 2);
+
+    let second = finish(rotation_once_free(&b, true).await).await;
+    assert_eq!(second.new_master_version, 3);
+    assert_eq!(second.retired_versions, [1, 2]);
+    assert_eq!(master_versions(&b).await, [3]);
+    a.kill9();
+    b.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotating_replica_killed_with_sigkill_releases_the_lease() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let a = replica(&paths, &dir.path().join("a.log"), &database);
+    let b = replica(&paths, &dir.path().join("b.log"), &database);
+    seed(&a, 20).await;
+
+    let _cut_short = start_rotation(&a, true).await.unwrap();
+    assert_refused_for_another_replica(start_rotation(&b, false).await);
+    wait_for_rotation_record(&database).await;
+    tokio::task::spawn_blocking(move || a.kill9())
+        .await
+        .unwrap();
+
+    // B takes over; its rotation keeps the killed one's promise to retire.
+    let rotation = finish(rotation_once_free(&b, false).await).await;
+    assert_eq!(rotation.new_master_version, 3);
+    assert_eq!(rotation.retired_versions, [1, 2]);
+    let mut client = b.vault(ADMIN_KEY).await;
+    for i in 0..20 {
+        common::get(&mut client, &format!("seed-{i}"), &[], "billing")
+            .await
+            .unwrap();
+    }
+    b.kill9();
+}
+
+/// The local PostgreSQL, behind the test proxy.
+const POSTGRES: &str = "127.0.0.1:5432";
+
+/// Runs `serve` against `url`, which must fail to start; returns what it said.
+fn failed_start(paths: &pii_vault::app::VaultPaths, url: &str, extra_args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "postgres"])
+        .args(["--database-url", url])
+        .arg("--root-key-file")
+        .arg(&paths.root_key_file)
+        .arg("--policy")
+        .arg(&paths.policy_file)
+        .args(extra_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the vault started (or hung) instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let proxy = common::pg_tls_proxy::PgTlsProxy::start(POSTGRES.parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let ca_file = dir.path().join("database-ca.pem");
+    std::fs::write(&ca_file, &proxy.ca_pem).unwrap();
+    let url = proxy.url(&database.name, "require");
+    let over_tls = VaultProcess::start_with(
+        &paths,
+        &dir.path().join("tls.log"),
+        &[
+            "--store",
+            "postgres",
+            "--database-url",
+            &url,
+            "--database-ca",
+            ca_file.to_str().unwrap(),
+        ],
+    );
+    let mut client = over_tls.vault(ADMIN_KEY).await;
+    common::put(
+        &mut client,
+        "over-tls",
+        vec![field("email", FieldKind::Email, "tls@example.com")],
+    )
+    .await
+    .unwrap();
+    let read = common::get(&mut client, "over-tls", &["email"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "email").value, "tls@example.com");
+    assert!(proxy.tls_sessions() > 0, "nothing went through the proxy");
+
+    // The same database reached directly with sslmode=disable.
+    let direct = replica(&paths, &dir.path().join("direct.log"), &database);
+    let mut direct_client = direct.vault(ADMIN_KEY).await;
+    let read = common::get(&mut direct_client, "over-tls", &["email"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "email").value, "tls@example.com");
+    over_tls.kill9();
+    direct.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_refuses_to_start_when_it_cannot_verify_postgres_certificate() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let proxy = common::pg_tls_proxy::PgTlsProxy::start(POSTGRES.parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, common::pg_tls_proxy::test_ca("another CA").pem()).unwrap();
+    let url = proxy.url(&database.name, "require");
+    let other_ca = other_ca.to_str().unwrap();
+    for extra_args in [&["--database-ca", other_ca][..], &[]] {
+        let said = failed_start(&paths, &url, extra_args);
+        assert!(
+            said.contains("TLS") && said.contains("certificate"),
+            "{extra_args:?}: {said}"
+        );
+    }
+    // sslmode=prefer verifies too: a server it cannot verify is not used in clear.
+    let said = failed_start(&paths, &proxy.url(&database.name, "prefer"), &[]);
+    assert!(said.contains("certificate"), "{said}");
+    let said = failed_start(&paths, &database.url, &["--database-ca", other_ca]);
+    assert!(said.contains("sslmode=disable"), "{said}");
+}

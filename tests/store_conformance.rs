@@ -377,7 +377,7 @@ async fn the_postgres_engine_conforms() {
     let Some(database) = common::TestDatabase::create().await else {
         return;
     };
-    let store = PgStore::connect(&database.url, 4).await.unwrap();
+    let store = PgStore::connect(&database.url, 4, None).await.unwrap();
     conformance(Arc::new(store)).await;
 }
 
@@ -389,11 +389,11 @@ async fn postgres_migrations_are_idempotent_when_replicas_start_together() {
     let starts: Vec<_> = (0..4)
         .map(|_| {
             let url = database.url.clone();
-            tokio::spawn(async move { PgStore::connect(&url, 2).await.map(|_| ()) })
+            tokio::spawn(async move { PgStore::connect(&url, 2, None).await.map(|_| ()) })
         })
         .collect();
     for start in starts {
         start.await.unwrap().unwrap();
     }
-    PgStore::connect(&database.url, 2).await.unwrap();
+    PgStore::connect(&database.url, 2, None).await.unwrap();
 }

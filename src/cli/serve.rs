@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// How many unwrapped customer keys to keep in memory.
     #[arg(long, env = "PII_VAULT_DEK_CACHE", default_value_t = 10_000)]
     pub dek_cache: usize,
+    /// How long an unwrapped customer key stays in memory (e.g. 5m, 30s): a key
+    /// of a customer erased through another replica is gone from this one's
+    /// memory at most this long (plus half of it, for the sweep) later.
+    #[arg(long, env = "PII_VAULT_DEK_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub dek_cache_ttl: std::time::Duration,
     /// How often a master key rotation with retirement runs by itself (e.g. 24h,
     /// 7d, 90m). It also bounds when an erasure becomes cryptographic.
     #[arg(long, env = "PII_VAULT_MASTER_ROTATION_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
@@ -61,6 +66,10 @@ pub struct ServeArgs {
     /// PostgreSQL connection string, e.g. postgres://vault@db/vault (with --store postgres).
     #[arg(long, env = "PII_VAULT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// CA bundle (PEM) that signs PostgreSQL's certificate, used instead of the
+    /// system's roots when TLS is used (the URL's sslmode: prefer or require).
+    #[arg(long, env = "PII_VAULT_DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
     /// Connections to PostgreSQL per vault process.
     #[arg(long, env = "PII_VAULT_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: usize,
@@ -111,6 +120,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let options = VaultOptions {
         dek_cache_capacity: args.dek_cache,
+        dek_cache_ttl: args.dek_cache_ttl,
         storage: storage(&args)?,
         key_file_access,
         rotation: RotationPolicy {
@@ -189,6 +199,7 @@ fn storage(args: &ServeArgs) -> anyhow::Result<StorageBackend> {
                 .clone()
                 .context("--store postgres needs --database-url (or PII_VAULT_DATABASE_URL)")?,
             pool_size: args.database_pool,
+            ca_file: args.database_ca.clone(),
         }),
     }
 }

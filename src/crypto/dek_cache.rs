@@ -1,34 +1,48 @@
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
 use super::DataCipher;
 
-/// A cached cipher and the wrapped DEK it was unwrapped from.
+/// A cached cipher, the wrapped DEK it was unwrapped from, and when it expires
+/// (`None`: a TTL beyond what the clock can count, so never).
 struct Entry {
     wrapped_dek: Vec<u8>,
     cipher: Arc<DataCipher>,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|expires_at| now < expires_at)
+    }
 }
 
 /// A bounded LRU cache of unwrapped DEK ciphers, one per customer, so hot
 /// customers skip the master-key unwrap. An entry counts only for the exact
 /// wrapped DEK it came from: a customer erased and created again, re-keyed, or
 /// re-wrapped (here or by another replica) has other wrapped bytes and misses,
-/// so a stale key is never used. An evicted or purged cipher is wiped when its
-/// last `Arc` is dropped.
+/// so a stale key is never used. Entries also expire `ttl` after they were
+/// cached, so that the key of a customer erased through another replica (which
+/// cannot purge this cache) leaves memory too: an expired entry misses, and
+/// `sweep_expired` drops them all. An evicted, purged or expired cipher is
+/// wiped when its last `Arc` is dropped.
 pub struct DekCache {
     /// `None` when the capacity is 0: caching disabled.
     entries: Option<Mutex<LruCache<String, Entry>>>,
+    ttl: Duration,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl DekCache {
-    pub fn new(capacity: usize) -> DekCache {
+    pub fn new(capacity: usize, ttl: Duration) -> DekCache {
         DekCache {
             entries: NonZeroUsize::new(capacity).map(|cap| Mutex::new(LruCache::new(cap))),
+            ttl,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -36,7 +50,22 @@ impl DekCache {
 
     /// The cipher of `wrapped_dek`, if this customer's cached entry came from it.
     pub fn get(&self, customer_id: &str, wrapped_dek: &[u8]) -> Option<Arc<DataCipher>> {
+        self.get_at(customer_id, wrapped_dek, Instant::now())
+    }
+
+    fn get_at(
+        &self,
+        customer_id: &str,
+        wrapped_dek: &[u8],
+        now: Instant,
+    ) -> Option<Arc<DataCipher>> {
         let found = self.lock().and_then(|mut entries| {
+            if entries
+                .peek(customer_id)
+                .is_some_and(|entry| !entry.is_live(now))
+            {
+                entries.pop(customer_id);
+            }
             entries
                 .get(customer_id)
                 .filter(|entry| entry.wrapped_dek == wrapped_dek)
@@ -52,13 +81,50 @@ impl DekCache {
     }
 
     pub fn insert(&self, customer_id: &str, wrapped_dek: &[u8], cipher: Arc<DataCipher>) {
+        self.insert_at(customer_id, wrapped_dek, cipher, Instant::now());
+    }
+
+    fn insert_at(
+        &self,
+        customer_id: &str,
+        wrapped_dek: &[u8],
+        cipher: Arc<DataCipher>,
+        now: Instant,
+    ) {
         if let Some(mut entries) = self.lock() {
             let entry = Entry {
                 wrapped_dek: wrapped_dek.to_vec(),
                 cipher,
+                expires_at: now.checked_add(self.ttl),
             };
             entries.put(customer_id.to_owned(), entry);
         }
+    }
+
+    /// Drops every expired entry; returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        self.sweep_expired_at(Instant::now())
+    }
+
+    fn sweep_expired_at(&self, now: Instant) -> usize {
+        let Some(mut entries) = self.lock() else {
+            return 0;
+        };
+        let expired: Vec<String> = entries
+            .iter()
+            .filter(|(_, entry)| !entry.is_live(now))
+            .map(|(customer_id, _)| customer_id.clone())
+            .collect();
+        for customer_id in &expired {
+            entries.pop(customer_id);
+        }
+        expired.len()
+    }
+
+    /// How often to sweep: half the TTL, so nothing outlives it by more than
+    /// half again, but at most once a second.
+    pub fn sweep_period(&self) -> Duration {
+        (self.ttl / 2).max(Duration::from_secs(1))
     }
 
     /// Forgets the customer's cipher, on erasure or DEK rotation.
@@ -108,13 +174,15 @@ mod tests {
     use super::*;
     use crate::crypto::Dek;
 
+    const TTL: Duration = Duration::from_secs(300);
+
     fn cipher(version: u32) -> Arc<DataCipher> {
         Arc::new(DataCipher::new(&Dek::generate(), version))
     }
 
     #[test]
     fn cached_cipher_is_returned_and_counted_as_a_hit() {
-        let cache = DekCache::new(4);
+        let cache = DekCache::new(4, TTL);
         assert!(cache.get("c1", b"wrapped-1").is_none());
         let inserted = cipher(1);
         cache.insert("c1", b"wrapped-1", Arc::clone(&inserted));
@@ -125,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_entry_from_another_wrapped_dek_is_a_miss() {
-        let cache = DekCache::new(4);
+        let cache = DekCache::new(4, TTL);
         cache.insert("c1", b"old incarnation", cipher(1));
         assert!(cache.get("c1", b"new incarnation").is_none());
         cache.insert("c1", b"new incarnation", cipher(1));
@@ -136,7 +204,7 @@ mod tests {
 
     #[test]
     fn cache_is_bounded_and_evicts_the_least_recently_used() {
-        let cache = DekCache::new(2);
+        let cache = DekCache::new(2, TTL);
         cache.insert("a", b"w", cipher(1));
         cache.insert("b", b"w", cipher(1));
         assert!(cache.get("a", b"w").is_some());
@@ -149,7 +217,7 @@ mod tests {
 
     #[test]
     fn evicted_cipher_is_dropped_by_the_cache() {
-        let cache = DekCache::new(1);
+        let cache = DekCache::new(1, TTL);
         let first = cipher(1);
         cache.insert("a", b"w", Arc::clone(&first));
         cache.insert("b", b"w", cipher(1));
@@ -158,7 +226,7 @@ mod tests {
 
     #[test]
     fn purge_customer_removes_that_customer_only() {
-        let cache = DekCache::new(8);
+        let cache = DekCache::new(8, TTL);
         cache.insert("gone", b"w", cipher(1));
         cache.insert("stays", b"w", cipher(1));
         cache.insert("gone-too-not", b"w", cipher(1));
@@ -171,12 +239,74 @@ mod tests {
 
     #[test]
     fn capacity_zero_never_caches() {
-        let cache = DekCache::new(0);
+        let cache = DekCache::new(0, TTL);
         cache.insert("a", b"w", cipher(1));
         assert!(cache.get("a", b"w").is_none());
         assert!(cache.is_empty());
         cache.purge_customer("a");
         assert_eq!(cache.misses(), 1);
+    }
+
+    #[test]
+    fn an_entry_misses_once_its_ttl_has_passed() {
+        let cache = DekCache::new(4, TTL);
+        let start = Instant::now();
+        cache.insert_at("c1", b"w", cipher(1), start);
+        let just_before = start + TTL - Duration::from_millis(1);
+        assert!(cache.get_at("c1", b"w", just_before).is_some());
+        assert!(cache.get_at("c1", b"w", start + TTL).is_none());
+        assert!(cache.is_empty(), "the expired entry is dropped on lookup");
+    }
+
+    #[test]
+    fn ttl_counts_from_insertion_not_from_last_use() {
+        let cache = DekCache::new(4, TTL);
+        let start = Instant::now();
+        cache.insert_at("c1", b"w", cipher(1), start);
+        assert!(cache.get_at("c1", b"w", start + TTL / 2).is_some());
+        assert!(cache.get_at("c1", b"w", start + TTL).is_none());
+    }
+
+    #[test]
+    fn sweep_drops_expired_entries_and_wipes_their_ciphers() {
+        let cache = DekCache::new(8, TTL);
+        let start = Instant::now();
+        let erased_elsewhere = cipher(1);
+        cache.insert_at("old", b"w", Arc::clone(&erased_elsewhere), start);
+        cache.insert_at("new", b"w", cipher(1), start + TTL / 2);
+        assert_eq!(
+            cache.sweep_expired_at(start + TTL - Duration::from_millis(1)),
+            0
+        );
+        assert_eq!(cache.sweep_expired_at(start + TTL), 1);
+        assert_eq!(
+            Arc::strong_count(&erased_elsewhere),
+            1,
+            "no copy left in the cache"
+        );
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get_at("new", b"w", start + TTL).is_some());
+        assert_eq!(cache.sweep_expired_at(start + TTL + TTL / 2), 1);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_ttl_too_long_for_the_clock_never_expires() {
+        let cache = DekCache::new(2, Duration::MAX);
+        let start = Instant::now();
+        cache.insert_at("c1", b"w", cipher(1), start);
+        let much_later = start + Duration::from_secs(100 * 365 * 24 * 60 * 60);
+        assert_eq!(cache.sweep_expired_at(much_later), 0);
+        assert!(cache.get_at("c1", b"w", much_later).is_some());
+    }
+
+    #[test]
+    fn sweeps_run_twice_per_ttl_but_at_most_once_a_second() {
+        assert_eq!(DekCache::new(1, TTL).sweep_period(), TTL / 2);
+        assert_eq!(
+            DekCache::new(1, Duration::ZERO).sweep_period(),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -190,7 +320,7 @@ mod tests {
 
     #[test]
     fn poisoned_lock_is_recovered_without_panicking() {
-        let cache = Arc::new(DekCache::new(2));
+        let cache = Arc::new(DekCache::new(2, TTL));
         cache.insert("a", b"w", cipher(1));
         let poisoner = Arc::clone(&cache);
         let _ = std::thread::spawn(move || {

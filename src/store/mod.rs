@@ -46,6 +46,37 @@ pub enum CommitError {
     Store(#[from] StoreError),
 }
 
+/// The right to run the one master-key rotation among every process on the
+/// store, until dropped. An engine that one process owns grants it always
+/// (the vault's own lock covers that process).
+pub struct RotationLease {
+    held: Option<Box<dyn HeldLease>>,
+}
+
+/// What an engine keeps while its lease is held.
+pub trait HeldLease: Send + Sync {
+    /// Whether the lease was lost while held (its database session ended).
+    fn is_lost(&self) -> bool;
+}
+
+impl RotationLease {
+    /// The lease of a store that one process owns: nothing to hold.
+    pub fn single_process() -> RotationLease {
+        RotationLease { held: None }
+    }
+
+    pub fn held(lease: impl HeldLease + 'static) -> RotationLease {
+        RotationLease {
+            held: Some(Box::new(lease)),
+        }
+    }
+
+    /// Whether another process may have taken the lease since it was granted.
+    pub fn is_lost(&self) -> bool {
+        self.held.as_ref().is_some_and(|held| held.is_lost())
+    }
+}
+
 /// What the domain needs of a storage engine. Reads see committed state; `commit`
 /// applies one customer's change atomically and returns only once it is on stable
 /// storage.
@@ -90,6 +121,10 @@ pub trait Store: Send + Sync + 'static {
     async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError>;
     /// Records (or with `None`, clears) the unfinished rotation; durable.
     async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError>;
+    /// The rotation lease, or `None` while another process holds it.
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        Ok(Some(RotationLease::single_process()))
+    }
     /// Stores a new policy version (its `seq` and `version` both new) with its
     /// audit event; `Taken` when either exists.
     async fn publish_policy_version(

@@ -23,12 +23,12 @@ impl KeyManager {
     pub fn new(
         keyring: Keyring,
         keyring_store: Box<dyn KeyringStore>,
-        cache_capacity: usize,
+        cache: DekCache,
     ) -> KeyManager {
         KeyManager {
             keyring: RwLock::new(keyring),
             keyring_store: tokio::sync::Mutex::new(keyring_store),
-            cache: DekCache::new(cache_capacity),
+            cache,
         }
     }
 
@@ -196,6 +196,20 @@ impl KeyManager {
     /// Drops every cached cipher of the customer (erasure, re-keying).
     pub fn forget(&self, customer: &CustomerId) {
         self.cache.purge_customer(customer.as_str());
+    }
+
+    /// Drops cached ciphers past their TTL, every sweep period, for as long as
+    /// it runs (the vault's key work stops it at shutdown).
+    pub async fn sweep_cache(&self) {
+        let mut sweeps = tokio::time::interval(self.cache.sweep_period());
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            sweeps.tick().await;
+            let dropped = self.cache.sweep_expired();
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired customer keys dropped from the cache");
+            }
+        }
     }
 
     pub fn blind_index(&self, field: &str, kind: FieldKind, normalized: &str) -> [u8; 32] {

@@ -19,6 +19,7 @@ pub mod kinds;
 mod limits;
 mod notices;
 mod rotation;
+mod rotation_schedule;
 mod search;
 mod stats;
 mod tokenize;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
 use crate::policy::Scope;
-use crate::store::{AuditEntry, CommitError, CustomerChange, CustomerRecord, RotationRecord};
+use crate::store::{
+    AuditEntry, CommitError, CustomerChange, CustomerRecord, RotationLease, RotationRecord,
+};
 
 use super::{now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
 
@@ -48,21 +50,43 @@ pub struct RotationProgress {
     pub retired_versions: Vec<u32>,
 }
 
-type ProgressSender = mpsc::Sender<Result<RotationProgress, VaultError>>;
+pub(super) type ProgressSender = mpsc::Sender<Result<RotationProgress, VaultError>>;
+
+/// Held by the one master rotation that may run: this process's lock, and the
+/// store's lease, which keeps every other process on the store out.
+pub(super) struct RotationGuard {
+    _local: OwnedMutexGuard<()>,
+    lease: RotationLease,
+}
+
+impl RotationGuard {
+    /// Fails once the lease is lost (its database session ended), since
+    /// another replica may have started rotating.
+    fn check(&self) -> Result<(), VaultError> {
+        if self.lease.is_lost() {
+            return Err(VaultError::Unavailable(
+                "the master key rotation lost its lease (the database connection closed); it resumes later".into(),
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Vault {
     /// Starts a master rotation in the background and streams its progress. The
     /// rotation finishes even if the caller goes away. A second rotation while
-    /// one runs is refused with FAILED_PRECONDITION.
+    /// one runs, in this process or another on the same store, is refused with
+    /// FAILED_PRECONDITION.
     pub async fn start_master_rotation(
         self: &Arc<Self>,
         caller: &Caller,
         retire_previous: bool,
     ) -> Result<mpsc::Receiver<Result<RotationProgress, VaultError>>, VaultError> {
         let entry = self.audit_entry(caller, "RotateMasterKey", "", &[], "");
-        let guard = caller
-            .require_scope(Scope::KeysAdmin)
-            .and_then(|()| self.rotation_guard());
+        let guard = match caller.require_scope(Scope::KeysAdmin) {
+            Ok(()) => self.rotation_guard().await,
+            Err(refusal) => Err(refusal),
+        };
         let guard = self.audit_refusal(entry.clone(), guard).await?;
         let (progress, receiver) = mpsc::channel(64);
         let vault = Arc::clone(self);
@@ -78,73 +102,28 @@ impl Vault {
         Ok(receiver)
     }
 
-    /// The vault's own key work, for as long as it serves: finishes a master
-    /// rotation that a crash interrupted, then rotates on the policy's schedule.
-    pub async fn maintain_keys(self: Arc<Self>) {
-        if let Err(error) = self.resume_rotation().await {
-            tracing::error!(%error, "could not finish the interrupted master key rotation");
-        }
-        tokio::join!(
-            Arc::clone(&self).run_rotation_schedule(),
-            self.follow_keyring()
-        );
-    }
-
-    /// Picks up keyring changes other replicas make (a no-op for a keyring file).
-    async fn follow_keyring(&self) {
-        loop {
-            tokio::time::sleep(super::KEYRING_POLL).await;
-            if let Err(error) = self.keys.reload().await {
-                tracing::warn!(%error, "could not check the shared keyring for changes");
-            }
-        }
-    }
-
-    /// Runs a master rotation with retirement whenever the policy's interval has
-    /// passed since the last one; runs for the life of the vault.
-    async fn run_rotation_schedule(self: Arc<Self>) {
-        loop {
-            let due_ms = self
-                .keys
-                .last_rotation_ms()
-                .saturating_add(self.rotation_policy.master_interval.as_millis() as i64);
-            let wait_ms = due_ms.saturating_sub(now_ms()).max(0) as u64;
-            // Wake at least every minute: another rotation may have moved the due time.
-            tokio::time::sleep(Duration::from_millis(wait_ms.min(60_000))).await;
-            if now_ms() < due_ms {
-                continue;
-            }
-            let Ok(guard) = self.rotation_guard() else {
-                continue; // one is running already
-            };
-            let entry = AuditEntry {
-                at_ms: now_ms(),
-                principal: "pii-vault".into(),
-                action: "RotateMasterKey".into(),
-                outcome: "ok".into(),
-                request_id: "scheduled".into(),
-                ..AuditEntry::default()
-            };
-            let (progress, mut receiver) = mpsc::channel(64);
-            tokio::spawn(async move { while receiver.recv().await.is_some() {} });
-            if let Err(error) = self.rotate_master(guard, true, &progress, entry).await {
-                tracing::error!(%error, "scheduled master key rotation failed");
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
-        }
-    }
-
-    fn rotation_guard(&self) -> Result<OwnedMutexGuard<()>, VaultError> {
-        Arc::clone(&self.rotation_lock)
+    /// This process's lock, then the store's lease; either refused is
+    /// FAILED_PRECONDITION.
+    pub(super) async fn rotation_guard(&self) -> Result<RotationGuard, VaultError> {
+        let local = Arc::clone(&self.rotation_lock)
             .try_lock_owned()
             .map_err(|_| {
                 VaultError::FailedPrecondition("a master key rotation is already running".into())
-            })
+            })?;
+        let lease = self.store.try_rotation_lease().await?.ok_or_else(|| {
+            VaultError::FailedPrecondition(
+                "a master key rotation is already running (on another replica)".into(),
+            )
+        })?;
+        Ok(RotationGuard {
+            _local: local,
+            lease,
+        })
     }
 
-    async fn rotate_master(
+    pub(super) async fn rotate_master(
         &self,
-        _guard: OwnedMutexGuard<()>,
+        guard: RotationGuard,
         retire_previous: bool,
         progress: &ProgressSender,
         entry: AuditEntry,
@@ -172,34 +151,16 @@ impl Vault {
         // Other replicas keep wrapping new keys under the old version until they
         // notice the new one; re-wrapping starts once they all have.
         tokio::time::sleep(self.keys.propagation_delay().await).await;
-        self.finish_rotation(&rotation, Some(progress)).await?;
+        self.finish_rotation(&guard, &rotation, Some(progress))
+            .await?;
         self.append_audit(vec![entry]).await
-    }
-
-    /// Finishes a rotation that a crash interrupted (called at start-up).
-    async fn resume_rotation(self: &Arc<Self>) -> Result<(), VaultError> {
-        let Some(rotation) = self.store.rotation().await? else {
-            return Ok(());
-        };
-        let Ok(_guard) = self.rotation_guard() else {
-            // A rotation asked for in the meantime finishes it (see rotate_master).
-            tracing::info!(
-                target_version = rotation.target_version,
-                "the interrupted master key rotation is superseded by the one running"
-            );
-            return Ok(());
-        };
-        tracing::info!(
-            target_version = rotation.target_version,
-            "resuming master key rotation"
-        );
-        self.finish_rotation(&rotation, None).await
     }
 
     /// Re-wraps every DEK under the rotation's target version, retires the older
     /// versions when asked, and clears the record of the unfinished rotation.
-    async fn finish_rotation(
+    pub(super) async fn finish_rotation(
         &self,
+        guard: &RotationGuard,
         rotation: &RotationRecord,
         progress: Option<&ProgressSender>,
     ) -> Result<(), VaultError> {
@@ -211,12 +172,13 @@ impl Vault {
         let mut stragglers = u64::MAX;
         for _ in 0..MAX_PASSES {
             stragglers = self
-                .rewrap_pass(rotation.target_version, &mut report, progress)
+                .rewrap_pass(guard, rotation.target_version, &mut report, progress)
                 .await?;
             if stragglers == 0 {
                 break;
             }
         }
+        guard.check()?;
         if rotation.retire_previous {
             if stragglers > 0 {
                 return Err(VaultError::Unavailable(format!(
@@ -248,6 +210,7 @@ impl Vault {
     /// many still need re-wrapping.
     async fn rewrap_pass(
         &self,
+        guard: &RotationGuard,
         target_version: u32,
         report: &mut RotationProgress,
         progress: Option<&ProgressSender>,
@@ -256,6 +219,7 @@ impl Vault {
         let mut stragglers = 0;
         report.rewrapped = 0;
         loop {
+            guard.check()?;
             let page = self
                 .store
                 .customers_after(after.as_deref(), REWRAP_BATCH)

@@ -2,6 +2,8 @@
 //! directory, and real tonic clients that authenticate as the test principals.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pg_tls_proxy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -136,6 +138,17 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=postgres".to_owned())
 }
 
+/// The local server may offer TLS with a certificate nothing here can verify
+/// (Debian's self-signed one): the vault, which always verifies, is told to
+/// speak plain unless the admin URL says otherwise.
+fn plain_unless_asked() -> &'static str {
+    if postgres_admin_url().contains("sslmode") {
+        ""
+    } else {
+        " sslmode=disable"
+    }
+}
+
 /// A database of one test's own, dropped (with its connections) when dropped.
 pub struct TestDatabase {
     pub name: String,
@@ -169,8 +182,9 @@ impl TestDatabase {
             .await
             .unwrap();
         let url = format!(
-            "{} dbname={name}",
-            postgres_admin_url().replace("dbname=postgres", "")
+            "{} dbname={name}{}",
+            postgres_admin_url().replace("dbname=postgres", ""),
+            plain_unless_asked(),
         );
         Some(TestDatabase { name, url })
     }
@@ -179,6 +193,7 @@ impl TestDatabase {
         app::StorageBackend::Postgres {
             url: self.url.clone(),
             pool_size: 8,
+            ca_file: None,
         }
     }
 }

@@ -192,6 +192,13 @@ change.
 {{- fail (printf "storage.backend \"postgres\" needs database.existingSecret: the name of a Secret holding the PostgreSQL connection URL under the key database.existingSecretKey (%q), e.g. kubectl -n %s create secret generic pii-vault-database --from-literal=%s='postgres://vault:PASSWORD@db.example:5432/vault'. The chart never puts the URL in a ConfigMap or in the pod's arguments" .Values.database.existingSecretKey .Release.Namespace .Values.database.existingSecretKey) }}
 {{- end }}
 {{- end }}
+{{- $ca := .Values.database.ca }}
+{{- if and $ca.existingSecret $ca.existingConfigMap }}
+{{- fail "database.ca: set existingSecret or existingConfigMap, not both: the vault reads one CA bundle" }}
+{{- end }}
+{{- if and (or $ca.existingSecret $ca.existingConfigMap) (ne .Values.storage.backend "postgres") }}
+{{- fail (printf "database.ca verifies PostgreSQL's certificate, but storage.backend is %q: remove it or use storage.backend \"postgres\"" .Values.storage.backend) }}
+{{- end }}
 {{- if .Values.autoscaling.enabled }}
 {{- $as := .Values.autoscaling }}
 {{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
@@ -250,4 +257,11 @@ change.
 {{- fail "podDisruptionBudget: set one of minAvailable and maxUnavailable" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Whether a CA bundle for PostgreSQL's certificate is mounted (--database-ca).
+*/}}
+{{- define "pii-vault.databaseCa" -}}
+{{- if or .Values.database.ca.existingSecret .Values.database.ca.existingConfigMap }}true{{ end }}
 {{- end }}

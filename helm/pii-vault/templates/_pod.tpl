@@ -5,8 +5,8 @@ storage differs:
   - sled: --data-dir and --keyring-file on the volume `data` (a claim
     template, or persistence.existingClaim);
   - postgres: --store postgres, the URL from database.existingSecret in
-    PII_VAULT_DATABASE_URL, no volume at all (data and keyring live in the
-    database).
+    PII_VAULT_DATABASE_URL, no data volume at all (data and keyring live in
+    the database); the CA that verifies the database, when given, read-only.
 */}}
 {{- define "pii-vault.podTemplate" -}}
 {{- $sled := eq .Values.storage.backend "sled" -}}
@@ -81,6 +81,10 @@ spec:
         - postgres
         - --database-pool
         - {{ int64 .Values.database.poolSize | quote }}
+        {{- if include "pii-vault.databaseCa" . }}
+        - --database-ca
+        - /etc/pii-vault/database-ca/ca.crt
+        {{- end }}
         {{- end }}
         - --root-key-file
         - /etc/pii-vault/root-key/root.key
@@ -187,6 +191,11 @@ spec:
           readOnly: true
         {{- end }}
         {{- end }}
+        {{- if include "pii-vault.databaseCa" . }}
+        - name: database-ca
+          mountPath: /etc/pii-vault/database-ca
+          readOnly: true
+        {{- end }}
   volumes:
     - name: root-key
       secret:
@@ -214,6 +223,25 @@ spec:
         defaultMode: 292  # = 0444
         items:
           - key: ca.crt
+            path: ca.crt
+    {{- end }}
+    {{- end }}
+    {{- with .Values.database.ca }}
+    {{- if .existingSecret }}
+    - name: database-ca
+      secret:
+        secretName: {{ .existingSecret }}
+        defaultMode: 292  # = 0444: a CA bundle is public
+        items:
+          - key: {{ .key }}
+            path: ca.crt
+    {{- else if .existingConfigMap }}
+    - name: database-ca
+      configMap:
+        name: {{ .existingConfigMap }}
+        defaultMode: 292  # = 0444
+        items:
+          - key: {{ .key }}
             path: ca.crt
     {{- end }}
     {{- end }}

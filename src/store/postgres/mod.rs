@@ -2,53 +2,84 @@
 //! is one transaction; commits compare the customer's revision under a row
 //! lock (no lost updates) and take their place in the single audit hash chain
 //! under a transaction-scoped advisory lock (no forks, no gaps). Durability is
-//! PostgreSQL's own (`synchronous_commit` on, the default).
+//! PostgreSQL's own (`synchronous_commit` on, the default). One replica at a
+//! time rotates the master key: the lease is a session-level advisory lock.
 
 mod batcher;
 mod commit;
+mod lease;
 mod schema;
+mod tls;
 
+use std::path::Path;
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::audit::{AuditEntry, AuditQuery, AuditRecord};
 use super::records::{decode, encode};
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
-    RotationRecord, Store, StoreError, TokenRecord,
+    RotationLease, RotationRecord, Store, StoreError, TokenRecord,
 };
 
 /// Advisory lock ids: "piiv" followed by a purpose number.
 mod lock_ids {
     pub const MIGRATIONS: i64 = 0x7069_6976_0001;
     pub const AUDIT_CHAIN: i64 = 0x7069_6976_0002;
+    pub const ROTATION: i64 = 0x7069_6976_0003;
 }
 
 pub struct PgStore {
     pool: Pool,
     writer: batcher::Batcher,
+    /// For the rotation lease's own connection.
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 fn pg(error: tokio_postgres::Error) -> StoreError {
-    // The driver's message names the failing statement's problem, never its values.
-    StoreError::Engine(format!("postgres: {error}"))
+    StoreError::Engine(format!("postgres: {}", describe(&error)))
 }
 
-fn pool_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(format!("postgres pool: {error}"))
+/// The driver's message names the failing statement's problem, never its
+/// values. Its causes are added (why a connection or TLS handshake failed),
+/// except under an error the server sent, whose details can quote values.
+fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    if error.as_db_error().is_none() {
+        let mut cause = std::error::Error::source(error);
+        while let Some(inner) = cause {
+            text.push_str(&format!(": {inner}"));
+            cause = inner.source();
+        }
+    }
+    text
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => pg(error),
+        other => StoreError::Engine(format!("postgres pool: {other}")),
+    }
 }
 
 impl PgStore {
     /// Connects (`url` as libpq accepts it: `postgres://user@host/db` or
-    /// `host=... dbname=...`) and applies pending migrations.
-    pub async fn connect(url: &str, pool_size: usize) -> Result<PgStore, StoreError> {
+    /// `host=... dbname=...`; TLS as its `sslmode` says, the server verified
+    /// against `ca_file` or the system's roots) and applies pending migrations.
+    pub async fn connect(
+        url: &str,
+        pool_size: usize,
+        ca_file: Option<&Path>,
+    ) -> Result<PgStore, StoreError> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|_| StoreError::Engine("the database URL cannot be parsed".into()))?;
+        let tls = tls::connector(&config, ca_file)?;
         let manager = Manager::from_config(
-            config,
-            NoTls,
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -56,11 +87,13 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .build()
-            .map_err(pool_error)?;
+            .map_err(|error| StoreError::Engine(format!("postgres pool: {error}")))?;
         schema::migrate(&mut pool.get().await.map_err(pool_error)?).await?;
         Ok(PgStore {
             writer: batcher::Batcher::start(pool.clone()),
             pool,
+            config,
+            tls,
         })
     }
 
@@ -265,6 +298,10 @@ impl Store for PgStore {
         }
         .map_err(pg)?;
         Ok(())
+    }
+
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        lease::try_lease(&self.config, &self.tls).await
     }
 
     async fn publish_policy_version(
