@@ -165,7 +165,7 @@ impl Vault {
         } else {
             ErasureState::Logical
         };
-        let interval_ms = self.rotation_policy.master_interval.as_millis() as i64;
+        let interval_ms = self.rotation_policy.master_interval_ms();
         let due = (state == ErasureState::Logical).then(|| {
             self.keys
                 .last_rotation_ms()

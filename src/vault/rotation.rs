@@ -40,6 +40,13 @@ impl Default for RotationPolicy {
     }
 }
 
+impl RotationPolicy {
+    /// The interval in milliseconds, saturating for absurdly long intervals.
+    pub fn master_interval_ms(&self) -> i64 {
+        i64::try_from(self.master_interval.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
 /// How far a master rotation got.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RotationProgress {

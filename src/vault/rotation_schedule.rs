@@ -89,7 +89,7 @@ impl Vault {
         let due_ms = self
             .keys
             .last_rotation_ms()
-            .saturating_add(self.rotation_policy.master_interval.as_millis() as i64);
+            .saturating_add(self.rotation_policy.master_interval_ms());
         Duration::from_millis(due_ms.saturating_sub(now_ms()).max(0) as u64)
     }
 }
