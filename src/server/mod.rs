@@ -246,30 +246,23 @@ type Apis = (
     KeyAdminServiceServer<KeyAdminApi>,
 );
 
+/// A service over the vault, with the vault's message size limits.
+macro_rules! limited_service {
+    ($server:ident, $api:ident, $vault:expr, $metrics:expr) => {
+        $server::new($api {
+            vault: Arc::clone($vault),
+            metrics: Arc::clone($metrics),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    };
+}
+
 fn apis(vault: &Arc<Vault>, metrics: &Arc<Metrics>) -> Apis {
-    let vault_api = VaultServiceServer::new(VaultApi {
-        vault: Arc::clone(vault),
-        metrics: Arc::clone(metrics),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let privacy_api = PrivacyServiceServer::new(PrivacyApi {
-        vault: Arc::clone(vault),
-        metrics: Arc::clone(metrics),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let audit_api = AuditServiceServer::new(AuditApi {
-        vault: Arc::clone(vault),
-        metrics: Arc::clone(metrics),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let key_admin_api = KeyAdminServiceServer::new(KeyAdminApi {
-        vault: Arc::clone(vault),
-        metrics: Arc::clone(metrics),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    (vault_api, privacy_api, audit_api, key_admin_api)
+    (
+        limited_service!(VaultServiceServer, VaultApi, vault, metrics),
+        limited_service!(PrivacyServiceServer, PrivacyApi, vault, metrics),
+        limited_service!(AuditServiceServer, AuditApi, vault, metrics),
+        limited_service!(KeyAdminServiceServer, KeyAdminApi, vault, metrics),
+    )
 }
