@@ -2,11 +2,13 @@
 //! the chain's advisory lock, receipts and policy versions.
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::{lock_ids, pg};
 use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
 use crate::store::records::encode;
-use crate::store::{CommitError, CustomerChange, PolicyVersionRecord, StoreError};
+use crate::store::{CommitError, CustomerChange, IndexEntry, PolicyVersionRecord, StoreError};
 
 pub async fn publish_policy_version(
     client: &mut Object,
@@ -44,6 +46,29 @@ pub(super) async fn lock_chain(transaction: &Transaction<'_>) -> Result<(), Stor
     Ok(())
 }
 
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Runs a statement prepared once per connection: the writer's statements run
+/// one after another in the batch's transaction, and preparing each again
+/// would double its round trips.
+async fn execute(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<u64, StoreError> {
+    let statement = transaction.prepare_cached(sql).await.map_err(pg)?;
+    transaction.execute(&statement, params).await.map_err(pg)
+}
+
+async fn query_opt(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let statement = transaction.prepare_cached(sql).await.map_err(pg)?;
+    transaction.query_opt(&statement, params).await.map_err(pg)
+}
+
 pub async fn audit_head(client: &impl GenericClient) -> Result<(u64, [u8; 32]), StoreError> {
     let row = client
         .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
@@ -65,37 +90,36 @@ pub(super) async fn append_chained(
     transaction: &Transaction<'_>,
     entries: Vec<AuditEntry>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let (mut seq, mut hash) = audit_head(transaction).await?;
     let mut records = Vec::with_capacity(entries.len());
     for entry in entries {
         let record = AuditRecord::chain(entry, seq, hash);
-        transaction
-            .execute(
-                "INSERT INTO audit_events (seq, customer_id, principal, at_ms, record)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &(record.seq as i64),
-                    &record.customer_id,
-                    &record.principal,
-                    &record.at_ms,
-                    &encode(&record)?,
-                ],
-            )
-            .await
-            .map_err(pg)?;
         (seq, hash) = (record.seq, record.hash);
         records.push(record);
     }
-    if !records.is_empty() {
-        transaction
-            .execute(
-                "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2)
-                 ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
-                &[&(seq as i64), &&hash[..]],
-            )
-            .await
-            .map_err(pg)?;
-    }
+    let seqs: Vec<i64> = records.iter().map(|record| record.seq as i64).collect();
+    let customers: Vec<&str> = records.iter().map(|r| r.customer_id.as_str()).collect();
+    let principals: Vec<&str> = records.iter().map(|r| r.principal.as_str()).collect();
+    let times: Vec<i64> = records.iter().map(|record| record.at_ms).collect();
+    let encoded = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+    // One statement for the whole batch's events.
+    execute(
+        transaction,
+        "INSERT INTO audit_events (seq, customer_id, principal, at_ms, record)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])",
+        &[&seqs, &customers, &principals, &times, &encoded],
+    )
+    .await?;
+    execute(
+        transaction,
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+        &[&(seq as i64), &&hash[..]],
+    )
+    .await?;
     Ok(records)
 }
 
@@ -103,44 +127,11 @@ pub(super) async fn apply_change(
     transaction: &Transaction<'_>,
     change: &CustomerChange,
 ) -> Result<(), CommitError> {
-    let id = change.customer_id.as_str();
     check_revision(transaction, change).await?;
     if let Some(record) = &change.customer {
         check_master_version_live(transaction, record.dek.master_version).await?;
     }
-    for (token, record) in &change.new_tokens {
-        let inserted = transaction
-            .execute(
-                "INSERT INTO tokens (token, customer_id, record) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[token, &id, &encode(record)?],
-            )
-            .await
-            .map_err(pg)?;
-        if inserted == 0 {
-            return Err(CommitError::Taken);
-        }
-    }
-    for (token, record) in &change.put_tokens {
-        transaction
-            .execute(
-                "INSERT INTO tokens (token, customer_id, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (token) DO UPDATE SET customer_id = EXCLUDED.customer_id,
-                                                   record = EXCLUDED.record",
-                &[token, &id, &encode(record)?],
-            )
-            .await
-            .map_err(pg)?;
-    }
-    if !change.delete_tokens.is_empty() {
-        transaction
-            .execute(
-                "DELETE FROM tokens WHERE token = ANY($1)",
-                &[&change.delete_tokens],
-            )
-            .await
-            .map_err(pg)?;
-    }
+    write_tokens(transaction, change).await?;
     write_fields(transaction, change).await?;
     write_index(transaction, change).await?;
     write_customer(transaction, change).await
@@ -152,13 +143,12 @@ async fn check_revision(
     transaction: &Transaction<'_>,
     change: &CustomerChange,
 ) -> Result<(), CommitError> {
-    let row = transaction
-        .query_opt(
-            "SELECT revision FROM customers WHERE id = $1 FOR UPDATE",
-            &[&change.customer_id],
-        )
-        .await
-        .map_err(pg)?;
+    let row = query_opt(
+        transaction,
+        "SELECT revision FROM customers WHERE id = $1 FOR UPDATE",
+        &[&change.customer_id],
+    )
+    .await?;
     let current = row.map(|row| row.get::<_, i64>(0) as u64);
     if current != change.expected_revision {
         return Err(CommitError::Conflict);
@@ -172,13 +162,12 @@ async fn check_master_version_live(
     transaction: &Transaction<'_>,
     master_version: u32,
 ) -> Result<(), CommitError> {
-    let row = transaction
-        .query_opt(
-            "SELECT retired_below FROM keyring WHERE id = 1 FOR SHARE",
-            &[],
-        )
-        .await
-        .map_err(pg)?;
+    let row = query_opt(
+        transaction,
+        "SELECT retired_below FROM keyring WHERE id = 1 FOR SHARE",
+        &[],
+    )
+    .await?;
     match row {
         Some(row) if (master_version as i64) < i64::from(row.get::<_, i32>(0)) => {
             Err(CommitError::StaleKeyring)
@@ -187,29 +176,81 @@ async fn check_master_version_live(
     }
 }
 
+async fn write_tokens(
+    transaction: &Transaction<'_>,
+    change: &CustomerChange,
+) -> Result<(), CommitError> {
+    let id = change.customer_id.as_str();
+    if !change.new_tokens.is_empty() {
+        let tokens: Vec<&str> = change.new_tokens.iter().map(|(t, _)| t.as_str()).collect();
+        let records = change
+            .new_tokens
+            .iter()
+            .map(|(_, record)| encode(record))
+            .collect::<Result<Vec<_>, _>>()?;
+        let inserted = execute(
+            transaction,
+            "INSERT INTO tokens (token, customer_id, record)
+             SELECT token, $1, record FROM unnest($2::text[], $3::bytea[]) AS t(token, record)
+             ON CONFLICT DO NOTHING",
+            &[&id, &tokens, &records],
+        )
+        .await?;
+        if inserted != tokens.len() as u64 {
+            return Err(CommitError::Taken);
+        }
+    }
+    // One row at a time: the same deterministic token may be written twice.
+    for (token, record) in &change.put_tokens {
+        execute(
+            transaction,
+            "INSERT INTO tokens (token, customer_id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (token) DO UPDATE SET customer_id = EXCLUDED.customer_id,
+                                               record = EXCLUDED.record",
+            &[token, &id, &encode(record)?],
+        )
+        .await?;
+    }
+    if !change.delete_tokens.is_empty() {
+        execute(
+            transaction,
+            "DELETE FROM tokens WHERE token = ANY($1)",
+            &[&change.delete_tokens],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Field names are unique within a change, so one upsert takes them all.
 async fn write_fields(
     transaction: &Transaction<'_>,
     change: &CustomerChange,
 ) -> Result<(), CommitError> {
     let id = change.customer_id.as_str();
-    for (name, field) in &change.put_fields {
-        transaction
-            .execute(
-                "INSERT INTO fields (customer_id, name, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (customer_id, name) DO UPDATE SET record = EXCLUDED.record",
-                &[&id, name, &encode(field)?],
-            )
-            .await
-            .map_err(pg)?;
+    if !change.put_fields.is_empty() {
+        let names: Vec<&str> = change.put_fields.iter().map(|(n, _)| n.as_str()).collect();
+        let records = change
+            .put_fields
+            .iter()
+            .map(|(_, field)| encode(field))
+            .collect::<Result<Vec<_>, _>>()?;
+        execute(
+            transaction,
+            "INSERT INTO fields (customer_id, name, record)
+             SELECT $1, name, record FROM unnest($2::text[], $3::bytea[]) AS f(name, record)
+             ON CONFLICT (customer_id, name) DO UPDATE SET record = EXCLUDED.record",
+            &[&id, &names, &records],
+        )
+        .await?;
     }
     if !change.delete_fields.is_empty() {
-        transaction
-            .execute(
-                "DELETE FROM fields WHERE customer_id = $1 AND name = ANY($2)",
-                &[&id, &change.delete_fields],
-            )
-            .await
-            .map_err(pg)?;
+        execute(
+            transaction,
+            "DELETE FROM fields WHERE customer_id = $1 AND name = ANY($2)",
+            &[&id, &change.delete_fields],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -219,26 +260,36 @@ async fn write_index(
     change: &CustomerChange,
 ) -> Result<(), CommitError> {
     let id = change.customer_id.as_str();
-    for entry in &change.delete_index {
-        transaction
-            .execute(
-                "DELETE FROM blind_index WHERE field_name = $1 AND blind = $2 AND customer_id = $3",
-                &[&entry.field_name, &&entry.blind_index[..], &id],
-            )
-            .await
-            .map_err(pg)?;
+    if !change.delete_index.is_empty() {
+        let (names, blinds) = index_columns(&change.delete_index);
+        execute(
+            transaction,
+            "DELETE FROM blind_index WHERE customer_id = $1
+             AND (field_name, blind) IN (SELECT * FROM unnest($2::text[], $3::bytea[]))",
+            &[&id, &names, &blinds],
+        )
+        .await?;
     }
-    for entry in &change.put_index {
-        transaction
-            .execute(
-                "INSERT INTO blind_index (field_name, blind, customer_id) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&entry.field_name, &&entry.blind_index[..], &id],
-            )
-            .await
-            .map_err(pg)?;
+    if !change.put_index.is_empty() {
+        let (names, blinds) = index_columns(&change.put_index);
+        execute(
+            transaction,
+            "INSERT INTO blind_index (field_name, blind, customer_id)
+             SELECT field_name, blind, $1 FROM unnest($2::text[], $3::bytea[]) AS i(field_name, blind)
+             ON CONFLICT DO NOTHING",
+            &[&id, &names, &blinds],
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// Index entries as the two array parameters of one statement.
+fn index_columns(entries: &[IndexEntry]) -> (Vec<&str>, Vec<&[u8]>) {
+    entries
+        .iter()
+        .map(|entry| (entry.field_name.as_str(), &entry.blind_index[..]))
+        .unzip()
 }
 
 async fn write_customer(
@@ -247,22 +298,21 @@ async fn write_customer(
 ) -> Result<(), CommitError> {
     let id = change.customer_id.as_str();
     match &change.customer {
-        Some(record) => transaction
-            .execute(
-                "INSERT INTO customers (id, revision, master_version, record) VALUES ($1, $2, $3, $4)
+        Some(record) => execute(
+            transaction,
+            "INSERT INTO customers (id, revision, master_version, record) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO UPDATE SET revision = EXCLUDED.revision,
                      master_version = EXCLUDED.master_version, record = EXCLUDED.record",
-                &[
-                    &id,
-                    &(record.revision as i64),
-                    &(record.dek.master_version as i32),
-                    &encode(record)?,
-                ],
-            )
-            .await,
-        None => transaction.execute("DELETE FROM customers WHERE id = $1", &[&id]).await,
-    }
-    .map_err(pg)?;
+            &[
+                &id,
+                &(record.revision as i64),
+                &(record.dek.master_version as i32),
+                &encode(record)?,
+            ],
+        )
+        .await?,
+        None => execute(transaction, "DELETE FROM customers WHERE id = $1", &[&id]).await?,
+    };
     Ok(())
 }
 
