@@ -12,7 +12,7 @@ PID=${PID:?pid of the vault}; ADDR=${ADDR:-http://127.0.0.1:50071}
 BIN=${BIN:-target/release/pii-vault}
 OUT=${OUT:-/tmp/pii-vault-profile}/$OP-$BATCH
 CUSTOMERS=${CUSTOMERS:-10000}
-FRAMES=${FRAMES:-apply_chained|sled::tree::Tree::transaction|Db::flush|sync_data|aes_gcm|Aes256|GHash|polyval|hmac|h2::|hyper::|tonic::|prost::|unwrap_dek|DekCache|fdatasync|sync_file_range|epoll_wait|malloc|_int_free|sha2|postcard|tokio::runtime::task}
+FRAMES=${FRAMES:-sled_writer|sled::tree::Tree::apply_batch|Db::flush|sync_data|aes_gcm|Aes256|GHash|polyval|hmac|h2::|hyper::|tonic::|prost::|unwrap_dek|DekCache|fdatasync|sync_file_range|epoll_wait|malloc|_int_free|sha2|postcard|tokio::runtime::task}
 mkdir -p "$OUT"
 # Nanoseconds on a CPU and waiting for one (run queue), over the server's threads.
 sched() { cat /proc/"$PID"/task/*/schedstat | awk '{ run += $1; wait += $2 } END { print run, wait }'; }
