@@ -24,6 +24,15 @@ fn replica(
     )
 }
 
+/// Two vault processes on `database`, sharing the keys and policy in `dir`.
+fn two_replicas(dir: &std::path::Path, database: &TestDatabase) -> (VaultProcess, VaultProcess) {
+    let paths = common::prepare_dir(dir, &common::test_policy());
+    (
+        replica(&paths, &dir.join("a.log"), database),
+        replica(&paths, &dir.join("b.log"), database),
+    )
+}
+
 async fn key_admin(process: &VaultProcess) -> common::KeyAdminClient {
     pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
         process.channel().await,
@@ -48,9 +57,7 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let a = replica(&paths, &dir.path().join("a.log"), &database);
-    let b = replica(&paths, &dir.path().join("b.log"), &database);
+    let (a, b) = two_replicas(dir.path(), &database);
     let clients = [a.vault(ADMIN_KEY).await, b.vault(ADMIN_KEY).await];
     const CUSTOMERS: usize = 20;
     const WRITERS: usize = 6;
@@ -426,9 +433,7 @@ async fn only_one_replica_rotates_the_master_key_at_a_time() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let a = replica(&paths, &dir.path().join("a.log"), &database);
-    let b = replica(&paths, &dir.path().join("b.log"), &database);
+    let (a, b) = two_replicas(dir.path(), &database);
     seed(&a, 50).await;
 
     let first = start_rotation(&a, false).await.unwrap();
@@ -449,9 +454,7 @@ async fn a_rotating_replica_killed_with_sigkill_releases_the_lease() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let a = replica(&paths, &dir.path().join("a.log"), &database);
-    let b = replica(&paths, &dir.path().join("b.log"), &database);
+    let (a, b) = two_replicas(dir.path(), &database);
     seed(&a, 20).await;
 
     let _cut_short = start_rotation(&a, true).await.unwrap();
