@@ -367,6 +367,51 @@ fn describe_load(rate: Option<f64>) -> String {
     rate.map_or_else(|| "max".to_owned(), |rate| format!("{rate:.0}"))
 }
 
+/// The runs measured so far; each is announced on stderr as it finishes,
+/// unless the report is JSON.
+struct Measurements {
+    runs: Vec<Summary>,
+    quiet: bool,
+}
+
+impl Measurements {
+    /// Measures `workers` under `shape` and keeps the summary.
+    async fn run(
+        &mut self,
+        target: &str,
+        op: &str,
+        batch: usize,
+        workers: Vec<Worker>,
+        shape: Shape,
+    ) -> Summary {
+        let (tally, elapsed) = measure(workers, shape).await;
+        let load = describe_load(shape.rate);
+        let summary = Summary::new(target, op, batch, load, elapsed, tally);
+        if !self.quiet {
+            eprintln!(
+                "  measured {} {}: {:.0} req/s",
+                summary.target, summary.op, summary.requests_per_sec
+            );
+        }
+        self.runs.push(summary.clone());
+        summary
+    }
+}
+
+/// The vault's run of one operation as ratios to the baselines that ran.
+fn ratios_of(vault: &Summary, health: Option<&Summary>, postgres: Option<&Summary>) -> Value {
+    let ratio =
+        |num: f64, den: Option<f64>| den.filter(|d| *d > 0.0).map(|d| stats::round(num / d, 3));
+    json!({
+        "op": vault.op,
+        "batch": vault.batch,
+        "vs_health_requests": ratio(vault.requests_per_sec, health.map(|h| h.requests_per_sec)),
+        "vs_postgres_requests": ratio(vault.requests_per_sec, postgres.map(|p| p.requests_per_sec)),
+        "vs_postgres_values": ratio(vault.values_per_sec, postgres.map(|p| p.values_per_sec)),
+        "vs_postgres_p99": ratio(vault.p99, postgres.map(|p| p.p99)),
+    })
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.concurrency == 0 || args.batch == 0 || args.customers == 0 {
         bail!("--connections, --concurrency, --batch and --customers must be at least 1");
@@ -462,33 +507,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
         rate: args.rate,
     };
-    let mut runs: Vec<Summary> = Vec::new();
-    let mut ratios: Vec<Value> = Vec::new();
-    let progress = |summary: &Summary| {
-        if !args.client.json {
-            eprintln!(
-                "  measured {} {}: {:.0} req/s",
-                summary.target, summary.op, summary.requests_per_sec
-            );
-        }
+    let mut measured = Measurements {
+        runs: Vec::new(),
+        quiet: args.client.json,
     };
+    let mut ratios: Vec<Value> = Vec::new();
 
     let health = if args.baseline || args.op.contains(&Op::Health) {
         let health_workers = (0..workers)
             .map(|i| Worker::Health(HealthClient::new(channels[i % channels.len()].clone())))
             .collect();
-        let (tally, elapsed) = measure(health_workers, shape).await;
-        let summary = Summary::new(
-            "health",
-            "check",
-            1,
-            describe_load(args.rate),
-            elapsed,
-            tally,
-        );
-        progress(&summary);
-        runs.push(summary.clone());
-        Some(summary)
+        Some(
+            measured
+                .run("health", "check", 1, health_workers, shape)
+                .await,
+        )
     } else {
         None
     };
@@ -507,18 +540,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let pg_workers = (0..workers)
                     .map(|i| Worker::Pg(Arc::clone(&pool[i % pool.len()]), Arc::clone(&work), op))
                     .collect();
-                let (tally, elapsed) = measure(pg_workers, shape).await;
-                let summary = Summary::new(
-                    "postgres",
-                    op.name(),
-                    batch,
-                    describe_load(args.rate),
-                    elapsed,
-                    tally,
-                );
-                progress(&summary);
-                runs.push(summary.clone());
-                Some(summary)
+                Some(
+                    measured
+                        .run("postgres", op.name(), batch, pg_workers, shape)
+                        .await,
+                )
             }
             None => None,
         };
@@ -526,17 +552,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let vault_workers = (0..workers)
             .map(|i| Worker::Vault(vault_for(i), Arc::clone(&work), op))
             .collect();
-        let (tally, elapsed) = measure(vault_workers, shape).await;
-        let vault = Summary::new(
-            "vault",
-            op.name(),
-            batch,
-            describe_load(args.rate),
-            elapsed,
-            tally,
-        );
-        progress(&vault);
-        runs.push(vault.clone());
+        let vault = measured
+            .run("vault", op.name(), batch, vault_workers, shape)
+            .await;
         if args.half_rate && vault.requests_per_sec > 0.0 {
             let half = Shape {
                 rate: Some(vault.requests_per_sec / 2.0),
@@ -545,32 +563,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let vault_workers = (0..workers)
                 .map(|i| Worker::Vault(vault_for(i), Arc::clone(&work), op))
                 .collect();
-            let (tally, elapsed) = measure(vault_workers, half).await;
-            let summary = Summary::new(
-                "vault",
-                op.name(),
-                batch,
-                describe_load(half.rate),
-                elapsed,
-                tally,
-            );
-            progress(&summary);
-            runs.push(summary);
+            measured
+                .run("vault", op.name(), batch, vault_workers, half)
+                .await;
         }
         if health.is_some() || postgres.is_some() {
-            let ratio = |num: f64, den: Option<f64>| {
-                den.filter(|d| *d > 0.0).map(|d| stats::round(num / d, 3))
-            };
-            ratios.push(json!({
-                "op": op.name(),
-                "batch": batch,
-                "vs_health_requests": ratio(vault.requests_per_sec, health.as_ref().map(|h| h.requests_per_sec)),
-                "vs_postgres_requests": ratio(vault.requests_per_sec, postgres.as_ref().map(|p| p.requests_per_sec)),
-                "vs_postgres_values": ratio(vault.values_per_sec, postgres.as_ref().map(|p| p.values_per_sec)),
-                "vs_postgres_p99": ratio(vault.p99, postgres.as_ref().map(|p| p.p99)),
-            }));
+            ratios.push(ratios_of(&vault, health.as_ref(), postgres.as_ref()));
         }
     }
+    let runs = measured.runs;
 
     let config = json!({
         "addr": args.client.addr,
@@ -605,6 +606,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    print_table(&args, &dataset["tokens"], &runs, &ratios);
+    Ok(())
+}
+
+/// The human-readable report: the runs as a table, then the ratios and errors.
+fn print_table(args: &BenchArgs, tokens: &Value, runs: &[Summary], ratios: &[Value]) {
     println!(
         "pii-vault bench: {} connection(s) x {} concurrent, {:?} (+{:?} warm-up), {} customers, {} tokens",
         args.connections,
@@ -612,13 +619,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.duration,
         args.warmup,
         args.customers,
-        dataset["tokens"]
+        tokens
     );
     println!("{}", Summary::header());
-    for run in &runs {
+    for run in runs {
         println!("{}", run.line());
     }
-    for ratio in &ratios {
+    for ratio in ratios {
         let show = |key: &str| {
             ratio[key]
                 .as_f64()
@@ -633,13 +640,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             show("vs_postgres_p99"),
         );
     }
-    let errors: u64 = runs.iter().map(|r| r.errors).sum();
-    if errors > 0 {
-        for run in runs.iter().filter(|r| r.errors > 0) {
-            eprintln!("{} {}: errors {:?}", run.target, run.op, run.error_codes);
-        }
+    for run in runs.iter().filter(|r| r.errors > 0) {
+        eprintln!("{} {}: errors {:?}", run.target, run.op, run.error_codes);
     }
-    Ok(())
 }
 
 /// The data set is there when its first and last customers have all their fields.
@@ -661,6 +664,13 @@ async fn is_populated(client: &mut Vault, args: &BenchArgs) -> anyhow::Result<bo
         }
     }
     Ok(true)
+}
+
+fn populating_failed(customer_id: &str, status: Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "populating {customer_id}: {}",
+        super::client::status_error(status)
+    )
 }
 
 /// Creates customers `0..customers` (6 fields each, then standalone tokens)
@@ -698,12 +708,7 @@ async fn populate(
                 let tokens = client
                     .put_fields(put)
                     .await
-                    .map_err(|s| {
-                        anyhow::anyhow!(
-                            "populating {customer_id}: {}",
-                            super::client::status_error(s)
-                        )
-                    })?
+                    .map_err(|status| populating_failed(&customer_id, status))?
                     .into_inner()
                     .tokens;
                 let keep = index % stride == 0;
@@ -719,12 +724,7 @@ async fn populate(
                     let tokens = client
                         .tokenize(tokenize)
                         .await
-                        .map_err(|s| {
-                            anyhow::anyhow!(
-                                "populating {customer_id}: {}",
-                                super::client::status_error(s)
-                            )
-                        })?
+                        .map_err(|status| populating_failed(&customer_id, status))?
                         .into_inner()
                         .tokens;
                     if keep {
