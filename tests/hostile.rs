@@ -18,10 +18,7 @@ use common::{
     TestVault, ADMIN_KEY,
 };
 use pii_vault::pb::{self, FieldKind, TokenFormat};
-use prost::bytes::{Buf, BufMut};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
 
 /// 64 KiB, far past every limit on a string in a request.
@@ -450,60 +447,8 @@ async fn unknown_enum_numbers_are_invalid_and_change_nothing() {
     assert_unchanged(&vault, &seeded, &before).await;
 }
 
-// ---------------------------------------------------------------------------
-// Bytes the generated client cannot send: a raw codec.
-// ---------------------------------------------------------------------------
-
-/// Sends and receives message bodies as they are, so a test can put any bytes
-/// on the wire.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut body = vec![0u8; src.remaining()];
-        src.copy_to_slice(&mut body);
-        Ok(Some(body))
-    }
-}
-
 async fn raw_call(vault: &TestVault, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
-    let mut grpc = tonic::client::Grpc::new(vault.channel().await);
-    grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN_KEY}").parse().unwrap(),
-    );
-    grpc.unary(request, PathAndQuery::from_static(path), RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
+    common::raw_grpc::call_raw(vault.channel().await, path, ADMIN_KEY, body).await
 }
 
 /// `encoded` with the first occurrence of `marker` replaced by `bytes` (same length).

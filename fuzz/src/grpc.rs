@@ -9,19 +9,18 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use pii_vault::app::{self, VaultOptions, VaultPaths};
 use pii_vault::crypto::RootKey;
 use pii_vault::pb;
 use pii_vault::policy::api_key_sha256_hex;
 use pii_vault::server::{RunningServer, ServerOptions};
-use prost::bytes::{Buf, BufMut};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+#[path = "../../tests/common/raw_grpc.rs"]
+mod raw_grpc;
 
 /// API keys of the principals, as the first byte after the method picks them.
 const KEYS: [&str; 5] = [
@@ -404,55 +403,5 @@ async fn call(
     key: &str,
     body: Vec<u8>,
 ) -> Result<Vec<u8>, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|error| Status::unavailable(error.to_string()))?;
-    let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ASCII key"),
-    );
-    request.set_timeout(Duration::from_secs(30));
-    grpc.unary(request, PathAndQuery::from_static(path), RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// Message bodies as they are, both ways.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut body = vec![0u8; src.remaining()];
-        src.copy_to_slice(&mut body);
-        Ok(Some(body))
-    }
+    raw_grpc::call_raw(channel.clone(), path, key, body).await
 }

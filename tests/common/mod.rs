@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod pg_tls_proxy;
+pub mod raw_grpc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
