@@ -6,7 +6,7 @@
 mod common;
 
 use common::{
-    delete_customer, detokenize, expect_code, field, find_customers, get, list_consents, put,
+    card, delete_customer, detokenize, expect_code, field, find_customers, get, list_consents, put,
     put_for, set_consent, set_consent_from, tokenize, tokenize_for, value_of, ADMIN_KEY,
     CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
 };
@@ -56,13 +56,6 @@ async fn collection_for_marketing_is_refused_before_opt_in_allowed_after_and_ref
     let mut admin = vault.admin().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let email = || vec![field("email", FieldKind::Email, "ann@example.com")];
-    let card = || {
-        vec![(
-            FieldKind::CardNumber,
-            "4242424242424242",
-            TokenFormat::Random,
-        )]
-    };
 
     // Never asked: neither PutFields nor Tokenize stores anything.
     let status = expect_code(

@@ -238,17 +238,9 @@ async fn a_customer_recreated_after_erasure_gets_fresh_data_and_cannot_read_old_
     .await
     .unwrap()
     .tokens;
-    let new_card = tokenize(
-        &mut admin,
-        "cust-1",
-        vec![(
-            FieldKind::CardNumber,
-            "4242424242424242",
-            TokenFormat::Random,
-        )],
-    )
-    .await
-    .unwrap();
+    let new_card = tokenize(&mut admin, "cust-1", common::card())
+        .await
+        .unwrap();
 
     let now = get(&mut admin, "cust-1", &[], "billing").await.unwrap();
     assert_eq!(now.fields.len(), 1, "only the new field: {now:?}");

@@ -10,8 +10,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    acknowledge_notice, all_audit_events, delete_customer, detokenize, expect_code, export, field,
-    get, list_consents, list_notices, list_policy_versions, publish_policy, put_for,
+    acknowledge_notice, all_audit_events, card, delete_customer, detokenize, expect_code, export,
+    field, get, list_consents, list_notices, list_policy_versions, publish_policy, put_for,
     set_consent_from, tokenize_for, value_of, PrivacyClient, TestVault, VaultClient, ADMIN_KEY,
     CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
 };
@@ -174,13 +174,6 @@ async fn consent_given_before_a_reconsent_version_stops_counting_for_the_changed
     let mut writer = vault.vault(WRITER_KEY).await;
     let mut checkout = vault.vault(CHECKOUT_KEY).await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
-    let card = || {
-        vec![(
-            FieldKind::CardNumber,
-            "4242424242424242",
-            TokenFormat::Random,
-        )]
-    };
 
     publish_policy(&mut privacy, V1, V1_SUMMARY, &[], false)
         .await

@@ -351,17 +351,9 @@ async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable(
     )
     .await
     .unwrap();
-    let token = common::tokenize(
-        &mut admin,
-        "rekeyed",
-        vec![(
-            FieldKind::CardNumber,
-            "4242424242424242",
-            pb::TokenFormat::Random,
-        )],
-    )
-    .await
-    .unwrap();
+    let token = common::tokenize(&mut admin, "rekeyed", common::card())
+        .await
+        .unwrap();
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     common::set_consent(&mut privacy, "rekeyed", "marketing", true)
         .await

@@ -670,6 +670,15 @@ pub async fn put_for(
         .map(|r| r.into_inner())
 }
 
+/// One card number to tokenize, with a random token.
+pub fn card() -> Vec<(pb::FieldKind, &'static str, pb::TokenFormat)> {
+    vec![(
+        pb::FieldKind::CardNumber,
+        "4242424242424242",
+        pb::TokenFormat::Random,
+    )]
+}
+
 /// Tokenize for a purpose of the caller's choosing.
 pub async fn tokenize_for(
     client: &mut VaultClient,
