@@ -3,7 +3,6 @@
 //! cryptography or gRPC. Only `sled_engine.rs` imports sled.
 
 mod audit;
-mod group_commit;
 mod postgres;
 mod records;
 mod sled_engine;

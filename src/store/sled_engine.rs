@@ -9,7 +9,6 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
-use super::group_commit::GroupCommit;
 use super::records::{decode, encode, engine};
 use super::sled_keys as keys;
 use super::sled_writer::{ChainWriter, EncodedChange, WriteJob};
@@ -21,7 +20,6 @@ use super::{
 pub struct SledStore {
     tree: sled::Db,
     writer: ChainWriter,
-    group_commit: GroupCommit,
 }
 
 impl SledStore {
@@ -38,21 +36,14 @@ impl SledStore {
         let sync_db = db.clone();
         // sled's flush ends in sync_file_range on Linux, which promises nothing after
         // a power loss; the fdatasync that follows does.
-        let group_commit = GroupCommit::start(Box::new(move || {
+        let sync = Box::new(move || {
             sync_db.flush().map_err(std::io::Error::other)?;
             log_file.sync_data()
-        }))
-        .map_err(engine)?;
+        });
         Ok(SledStore {
-            writer: ChainWriter::start(db.clone())?,
+            writer: ChainWriter::start(db.clone(), sync)?,
             tree: db,
-            group_commit,
         })
-    }
-
-    /// How many flush + fdatasync rounds ran (each serves a group of writers).
-    pub fn syncs(&self) -> u64 {
-        self.group_commit.syncs()
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -74,13 +65,6 @@ impl SledStore {
 
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
-    }
-
-    /// Has the writer apply the job, then waits until it is durable.
-    async fn write_durable(&self, job: WriteJob) -> Result<Vec<[u8; 32]>, CommitError> {
-        let hashes = self.writer.write(job).await?;
-        self.group_commit.wait_durable().await?;
-        Ok(hashes)
     }
 }
 
@@ -147,7 +131,7 @@ impl Store for SledStore {
             entries: change.audit.into_iter().collect(),
             receipt: change.receipt,
         };
-        let hashes = self.write_durable(job).await?;
+        let hashes = self.writer.write(job).await?;
         Ok(hashes.first().copied())
     }
 
@@ -167,7 +151,7 @@ impl Store for SledStore {
             entries,
             receipt: None,
         };
-        self.write_durable(job).await?;
+        self.writer.write(job).await?;
         Ok(())
     }
 
@@ -210,7 +194,7 @@ impl Store for SledStore {
             None => self.tree.remove(keys::ROTATION),
         }
         .map_err(engine)?;
-        self.group_commit.wait_durable().await
+        self.writer.sync().await
     }
 
     async fn publish_policy_version(
@@ -227,7 +211,7 @@ impl Store for SledStore {
             entries: vec![audit],
             receipt: None,
         };
-        self.write_durable(job).await?;
+        self.writer.write(job).await?;
         Ok(())
     }
 
@@ -248,7 +232,7 @@ impl Store for SledStore {
             entries,
             receipt: None,
         };
-        self.write_durable(job).await.map_err(|error| match error {
+        self.writer.write(job).await.map_err(|error| match error {
             CommitError::Store(error) => error,
             other => StoreError::Engine(other.to_string()),
         })?;
@@ -313,6 +297,6 @@ impl Store for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.group_commit.wait_durable().await
+        self.writer.sync().await
     }
 }
