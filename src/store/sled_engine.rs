@@ -1,7 +1,7 @@
-//! The embedded engine: one sled tree (layout in `sled_keys.rs`), one writer
-//! thread that checks and applies every chained write in atomic batches
-//! (`sled_writer.rs`), and group commit for durability. Reads go to the tree
-//! directly.
+//! The embedded engine: one sled tree (layout in `sled_keys.rs`) and one writer
+//! thread that checks and applies every chained write in atomic batches and
+//! makes each batch durable before answering (`sled_writer.rs`). Reads go to
+//! the tree directly.
 
 use std::fs::File;
 use std::path::Path;
