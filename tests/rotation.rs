@@ -363,10 +363,11 @@ async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable(
 
     // The ciphertext of a field under the first key, straight from the store.
     vault.stop().await;
-    let field_key = [b"f".as_slice(), b"rekeyed", &[0], b"ssn"].concat();
-    let old_field = {
+    let entry_key = b"Crekeyed";
+    let old_ciphertext = {
         let db = sled::open(&vault.paths.data_dir).unwrap();
-        db.get(&field_key).unwrap().unwrap().to_vec()
+        let entry = db.get(entry_key).unwrap().unwrap();
+        entry[ciphertext_range(&entry, "ssn")].to_vec()
     };
     vault.start_again().await;
 
@@ -405,7 +406,11 @@ async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable(
     vault.stop().await;
     {
         let db = sled::open(&vault.paths.data_dir).unwrap();
-        db.insert(&field_key, old_field).unwrap();
+        let mut entry = db.get(entry_key).unwrap().unwrap().to_vec();
+        let range = ciphertext_range(&entry, "ssn");
+        assert_ne!(entry[range.clone()], old_ciphertext[..], "re-encrypted");
+        entry[range].copy_from_slice(&old_ciphertext);
+        db.insert(entry_key, entry).unwrap();
         db.flush().unwrap();
     }
     vault.start_again().await;
@@ -414,6 +419,27 @@ async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable(
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal);
+}
+
+/// Where the ciphertext of field `name` (of the kind of the same name) sits in
+/// a customer's stored entry (postcard): after the field map's key and the
+/// record's kind, both `name`, then the token, each behind a one-byte length,
+/// and behind its own one-byte length. Re-encryption keeps token and length.
+fn ciphertext_range(entry: &[u8], name: &str) -> std::ops::Range<usize> {
+    let prefixed = [&[name.len() as u8], name.as_bytes()].concat();
+    let marker = prefixed.repeat(2);
+    let at = entry
+        .windows(marker.len())
+        .position(|window| window == marker)
+        .expect("the field is in the entry");
+    let token_at = at + marker.len();
+    let ciphertext_at = token_at + 1 + usize::from(entry[token_at]);
+    let start = ciphertext_at + 1;
+    assert!(
+        entry[token_at] < 128 && entry[ciphertext_at] < 128,
+        "one-byte lengths"
+    );
+    start..start + usize::from(entry[ciphertext_at])
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod postgres;
 mod records;
 mod sled_engine;
 mod sled_keys;
+mod sled_upgrade;
 mod sled_writer;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};

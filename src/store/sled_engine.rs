@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
 use super::records::{decode, encode, engine};
-use super::sled_keys as keys;
+use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
+use super::sled_upgrade::fold_legacy_customers;
 use super::sled_writer::{ChainWriter, EncodedChange, WriteJob};
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
@@ -32,6 +33,7 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(engine)?;
+        fold_legacy_customers(&db)?;
         let log_file = File::open(dir.join("db")).map_err(engine)?;
         let sync_db = db.clone();
         // sled's flush ends in sync_file_range on Linux, which promises nothing after
@@ -63,6 +65,10 @@ impl SledStore {
             .collect()
     }
 
+    fn entry(&self, customer_id: &str) -> Result<Option<CustomerEntry>, StoreError> {
+        self.get(&keys::customer(customer_id))
+    }
+
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
     }
@@ -75,18 +81,15 @@ fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
-        self.get(&keys::customer(customer_id))
+        let entry: Option<CustomerEntryRecord> = self.get(&keys::customer(customer_id))?;
+        Ok(entry.map(|entry| entry.record))
     }
 
     async fn fields(&self, customer_id: &str) -> Result<Vec<(String, FieldRecord)>, StoreError> {
-        let prefix = keys::fields_of(customer_id);
-        self.tree
-            .scan_prefix(&prefix)
-            .map(|entry| {
-                let (key, value) = entry.map_err(engine)?;
-                Ok((utf8(key[prefix.len()..].to_vec())?, decode(&value)?))
-            })
-            .collect()
+        Ok(self
+            .entry(customer_id)?
+            .map(|entry| entry.fields.into_iter().collect())
+            .unwrap_or_default())
     }
 
     async fn field(
@@ -94,7 +97,9 @@ impl Store for SledStore {
         customer_id: &str,
         field_name: &str,
     ) -> Result<Option<FieldRecord>, StoreError> {
-        self.get(&keys::field(customer_id, field_name))
+        Ok(self
+            .entry(customer_id)?
+            .and_then(|mut entry| entry.fields.remove(field_name)))
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -125,11 +130,13 @@ impl Store for SledStore {
         self.get(&keys::receipt(receipt_id))
     }
 
-    async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
+    async fn commit(&self, mut change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
+        let entries = change.audit.take().into_iter().collect();
+        let receipt = change.receipt.clone();
         let job = WriteJob {
-            changes: vec![EncodedChange::encode(&change)?],
-            entries: change.audit.into_iter().collect(),
-            receipt: change.receipt,
+            changes: vec![EncodedChange::encode(change)?],
+            entries,
+            receipt,
         };
         let hashes = self.writer.write(job).await?;
         Ok(hashes.first().copied())
@@ -138,13 +145,13 @@ impl Store for SledStore {
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
         let mut entries = Vec::new();
         let mut encoded = Vec::with_capacity(changes.len());
-        for change in changes {
+        for mut change in changes {
             // Receipts are per erasure, never batched.
             if change.receipt.is_some() {
                 return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
             }
-            encoded.push(EncodedChange::encode(&change)?);
-            entries.extend(change.audit);
+            entries.extend(change.audit.take());
+            encoded.push(EncodedChange::encode(change)?);
         }
         let job = WriteJob {
             changes: encoded,
@@ -161,8 +168,7 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<(String, CustomerRecord)>, StoreError> {
         let start = match after {
-            // The first key after `after`: the same id with a NUL appended.
-            Some(after) => keys::key(b'c', &[after.as_bytes(), b""]),
+            Some(after) => keys::customer_after(after),
             None => keys::CUSTOMERS.to_vec(),
         };
         self.tree
@@ -175,7 +181,8 @@ impl Store for SledStore {
             .take(limit)
             .map(|entry| {
                 let (key, value) = entry.map_err(engine)?;
-                Ok((utf8(key[1..].to_vec())?, decode(&value)?))
+                let entry: CustomerEntryRecord = decode(&value)?;
+                Ok((utf8(key[1..].to_vec())?, entry.record))
             })
             .collect()
     }

@@ -1,8 +1,7 @@
 //! The sled engine's key layout, in one tree (customer ids, field names and
 //! tokens never contain a NUL byte; sequence numbers are big-endian so keys sort
 //! in order):
-//! - `c` customer                      -> CustomerRecord
-//! - `f` customer NUL field            -> FieldRecord
+//! - `C` customer                      -> CustomerEntry (record and every field)
 //! - `t` token                         -> TokenRecord
 //! - `k` customer NUL token            -> ()  (a customer's tokens, for erasure)
 //! - `i` field NUL blind(32) customer  -> ()  (blind index)
@@ -14,6 +13,32 @@
 //! - `R`                               -> RotationRecord (an unfinished rotation)
 //! - `p` seq                           -> PolicyVersionRecord
 //! - `P` version                       -> ()  (versions are never reused)
+//!
+//! Stores written before the `C` entries kept `c` customer -> CustomerRecord and
+//! `f` customer NUL field -> FieldRecord; `sled_upgrade.rs` folds them in on open.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CustomerRecord, FieldRecord};
+
+/// What is kept under a customer's key: their record and every field, so that
+/// one read serves a customer with their fields and one write replaces them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CustomerEntry {
+    pub record: CustomerRecord,
+    /// Ordered by field name, as `Store::fields` promises.
+    pub fields: BTreeMap<String, FieldRecord>,
+}
+
+/// The leading part of a `CustomerEntry`: postcard lays a struct's fields out
+/// in order and `decode` ignores what follows, so reading only the record
+/// skips decoding the fields.
+#[derive(Deserialize)]
+pub struct CustomerEntryRecord {
+    pub record: CustomerRecord,
+}
 
 pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = vec![prefix];
@@ -27,16 +52,12 @@ pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub fn customer(customer_id: &str) -> Vec<u8> {
-    key(b'c', &[customer_id.as_bytes()])
+    key(b'C', &[customer_id.as_bytes()])
 }
 
-pub fn field(customer_id: &str, field: &str) -> Vec<u8> {
-    key(b'f', &[customer_id.as_bytes(), field.as_bytes()])
-}
-
-/// The prefix of every field key of a customer.
-pub fn fields_of(customer_id: &str) -> Vec<u8> {
-    key(b'f', &[customer_id.as_bytes(), b""])
+/// The first customer key after `customer_id` (ids never contain NUL).
+pub fn customer_after(customer_id: &str) -> Vec<u8> {
+    key(b'C', &[customer_id.as_bytes(), b""])
 }
 
 pub fn token(token: &str) -> Vec<u8> {
@@ -73,7 +94,9 @@ pub fn receipt(receipt_id: &str) -> Vec<u8> {
 
 pub const AUDIT_HEAD: &[u8] = b"A";
 pub const ROTATION: &[u8] = b"R";
-pub const CUSTOMERS: &[u8] = b"c";
+pub const CUSTOMERS: &[u8] = b"C";
+/// Customers of the layout before `C` entries (see `sled_upgrade.rs`).
+pub const LEGACY_CUSTOMERS: &[u8] = b"c";
 
 pub fn audit_event(seq: u64) -> Vec<u8> {
     key(b'a', &[&seq.to_be_bytes()])
@@ -95,4 +118,45 @@ pub fn policy_version(seq: u64) -> Vec<u8> {
 
 pub fn policy_version_name(version: &str) -> Vec<u8> {
     key(b'P', &[version.as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::{decode, encode};
+    use crate::store::WrappedDekRecord;
+
+    #[test]
+    fn an_entry_record_reads_the_record_of_a_whole_entry() {
+        let record = CustomerRecord {
+            revision: 4,
+            created_at_ms: 1,
+            dek: WrappedDekRecord {
+                version: 2,
+                master_version: 1,
+                created_at_ms: 1,
+                wrapped: vec![7; 60],
+            },
+            encryptions: 9,
+            token_salt: [3; 16],
+            privacy: Some(vec![1, 2]),
+            wrapped_under: [1].into(),
+        };
+        let field = FieldRecord {
+            kind: "ssn".into(),
+            token: "tok".into(),
+            ciphertext: vec![5; 30],
+            updated_at_ms: 2,
+            blind_index: None,
+        };
+        let entry = CustomerEntry {
+            record: record.clone(),
+            fields: BTreeMap::from([("ssn".to_owned(), field)]),
+        };
+        let bytes = encode(&entry).unwrap();
+        assert_eq!(
+            decode::<CustomerEntryRecord>(&bytes).unwrap().record,
+            record
+        );
+    }
 }

@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 
 use super::audit::{AuditEntry, AuditHead, AuditRecord};
 use super::records::{decode, encode, engine, hex};
-use super::sled_keys as keys;
-use super::{CommitError, CustomerChange, CustomerRecord, ReceiptRecord, StoreError};
+use super::sled_keys::{self as keys, CustomerEntry};
+use super::{CommitError, CustomerChange, CustomerRecord, FieldRecord, ReceiptRecord, StoreError};
 
 /// Most jobs in one group: bounds how long one group's callers wait for it.
 const MAX_GROUP: usize = 256;
@@ -203,8 +203,8 @@ fn stage_job(
 ) -> Result<Hashes, CommitError> {
     let mut own = Staged::default();
     for change in &job.changes {
-        check(tree, &[&own, group], change)?;
-        stage_change(&mut own, change);
+        let customer = check(tree, &[&own, group], change)?;
+        stage_change(&mut own, change, customer)?;
     }
     let (hashes, job_head) = stage_audit(&mut own, *head, job)?;
     group.writes.extend(own.writes);
@@ -212,12 +212,19 @@ fn stage_job(
     Ok(hashes)
 }
 
-fn check(tree: &sled::Db, layers: &[&Staged], change: &EncodedChange) -> Result<(), CommitError> {
+/// Checks the change against the current state; returns the customer's current
+/// entry, onto which the change's fields go.
+fn check(
+    tree: &sled::Db,
+    layers: &[&Staged],
+    change: &EncodedChange,
+) -> Result<Option<CustomerEntry>, CommitError> {
+    let mut entry = None;
     if let Some(customer) = &change.customer {
-        let current_revision = match current(tree, layers, &customer.key)? {
-            Some(bytes) => Some(decode::<CustomerRecord>(&bytes)?.revision),
-            None => None,
-        };
+        entry = current(tree, layers, &customer.key)?
+            .map(|bytes| decode::<CustomerEntry>(&bytes))
+            .transpose()?;
+        let current_revision = entry.as_ref().map(|entry| entry.record.revision);
         if current_revision != customer.expected_revision {
             return Err(CommitError::Conflict);
         }
@@ -227,10 +234,14 @@ fn check(tree: &sled::Db, layers: &[&Staged], change: &EncodedChange) -> Result<
             return Err(CommitError::Taken);
         }
     }
-    Ok(())
+    Ok(entry)
 }
 
-fn stage_change(staged: &mut Staged, change: &EncodedChange) {
+fn stage_change(
+    staged: &mut Staged,
+    change: &EncodedChange,
+    entry: Option<CustomerEntry>,
+) -> Result<(), StoreError> {
     for key in &change.removes {
         staged.writes.insert(key.clone(), None);
     }
@@ -240,9 +251,24 @@ fn stage_change(staged: &mut Staged, change: &EncodedChange) {
             .insert(key.clone(), Some(IVec::from(value.as_slice())));
     }
     if let Some(customer) = &change.customer {
-        let record = customer.record.as_deref().map(IVec::from);
-        staged.writes.insert(customer.key.clone(), record);
+        let value = match &customer.record {
+            Some(record) => {
+                let mut fields = entry.map(|entry| entry.fields).unwrap_or_default();
+                for name in &customer.delete_fields {
+                    fields.remove(name);
+                }
+                fields.extend(customer.put_fields.iter().cloned());
+                let entry = CustomerEntry {
+                    record: record.clone(),
+                    fields,
+                };
+                Some(IVec::from(encode(&entry)?))
+            }
+            None => None,
+        };
+        staged.writes.insert(customer.key.clone(), value);
     }
+    Ok(())
 }
 
 /// Chains the job's events after `head` and stages them, the new head and the
@@ -284,8 +310,8 @@ fn stage_audit(
     Ok((hashes, head))
 }
 
-/// A change with every record already encoded, so the writer thread only
-/// checks and moves bytes.
+/// A change as keys and encoded records, so the writer thread only checks and
+/// moves bytes, apart from the one customer entry it merges the fields into.
 pub struct EncodedChange {
     /// Absent for changes that concern no customer (policy versions).
     customer: Option<CustomerUpdate>,
@@ -294,12 +320,14 @@ pub struct EncodedChange {
     removes: Vec<Vec<u8>>,
 }
 
-/// The customer whose revision is compared, and their new record.
+/// The customer whose revision is compared, their new record and field changes.
 struct CustomerUpdate {
     key: Vec<u8>,
     expected_revision: Option<u64>,
-    /// `None` removes the customer.
-    record: Option<Vec<u8>>,
+    /// `None` removes the customer with every field.
+    record: Option<CustomerRecord>,
+    put_fields: Vec<(String, FieldRecord)>,
+    delete_fields: Vec<String>,
 }
 
 impl EncodedChange {
@@ -313,19 +341,11 @@ impl EncodedChange {
         }
     }
 
-    pub fn encode(change: &CustomerChange) -> Result<EncodedChange, StoreError> {
+    /// Encodes the change's records; its audit event is for the job to chain.
+    pub fn encode(change: CustomerChange) -> Result<EncodedChange, StoreError> {
         let id = change.customer_id.as_str();
         let mut inserts = Vec::new();
         let mut removes = Vec::new();
-        for (name, field) in &change.put_fields {
-            inserts.push((keys::field(id, name), encode(field)?));
-        }
-        removes.extend(
-            change
-                .delete_fields
-                .iter()
-                .map(|name| keys::field(id, name)),
-        );
         for (token, record) in change.new_tokens.iter().chain(&change.put_tokens) {
             inserts.push((keys::token(token), encode(record)?));
             inserts.push((keys::customer_token(id, token), Vec::new()));
@@ -349,12 +369,13 @@ impl EncodedChange {
         if let Some(receipt) = &change.receipt {
             inserts.push((keys::erasure(id), receipt.receipt_id.as_bytes().to_vec()));
         }
-        let record = change.customer.as_ref().map(encode).transpose()?;
         Ok(EncodedChange {
             customer: Some(CustomerUpdate {
                 key: keys::customer(id),
                 expected_revision: change.expected_revision,
-                record,
+                record: change.customer,
+                put_fields: change.put_fields,
+                delete_fields: change.delete_fields,
             }),
             inserts,
             must_be_new,
@@ -414,7 +435,7 @@ mod tests {
             ..CustomerChange::default()
         };
         WriteJob {
-            changes: vec![EncodedChange::encode(&change).expect("encodes")],
+            changes: vec![EncodedChange::encode(change).expect("encodes")],
             entries: vec![AuditEntry {
                 customer_id: customer_id.into(),
                 action: "Tokenize".into(),
@@ -452,7 +473,12 @@ mod tests {
 
     fn revision(tree: &sled::Db, customer_id: &str) -> Option<u64> {
         let bytes = tree.get(keys::customer(customer_id)).expect("reads")?;
-        Some(decode::<CustomerRecord>(&bytes).expect("decodes").revision)
+        Some(
+            decode::<CustomerEntry>(&bytes)
+                .expect("decodes")
+                .record
+                .revision,
+        )
     }
 
     #[test]
