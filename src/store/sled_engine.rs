@@ -29,7 +29,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
+            // The writer flushes every group; a background flusher would only add syncs.
             .flush_every_ms(None)
             .open()
             .map_err(engine)?;

@@ -111,28 +111,31 @@ fn run(tree: &sled::Db, sync: &SyncFn, mut head: AuditHead, receiver: &mpsc::Rec
     while let Ok(first) = receiver.recv() {
         let mut jobs = vec![first];
         jobs.extend(receiver.try_iter().take(MAX_GROUP - 1));
-        if let Some(failure) = &sync_failure {
-            for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(StoreError::NotDurable(failure.clone()).into()));
+        let answers = match &sync_failure {
+            Some(failure) => not_durable(jobs.len(), failure),
+            None => {
+                let (group_head, outcomes) = apply_group(tree, head, &jobs);
+                head = group_head;
+                match sync() {
+                    Ok(()) => outcomes,
+                    Err(error) => {
+                        tracing::error!(%error, "store sync failed; refusing further writes");
+                        let failure = sync_failure.insert(error.to_string());
+                        not_durable(jobs.len(), failure)
+                    }
+                }
             }
-            continue;
-        }
-        let (group_head, outcomes) = apply_group(tree, head, &jobs);
-        head = group_head;
-        if let Err(error) = sync() {
-            tracing::error!(%error, "store sync failed; refusing further writes");
-            sync_failure = Some(error.to_string());
-        }
-        for (job, outcome) in jobs.into_iter().zip(outcomes) {
-            let answer = match &sync_failure {
-                Some(failure) => Err(StoreError::NotDurable(failure.clone()).into()),
-                None => outcome,
-            };
+        };
+        for (job, answer) in jobs.into_iter().zip(answers) {
             let _ = job.reply.send(answer);
         }
     }
+}
+
+fn not_durable(jobs: usize, failure: &str) -> Vec<Result<Hashes, CommitError>> {
+    (0..jobs)
+        .map(|_| Err(StoreError::NotDurable(failure.to_owned()).into()))
+        .collect()
 }
 
 /// Stages every job of the group in order and applies what was accepted in
