@@ -511,6 +511,99 @@ mod tests {
         assert_eq!(stored, head);
     }
 
+    fn field(token: &str) -> FieldRecord {
+        FieldRecord {
+            kind: "email".into(),
+            token: token.into(),
+            ciphertext: vec![1; 20],
+            updated_at_ms: 1,
+            blind_index: None,
+        }
+    }
+
+    /// A job that moves `customer_id` from `expected` to `expected + 1`,
+    /// putting and deleting fields (no tokens, no audit event).
+    fn fields_job(
+        customer_id: &str,
+        expected: Option<u64>,
+        put: &[(&str, &str)],
+        delete: &[&str],
+    ) -> WriteJob {
+        let change = CustomerChange {
+            customer_id: customer_id.into(),
+            expected_revision: expected,
+            customer: Some(customer(expected.map_or(1, |r| r + 1))),
+            put_fields: put
+                .iter()
+                .map(|(name, token)| ((*name).to_owned(), field(token)))
+                .collect(),
+            delete_fields: delete.iter().map(|name| (*name).to_owned()).collect(),
+            ..CustomerChange::default()
+        };
+        WriteJob {
+            changes: vec![EncodedChange::encode(change).expect("encodes")],
+            ..WriteJob::default()
+        }
+    }
+
+    fn stored_fields(tree: &sled::Db, customer_id: &str) -> Vec<(String, String)> {
+        let bytes = tree.get(keys::customer(customer_id)).unwrap().unwrap();
+        let entry: CustomerEntry = decode(&bytes).unwrap();
+        entry
+            .fields
+            .into_iter()
+            .map(|(name, field)| (name, field.token))
+            .collect()
+    }
+
+    #[test]
+    fn field_changes_merge_into_the_entry_across_jobs_and_groups() {
+        let tree = tree();
+        let (outcomes, head) = group(
+            &tree,
+            AuditHead::default(),
+            vec![
+                fields_job(
+                    "ann",
+                    None,
+                    &[("email", "e1"), ("name", "n1"), ("phone", "p1")],
+                    &[],
+                ),
+                // Sees the first job's entry: replaces one field, deletes one,
+                // adds one, keeps one.
+                fields_job(
+                    "ann",
+                    Some(1),
+                    &[("email", "e2"), ("ssn", "s1")],
+                    &["phone"],
+                ),
+            ],
+        );
+        assert_eq!(outcomes, [true, true]);
+        let expected = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(name, token)| ((*name).to_owned(), (*token).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            stored_fields(&tree, "ann"),
+            expected(&[("email", "e2"), ("name", "n1"), ("ssn", "s1")])
+        );
+        // A later group starts from the stored entry.
+        let (outcomes, _) = group(
+            &tree,
+            head,
+            vec![fields_job("ann", Some(2), &[("phone", "p2")], &["ssn"])],
+        );
+        assert_eq!(outcomes, [true]);
+        assert_eq!(
+            stored_fields(&tree, "ann"),
+            expected(&[("email", "e2"), ("name", "n1"), ("phone", "p2")])
+        );
+        assert_eq!(revision(&tree, "ann"), Some(3));
+    }
+
     #[test]
     fn the_chain_continues_across_groups_without_gaps() {
         let tree = tree();
