@@ -7,8 +7,8 @@ mod common;
 
 use common::{
     card, delete_customer, detokenize, expect_code, field, find_customers, get, list_consents, put,
-    put_for, set_consent, set_consent_from, tokenize, tokenize_for, value_of, ADMIN_KEY,
-    CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
+    put_for, refused_collection, set_consent, set_consent_from, tokenize, tokenize_for, value_of,
+    ADMIN_KEY, CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, Disclosure, FieldKind, LegalBasis, TokenFormat};
 use tonic::Code;
@@ -58,16 +58,9 @@ async fn collection_for_marketing_is_refused_before_opt_in_allowed_after_and_ref
     let email = || vec![field("email", FieldKind::Email, "ann@example.com")];
 
     // Never asked: neither PutFields nor Tokenize stores anything.
-    let status = expect_code(
-        put_for(&mut writer, "cust-1", email(), "marketing").await,
-        Code::PermissionDenied,
-    );
-    assert_consent_refusal(&status, "marketing", false);
-    let status = expect_code(
-        tokenize_for(&mut writer, "cust-1", card(), "marketing").await,
-        Code::PermissionDenied,
-    );
-    assert_consent_refusal(&status, "marketing", false);
+    for status in refused_collection(&mut writer, "cust-1", "marketing").await {
+        assert_consent_refusal(&status, "marketing", false);
+    }
     expect_code(
         get(&mut admin, "cust-1", &[], "billing").await,
         Code::NotFound,
@@ -96,22 +89,9 @@ async fn collection_for_marketing_is_refused_before_opt_in_allowed_after_and_ref
     set_consent(&mut privacy, "cust-1", "marketing", false)
         .await
         .unwrap();
-    let status = expect_code(
-        put_for(
-            &mut writer,
-            "cust-1",
-            vec![field("email", FieldKind::Email, "ann.new@example.com")],
-            "marketing",
-        )
-        .await,
-        Code::PermissionDenied,
-    );
-    assert_consent_refusal(&status, "marketing", true);
-    let status = expect_code(
-        tokenize_for(&mut writer, "cust-1", card(), "marketing").await,
-        Code::PermissionDenied,
-    );
-    assert_consent_refusal(&status, "marketing", true);
+    for status in refused_collection(&mut writer, "cust-1", "marketing").await {
+        assert_consent_refusal(&status, "marketing", true);
+    }
     let after = get(&mut admin, "cust-1", &[], "billing").await.unwrap();
     assert_eq!(after, stored, "a refused write changed the customer");
 

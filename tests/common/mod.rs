@@ -703,6 +703,26 @@ pub async fn tokenize_for(
         .map(|r| r.into_inner().tokens)
 }
 
+/// Tries to collect for `purpose` both ways, a PutFields of an e-mail and a
+/// Tokenize of a card, and returns the two refusals (PermissionDenied each).
+pub async fn refused_collection(
+    client: &mut VaultClient,
+    customer: &str,
+    purpose: &str,
+) -> [tonic::Status; 2] {
+    let email = vec![field("email", pb::FieldKind::Email, "ann.new@example.com")];
+    [
+        expect_code(
+            put_for(client, customer, email, purpose).await,
+            tonic::Code::PermissionDenied,
+        ),
+        expect_code(
+            tokenize_for(client, customer, card(), purpose).await,
+            tonic::Code::PermissionDenied,
+        ),
+    ]
+}
+
 /// SetConsent under policy version "2025-01" from source "test".
 pub async fn set_consent(
     client: &mut PrivacyClient,
