@@ -95,8 +95,6 @@ pub fn receipt(receipt_id: &str) -> Vec<u8> {
 pub const AUDIT_HEAD: &[u8] = b"A";
 pub const ROTATION: &[u8] = b"R";
 pub const CUSTOMERS: &[u8] = b"C";
-/// Customers of the layout before `C` entries (see `sled_upgrade.rs`).
-pub const LEGACY_CUSTOMERS: &[u8] = b"c";
 
 pub fn audit_event(seq: u64) -> Vec<u8> {
     key(b'a', &[&seq.to_be_bytes()])

@@ -13,13 +13,18 @@ use super::{CustomerRecord, StoreError};
 /// Customers folded per atomic batch.
 const BATCH: usize = 1000;
 
+/// The legacy layout: `c` customer -> CustomerRecord and `f` customer NUL
+/// field -> FieldRecord.
+const LEGACY_CUSTOMER: u8 = b'c';
+const LEGACY_FIELD: u8 = b'f';
+
 /// Folds every legacy customer and their fields into `C` entries and makes
 /// that durable; returns how many customers it folded.
 pub fn fold_legacy_customers(db: &sled::Db) -> Result<u64, StoreError> {
     let mut folded = 0;
     loop {
         let legacy: Vec<_> = db
-            .scan_prefix(keys::LEGACY_CUSTOMERS)
+            .scan_prefix([LEGACY_CUSTOMER])
             .take(BATCH)
             .collect::<Result<_, _>>()
             .map_err(engine)?;
@@ -28,12 +33,13 @@ pub fn fold_legacy_customers(db: &sled::Db) -> Result<u64, StoreError> {
         }
         let mut batch = sled::Batch::default();
         for (key, record) in &legacy {
-            let customer_id = &key[keys::LEGACY_CUSTOMERS.len()..];
+            let customer_id = std::str::from_utf8(&key[1..])
+                .map_err(|_| StoreError::Corrupt("customer id is not UTF-8"))?;
             let entry = CustomerEntry {
                 record: decode::<CustomerRecord>(record)?,
                 fields: take_legacy_fields(db, customer_id, &mut batch)?,
             };
-            batch.insert(keys::key(b'C', &[customer_id]), encode(&entry)?);
+            batch.insert(keys::customer(customer_id), encode(&entry)?);
             batch.remove(key);
         }
         db.apply_batch(batch).map_err(engine)?;
@@ -52,10 +58,10 @@ pub fn fold_legacy_customers(db: &sled::Db) -> Result<u64, StoreError> {
 /// The customer's legacy field records, whose keys `batch` removes.
 fn take_legacy_fields(
     db: &sled::Db,
-    customer_id: &[u8],
+    customer_id: &str,
     batch: &mut sled::Batch,
 ) -> Result<BTreeMap<String, super::FieldRecord>, StoreError> {
-    let prefix = keys::key(b'f', &[customer_id, b""]);
+    let prefix = keys::key(LEGACY_FIELD, &[customer_id.as_bytes(), b""]);
     let mut fields = BTreeMap::new();
     for item in db.scan_prefix(&prefix) {
         let (key, value) = item.map_err(engine)?;
@@ -106,7 +112,7 @@ mod tests {
         let db = sled::open(dir).unwrap();
         for (id, revision) in [("ann", 3), ("bo", 1), ("ann2", 2)] {
             db.insert(
-                keys::key(b'c', &[id.as_bytes()]),
+                keys::key(LEGACY_CUSTOMER, &[id.as_bytes()]),
                 encode(&record(revision)).unwrap(),
             )
             .unwrap();
@@ -116,7 +122,7 @@ mod tests {
             ("ann", "phone", "t2"),
             ("ann2", "email", "t3"),
         ] {
-            let key = keys::key(b'f', &[id.as_bytes(), name.as_bytes()]);
+            let key = keys::key(LEGACY_FIELD, &[id.as_bytes(), name.as_bytes()]);
             db.insert(key, encode(&field(token)).unwrap()).unwrap();
         }
         db.flush().unwrap();
@@ -143,8 +149,8 @@ mod tests {
         drop(store);
         // Nothing of the legacy layout is left, and a second open changes nothing.
         let db = sled::open(dir.path()).unwrap();
-        assert_eq!(db.scan_prefix(b"c").count(), 0);
-        assert_eq!(db.scan_prefix(b"f").count(), 0);
+        assert_eq!(db.scan_prefix([LEGACY_CUSTOMER]).count(), 0);
+        assert_eq!(db.scan_prefix([LEGACY_FIELD]).count(), 0);
         assert_eq!(fold_legacy_customers(&db).unwrap(), 0);
     }
 
@@ -157,10 +163,10 @@ mod tests {
         let mut batch = sled::Batch::default();
         let entry = CustomerEntry {
             record: record(3),
-            fields: take_legacy_fields(&db, b"ann", &mut batch).unwrap(),
+            fields: take_legacy_fields(&db, "ann", &mut batch).unwrap(),
         };
         batch.insert(keys::customer("ann"), encode(&entry).unwrap());
-        batch.remove(keys::key(b'c', &[b"ann"]));
+        batch.remove(keys::key(LEGACY_CUSTOMER, &[b"ann"]));
         db.apply_batch(batch).unwrap();
         assert_eq!(fold_legacy_customers(&db).unwrap(), 2);
         let ann: CustomerEntry = decode(&db.get(keys::customer("ann")).unwrap().unwrap()).unwrap();
