@@ -141,3 +141,36 @@ pub struct PolicyVersionRecord {
     pub requires_reconsent: bool,
     pub published_at_ms: i64,
 }
+
+/// Records for the engines' unit tests.
+#[cfg(test)]
+pub(super) mod fixtures {
+    use super::{CustomerRecord, FieldRecord, WrappedDekRecord};
+
+    pub fn customer_record(revision: u64) -> CustomerRecord {
+        CustomerRecord {
+            revision,
+            created_at_ms: 1,
+            dek: WrappedDekRecord {
+                version: 1,
+                master_version: 1,
+                created_at_ms: 1,
+                wrapped: vec![7; 60],
+            },
+            encryptions: 2,
+            token_salt: [3; 16],
+            privacy: None,
+            wrapped_under: [1].into(),
+        }
+    }
+
+    pub fn field_record(token: &str) -> FieldRecord {
+        FieldRecord {
+            kind: "email".into(),
+            token: token.into(),
+            ciphertext: vec![9; 40],
+            updated_at_ms: 5,
+            blind_index: Some([4; 32]),
+        }
+    }
+}

@@ -121,35 +121,20 @@ pub fn policy_version_name(version: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::records::fixtures::{customer_record, field_record};
     use crate::store::records::{decode, encode};
-    use crate::store::WrappedDekRecord;
 
     #[test]
     fn an_entry_record_reads_the_record_of_a_whole_entry() {
         let record = CustomerRecord {
-            revision: 4,
-            created_at_ms: 1,
-            dek: WrappedDekRecord {
-                version: 2,
-                master_version: 1,
-                created_at_ms: 1,
-                wrapped: vec![7; 60],
-            },
             encryptions: 9,
-            token_salt: [3; 16],
             privacy: Some(vec![1, 2]),
-            wrapped_under: [1].into(),
+            ..customer_record(4)
         };
-        let field = FieldRecord {
-            kind: "ssn".into(),
-            token: "tok".into(),
-            ciphertext: vec![5; 30],
-            updated_at_ms: 2,
-            blind_index: None,
-        };
+        let field = field_record("tok");
         let entry = CustomerEntry {
             record: record.clone(),
-            fields: BTreeMap::from([("ssn".to_owned(), field)]),
+            fields: BTreeMap::from([("email".to_owned(), field)]),
         };
         let bytes = encode(&entry).unwrap();
         assert_eq!(

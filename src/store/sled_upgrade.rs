@@ -76,35 +76,8 @@ fn take_legacy_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{FieldRecord, SledStore, Store, WrappedDekRecord};
-    use std::collections::BTreeSet;
-
-    fn record(revision: u64) -> CustomerRecord {
-        CustomerRecord {
-            revision,
-            created_at_ms: 1,
-            dek: WrappedDekRecord {
-                version: 1,
-                master_version: 1,
-                created_at_ms: 1,
-                wrapped: vec![7; 60],
-            },
-            encryptions: 2,
-            token_salt: [3; 16],
-            privacy: None,
-            wrapped_under: BTreeSet::from([1]),
-        }
-    }
-
-    fn field(token: &str) -> FieldRecord {
-        FieldRecord {
-            kind: "email".into(),
-            token: token.into(),
-            ciphertext: vec![9; 40],
-            updated_at_ms: 5,
-            blind_index: Some([4; 32]),
-        }
-    }
+    use crate::store::records::fixtures::{customer_record, field_record};
+    use crate::store::{SledStore, Store};
 
     /// Writes customers in the legacy layout: `ann` with two fields, `bo`
     /// with none, and `ann2`, whose id extends `ann`'s.
@@ -113,7 +86,7 @@ mod tests {
         for (id, revision) in [("ann", 3), ("bo", 1), ("ann2", 2)] {
             db.insert(
                 keys::key(LEGACY_CUSTOMER, &[id.as_bytes()]),
-                encode(&record(revision)).unwrap(),
+                encode(&customer_record(revision)).unwrap(),
             )
             .unwrap();
         }
@@ -123,7 +96,8 @@ mod tests {
             ("ann2", "email", "t3"),
         ] {
             let key = keys::key(LEGACY_FIELD, &[id.as_bytes(), name.as_bytes()]);
-            db.insert(key, encode(&field(token)).unwrap()).unwrap();
+            db.insert(key, encode(&field_record(token)).unwrap())
+                .unwrap();
         }
         db.flush().unwrap();
     }
@@ -133,17 +107,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_legacy(dir.path());
         let store = SledStore::open(dir.path(), 16 << 20).unwrap();
-        assert_eq!(store.customer("ann").await.unwrap(), Some(record(3)));
-        assert_eq!(store.customer("bo").await.unwrap(), Some(record(1)));
+        assert_eq!(
+            store.customer("ann").await.unwrap(),
+            Some(customer_record(3))
+        );
+        assert_eq!(
+            store.customer("bo").await.unwrap(),
+            Some(customer_record(1))
+        );
         let fields = store.fields("ann").await.unwrap();
         assert_eq!(
             fields,
-            vec![("email".into(), field("t1")), ("phone".into(), field("t2"))]
+            vec![
+                ("email".into(), field_record("t1")),
+                ("phone".into(), field_record("t2"))
+            ]
         );
         assert_eq!(store.fields("bo").await.unwrap(), vec![]);
         assert_eq!(
             store.field("ann2", "email").await.unwrap(),
-            Some(field("t3"))
+            Some(field_record("t3"))
         );
         assert_eq!(store.customer_count().await.unwrap(), 3);
         drop(store);
@@ -162,7 +145,7 @@ mod tests {
         // As if a crash came after the batch that folded `ann` alone.
         let mut batch = sled::Batch::default();
         let entry = CustomerEntry {
-            record: record(3),
+            record: customer_record(3),
             fields: take_legacy_fields(&db, "ann", &mut batch).unwrap(),
         };
         batch.insert(keys::customer("ann"), encode(&entry).unwrap());

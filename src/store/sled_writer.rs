@@ -390,8 +390,8 @@ impl EncodedChange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{TokenRecord, TokenTarget, WrappedDekRecord};
-    use std::collections::BTreeSet;
+    use crate::store::records::fixtures::{customer_record, field_record};
+    use crate::store::{TokenRecord, TokenTarget};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -402,30 +402,13 @@ mod tests {
             .expect("temporary sled")
     }
 
-    fn customer(revision: u64) -> CustomerRecord {
-        CustomerRecord {
-            revision,
-            created_at_ms: 1,
-            dek: WrappedDekRecord {
-                version: 1,
-                master_version: 1,
-                created_at_ms: 1,
-                wrapped: vec![7; 60],
-            },
-            encryptions: 0,
-            token_salt: [0; 16],
-            privacy: None,
-            wrapped_under: BTreeSet::from([1]),
-        }
-    }
-
     /// A job that moves `customer_id` from `expected` to `expected + 1`,
     /// drawing `token` (which must be new), with one audit event.
     fn job(customer_id: &str, expected: Option<u64>, token: &str) -> WriteJob {
         let change = CustomerChange {
             customer_id: customer_id.into(),
             expected_revision: expected,
-            customer: Some(customer(expected.map_or(1, |r| r + 1))),
+            customer: Some(customer_record(expected.map_or(1, |r| r + 1))),
             new_tokens: vec![(
                 token.into(),
                 TokenRecord {
@@ -511,16 +494,6 @@ mod tests {
         assert_eq!(stored, head);
     }
 
-    fn field(token: &str) -> FieldRecord {
-        FieldRecord {
-            kind: "email".into(),
-            token: token.into(),
-            ciphertext: vec![1; 20],
-            updated_at_ms: 1,
-            blind_index: None,
-        }
-    }
-
     /// A job that moves `customer_id` from `expected` to `expected + 1`,
     /// putting and deleting fields (no tokens, no audit event).
     fn fields_job(
@@ -532,10 +505,10 @@ mod tests {
         let change = CustomerChange {
             customer_id: customer_id.into(),
             expected_revision: expected,
-            customer: Some(customer(expected.map_or(1, |r| r + 1))),
+            customer: Some(customer_record(expected.map_or(1, |r| r + 1))),
             put_fields: put
                 .iter()
-                .map(|(name, token)| ((*name).to_owned(), field(token)))
+                .map(|(name, token)| ((*name).to_owned(), field_record(token)))
                 .collect(),
             delete_fields: delete.iter().map(|name| (*name).to_owned()).collect(),
             ..CustomerChange::default()
