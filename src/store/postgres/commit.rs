@@ -182,12 +182,7 @@ async fn write_tokens(
 ) -> Result<(), CommitError> {
     let id = change.customer_id.as_str();
     if !change.new_tokens.is_empty() {
-        let tokens: Vec<&str> = change.new_tokens.iter().map(|(t, _)| t.as_str()).collect();
-        let records = change
-            .new_tokens
-            .iter()
-            .map(|(_, record)| encode(record))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (tokens, records) = keys_and_records(&change.new_tokens)?;
         let inserted = execute(
             transaction,
             "INSERT INTO tokens (token, customer_id, record)
@@ -222,6 +217,18 @@ async fn write_tokens(
     Ok(())
 }
 
+/// The keys and the encoded records of `pairs`, as two arrays for `unnest`.
+fn keys_and_records<T: serde::Serialize>(
+    pairs: &[(String, T)],
+) -> Result<(Vec<&str>, Vec<Vec<u8>>), StoreError> {
+    let keys = pairs.iter().map(|(key, _)| key.as_str()).collect();
+    let records = pairs
+        .iter()
+        .map(|(_, record)| encode(record))
+        .collect::<Result<_, _>>()?;
+    Ok((keys, records))
+}
+
 /// Field names are unique within a change, so one upsert takes them all.
 async fn write_fields(
     transaction: &Transaction<'_>,
@@ -229,12 +236,7 @@ async fn write_fields(
 ) -> Result<(), CommitError> {
     let id = change.customer_id.as_str();
     if !change.put_fields.is_empty() {
-        let names: Vec<&str> = change.put_fields.iter().map(|(n, _)| n.as_str()).collect();
-        let records = change
-            .put_fields
-            .iter()
-            .map(|(_, field)| encode(field))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (names, records) = keys_and_records(&change.put_fields)?;
         execute(
             transaction,
             "INSERT INTO fields (customer_id, name, record)
