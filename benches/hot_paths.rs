@@ -159,12 +159,13 @@ fn dek(c: &mut Criterion) {
 
 fn tokens(c: &mut Criterion) {
     let keyring = Keyring::generate(0);
-    let index_key = keyring.index_key();
+    let index_key = keyring.active().index_key();
+    let token_key = pii_vault::crypto::TokenKey::generate();
     let mut group = c.benchmark_group("token");
     group.bench_function("random", |b| b.iter(random_token));
     group.bench_function("deterministic", |b| {
         b.iter(|| {
-            deterministic_token(&index_key.deterministic_token(
+            deterministic_token(&token_key.deterministic_token(
                 black_box(CUSTOMER),
                 "card",
                 "card_number",
@@ -223,6 +224,7 @@ fn put_request() -> pb::PutFieldsRequest {
         ],
         purpose: "billing".into(),
         token_format: pb::TokenFormat::Random as i32,
+        expected_revision: None,
     }
 }
 
@@ -238,6 +240,7 @@ fn requests(c: &mut Criterion) {
             })
             .collect(),
         purpose: "billing".into(),
+        request_id: String::new(),
     };
     let detokenized = pb::DetokenizeResponse {
         results: (0..100)

@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
-use crate::store::{PgStore, SledStore, Store};
+use crate::store::{ErasureJournal, PgSessionSettings, PgStore, SledStore, Store};
 use crate::vault::{FileKeyring, KeyManager, Limits, RotationPolicy, TableKeyring, Vault};
 
 /// The files a vault runs on.
@@ -34,10 +34,12 @@ pub enum StorageBackend {
     /// PostgreSQL: any number of vault processes on one database; the keyring
     /// lives in the database too, sealed by the root key. `ca_file` (PEM)
     /// verifies the server when TLS is used, instead of the system's roots.
+    /// A URL whose sslmode is not `require` is refused unless `allow_plaintext`.
     Postgres {
         url: String,
         pool_size: usize,
         ca_file: Option<PathBuf>,
+        allow_plaintext: bool,
     },
 }
 
@@ -52,10 +54,19 @@ pub struct VaultOptions {
     pub dek_cache_ttl: Duration,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
+    /// Free space sled keeps on its disk: below it writes are refused.
+    pub store_min_free_bytes: u64,
     pub limits: Limits,
     pub rotation: RotationPolicy,
     /// Whether key files may be readable by their group (Kubernetes Secrets).
     pub key_file_access: KeyFileAccess,
+    /// The erasure journal. On sled by default the keyring file's path with
+    /// `.erasures` appended (beside the keyring, apart from the store); on
+    /// PostgreSQL none unless given.
+    pub erasure_journal: Option<PathBuf>,
+    /// PostgreSQL sessions' timeouts (the isolation level and
+    /// `synchronous_commit` are pinned whatever these say).
+    pub database_session: PgSessionSettings,
 }
 
 impl Default for VaultOptions {
@@ -65,28 +76,47 @@ impl Default for VaultOptions {
             dek_cache_capacity: 10_000,
             dek_cache_ttl: Duration::from_secs(5 * 60),
             store_cache_bytes: 256 * 1024 * 1024,
+            store_min_free_bytes: 0,
             limits: Limits::default(),
             rotation: RotationPolicy::default(),
             key_file_access: KeyFileAccess::OwnerOnly,
+            erasure_journal: None,
+            database_session: PgSessionSettings::default(),
         }
     }
 }
 
 pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
     let policy = Policy::load(&paths.policy_file)?;
+    for warning in crate::vault::kind_named_rule_warnings(&policy) {
+        tracing::warn!("policy: {warning}");
+    }
     let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
-        StorageBackend::Sled => open_sled(paths, options, &root_key)?,
+        StorageBackend::Sled => open_sled(paths, options, &root_key).await?,
         StorageBackend::Postgres {
             url,
             pool_size,
             ca_file,
+            allow_plaintext,
         } => {
             let store = Arc::new(
-                PgStore::connect(url, *pool_size, ca_file.as_deref())
-                    .await
-                    .context("connecting to PostgreSQL")?,
+                PgStore::connect_with(
+                    url,
+                    *pool_size,
+                    ca_file.as_deref(),
+                    *allow_plaintext,
+                    &options.database_session,
+                )
+                .await
+                .context("connecting to PostgreSQL")?,
             );
+            if store.keyring_row().await?.is_none() && store.holds_data().await? {
+                anyhow::bail!(
+                    "the keyring table is empty, but the database holds data: restore the \
+                     keyring row from its backup (a new keyring could read none of it)"
+                );
+            }
             let (table, keyring) =
                 TableKeyring::open(Arc::clone(&store), root_key, Keyring::generate(now_ms()))
                     .await
@@ -97,30 +127,89 @@ pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::R
             )
         }
     };
-    Ok(Vault::new(
+    check_key_anchor(store.as_ref(), &keys).await?;
+    let mut vault = Vault::new(
         store,
         keys,
         Arc::new(policy),
         options.limits.clone(),
         options.rotation.clone(),
-    ))
+    );
+    if let Some(journal_path) = erasure_journal_path(paths, options) {
+        let (journal, receipts) = ErasureJournal::open(&journal_path)
+            .with_context(|| format!("opening the erasure journal {}", journal_path.display()))?;
+        vault
+            .use_erasure_journal(journal, receipts)
+            .await
+            .context("re-applying the erasure journal")?;
+    }
+    Ok(vault)
 }
 
-fn open_sled(
+/// Where the erasure journal is kept: as configured, else on sled beside the
+/// keyring file. PostgreSQL keeps its keyring in the database, which a
+/// restore rolls back too: there the journal needs a place of its own.
+pub fn erasure_journal_path(paths: &VaultPaths, options: &VaultOptions) -> Option<PathBuf> {
+    match (&options.erasure_journal, &options.storage) {
+        (Some(path), _) => Some(path.clone()),
+        (None, StorageBackend::Sled) => {
+            let mut path = paths.keyring_file.clone().into_os_string();
+            path.push(".erasures");
+            Some(PathBuf::from(path))
+        }
+        (None, StorageBackend::Postgres { .. }) => None,
+    }
+}
+
+/// Refuses a keyring that does not belong to the store, or that is older than
+/// what the store has seen of it; then records the keyring in the store.
+async fn check_key_anchor(store: &dyn Store, keys: &KeyManager) -> anyhow::Result<()> {
+    if let Some(anchor) = store.key_anchor().await? {
+        if let Err(refusal) = keys.check_anchor(&anchor) {
+            anyhow::bail!("{refusal}");
+        }
+    }
+    // A retirement cut short resumes with the rotation; until then nothing is refused.
+    store
+        .set_key_anchor(keys.anchor(Default::default()))
+        .await?;
+    Ok(())
+}
+
+async fn open_sled(
     paths: &VaultPaths,
     options: &VaultOptions,
     root_key: &RootKey,
 ) -> anyhow::Result<(Arc<dyn Store>, KeyManager)> {
-    let (keyring_file, keyring) = KeyringFile::open_with(
-        &paths.keyring_file,
-        root_key,
-        now_ms(),
-        options.key_file_access,
-    )
-    .with_context(|| format!("opening keyring {}", paths.keyring_file.display()))?;
     create_private_dir(&paths.data_dir)?;
-    let store = SledStore::open(&paths.data_dir, options.store_cache_bytes)
-        .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
+    // Opening may fold a store written by an older release, which takes
+    // minutes on a large one: off the runtime's threads, so that whatever
+    // else runs on them (a health listener) keeps answering meanwhile.
+    let (data_dir, cache_bytes, min_free_bytes) = (
+        paths.data_dir.clone(),
+        options.store_cache_bytes,
+        options.store_min_free_bytes,
+    );
+    let store = tokio::task::spawn_blocking(move || {
+        SledStore::open_with_reserve(&data_dir, cache_bytes, min_free_bytes)
+    })
+    .await
+    .context("the task opening the store failed")?
+    .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
+    let keyring_path = &paths.keyring_file;
+    let opened = KeyringFile::open_with(keyring_path, root_key, options.key_file_access)
+        .with_context(|| format!("opening keyring {}", keyring_path.display()))?;
+    let (keyring_file, keyring) = match opened {
+        Some(opened) => opened,
+        None if store.holds_data().await? => anyhow::bail!(
+            "the keyring file {} is missing, but the store in {} holds data: restore the \
+             keyring file from its backup (a new keyring could read none of the store)",
+            keyring_path.display(),
+            paths.data_dir.display()
+        ),
+        None => KeyringFile::create(keyring_path, root_key, now_ms())
+            .with_context(|| format!("creating keyring {}", keyring_path.display()))?,
+    };
     let keys = KeyManager::new(
         keyring,
         Box::new(FileKeyring::new(keyring_file)),

@@ -1,5 +1,5 @@
 //! pii-vault: a gRPC vault for personal data. The layers, top to bottom (see
-//! DESIGN.md): `cli` -> `server` -> `vault` -> `policy`, `crypto`, `store`.
+//! docs/architecture.md): `cli` -> `server` -> `vault` -> `policy`, `crypto`, `store`.
 
 pub mod app;
 pub mod cli;

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// mimalloc instead of the system allocator: sled allocates and copies tree
 /// nodes on every write, and with mimalloc the vault serves 1.1-1.7x the
@@ -9,12 +9,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = pii_vault::cli::Cli::parse();
+    let matches = pii_vault::cli::Cli::command().get_matches();
+    let json = pii_vault::cli::wants_json(&matches);
+    let cli = pii_vault::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match pii_vault::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(error) => std::process::ExitCode::from(pii_vault::cli::report(&error, json)),
     }
 }

@@ -160,6 +160,7 @@ async fn a_malformed_authorization_header_is_unauthenticated() {
                     fields: vec![field("email", FieldKind::Email, "evil@example.com")],
                     purpose: "billing".into(),
                     token_format: 0,
+                    expected_revision: None,
                 })
                 .await,
             Code::Unauthenticated,
@@ -209,6 +210,7 @@ async fn a_purpose_the_principal_may_not_use_is_permission_denied_and_named() {
                 fields: vec![field("email", FieldKind::Email, "evil@example.com")],
                 purpose: "marketing".into(),
                 token_format: 0,
+                expected_revision: None,
             })
             .await,
         Code::PermissionDenied,
@@ -241,6 +243,7 @@ async fn an_unknown_or_empty_purpose_is_invalid() {
                     fields: vec![field("email", FieldKind::Email, "a@example.com")],
                     purpose: purpose.into(),
                     token_format: 0,
+                    expected_revision: None,
                 })
                 .await,
             Code::InvalidArgument,
@@ -310,4 +313,36 @@ async fn the_standard_health_service_answers_serving() {
             .await,
         Code::NotFound,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_named_like_a_kind_that_loosens_another_kind_is_warned_of_at_start() {
+    // checkout: "*" = "masked", card_number = "plaintext". The rule is keyed
+    // by a kind name, and field names share the namespace: a field named
+    // card_number holding an SSN would be shown in plaintext.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let log = dir.path().join("vault.log");
+    let process = common::VaultProcess::start(&paths, &log);
+    let mut admin = process.vault(common::ADMIN_KEY).await;
+    put(
+        &mut admin,
+        "cust-1",
+        vec![field("card_number", FieldKind::Ssn, "219-09-9999")],
+    )
+    .await
+    .unwrap();
+    let mut checkout = process.vault(common::CHECKOUT_KEY).await;
+    let shown = get(&mut checkout, "cust-1", &[], "billing").await.unwrap();
+    assert_eq!(shown.fields[0].value, "219-09-9999", "the hazard warned of");
+    process.kill9();
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warning = logged
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("disclosure rule"))
+        .unwrap_or_else(|| panic!("no warning in:\n{logged}"));
+    for expected in ["checkout", "card_number", "ssn", "plaintext", "masked"] {
+        assert!(warning.contains(expected), "{expected} missing: {warning}");
+    }
 }

@@ -64,14 +64,29 @@ fn described(event: &pb::AuditEvent) -> Expected {
     }
 }
 
+/// The request id the vault gave a call, allowed or refused.
+fn issued_id<T>(result: &Result<tonic::Response<T>, tonic::Status>) -> String {
+    let metadata = match result {
+        Ok(response) => response.metadata(),
+        Err(status) => status.metadata(),
+    };
+    metadata
+        .get("x-request-id")
+        .expect("every answer names its request id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Allowed and refused calls by several principals, each with its own
-/// `x-request-id`; returns the events they must have produced, in order.
+/// `x-request-id`; returns the events they must have produced, in order, with
+/// the request ids the vault issued (never the client's).
 async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
     let mut admin = vault.admin().await;
     let mut checkout = vault.vault(CHECKOUT_KEY).await;
     let mut writer = vault.vault(WRITER_KEY).await;
 
-    let tokens = admin
+    let put_call = admin
         .put_fields(with_request_id(
             pb::PutFieldsRequest {
                 customer_id: "cust-1".into(),
@@ -81,14 +96,14 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
                 ],
                 purpose: "billing".into(),
                 token_format: pb::TokenFormat::Random as i32,
+                expected_revision: None,
             },
             "req-put",
         ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens;
-    checkout
+        .await;
+    let req_put = issued_id(&put_call);
+    let tokens = put_call.unwrap().into_inner().tokens;
+    let get_call = checkout
         .get_fields(with_request_id(
             pb::GetFieldsRequest {
                 customer_id: "cust-1".into(),
@@ -97,9 +112,10 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             },
             "req-get",
         ))
-        .await
-        .unwrap();
-    let resolved = checkout
+        .await;
+    let req_get = issued_id(&get_call);
+    get_call.unwrap();
+    let detokenize_call = checkout
         .detokenize(with_request_id(
             pb::DetokenizeRequest {
                 tokens: vec![tokens["email"].clone()],
@@ -107,65 +123,65 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             },
             "req-detokenize",
         ))
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+        .await;
+    let req_detokenize = issued_id(&detokenize_call);
+    let resolved = detokenize_call.unwrap().into_inner().results;
     assert_eq!(resolved[0].error, None);
-    expect_code(
-        checkout
-            .get_fields(with_request_id(
-                pb::GetFieldsRequest {
-                    customer_id: "cust-1".into(),
-                    field_names: vec!["email".into()],
-                    purpose: "marketing".into(),
-                },
-                "req-wrong-purpose",
-            ))
-            .await,
-        Code::PermissionDenied,
-    );
+    let wrong_purpose = checkout
+        .get_fields(with_request_id(
+            pb::GetFieldsRequest {
+                customer_id: "cust-1".into(),
+                field_names: vec!["email".into()],
+                purpose: "marketing".into(),
+            },
+            "req-wrong-purpose",
+        ))
+        .await;
+    let req_wrong_purpose = issued_id(&wrong_purpose);
+    expect_code(wrong_purpose, Code::PermissionDenied);
     // Not an SSN (ten digits), but it contains the planted one.
-    expect_code(
-        writer
-            .put_fields(with_request_id(
-                pb::PutFieldsRequest {
-                    customer_id: "cust-1".into(),
-                    fields: vec![field("ssn", FieldKind::Ssn, "219-09-99999")],
-                    purpose: "billing".into(),
-                    token_format: pb::TokenFormat::Random as i32,
-                },
-                "req-bad-ssn",
-            ))
-            .await,
-        Code::InvalidArgument,
-    );
-    let found = admin
+    let bad_ssn = writer
+        .put_fields(with_request_id(
+            pb::PutFieldsRequest {
+                customer_id: "cust-1".into(),
+                fields: vec![field("ssn", FieldKind::Ssn, "219-09-99999")],
+                purpose: "billing".into(),
+                token_format: pb::TokenFormat::Random as i32,
+                expected_revision: None,
+            },
+            "req-bad-ssn",
+        ))
+        .await;
+    let req_bad_ssn = issued_id(&bad_ssn);
+    expect_code(bad_ssn, Code::InvalidArgument);
+    let find_call = admin
         .find_customers(with_request_id(
             pb::FindCustomersRequest {
                 field_name: "email".into(),
                 value: PLANTED_EMAIL.into(),
                 purpose: "billing".into(),
+                ..Default::default()
             },
             "req-find",
         ))
-        .await
-        .unwrap()
-        .into_inner()
-        .customer_ids;
+        .await;
+    let req_find = issued_id(&find_call);
+    let found = find_call.unwrap().into_inner().customer_ids;
     assert_eq!(found, ["cust-1"]);
-    admin
+    let put_2 = admin
         .put_fields(with_request_id(
             pb::PutFieldsRequest {
                 customer_id: "cust-2".into(),
                 fields: vec![field("phone", FieldKind::Phone, "+15557654321")],
                 purpose: "billing".into(),
                 token_format: pb::TokenFormat::Random as i32,
+                expected_revision: None,
             },
             "req-put-2",
         ))
-        .await
-        .unwrap();
+        .await;
+    let req_put_2 = issued_id(&put_2);
+    put_2.unwrap();
 
     vec![
         expected(
@@ -175,7 +191,7 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             &["ssn", "email"],
             "billing",
             "ok",
-            "req-put",
+            &req_put,
         ),
         expected(
             "GetFields",
@@ -184,7 +200,7 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             &["email"],
             "billing",
             "ok",
-            "req-get",
+            &req_get,
         ),
         expected(
             "Detokenize",
@@ -193,7 +209,7 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             &["email"],
             "billing",
             "ok",
-            "req-detokenize",
+            &req_detokenize,
         ),
         expected(
             "GetFields",
@@ -202,7 +218,7 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             &["email"],
             "marketing",
             "PERMISSION_DENIED",
-            "req-wrong-purpose",
+            &req_wrong_purpose,
         ),
         expected(
             "PutFields",
@@ -211,16 +227,16 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             &["ssn"],
             "billing",
             "INVALID_ARGUMENT",
-            "req-bad-ssn",
+            &req_bad_ssn,
         ),
         expected(
             "FindCustomers",
             "admin",
-            "",
+            "cust-1",
             &["email"],
             "billing",
             "ok",
-            "req-find",
+            &req_find,
         ),
         expected(
             "PutFields",
@@ -229,7 +245,7 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
             &["phone"],
             "billing",
             "ok",
-            "req-put-2",
+            &req_put_2,
         ),
     ]
 }
@@ -262,7 +278,7 @@ async fn list(
 async fn tamper(vault: &mut TestVault, change: impl FnOnce(&sled::Db)) {
     vault.stop().await;
     {
-        let db = sled::open(&vault.paths.data_dir).unwrap();
+        let db = common::open_sled_when_released(&vault.paths.data_dir);
         change(&db);
         db.flush().unwrap();
     }
@@ -440,7 +456,8 @@ async fn events_are_filtered_by_customer_principal_time_and_limit() {
         },
     )
     .await;
-    assert_eq!(of_customer.len(), 5);
+    // Five calls on cust-1, and the search that found them.
+    assert_eq!(of_customer.len(), 6);
     assert_eq!(of_customer, expect(&|e| e.customer_id == "cust-1"));
 
     let by_checkout = list(
@@ -467,7 +484,8 @@ async fn events_are_filtered_by_customer_principal_time_and_limit() {
         both,
         expect(&|e| e.customer_id == "cust-1" && e.principal == "admin")
     );
-    assert_eq!(both.len(), 1);
+    // The PutFields and the search.
+    assert_eq!(both.len(), 2);
 
     let nobody = list(
         &mut audit,
@@ -543,6 +561,8 @@ async fn an_untouched_log_verifies_as_intact_up_to_its_newest_event() {
             events_checked: 0,
             first_bad_seq: 0,
             head_hash: GENESIS.into(),
+            complete: true,
+            next_after_seq: 0,
         }
     );
 
@@ -556,6 +576,8 @@ async fn an_untouched_log_verifies_as_intact_up_to_its_newest_event() {
             events_checked: events.len() as u64,
             first_bad_seq: 0,
             head_hash: events.last().unwrap().hash.clone(),
+            complete: true,
+            next_after_seq: 0,
         }
     );
     // Verifying and listing record nothing themselves.
@@ -735,4 +757,237 @@ async fn erasing_a_customer_keeps_their_audit_trail_and_records_the_erasure() {
     assert!(verification.intact, "{verification:?}");
     assert_eq!(verification.events_checked, all.len() as u64);
     assert_eq!(verification.head_hash, newest.hash);
+}
+
+/// A vault after the mixed calls and enough reads for 25 events.
+async fn vault_with_25_events() -> (TestVault, Vec<pb::AuditEvent>) {
+    let (vault, events) = vault_with_history().await;
+    let mut admin = vault.admin().await;
+    for _ in events.len()..25 {
+        get(&mut admin, "cust-1", &["email"], "billing")
+            .await
+            .unwrap();
+    }
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let events = all_audit_events(&mut audit).await;
+    assert_eq!(events.len(), 25);
+    (vault, events)
+}
+
+/// Every page ListAuditEventsPage returns for `request`, following its tokens.
+async fn pages(
+    audit: &mut AuditClient,
+    request: pb::ListAuditEventsRequest,
+) -> Vec<Vec<pb::AuditEvent>> {
+    let mut pages = Vec::new();
+    let mut after_seq = request.after_seq;
+    loop {
+        let page = audit
+            .list_audit_events_page(pb::ListAuditEventsRequest {
+                after_seq,
+                ..request.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let next = page.next_after_seq;
+        if next != 0 {
+            assert_eq!(Some(next), page.events.last().map(|e| e.seq), "{page:?}");
+        }
+        pages.push(page.events);
+        if next == 0 {
+            return pages;
+        }
+        assert!(pages.len() < 100, "the pages never end");
+        after_seq = next;
+    }
+}
+
+#[tokio::test]
+async fn list_audit_events_pages_through_more_events_than_one_page() {
+    let (vault, all) = vault_with_25_events().await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+
+    let paged = pages(
+        &mut audit,
+        pb::ListAuditEventsRequest {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    let sizes: Vec<usize> = paged.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(paged.concat(), all);
+
+    // Filters hold across pages; a last page that is full ends the walk.
+    let of_customer: Vec<pb::AuditEvent> = all
+        .iter()
+        .filter(|e| e.customer_id == "cust-1")
+        .cloned()
+        .collect();
+    let paged = pages(
+        &mut audit,
+        pb::ListAuditEventsRequest {
+            customer_id: "cust-1".into(),
+            limit: of_customer.len() as u32 / 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(paged.len() >= 2, "{paged:?}");
+    assert_eq!(paged.concat(), of_customer);
+    let paged = pages(
+        &mut audit,
+        pb::ListAuditEventsRequest {
+            limit: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(paged.len(), 5);
+    assert_eq!(paged.concat(), all);
+
+    // The stream takes the same token.
+    let rest = list(
+        &mut audit,
+        pb::ListAuditEventsRequest {
+            after_seq: all[19].seq,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(rest, all[20..]);
+}
+
+async fn verify_from(
+    audit: &mut AuditClient,
+    after_seq: u64,
+    max_events: u32,
+) -> pb::VerifyAuditLogResponse {
+    audit
+        .verify_audit_log(pb::VerifyAuditLogRequest {
+            after_seq,
+            max_events,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn verify_audit_log_resumes_where_it_stopped_until_it_reaches_the_head() {
+    let (vault, all) = vault_with_25_events().await;
+    let head = all.last().unwrap().hash.clone();
+    let mut audit = vault.audit(ADMIN_KEY).await;
+
+    let mut after_seq = 0;
+    let mut calls = Vec::new();
+    loop {
+        let verification = verify_from(&mut audit, after_seq, 10).await;
+        assert!(verification.intact, "{verification:?}");
+        assert_eq!(verification.head_hash, head);
+        assert!(verification.events_checked <= 10, "{verification:?}");
+        calls.push(verification.clone());
+        if verification.complete {
+            break;
+        }
+        after_seq = verification.next_after_seq;
+        assert!(calls.len() < 10, "{calls:?}");
+    }
+    let stops: Vec<(u64, u64, bool)> = calls
+        .iter()
+        .map(|v| (v.events_checked, v.next_after_seq, v.complete))
+        .collect();
+    assert_eq!(stops, [(10, 10, false), (10, 20, false), (5, 0, true)]);
+
+    // Without a bound, the server's default covers this short log at once.
+    let whole = verify_audit_log(&mut audit).await.unwrap();
+    assert!(whole.intact && whole.complete, "{whole:?}");
+    assert_eq!(whole.events_checked, 25);
+    // Resuming at the newest event checks nothing more and is complete.
+    let at_head = verify_from(&mut audit, 25, 10).await;
+    assert!(at_head.intact && at_head.complete, "{at_head:?}");
+    assert_eq!(at_head.events_checked, 0);
+    // A resume point past the newest event is a mistake, named as one.
+    let status = expect_code(
+        audit
+            .verify_audit_log(pb::VerifyAuditLogRequest {
+                after_seq: 26,
+                max_events: 10,
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("after_seq 26"), "{status:?}");
+}
+
+/// Changes the stored event `seq` (its stored hash stays as it was), on
+/// either engine: on sled with the vault stopped, on PostgreSQL in its table.
+async fn rewrite_stored_event(
+    vault: &mut TestVault,
+    seq: u64,
+    change: impl FnOnce(&mut AuditRecord),
+) {
+    let Some(database) = &vault.database else {
+        tamper(vault, |db| rewrite_event(db, seq, change)).await;
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let seq = seq as i64;
+    let row = client
+        .query_one("SELECT record FROM audit_events WHERE seq = $1", &[&seq])
+        .await
+        .unwrap();
+    let mut record: AuditRecord = postcard::from_bytes(row.get::<_, &[u8]>(0)).unwrap();
+    change(&mut record);
+    let bytes = postcard::to_stdvec(&record).unwrap();
+    client
+        .execute(
+            "UPDATE audit_events SET record = $1 WHERE seq = $2",
+            &[&bytes, &seq],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_resumed_verification_still_finds_a_tampered_event() {
+    let (mut vault, all) = vault_with_25_events().await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let first = verify_from(&mut audit, 0, 10).await;
+    assert!(first.intact && !first.complete, "{first:?}");
+    assert_eq!(first.next_after_seq, 10);
+
+    // An event past the resume point, changed on disk.
+    rewrite_stored_event(&mut vault, 15, |record| {
+        record.outcome = "PERMISSION_DENIED".into()
+    })
+    .await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let resumed = verify_from(&mut audit, first.next_after_seq, 10).await;
+    assert_broken_at(&resumed, 15);
+    assert!(resumed.complete, "{resumed:?}");
+    let restored = all[14].outcome.clone();
+    rewrite_stored_event(&mut vault, 15, |record| record.outcome = restored).await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let resumed = verify_from(&mut audit, first.next_after_seq, 100).await;
+    assert!(resumed.intact && resumed.complete, "{resumed:?}");
+
+    // The event a resumption starts from, changed after it was checked.
+    rewrite_stored_event(&mut vault, 10, |record| record.principal = "support".into()).await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    assert_broken_at(&verify_from(&mut audit, 10, 10).await, 10);
+    // Given a fresh hash, it no longer links to the event after it.
+    rewrite_stored_event(&mut vault, 10, |record| {
+        record.hash = record.computed_hash()
+    })
+    .await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    assert_broken_at(&verify_from(&mut audit, 10, 10).await, 11);
+    // A walk from the start finds it where it is.
+    assert_broken_at(&verify_from(&mut audit, 0, 100).await, 11);
 }

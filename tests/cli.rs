@@ -95,7 +95,10 @@ async fn put_get_tokenize_detokenize_and_delete_from_the_command_line() {
     assert_eq!(resolved["results"][0]["value"], "4242424242424242");
     assert_eq!(resolved["results"][1]["value"], "123-45-6789");
 
-    let receipt = json_of(&pii_vault(&vault, &["delete-customer", "cli-1", "--json"]));
+    let receipt = json_of(&pii_vault(
+        &vault,
+        &["delete-customer", "cli-1", "--yes", "--json"],
+    ));
     assert_eq!(receipt["fields_erased"], 3);
     assert_eq!(receipt["state"], "logical");
 
@@ -228,6 +231,18 @@ async fn consent_export_audit_and_receipts_from_the_command_line() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("consent"));
 
+    // A consent may name only a published policy version.
+    stdout_of(&pii_vault(
+        &vault,
+        &[
+            "policy",
+            "publish",
+            "--version",
+            "2026-11",
+            "--summary",
+            "Our privacy policy.",
+        ],
+    ));
     let granted = json_of(&pii_vault(
         &vault,
         &[
@@ -306,7 +321,10 @@ async fn consent_export_audit_and_receipts_from_the_command_line() {
     let verified = stdout_of(&pii_vault(&vault, &["audit", "verify"]));
     assert!(verified.contains("intact"), "{verified}");
 
-    let receipt = json_of(&pii_vault(&vault, &["delete-customer", "cli-3", "--json"]));
+    let receipt = json_of(&pii_vault(
+        &vault,
+        &["delete-customer", "cli-3", "--yes", "--json"],
+    ));
     let receipt_id = receipt["receipt_id"].as_str().unwrap();
     let status = json_of(&pii_vault(
         &vault,
@@ -326,7 +344,10 @@ async fn keys_can_be_rotated_and_inspected_from_the_command_line() {
     ));
 
     // Not a terminal: plain progress lines, then a summary.
-    let rotated = stdout_of(&pii_vault(&vault, &["keys", "rotate-master", "--retire"]));
+    let rotated = stdout_of(&pii_vault(
+        &vault,
+        &["keys", "rotate-master", "--retire", "--yes"],
+    ));
     assert!(rotated.contains("1/1 customers re-wrapped"), "{rotated}");
     assert!(
         rotated.contains("master key rotated to v2")
@@ -345,4 +366,200 @@ async fn keys_can_be_rotated_and_inspected_from_the_command_line() {
     assert_eq!(status["customer_key_version"], 2);
     let text = stdout_of(&pii_vault(&vault, &["keys", "status"]));
     assert!(text.contains("active master version  v2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_left_older_access_events_out_says_how_to_get_them() {
+    let mut options = pii_vault::app::VaultOptions::default();
+    options.limits.export_access_page = 2;
+    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    stdout_of(&pii_vault(
+        &vault,
+        &[
+            "put",
+            "cli-9",
+            "email:email=paged@example.com",
+            "--purpose",
+            "billing",
+        ],
+    ));
+    for _ in 0..2 {
+        stdout_of(&pii_vault(
+            &vault,
+            &["get", "cli-9", "--purpose", "billing"],
+        ));
+    }
+
+    let first = pii_vault(&vault, &["export", "cli-9"]);
+    let first_page = json_of(&first);
+    assert_eq!(first_page["access_history"].as_array().unwrap().len(), 2);
+    assert_eq!(first_page["access_history_page"]["last_page"], false);
+    let stderr = String::from_utf8(first.stderr).unwrap();
+    let token = stderr
+        .split_whitespace()
+        .find(|word| word.starts_with("aht_"))
+        .unwrap_or_else(|| panic!("no page token in: {stderr}"));
+    assert_eq!(first_page["access_history_page"]["next_page_token"], token);
+
+    let second = pii_vault(
+        &vault,
+        &["export", "cli-9", "--access-history-page-token", token],
+    );
+    let second_page = json_of(&second);
+    assert_eq!(second_page["access_history_page"]["first_page"], false);
+    assert_eq!(second_page["access_history_page"]["last_page"], true);
+    let actions: Vec<&str> = second_page["access_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|access| access["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["PutFields"]);
+    assert!(second.stderr.is_empty(), "{:?}", second.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_out_never_reuses_an_existing_file_nor_follows_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let vault = common::spawn_vault().await;
+    stdout_of(&pii_vault(
+        &vault,
+        &[
+            "put",
+            "cli-4",
+            "email:email=a@b.example",
+            "--purpose",
+            "billing",
+        ],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mode_of = |path: &std::path::Path| {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+
+    // An existing file, readable by all: refused, left as it was.
+    let existing = dir.path().join("existing.json");
+    std::fs::write(&existing, b"keep").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = existing.to_str().unwrap();
+    let refused = pii_vault(&vault, &["export", "cli-4", "--out", out]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("exists") && message.contains("--force"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep");
+    // With --force it is replaced by a new owner-only file.
+    stdout_of(&pii_vault(
+        &vault,
+        &["export", "cli-4", "--out", out, "--force"],
+    ));
+    assert!(std::fs::read_to_string(&existing)
+        .unwrap()
+        .contains("a@b.example"));
+    assert_eq!(mode_of(&existing), 0o600);
+
+    // A symlink to a file elsewhere: refused, with or without --force; the
+    // file it points to is never written.
+    let target = dir.path().join("target.txt");
+    std::fs::write(&target, b"elsewhere").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dangling = dir.path().join("dangling.json");
+    std::os::unix::fs::symlink(dir.path().join("absent.txt"), &dangling).unwrap();
+    for path in [&link, &dangling] {
+        for force in [false, true] {
+            let mut args = vec!["export", "cli-4", "--out", path.to_str().unwrap()];
+            if force {
+                args.push("--force");
+            }
+            let refused = pii_vault(&vault, &args);
+            assert!(!refused.status.success(), "{path:?} force={force}");
+            let message = String::from_utf8_lossy(&refused.stderr);
+            assert!(message.contains("symbolic link"), "{message}");
+        }
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"elsewhere");
+    assert!(!dir.path().join("absent.txt").exists());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// The seq of each event `audit list --json` printed, in order.
+fn listed_seqs(output: &Output) -> Vec<u64> {
+    stdout_of(output)
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["customer_id"], "pager", "{event}");
+            event["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_list_follows_the_pages_until_the_last_event_or_the_limit() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    // More events than one page (1,000) holds.
+    let written = 1100;
+    for i in 0..written {
+        let value = format!("v{i}");
+        common::put(
+            &mut admin,
+            "pager",
+            vec![common::field(
+                "note",
+                pii_vault::pb::FieldKind::Generic,
+                &value,
+            )],
+        )
+        .await
+        .unwrap();
+    }
+
+    let all = listed_seqs(&pii_vault(
+        &vault,
+        &[
+            "audit",
+            "list",
+            "--customer",
+            "pager",
+            "--limit",
+            "0",
+            "--json",
+        ],
+    ));
+    assert_eq!(all.len(), written, "every event, across pages");
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, once each"
+    );
+
+    let limited = listed_seqs(&pii_vault(
+        &vault,
+        &[
+            "audit",
+            "list",
+            "--customer",
+            "pager",
+            "--limit",
+            "1050",
+            "--json",
+        ],
+    ));
+    assert_eq!(limited, all[..1050]);
+
+    let default = listed_seqs(&pii_vault(
+        &vault,
+        &["audit", "list", "--customer", "pager", "--json"],
+    ));
+    assert_eq!(default, all[..100]);
 }

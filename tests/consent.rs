@@ -93,7 +93,11 @@ async fn collection_for_marketing_is_refused_before_opt_in_allowed_after_and_ref
         assert_consent_refusal(&status, "marketing", true);
     }
     let after = get(&mut admin, "cust-1", &[], "billing").await.unwrap();
-    assert_eq!(after, stored, "a refused write changed the customer");
+    // Field by field: the withdrawal itself moved the customer's revision on.
+    assert_eq!(
+        after.fields, stored.fields,
+        "a refused write changed the customer"
+    );
 
     // Opted in again: collection works again.
     set_consent(&mut privacy, "cust-1", "marketing", true)
@@ -358,6 +362,11 @@ async fn find_customers_for_marketing_leaves_out_customers_without_a_granted_con
 async fn list_consents_shows_the_current_choice_or_the_whole_history() {
     let vault = common::spawn_vault().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
+    for version in ["2025-01", "2025-06"] {
+        common::publish_policy(&mut privacy, version, "Our privacy policy.", &[], false)
+            .await
+            .unwrap();
+    }
     let mut recorded = Vec::new();
     for (granted, version, source) in [
         (true, "2025-01", "web-signup"),

@@ -711,12 +711,7 @@ impl Engine {
             .await
             .expect("PII_VAULT_TEST_STORE=postgres needs a reachable PostgreSQL");
         Engine {
-            serve_args: vec![
-                "--store".into(),
-                "postgres".into(),
-                "--database-url".into(),
-                database.url.clone(),
-            ],
+            serve_args: database.serve_args().map(String::from).to_vec(),
             _database: Some(database),
         }
     }

@@ -9,8 +9,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
-    audit_events, delete_customer, detokenize, expect_code, export, field, get, put,
-    set_consent_from, tokenize, TestVault, ADMIN_KEY, CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
+    audit_events, delete_customer, detokenize, expect_code, export, field, find_customers, get,
+    put, set_consent_from, tokenize, TestVault, ADMIN_KEY, CHECKOUT_KEY, DPO_KEY, EXPORTER_KEY,
+    SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, ExportFormat, FieldKind, TokenFormat};
 use serde_json::{json, Value};
@@ -78,6 +79,15 @@ async fn two_customers(vault: &TestVault) -> (Stored, Vec<String>) {
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let mut checkout = vault.vault(CHECKOUT_KEY).await;
     let mut support = vault.vault(SUPPORT_KEY).await;
+
+    // The versions the consents name, published before either customer
+    // joined: no notice is pending for them.
+    for version in ["2025-01", "2025-06"] {
+        common::publish_policy(&mut privacy, version, "Our privacy policy.", &[], false)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 
     let tokens = put(
         &mut admin,
@@ -195,12 +205,14 @@ fn json_export(response: &pb::ExportCustomerResponse) -> Value {
 }
 
 #[track_caller]
-fn assert_rfc3339(value: &Value) {
+/// The RFC 3339 time `value` holds (RFC 3339 leaves out a zero fraction, so
+/// such strings do not compare as times).
+fn assert_rfc3339(value: &Value) -> time::OffsetDateTime {
     let text = value
         .as_str()
         .unwrap_or_else(|| panic!("{value} is no string"));
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("{text}: {e}"));
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
 #[track_caller]
@@ -265,14 +277,15 @@ async fn the_json_export_holds_exactly_what_was_stored_for_the_customer_and_noth
             "pending_notices",
             "purposes",
             "access_history",
+            "access_history_page",
         ])
     );
     assert_eq!(doc["format"], "pii-vault.customer-export");
-    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["version"], 2);
     assert_eq!(doc["customer_id"], "cust-1");
-    assert_rfc3339(&doc["exported_at"]);
-    assert_rfc3339(&doc["customer_since"]);
-    assert!(doc["customer_since"].as_str() <= doc["exported_at"].as_str());
+    let exported_at = assert_rfc3339(&doc["exported_at"]);
+    let customer_since = assert_rfc3339(&doc["customer_since"]);
+    assert!(customer_since <= exported_at, "{doc}");
 
     // Every field, with its plaintext value, kind and token.
     let fields: BTreeMap<String, (String, String, String)> = doc["fields"]
@@ -351,7 +364,13 @@ async fn the_json_export_holds_exactly_what_was_stored_for_the_customer_and_noth
         ]
     );
 
-    // The access history is the customer's audit trail up to the export.
+    // The access history is the customer's audit trail up to the export,
+    // newest first, all of it in one page.
+    assert_eq!(
+        doc["access_history_page"],
+        json!({"order": "newest_first", "first_page": true, "last_page": true, "next_page_token": null})
+    );
+    assert!(response.next_access_history_page_token.is_empty());
     let history = doc["access_history"].as_array().unwrap();
     let described: Vec<Value> = history
         .iter()
@@ -362,18 +381,7 @@ async fn the_json_export_holds_exactly_what_was_stored_for_the_customer_and_noth
             access
         })
         .collect();
-    let from_audit: Vec<Value> = events_before
-        .iter()
-        .map(|e| {
-            json!({
-                "principal": e.principal,
-                "action": e.action,
-                "fields": e.fields,
-                "purpose": e.purpose,
-                "outcome": e.outcome,
-            })
-        })
-        .collect();
+    let from_audit: Vec<Value> = events_before.iter().rev().map(access_of).collect();
     assert_eq!(described, from_audit);
     for wanted in [
         json!({"principal": "checkout", "action": "GetFields", "fields": ["card"], "purpose": "billing", "outcome": "ok"}),
@@ -520,10 +528,10 @@ async fn exporting_is_audited_whether_allowed_or_refused() {
     assert_eq!(
         actions,
         [
-            "PutFields",
             "ExportCustomer",
             "ExportCustomer",
-            "ExportCustomer"
+            "ExportCustomer",
+            "PutFields"
         ]
     );
 }
@@ -564,6 +572,7 @@ async fn export_needs_privacy_admin_and_a_customer_the_vault_holds() {
             .export_customer(pb::ExportCustomerRequest {
                 customer_id: "cust-1".into(),
                 format: 99,
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -594,13 +603,9 @@ async fn a_deletion_receipt_can_be_fetched_again_and_names_the_audit_event_of_th
         .chars()
         .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
 
-    let status = privacy
-        .get_deletion_status(pb::GetDeletionStatusRequest {
-            receipt_id: receipt.receipt_id.clone(),
-        })
+    let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(status, receipt);
 
     let erasures: Vec<pb::AuditEvent> = customer_events(&vault, "cust-1")
@@ -671,13 +676,9 @@ async fn a_deletion_receipt_survives_a_restart() {
     };
     vault.restart().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
-    let status = privacy
-        .get_deletion_status(pb::GetDeletionStatusRequest {
-            receipt_id: receipt.receipt_id.clone(),
-        })
+    let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(status, receipt);
 }
 
@@ -718,4 +719,622 @@ async fn a_customer_recreated_after_erasure_exports_only_their_own_history() {
 async fn export_text(privacy: &mut common::PrivacyClient, customer: &str) -> String {
     let document = export(privacy, customer, ExportFormat::Text).await.unwrap();
     String::from_utf8(document.document).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Who may export what (security review #15, item 3).
+// ---------------------------------------------------------------------------
+
+/// cust-1's values that the dpo's rules deny or keep to a token.
+const WITHHELD_FROM_DPO: [&str; 6] = [
+    "123-45-6789",
+    "4111111111111111",
+    "Ann Exporter",
+    "5555555555554444",
+    "123-45-6780",
+    "order note 42",
+];
+
+/// name (or token, for standalone values) -> (disclosure, value, token).
+fn disclosed(items: &Value, key: &str) -> BTreeMap<String, (String, Value, Value)> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item[key].as_str().unwrap().to_owned(),
+                (
+                    item["disclosure"].as_str().unwrap().to_owned(),
+                    item["value"].clone(),
+                    item["token"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn privacy_admin_without_privacy_export_exports_only_what_its_disclosure_rules_allow() {
+    let vault = common::spawn_vault().await;
+    let (stored, other_tokens) = two_customers(&vault).await;
+    let mut dpo = vault.privacy(DPO_KEY).await;
+    for format in [ExportFormat::Json, ExportFormat::Text] {
+        let response = export(&mut dpo, "cust-1", format).await.unwrap();
+        assert_nothing_of_the_other_customer(&response.document, &other_tokens);
+        for value in WITHHELD_FROM_DPO {
+            assert!(
+                !common::contains(&response.document, value.as_bytes()),
+                "{value} in the dpo's export:\n{}",
+                String::from_utf8_lossy(&response.document)
+            );
+        }
+    }
+    let doc = json_export(
+        &export(&mut dpo, "cust-1", ExportFormat::Json)
+            .await
+            .unwrap(),
+    );
+    let token_of = |name: &str| json!(stored.fields[name].2);
+    // "*" = "none", email = "plaintext", phone = "masked", card_number = "token".
+    assert_eq!(
+        disclosed(&doc["fields"], "name"),
+        BTreeMap::from([
+            (
+                "email".to_owned(),
+                (
+                    "plaintext".to_owned(),
+                    json!("ann.export@example.com"),
+                    token_of("email")
+                )
+            ),
+            (
+                "phone".to_owned(),
+                (
+                    "masked".to_owned(),
+                    json!("+*******0001"),
+                    token_of("phone")
+                )
+            ),
+            (
+                "card".to_owned(),
+                ("token".to_owned(), Value::Null, token_of("card"))
+            ),
+            (
+                "ssn".to_owned(),
+                ("denied".to_owned(), Value::Null, Value::Null)
+            ),
+            (
+                "full_name".to_owned(),
+                ("denied".to_owned(), Value::Null, Value::Null)
+            ),
+        ])
+    );
+    // Tokens follow the same rules: a denied one is listed without its token.
+    let tokens = doc["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 8);
+    let mut standalone: Vec<(String, String, Value, bool)> = tokens
+        .iter()
+        .filter(|token| token["field"].is_null())
+        .map(|token| {
+            (
+                token["kind"].as_str().unwrap().to_owned(),
+                token["disclosure"].as_str().unwrap().to_owned(),
+                token["value"].clone(),
+                token["token"].is_string(),
+            )
+        })
+        .collect();
+    standalone.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        standalone,
+        [
+            ("card_number".into(), "token".into(), Value::Null, true),
+            ("generic".into(), "denied".into(), Value::Null, false),
+            ("ssn".into(), "denied".into(), Value::Null, false),
+        ]
+    );
+    for token in tokens.iter().filter(|token| token["field"].is_string()) {
+        let name = token["field"].as_str().unwrap();
+        let field = &disclosed(&doc["fields"], "name")[name];
+        assert_eq!(
+            (
+                token["disclosure"].as_str().unwrap(),
+                &token["value"],
+                &token["token"]
+            ),
+            (field.0.as_str(), &field.1, &field.2),
+            "{token}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn privacy_export_exports_every_value_in_plaintext_whatever_the_disclosure_rules() {
+    let vault = common::spawn_vault().await;
+    let (stored, other_tokens) = two_customers(&vault).await;
+    // The exporter's rules say "*" = "none"; the scope is what grants plaintext.
+    let mut exporter = vault.privacy(EXPORTER_KEY).await;
+    let response = export(&mut exporter, "cust-1", ExportFormat::Json)
+        .await
+        .unwrap();
+    assert_nothing_of_the_other_customer(&response.document, &other_tokens);
+    let doc = json_export(&response);
+    let fields: BTreeMap<String, (String, String, String)> = doc["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["disclosure"], "plaintext");
+            let text = |key: &str| f[key].as_str().unwrap().to_owned();
+            (text("name"), (text("kind"), text("value"), text("token")))
+        })
+        .collect();
+    assert_eq!(fields, stored.fields);
+    let standalone: BTreeMap<String, (String, String, String)> = doc["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|token| token["field"].is_null())
+        .map(|token| {
+            assert_eq!(token["disclosure"], "plaintext");
+            let text = |key: &str| token[key].as_str().unwrap().to_owned();
+            (text("token"), (text("kind"), text("format"), text("value")))
+        })
+        .collect();
+    assert_eq!(standalone, stored.standalone);
+    // The scope exports, and nothing else: no erasure, no data read.
+    let status = expect_code(
+        delete_customer(&mut exporter, "cust-1").await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("privacy:admin"), "{status:?}");
+}
+
+#[tokio::test]
+async fn an_export_is_recorded_as_an_access_of_every_value_it_disclosed() {
+    let vault = common::spawn_vault().await;
+    two_customers(&vault).await;
+    let mut admin = vault.privacy(ADMIN_KEY).await;
+    export(&mut admin, "cust-1", ExportFormat::Json)
+        .await
+        .unwrap();
+    let mut dpo = vault.privacy(DPO_KEY).await;
+    export(&mut dpo, "cust-1", ExportFormat::Text)
+        .await
+        .unwrap();
+
+    let exports: Vec<(String, BTreeSet<String>)> = customer_events(&vault, "cust-1")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "ExportCustomer")
+        .map(|e| (e.principal, e.fields.into_iter().collect()))
+        .collect();
+    let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        exports,
+        [
+            // Every field, and the kinds of the standalone values.
+            (
+                "admin".to_owned(),
+                names(&[
+                    "email",
+                    "ssn",
+                    "phone",
+                    "full_name",
+                    "card",
+                    "card_number",
+                    "generic"
+                ])
+            ),
+            // Only what the dpo's rules let through, as a value or a token.
+            (
+                "dpo".to_owned(),
+                names(&["email", "phone", "card", "card_number"])
+            ),
+        ]
+    );
+    // The customer's own export lists both.
+    let doc = json_export(
+        &export(&mut admin, "cust-1", ExportFormat::Json)
+            .await
+            .unwrap(),
+    );
+    let listed = doc["access_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|access| access["action"] == "ExportCustomer")
+        .count();
+    assert_eq!(listed, 2);
+}
+
+#[tokio::test]
+async fn exports_spend_the_principals_read_rate_limit() {
+    const LIMITED_DPO_KEY: &str = "pv_test_limited_dpo_key";
+    let policy = format!(
+        r#"{}
+[[principals]]
+name = "limited_dpo"
+api_key_sha256 = "{}"
+scopes = ["privacy:admin"]
+[principals.disclosure]
+"*" = "masked"
+[principals.rate_limits]
+reads_per_second = 2.0
+"#,
+        common::test_policy(),
+        pii_vault::policy::api_key_sha256_hex(LIMITED_DPO_KEY)
+    );
+    let vault = common::spawn_vault_with_policy(&policy).await;
+    let mut admin = vault.admin().await;
+    put(
+        &mut admin,
+        "cust-1",
+        vec![field("email", FieldKind::Email, "rated@example.com")],
+    )
+    .await
+    .unwrap();
+    let mut limited = vault.privacy(LIMITED_DPO_KEY).await;
+    for _ in 0..2 {
+        export(&mut limited, "cust-1", ExportFormat::Json)
+            .await
+            .unwrap();
+    }
+    let status = expect_code(
+        export(&mut limited, "cust-1", ExportFormat::Json).await,
+        Code::ResourceExhausted,
+    );
+    assert!(status.message().contains("rate limit"), "{status:?}");
+    assert!(!status.message().contains("rated@"), "{status:?}");
+    let outcomes: Vec<String> = customer_events(&vault, "cust-1")
+        .await
+        .into_iter()
+        .filter(|e| e.action == "ExportCustomer")
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok", "RESOURCE_EXHAUSTED"]);
+}
+// ---------------------------------------------------------------------------
+// Searches in the found customers' access history (security review #15, item 5).
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_search_that_finds_a_customer_is_in_their_access_history_without_the_value() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    for (customer, email) in [
+        ("cust-1", "found.me@example.com"),
+        ("cust-2", "not.me@example.com"),
+    ] {
+        put(
+            &mut admin,
+            customer,
+            vec![field("email", FieldKind::Email, email)],
+        )
+        .await
+        .unwrap();
+    }
+    // checkout sees emails masked, and may search them.
+    let mut checkout = vault.vault(CHECKOUT_KEY).await;
+    let searched = "found.me@EXAMPLE.com";
+    assert_eq!(
+        find_customers(&mut checkout, "email", searched, "billing")
+            .await
+            .unwrap(),
+        ["cust-1"]
+    );
+    assert!(
+        find_customers(&mut checkout, "email", "nobody@example.com", "billing")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let doc = json_export(
+        &export(&mut privacy, "cust-1", ExportFormat::Json)
+            .await
+            .unwrap(),
+    );
+    let history = &doc["access_history"];
+    let searches: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|access| access["action"] == "FindCustomers")
+        .collect();
+    assert_eq!(searches.len(), 1, "{history:#}");
+    let mut search = searches[0].clone();
+    search.as_object_mut().unwrap().remove("at");
+    assert_eq!(
+        search,
+        json!({"principal": "checkout", "action": "FindCustomers", "fields": ["email"], "purpose": "billing", "outcome": "ok"})
+    );
+    let history_text = history.to_string().to_lowercase();
+    for value in ["found.me", "nobody@"] {
+        assert!(!history_text.contains(value), "{value} in {history_text}");
+    }
+    // Nobody else's history has it; the search that found nobody is audited
+    // without a customer.
+    let other = json_export(
+        &export(&mut privacy, "cust-2", ExportFormat::Json)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        !other["access_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|access| access["action"] == "FindCustomers"),
+        "{other:#}"
+    );
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let searches: Vec<String> = common::all_audit_events(&mut audit)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "FindCustomers")
+        .map(|e| e.customer_id)
+        .collect();
+    assert_eq!(searches, ["cust-1", ""]);
+}
+
+// ---------------------------------------------------------------------------
+// Exports complete at any size (security review #15, item 4).
+// ---------------------------------------------------------------------------
+
+/// A vault whose exports hold at most `page` access events and `max_bytes`.
+async fn paging_vault(page: usize, max_bytes: Option<usize>) -> TestVault {
+    let mut options = pii_vault::app::VaultOptions::default();
+    options.limits.export_access_page = page;
+    // These tests read refusals back one by one: none is counted into another.
+    options.limits.refusals.recorded_per_window = 100;
+    if let Some(max_bytes) = max_bytes {
+        options.limits.max_export_bytes = max_bytes;
+    }
+    common::spawn_vault_with(&common::test_policy(), options).await
+}
+
+/// cust-1 with `reads` GetFields after its PutFields, each naming a field of
+/// its own (so every event differs), `name_len` characters long; cust-2 read
+/// in between. Returns cust-1's events, oldest first.
+async fn long_history(vault: &TestVault, reads: usize, name_len: usize) -> Vec<pb::AuditEvent> {
+    let mut admin = vault.admin().await;
+    for customer in ["cust-1", "cust-2"] {
+        put(
+            &mut admin,
+            customer,
+            vec![field("email", FieldKind::Email, "paged@example.com")],
+        )
+        .await
+        .unwrap();
+    }
+    for read in 0..reads {
+        let name = format!("f{read:0>width$}", width = name_len - 1);
+        get(&mut admin, "cust-1", &["email", &name], "billing")
+            .await
+            .unwrap();
+        if read % 3 == 0 {
+            get(&mut admin, "cust-2", &[], "billing").await.unwrap();
+        }
+    }
+    let events = customer_events(vault, "cust-1").await;
+    assert_eq!(events.len(), reads + 1);
+    events
+}
+
+/// An access event as the export describes it, without its time.
+fn access_of(event: &pb::AuditEvent) -> Value {
+    json!({
+        "principal": event.principal,
+        "action": event.action,
+        "fields": event.fields,
+        "purpose": event.purpose,
+        "outcome": event.outcome,
+    })
+}
+
+/// Every page of cust-1's JSON export, following the page tokens.
+async fn all_pages(privacy: &mut common::PrivacyClient, page_size: u32) -> Vec<(usize, Value)> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let response =
+            common::export_page(privacy, "cust-1", ExportFormat::Json, &token, page_size)
+                .await
+                .unwrap();
+        let doc = json_export(&response);
+        let page = &doc["access_history_page"];
+        assert_eq!(page["order"], "newest_first", "{page}");
+        assert_eq!(page["first_page"], token.is_empty(), "{page}");
+        let next = response.next_access_history_page_token.clone();
+        // The document says what the response says.
+        if next.is_empty() {
+            assert_eq!(page["last_page"], true, "{page}");
+            assert_eq!(page["next_page_token"], Value::Null, "{page}");
+        } else {
+            assert_eq!(page["last_page"], false, "{page}");
+            assert_eq!(page["next_page_token"], next.as_str(), "{page}");
+        }
+        pages.push((response.document.len(), doc));
+        if next.is_empty() {
+            return pages;
+        }
+        assert!(pages.len() < 100, "the pages never end");
+        token = next;
+    }
+}
+
+fn without_time(history: &Value) -> Vec<Value> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|access| {
+            let mut access = access.clone();
+            access.as_object_mut().unwrap().remove("at");
+            access
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_access_history_longer_than_a_page_is_exported_in_pages_newest_first() {
+    let vault = paging_vault(5, None).await;
+    assert_eq!(long_history(&vault, 11, 4).await.len(), 12);
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+
+    // The text report says when it could not count every read of the
+    // period: the newest 5 events, all reads, are all it looked at.
+    let response = export(&mut privacy, "cust-1", ExportFormat::Text)
+        .await
+        .unwrap();
+    assert!(!response.next_access_history_page_token.is_empty());
+    let text = String::from_utf8(response.document).unwrap();
+    for expected in [
+        "your information was read at least 5 times",
+        "This report looked only at the 5 most recent records of how your information was used",
+        "older ones were left out of it",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+
+    // The server's page size, then a smaller one asked for, then a larger one
+    // (capped at the server's). Each round's exports (and the text one) join
+    // the history of the next, so every round pages through more events.
+    for (page_size, sizes) in [
+        (0, vec![5, 5, 3]),
+        (4, vec![4, 4, 4, 4]),
+        (50, vec![5, 5, 5, 5]),
+    ] {
+        let events = customer_events(&vault, "cust-1").await;
+        let pages = all_pages(&mut privacy, page_size).await;
+        let lengths: Vec<usize> = pages
+            .iter()
+            .map(|(_, doc)| doc["access_history"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(lengths, sizes, "page size {page_size}");
+        // Together, every event once, newest first: the exports made while
+        // paging are newer than the first page and not in the later ones.
+        let joined: Vec<Value> = pages
+            .iter()
+            .flat_map(|(_, doc)| without_time(&doc["access_history"]))
+            .collect();
+        let newest_first: Vec<Value> = events.iter().rev().map(access_of).collect();
+        assert_eq!(joined, newest_first, "page size {page_size}");
+    }
+}
+
+#[tokio::test]
+async fn an_export_page_stays_within_the_size_limit_and_says_what_it_left_out() {
+    const MAX_BYTES: usize = 8 * 1024;
+    let vault = paging_vault(1000, Some(MAX_BYTES)).await;
+    // Each event names a 60-character field: about 300 bytes in the document.
+    let events = long_history(&vault, 40, 60).await;
+    let newest_first: Vec<Value> = events.iter().rev().map(access_of).collect();
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let pages = all_pages(&mut privacy, 0).await;
+    assert!(pages.len() > 1, "{} page(s)", pages.len());
+    for (bytes, _) in &pages {
+        assert!(*bytes <= MAX_BYTES, "{bytes} bytes");
+    }
+    let joined: Vec<Value> = pages
+        .iter()
+        .flat_map(|(_, doc)| without_time(&doc["access_history"]))
+        .collect();
+    assert_eq!(joined, newest_first);
+}
+
+#[tokio::test]
+async fn an_export_too_large_without_its_history_is_refused_not_cut() {
+    let vault = paging_vault(1000, Some(600)).await;
+    let mut admin = vault.admin().await;
+    put(
+        &mut admin,
+        "cust-1",
+        vec![field("email", FieldKind::Email, "big@example.com")],
+    )
+    .await
+    .unwrap();
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let status = expect_code(
+        export(&mut privacy, "cust-1", ExportFormat::Json).await,
+        Code::FailedPrecondition,
+    );
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert_eq!(details.error_info().unwrap().reason, "EXPORT_TOO_LARGE");
+    assert!(details.retry_info().is_none(), "{status:?}");
+    assert!(status.message().contains("600 bytes"), "{status:?}");
+    assert!(!status.message().contains("big@"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_page_token_is_refused_for_another_customer_a_later_incarnation_or_when_forged() {
+    let vault = paging_vault(2, None).await;
+    long_history(&vault, 4, 4).await;
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let first = export(&mut privacy, "cust-1", ExportFormat::Json)
+        .await
+        .unwrap();
+    let token = first.next_access_history_page_token;
+    assert!(!token.is_empty());
+
+    let huge = format!("aht_{}", "0".repeat(64 * 1024));
+    for forged in [
+        "garbage",
+        "0",
+        &format!("{token}0"),
+        &token[..token.len() - 1],
+        &huge,
+    ] {
+        let status = expect_code(
+            common::export_page(&mut privacy, "cust-1", ExportFormat::Json, forged, 0).await,
+            Code::InvalidArgument,
+        );
+        assert!(
+            status.message().contains("access_history_page_token"),
+            "{status:?}"
+        );
+        assert!(!status.message().contains(forged), "{status:?}");
+    }
+    expect_code(
+        common::export_page(&mut privacy, "cust-2", ExportFormat::Json, &token, 0).await,
+        Code::InvalidArgument,
+    );
+
+    // Erased and stored again: the same id is a new person, and the old
+    // token does not reach into the history of the one before.
+    delete_customer(&mut privacy, "cust-1").await.unwrap();
+    let mut admin = vault.admin().await;
+    put(
+        &mut admin,
+        "cust-1",
+        vec![field("email", FieldKind::Email, "new.person@example.com")],
+    )
+    .await
+    .unwrap();
+    expect_code(
+        common::export_page(&mut privacy, "cust-1", ExportFormat::Json, &token, 0).await,
+        Code::InvalidArgument,
+    );
+    let pages = all_pages(&mut privacy, 0).await;
+    let joined: Vec<Value> = pages
+        .iter()
+        .flat_map(|(_, doc)| without_time(&doc["access_history"]))
+        .collect();
+    // The refused export with the old token is the new customer's first access.
+    assert_eq!(
+        joined
+            .iter()
+            .map(|access| (
+                access["action"].as_str().unwrap(),
+                access["outcome"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("ExportCustomer", "INVALID_ARGUMENT"), ("PutFields", "ok")]
+    );
 }

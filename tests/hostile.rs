@@ -237,6 +237,7 @@ fn put_request(customer: &str, fields: Vec<pb::Field>, purpose: &str) -> pb::Put
         fields,
         purpose: purpose.into(),
         token_format: TokenFormat::Random as i32,
+        expected_revision: None,
     }
 }
 
@@ -293,32 +294,32 @@ async fn giant_batches_are_refused_naming_the_limit_and_change_nothing() {
         .put_fields(put_request("carol", fields, "billing"))
         .await
         .unwrap_err();
-    assert_clear(&status, Code::ResourceExhausted, &[]);
+    assert_clear(&status, Code::InvalidArgument, &[]);
     assert!(status.message().contains("100"), "{}", status.message());
 
     let items: Vec<(FieldKind, &str, TokenFormat)> = (0..1001)
         .map(|_| (FieldKind::Generic, "x", TokenFormat::Random))
         .collect();
     let status = tokenize(&mut client, "carol", items).await.unwrap_err();
-    assert_clear(&status, Code::ResourceExhausted, &[]);
+    assert_clear(&status, Code::InvalidArgument, &[]);
     assert!(status.message().contains("1000"), "{}", status.message());
 
     let tokens: Vec<String> = (0..1001).map(|i| format!("tok_{i}")).collect();
     let status = detokenize(&mut client, &tokens, "billing")
         .await
         .unwrap_err();
-    assert_clear(&status, Code::ResourceExhausted, &[]);
+    assert_clear(&status, Code::InvalidArgument, &[]);
 
     let names: Vec<String> = (0..101).map(|i| format!("f{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     refused(
         get(&mut client, "alice", &names, "billing").await,
-        Code::ResourceExhausted,
+        Code::InvalidArgument,
         &[],
     );
     refused(
         common::delete_fields(&mut client, "alice", &names).await,
-        Code::ResourceExhausted,
+        Code::InvalidArgument,
         &[],
     );
 
@@ -404,6 +405,7 @@ async fn unknown_enum_numbers_are_invalid_and_change_nothing() {
                     format: 0,
                 }],
                 purpose: "billing".into(),
+                request_id: String::new(),
             })
             .await
             .unwrap_err();
@@ -427,6 +429,7 @@ async fn unknown_enum_numbers_are_invalid_and_change_nothing() {
                         format,
                     }],
                     purpose: "billing".into(),
+                    request_id: String::new(),
                 })
                 .await,
             Code::InvalidArgument,
@@ -439,6 +442,7 @@ async fn unknown_enum_numbers_are_invalid_and_change_nothing() {
             .export_customer(pb::ExportCustomerRequest {
                 customer_id: "alice".into(),
                 format: 3,
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,

@@ -123,6 +123,7 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
                 field_name: format!("f{}", PLANTED.iter().position(|(k, ..)| k == kind).unwrap()),
                 value: sent.to_string(),
                 purpose: "billing".into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -157,6 +158,7 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
             field_name: "f0".into(),
             value: "REFUSEDSSN-not-searchable".into(),
             purpose: "billing".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -201,5 +203,71 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
                 path.display()
             );
         }
+    }
+}
+
+/// On PostgreSQL, PII_VAULT_LOG=debug would have the database client log
+/// every statement's parameters: the planted value's blind index and its
+/// token must still appear in no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_on_postgres_carry_no_blind_index_or_token() {
+    if !common::on_postgres() {
+        eprintln!("debug_logs_on_postgres_carry_no_blind_index_or_token: runs with PII_VAULT_TEST_STORE=postgres");
+        return;
+    }
+    let database = common::TestDatabase::create()
+        .await
+        .expect("PII_VAULT_TEST_STORE=postgres needs a reachable PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let log = dir.path().join("vault.log");
+    let args = database.serve_args();
+    let process = VaultProcess::start_with(&paths, &log, &args);
+    let mut admin = process.vault(ADMIN_KEY).await;
+    let tokens = common::put(
+        &mut admin,
+        "pg-leak",
+        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+    )
+    .await
+    .unwrap()
+    .tokens;
+    let deterministic = common::tokenize(
+        &mut admin,
+        "pg-leak",
+        vec![(FieldKind::Ssn, "219-09-9999", TokenFormat::Deterministic)],
+    )
+    .await
+    .unwrap();
+    let found = common::find_customers(&mut admin, "ssn", "219-09-9999", "billing")
+        .await
+        .unwrap();
+    assert_eq!(found, ["pg-leak"]);
+    assert!(process.terminate().success());
+
+    let store = pii_vault::store::PgStore::connect(&database.url, 1, None, true)
+        .await
+        .unwrap();
+    let (_, _, sealed) = store.keyring_row().await.unwrap().expect("a keyring row");
+    let root = pii_vault::crypto::RootKey::load(&paths.root_key_file).unwrap();
+    let (_, keyring) = pii_vault::crypto::open_sealed_keyring(&root, &sealed).unwrap();
+    let blind = keyring
+        .active()
+        .index_key()
+        .blind_index("ssn", "ssn", "219-09-9999");
+    let logged = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(logged.len() > 1000, "expected debug logs of every call");
+    let blind_forms = [
+        data_encoding::HEXLOWER.encode(&blind),
+        format!("{:?}", &blind[..6])
+            .trim_end_matches(']')
+            .to_owned(),
+        format!("\\\\x{}", data_encoding::HEXLOWER.encode(&blind[..8])),
+    ];
+    for needle in tokens.values().chain(&deterministic).chain(&blind_forms) {
+        assert!(
+            !logged.contains(needle.as_str()),
+            "{needle:?} is in the log"
+        );
     }
 }

@@ -44,6 +44,7 @@ async fn serve(limits: ServerLimits) -> (RunningServer, tempfile::TempDir) {
         .unwrap();
     let options = ServerOptions {
         limits,
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..ServerOptions::plain("127.0.0.1:0".parse().unwrap())
     };
     (
@@ -172,6 +173,43 @@ async fn calls_past_the_concurrency_limit_are_shed_at_once() {
     server.shutdown().await.unwrap();
 }
 
+/// Probes are never shed: a brown-out must not fail every replica's probes
+/// at once (issue #19, item 5). With no call slot free at all, every data
+/// call is shed and health still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_are_answered_past_the_concurrency_limit() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+    let limits = ServerLimits {
+        max_concurrent_calls: 0,
+        ..ServerLimits::default()
+    };
+    let (server, _dir) = serve(limits).await;
+    let mut admin =
+        VaultServiceClient::with_interceptor(channel(&server).await, Bearer::new(ADMIN_KEY));
+    let shed = common::put(
+        &mut admin,
+        "shed",
+        vec![field("n", FieldKind::Generic, "v")],
+    )
+    .await;
+    let status = common::expect_code(shed, Code::ResourceExhausted);
+    assert!(
+        status.message().contains("calls at once"),
+        "{}",
+        status.message()
+    );
+    let health = HealthClient::new(channel(&server).await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health is not shed");
+    assert_eq!(health.into_inner().status, ServingStatus::Serving as i32);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_not_served() {
     let limits = ServerLimits {
@@ -204,20 +242,229 @@ async fn connections_past_the_limit_are_not_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_its_deadline_is_abandoned() {
-    let (server, _dir) = serve(ServerLimits::default()).await;
+    // The server's own limit, far below what a 400 KB write takes; the
+    // client sets none, so the answer is the server's.
+    let limits = ServerLimits {
+        call_timeout: Duration::from_millis(1),
+        ..ServerLimits::default()
+    };
+    let (server, _dir) = serve(limits).await;
     let mut admin =
         VaultServiceClient::with_interceptor(channel(&server).await, Bearer::new(ADMIN_KEY));
-    let mut request = tonic::Request::new(pb::PutFieldsRequest {
-        customer_id: "late".into(),
-        fields: vec![field("n", FieldKind::Generic, "v")],
-        purpose: "billing".into(),
-        token_format: 0,
-    });
-    request.set_timeout(Duration::from_nanos(1));
-    let status = admin.put_fields(request).await.unwrap_err();
+    let bulky = (0..100)
+        .map(|i| field(&format!("f{i}"), FieldKind::Generic, &"v".repeat(4000)))
+        .collect();
+    let status = common::put(&mut admin, "late", bulky).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
-        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
-        "{status:?}"
+        status.message().contains("deadline"),
+        "{}",
+        status.message()
+    );
+    let metrics = common::scrape_metrics(server.metrics_addr.unwrap()).await;
+    assert!(
+        metrics.contains("piivault_timed_out_calls_total 1"),
+        "{metrics}"
     );
     server.shutdown().await.unwrap();
+}
+
+/// A customer's fields are capped (`--max-fields-per-customer`): past the cap
+/// a write that adds fields is refused and changes nothing, while replacing
+/// fields the customer holds still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_holds_at_most_the_configured_number_of_fields() {
+    let mut options = VaultOptions::default();
+    options.limits.max_fields_per_customer = 3;
+    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    let mut admin = vault.admin().await;
+    let three: Vec<_> = (0..3)
+        .map(|i| field(&format!("f{i}"), FieldKind::Generic, "v"))
+        .collect();
+    common::put(&mut admin, "capped", three).await.unwrap();
+    let refused = common::put(
+        &mut admin,
+        "capped",
+        vec![
+            field("f0", FieldKind::Generic, "new"),
+            field("f3", FieldKind::Generic, "v"),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("at most 3 fields"),
+        "{}",
+        refused.message()
+    );
+    let read = common::get(&mut admin, "capped", &[], "billing")
+        .await
+        .unwrap();
+    assert_eq!(read.fields.len(), 3);
+    assert_eq!(
+        common::value_of(&read, "f0").value,
+        "v",
+        "the refused write changed nothing"
+    );
+    common::put(
+        &mut admin,
+        "capped",
+        vec![field("f2", FieldKind::Generic, "w")],
+    )
+    .await
+    .unwrap();
+}
+
+/// Standalone tokens of a customer are capped (`--max-tokens-per-customer`):
+/// a Tokenize that would take the customer past it is refused and changes
+/// nothing, fields do not count, and reusing a deterministic token adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_holds_at_most_the_configured_number_of_standalone_tokens() {
+    let mut options = VaultOptions::default();
+    options.limits.max_tokens_per_customer = 5;
+    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    let mut admin = vault.admin().await;
+    let card = (
+        FieldKind::CardNumber,
+        "4242424242424242",
+        pb::TokenFormat::Deterministic,
+    );
+    let random = (FieldKind::Generic, "v", pb::TokenFormat::Random);
+
+    // Six at once for a new customer: refused, and no customer is made.
+    let status = common::expect_code(
+        common::tokenize(&mut admin, "capped", vec![random; 6]).await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("at most 5 standalone tokens"),
+        "{status:?}"
+    );
+    common::expect_code(
+        common::get(&mut admin, "capped", &[], "billing").await,
+        Code::NotFound,
+    );
+
+    // Fields have tokens of their own, which do not count.
+    let fields: Vec<_> = (0..3)
+        .map(|i| field(&format!("f{i}"), FieldKind::Generic, "v"))
+        .collect();
+    common::put(&mut admin, "capped", fields).await.unwrap();
+    let mut held = common::tokenize(&mut admin, "capped", vec![card, random, random])
+        .await
+        .unwrap();
+    held.extend(
+        common::tokenize(&mut admin, "capped", vec![random, random])
+            .await
+            .unwrap(),
+    );
+    for more in [vec![random], vec![card, random]] {
+        let status = common::expect_code(
+            common::tokenize(&mut admin, "capped", more).await,
+            Code::FailedPrecondition,
+        );
+        let message = status.message();
+        assert!(
+            message.contains("at most 5 standalone tokens"),
+            "{status:?}"
+        );
+        assert!(message.contains("holds 5"), "{status:?}");
+        assert!(!message.contains("4242"), "{status:?}");
+    }
+    // At the cap, the deterministic token of a value held is still given.
+    let again = common::tokenize(&mut admin, "capped", vec![card])
+        .await
+        .unwrap();
+    assert_eq!(again, held[..1]);
+    // The refusals changed nothing: the five tokens resolve, nothing more.
+    let resolved = common::detokenize(&mut admin, &held, "billing")
+        .await
+        .unwrap();
+    assert_eq!(resolved.len(), 5);
+    let receipt = common::delete_customer(&mut vault.privacy(ADMIN_KEY).await, "capped")
+        .await
+        .unwrap();
+    assert_eq!(receipt.fields_erased, 3);
+    assert_eq!(receipt.tokens_erased, 3 + 5);
+}
+
+/// A customer at the default caps (1000 fields, 10,000 standalone tokens) is
+/// re-keyed and erased each within the default call deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_at_the_caps_is_rekeyed_and_erased_within_the_call_deadline() {
+    let limits = VaultOptions::default().limits;
+    let deadline = ServerLimits::default().call_timeout;
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let started = std::time::Instant::now();
+    for batch in 0..limits.max_fields_per_customer / limits.max_fields_per_request {
+        let fields = (0..limits.max_fields_per_request)
+            .map(|i| {
+                let name = format!("f{batch}_{i}");
+                field(&name, FieldKind::Generic, "some value")
+            })
+            .collect();
+        common::put(&mut admin, "big", fields).await.unwrap();
+    }
+    let random = (FieldKind::Generic, "some value", pb::TokenFormat::Random);
+    for _ in 0..limits.max_tokens_per_customer / limits.max_batch_items {
+        common::tokenize(&mut admin, "big", vec![random; limits.max_batch_items])
+            .await
+            .unwrap();
+    }
+    // The caps hold.
+    common::expect_code(
+        common::tokenize(&mut admin, "big", vec![random]).await,
+        Code::FailedPrecondition,
+    );
+    common::expect_code(
+        common::put(
+            &mut admin,
+            "big",
+            vec![field("one_more", FieldKind::Generic, "v")],
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+    eprintln!("built the customer in {:?}", started.elapsed());
+
+    let values = (limits.max_fields_per_customer + limits.max_tokens_per_customer) as u64;
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let mut request = tonic::Request::new(pb::RotateCustomerKeyRequest {
+        customer_id: "big".into(),
+    });
+    request.set_timeout(deadline);
+    let started = std::time::Instant::now();
+    let rotated = keys
+        .rotate_customer_key(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    eprintln!("re-keyed {values} values in {took:?}");
+    assert!(took < deadline, "re-key took {took:?}");
+    // Every value and the ledger-free record: fields and standalone tokens.
+    assert_eq!(rotated.values_reencrypted, values);
+
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let mut request = tonic::Request::new(pb::DeleteCustomerRequest {
+        customer_id: "big".into(),
+        reason: "customer request".into(),
+    });
+    request.set_timeout(deadline);
+    let started = std::time::Instant::now();
+    let receipt = privacy.delete_customer(request).await.unwrap().into_inner();
+    let took = started.elapsed();
+    eprintln!("erased in {took:?}");
+    assert!(took < deadline, "erasure took {took:?}");
+    assert_eq!(
+        receipt.fields_erased as usize,
+        limits.max_fields_per_customer
+    );
+    assert_eq!(receipt.tokens_erased as u64, values);
+    common::expect_code(
+        common::get(&mut admin, "big", &[], "billing").await,
+        Code::NotFound,
+    );
 }

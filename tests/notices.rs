@@ -409,7 +409,7 @@ async fn a_version_that_does_not_require_reconsent_gives_a_notice_but_refuses_no
     let mut admin = vault.admin().await;
     let mut writer = vault.vault(WRITER_KEY).await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
-    grant(&mut privacy, "cust-1", "marketing", "2025-01").await;
+    grant(&mut privacy, "cust-1", "marketing", "").await;
     let tokens = put_for(
         &mut writer,
         "cust-1",
@@ -462,12 +462,12 @@ async fn notices_reach_every_customer_with_data_oldest_first_and_go_once_acknowl
     for customer in ["ann", "bob", "cat"] {
         billing_data(&mut admin, customer).await;
     }
-    grant(&mut privacy, "ann", "marketing", "2025-01").await;
-    grant(&mut privacy, "cat", "marketing", "2025-01").await;
-    set_consent_from(&mut privacy, "cat", "marketing", false, "2025-01", "web")
+    grant(&mut privacy, "ann", "marketing", "").await;
+    grant(&mut privacy, "cat", "marketing", "").await;
+    set_consent_from(&mut privacy, "cat", "marketing", false, "", "web")
         .await
         .unwrap();
-    grant(&mut privacy, "dan", "newsletter", "2025-01").await;
+    grant(&mut privacy, "dan", "newsletter", "").await;
     for customer in ["ann", "bob", "cat", "dan"] {
         assert!(list_notices(&mut privacy, customer)
             .await
@@ -860,7 +860,7 @@ async fn published_versions_acknowledgements_and_renewal_survive_a_restart() {
         let mut admin = vault.admin().await;
         let mut privacy = vault.privacy(ADMIN_KEY).await;
         billing_data(&mut admin, "cust-1").await;
-        grant(&mut privacy, "cust-1", "marketing", "2025-01").await;
+        grant(&mut privacy, "cust-1", "marketing", "").await;
         publish_policy(&mut privacy, V1, V1_SUMMARY, &[], false)
             .await
             .unwrap();
@@ -907,7 +907,7 @@ async fn the_export_holds_acknowledged_versions_and_pending_notices_in_json_and_
     let mut admin = vault.admin().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     billing_data(&mut admin, "cust-1").await;
-    grant(&mut privacy, "cust-1", "marketing", "2025-01").await;
+    grant(&mut privacy, "cust-1", "marketing", "").await;
 
     // Before any version: empty lists, and no policy part in the report.
     let document = json_export(
@@ -1151,7 +1151,7 @@ async fn policies_are_published_and_notices_listed_and_acknowledged_from_the_com
     let mut admin = vault.admin().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     billing_data(&mut admin, "cli-1").await;
-    grant(&mut privacy, "cli-1", "marketing", "2025-01").await;
+    grant(&mut privacy, "cli-1", "marketing", "").await;
 
     let published = stdout_of(&pii_vault(
         &vault,
@@ -1341,4 +1341,60 @@ async fn acknowledgements_and_consents_recorded_concurrently_are_all_kept_and_su
         notice_list(&notices),
         vec![("2026-06", V2_SUMMARY, vec!["newsletter"])]
     );
+}
+
+#[tokio::test]
+async fn a_consent_naming_a_version_not_yet_published_is_refused_and_never_counts_once_it_is() {
+    let vault = notices_vault().await;
+    let mut admin = vault.admin().await;
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    billing_data(&mut admin, "cust-1").await;
+    grant(&mut privacy, "cust-1", "marketing", "").await;
+    let before = list_consents(&mut privacy, "cust-1", true).await.unwrap();
+
+    // Nothing is published yet: naming V2 ahead of its publication is refused,
+    // and so is naming it once V1 is out, ...
+    for published in [None, Some(V1)] {
+        if let Some(version) = published {
+            publish_policy(&mut privacy, version, V1_SUMMARY, &[], false)
+                .await
+                .unwrap();
+        }
+        for granted in [true, false] {
+            let status = expect_code(
+                set_consent_from(&mut privacy, "cust-1", "marketing", granted, V2, "web").await,
+                Code::InvalidArgument,
+            );
+            assert!(status.message().contains(V2), "{status:?}");
+            assert!(
+                status.message().contains("not been published"),
+                "{status:?}"
+            );
+        }
+        // ... with the ledger unchanged.
+        assert_eq!(
+            list_consents(&mut privacy, "cust-1", true).await.unwrap(),
+            before
+        );
+    }
+
+    // V2 changes marketing and asks for consent again: the consent on record
+    // predates it, and no early consent naming V2 slipped in to satisfy it.
+    publish_policy(&mut privacy, V2, V2_SUMMARY, &["marketing"], true)
+        .await
+        .unwrap();
+    let status = expect_code(
+        get(&mut admin, "cust-1", &["email"], "marketing").await,
+        Code::PermissionDenied,
+    );
+    assert_renewal_refusal(&status, "marketing", V2);
+    let notices = list_notices(&mut privacy, "cust-1").await.unwrap();
+    assert_eq!(notices.len(), 2, "{notices:#?}");
+
+    // Once published, V2 can be named, and the renewed consent counts.
+    grant(&mut privacy, "cust-1", "marketing", V2).await;
+    let renewed = get(&mut admin, "cust-1", &["email"], "marketing")
+        .await
+        .unwrap();
+    assert_eq!(value_of(&renewed, "email").value, "cust-1@example.com");
 }

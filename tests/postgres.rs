@@ -17,11 +17,7 @@ fn replica(
     log: &std::path::Path,
     database: &TestDatabase,
 ) -> VaultProcess {
-    VaultProcess::start_with(
-        paths,
-        log,
-        &["--store", "postgres", "--database-url", &database.url],
-    )
+    VaultProcess::start_with(paths, log, &database.serve_args())
 }
 
 /// Two vault processes on `database`, sharing the keys and policy in `dir`.
@@ -45,7 +41,7 @@ async fn verify_audit(process: &VaultProcess) -> pb::VerifyAuditLogResponse {
         process.channel().await,
         common::Bearer::new(ADMIN_KEY),
     )
-    .verify_audit_log(pb::VerifyAuditLogRequest {})
+    .verify_audit_log(pb::VerifyAuditLogRequest::default())
     .await
     .unwrap()
     .into_inner()
@@ -507,16 +503,59 @@ fn failed_start(paths: &pii_vault::app::VaultPaths, url: &str, extra_args: &[&st
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A database behind a TLS proxy, a vault directory, and two CA files: the
+/// proxy's (`ca_file`) and another CA's (`other_ca_file`). Keep `dir` bound:
+/// dropping it removes the directory.
+struct OverTls {
+    database: TestDatabase,
+    proxy: common::pg_tls_proxy::PgTlsProxy,
+    paths: pii_vault::app::VaultPaths,
+    ca_file: String,
+    other_ca_file: String,
+    dir: tempfile::TempDir,
+}
+
+impl OverTls {
+    /// `None` outside the PostgreSQL pass.
+    async fn start() -> Option<OverTls> {
+        let database = TestDatabase::create().await?;
+        let proxy = common::pg_tls_proxy::PgTlsProxy::start(POSTGRES.parse().unwrap()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = common::prepare_dir(dir.path(), &common::test_policy());
+        let write = |name: &str, pem: &str| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, pem).unwrap();
+            file.to_str().unwrap().to_owned()
+        };
+        let ca_file = write("database-ca.pem", &proxy.ca_pem);
+        let other_ca_file = write(
+            "other-ca.pem",
+            &common::pg_tls_proxy::test_ca("another CA").pem(),
+        );
+        Some(OverTls {
+            database,
+            proxy,
+            paths,
+            ca_file,
+            other_ca_file,
+            dir,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
-    let Some(database) = TestDatabase::create().await else {
+    let Some(OverTls {
+        database,
+        proxy,
+        paths,
+        ca_file,
+        dir,
+        ..
+    }) = OverTls::start().await
+    else {
         return;
     };
-    let proxy = common::pg_tls_proxy::PgTlsProxy::start(POSTGRES.parse().unwrap()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let ca_file = dir.path().join("database-ca.pem");
-    std::fs::write(&ca_file, &proxy.ca_pem).unwrap();
     let url = proxy.url(&database.name, "require");
     let over_tls = VaultProcess::start_with(
         &paths,
@@ -527,7 +566,7 @@ async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
             "--database-url",
             &url,
             "--database-ca",
-            ca_file.to_str().unwrap(),
+            &ca_file,
         ],
     );
     let mut client = over_tls.vault(ADMIN_KEY).await;
@@ -557,16 +596,19 @@ async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_refuses_to_start_when_it_cannot_verify_postgres_certificate() {
-    let Some(database) = TestDatabase::create().await else {
+    let Some(OverTls {
+        database,
+        proxy,
+        paths,
+        other_ca_file,
+        dir: _dir,
+        ..
+    }) = OverTls::start().await
+    else {
         return;
     };
-    let proxy = common::pg_tls_proxy::PgTlsProxy::start(POSTGRES.parse().unwrap()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let other_ca = dir.path().join("other-ca.pem");
-    std::fs::write(&other_ca, common::pg_tls_proxy::test_ca("another CA").pem()).unwrap();
     let url = proxy.url(&database.name, "require");
-    let other_ca = other_ca.to_str().unwrap();
+    let other_ca = other_ca_file.as_str();
     for extra_args in [&["--database-ca", other_ca][..], &[]] {
         let said = failed_start(&paths, &url, extra_args);
         assert!(
@@ -574,9 +616,155 @@ async fn a_vault_refuses_to_start_when_it_cannot_verify_postgres_certificate() {
             "{extra_args:?}: {said}"
         );
     }
-    // sslmode=prefer verifies too: a server it cannot verify is not used in clear.
-    let said = failed_start(&paths, &proxy.url(&database.name, "prefer"), &[]);
+    // sslmode=prefer (allowed on purpose) verifies too: a server it cannot
+    // verify is not used in clear.
+    let allowed = "--database-allow-plaintext";
+    let said = failed_start(&paths, &proxy.url(&database.name, "prefer"), &[allowed]);
     assert!(said.contains("certificate"), "{said}");
-    let said = failed_start(&paths, &database.url, &["--database-ca", other_ca]);
-    assert!(said.contains("sslmode=disable"), "{said}");
+    let said = failed_start(&paths, &database.url, &["--database-ca", other_ca, allowed]);
+    assert!(said.contains("a database CA was given"), "{said}");
+}
+
+/// A stock Debian PostgreSQL offers a certificate for its host name only; a
+/// URL naming it by address is refused, and the refusal says how to fix it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_name_is_refused_with_the_fix_or_accepted_by_verify_ca() {
+    let Some(OverTls {
+        database,
+        proxy,
+        paths,
+        ca_file,
+        other_ca_file,
+        dir,
+    }) = OverTls::start().await
+    else {
+        return;
+    };
+    let ca = ca_file.as_str();
+    // The proxy's certificate names 127.0.0.1, not localhost.
+    for sslmode in ["require", "verify-full"] {
+        let url = proxy.url_naming("localhost", &database.name, sslmode);
+        let said = failed_start(&paths, &url, &["--database-ca", ca]);
+        assert!(
+            said.contains("not valid for name")
+                && said.contains("sslmode=verify-ca")
+                && said.contains("--database-ca"),
+            "{sslmode}: {said}"
+        );
+    }
+    // verify-ca still checks the chain: another CA's certificate is refused.
+    let verify_ca = proxy.url_naming("localhost", &database.name, "verify-ca");
+    let said = failed_start(&paths, &verify_ca, &["--database-ca", &other_ca_file]);
+    assert!(said.contains("certificate"), "{said}");
+    // verify-ca with the right CA connects, whatever the name.
+    let started = VaultProcess::start_with(
+        &paths,
+        &dir.path().join("verify-ca.log"),
+        &[
+            "--store",
+            "postgres",
+            "--database-url",
+            &verify_ca,
+            "--database-ca",
+            ca,
+        ],
+    );
+    let mut client = started.vault(ADMIN_KEY).await;
+    common::put(
+        &mut client,
+        "verified-by-ca",
+        vec![field("note", FieldKind::Generic, "hello")],
+    )
+    .await
+    .unwrap();
+    assert!(proxy.tls_sessions() > 0, "nothing went through the proxy");
+    started.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_refuses_clear_text_to_postgres_unless_told_so() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    // disable, and prefer (libpq's default) which an on-path attacker can
+    // downgrade by answering that the server has no TLS.
+    let plain = format!("host=127.0.0.1 user=postgres dbname={}", database.name);
+    for url in [
+        format!("{plain} sslmode=disable"),
+        format!("{plain} sslmode=prefer"),
+        plain.clone(),
+    ] {
+        let said = failed_start(&paths, &url, &[]);
+        assert!(
+            said.contains("--database-allow-plaintext") && said.contains("sslmode=require"),
+            "{url}: {said}"
+        );
+    }
+    // Said on purpose, it starts.
+    let told = VaultProcess::start_with(
+        &paths,
+        &dir.path().join("plain.log"),
+        &[
+            "--store",
+            "postgres",
+            "--database-url",
+            &format!("{plain} sslmode=disable"),
+            "--database-allow-plaintext",
+        ],
+    );
+    let mut client = told.vault(ADMIN_KEY).await;
+    common::put(
+        &mut client,
+        "in-clear",
+        vec![field("note", FieldKind::Generic, "hello")],
+    )
+    .await
+    .unwrap();
+    told.kill9();
+}
+
+/// Replicas that start together on an empty database (the chart's default
+/// of two) create one keyring between them: before, each could create its
+/// own, and customers written through the loser became unreadable once it
+/// restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_an_empty_database_share_one_keyring() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let replicas: Vec<VaultProcess> = std::thread::scope(|scope| {
+        let started: Vec<_> = (0..3)
+            .map(|i| {
+                let (paths, database, log) =
+                    (&paths, &database, dir.path().join(format!("{i}.log")));
+                scope.spawn(move || replica(paths, &log, database))
+            })
+            .collect();
+        started.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for (i, process) in replicas.iter().enumerate() {
+        let mut client = process.vault(ADMIN_KEY).await;
+        common::put(
+            &mut client,
+            &format!("via-{i}"),
+            vec![field("note", FieldKind::Generic, &format!("n{i}"))],
+        )
+        .await
+        .unwrap();
+    }
+    for process in replicas {
+        assert!(process.terminate().success());
+    }
+    let fresh = replica(&paths, &dir.path().join("fresh.log"), &database);
+    let mut client = fresh.vault(ADMIN_KEY).await;
+    for i in 0..3 {
+        let read = common::get(&mut client, &format!("via-{i}"), &["note"], "billing")
+            .await
+            .unwrap_or_else(|status| panic!("written via replica {i}, now unreadable: {status}"));
+        assert_eq!(common::value_of(&read, "note").value, format!("n{i}"));
+    }
 }

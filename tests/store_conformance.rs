@@ -24,9 +24,11 @@ fn customer(revision: u64, master_version: u32) -> CustomerRecord {
             wrapped: vec![7; 60],
         },
         encryptions: 0,
-        token_salt: [3; 16],
+        token_key: None,
         privacy: None,
         wrapped_under: BTreeSet::from([master_version]),
+        binding_version: pii_vault::store::BINDING_BOUND,
+        requests: Vec::new(),
     }
 }
 
@@ -104,11 +106,14 @@ async fn conformance(store: Arc<dyn Store>) {
         "c1"
     );
     assert_eq!(
-        store.find_by_index("email", &[9; 32], 10).await.unwrap(),
+        store
+            .find_by_index("email", &[9; 32], "", 10)
+            .await
+            .unwrap(),
         ["c1"]
     );
     assert!(store
-        .find_by_index("email", &[8; 32], 10)
+        .find_by_index("email", &[8; 32], "", 10)
         .await
         .unwrap()
         .is_empty());
@@ -137,13 +142,29 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     store.commit(create("c2")).await.unwrap();
     assert_eq!(
-        store.find_by_index("email", &[9; 32], 10).await.unwrap(),
+        store
+            .find_by_index("email", &[9; 32], "", 10)
+            .await
+            .unwrap(),
         ["c1", "c2"]
     );
     assert_eq!(
-        store.find_by_index("email", &[9; 32], 1).await.unwrap(),
+        store.find_by_index("email", &[9; 32], "", 1).await.unwrap(),
         ["c1"]
     );
+    // Paging: only the ids after the one given, in byte order.
+    assert_eq!(
+        store
+            .find_by_index("email", &[9; 32], "c1", 10)
+            .await
+            .unwrap(),
+        ["c2"]
+    );
+    assert!(store
+        .find_by_index("email", &[9; 32], "c2", 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     // commit_many is all or nothing.
     let bump = |id: &str, expected| CustomerChange {
@@ -215,7 +236,10 @@ async fn conformance(store: Arc<dyn Store>) {
     assert!(store.token("tok-c1-v").await.unwrap().is_none());
     assert!(store.customer_tokens("c1").await.unwrap().is_empty());
     assert_eq!(
-        store.find_by_index("email", &[9; 32], 10).await.unwrap(),
+        store
+            .find_by_index("email", &[9; 32], "", 10)
+            .await
+            .unwrap(),
         ["c2"]
     );
     assert_eq!(
@@ -269,6 +293,49 @@ async fn conformance(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+    // A customer's events backwards from a sequence number, newest first.
+    let seqs = |events: Vec<pii_vault::store::AuditRecord>| -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    };
+    let c2_seqs: Vec<u64> = of_c2.iter().rev().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs(
+            store
+                .customer_audit_events_before("c2", u64::MAX, 10)
+                .await
+                .unwrap()
+        ),
+        c2_seqs
+    );
+    assert_eq!(
+        seqs(
+            store
+                .customer_audit_events_before("c2", u64::MAX, 1)
+                .await
+                .unwrap()
+        ),
+        c2_seqs[..1]
+    );
+    assert_eq!(
+        seqs(
+            store
+                .customer_audit_events_before("c2", c2_seqs[0], 10)
+                .await
+                .unwrap()
+        ),
+        c2_seqs[1..]
+    );
+    assert!(store
+        .customer_audit_events_before("c2", 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // "c" is a prefix of "c1" and "c2": none of theirs are its own.
+    assert!(store
+        .customer_audit_events_before("c", u64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let by_nobody = store
         .audit_events(&AuditQuery {
             principal: Some("nobody".into()),
@@ -377,7 +444,9 @@ async fn the_postgres_engine_conforms() {
     let Some(database) = common::TestDatabase::create().await else {
         return;
     };
-    let store = PgStore::connect(&database.url, 4, None).await.unwrap();
+    let store = PgStore::connect(&database.url, 4, None, true)
+        .await
+        .unwrap();
     conformance(Arc::new(store)).await;
 }
 
@@ -389,11 +458,13 @@ async fn postgres_migrations_are_idempotent_when_replicas_start_together() {
     let starts: Vec<_> = (0..4)
         .map(|_| {
             let url = database.url.clone();
-            tokio::spawn(async move { PgStore::connect(&url, 2, None).await.map(|_| ()) })
+            tokio::spawn(async move { PgStore::connect(&url, 2, None, true).await.map(|_| ()) })
         })
         .collect();
     for start in starts {
         start.await.unwrap().unwrap();
     }
-    PgStore::connect(&database.url, 2, None).await.unwrap();
+    PgStore::connect(&database.url, 2, None, true)
+        .await
+        .unwrap();
 }

@@ -601,6 +601,7 @@ async fn a_format_preserving_item_without_shape_is_rejected_by_index_and_writes_
                     format: 99,
                 }],
                 purpose: "billing".into(),
+                request_id: String::new(),
             })
             .await,
         Code::InvalidArgument,
@@ -619,7 +620,7 @@ async fn detokenize_rejects_empty_and_oversized_batches() {
     let too_many = vec![format!("tok_{}", "a".repeat(26)); 1001];
     let status = expect_code(
         detokenize(&mut admin, &too_many, "billing").await,
-        Code::ResourceExhausted,
+        Code::InvalidArgument,
     );
     assert!(status.message().contains("1000"), "{status:?}");
 }
@@ -637,7 +638,7 @@ async fn tokenize_rejects_empty_and_oversized_batches() {
     let too_many = vec![(FieldKind::Generic, "v", TokenFormat::Random); 1001];
     let status = expect_code(
         tokenize(&mut admin, "cust-1", too_many).await,
-        Code::ResourceExhausted,
+        Code::InvalidArgument,
     );
     assert!(status.message().contains("1000"), "{status:?}");
     expect_code(
@@ -804,4 +805,471 @@ async fn find_customers_rejects_a_value_of_no_searchable_kind() {
             assert!(!status.message().contains(value), "{status:?}");
         }
     }
+}
+
+/// Encryptions done under the customer's key: unchanged when nothing was written.
+async fn encryptions(vault: &common::TestVault, customer: &str) -> u64 {
+    vault
+        .key_admin(common::ADMIN_KEY)
+        .await
+        .get_key_status(pb::GetKeyStatusRequest {
+            customer_id: customer.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .customer_key_encryptions
+}
+
+#[tokio::test]
+async fn deterministic_tokens_confirm_guesses_so_only_plaintext_readers_may_ask_for_them() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let det = TokenFormat::Deterministic;
+    let held = one_token(
+        &mut admin,
+        "cust-1",
+        FieldKind::DateOfBirth,
+        "1985-07-14",
+        det,
+    )
+    .await;
+    assert!(is_deterministic_token(&held), "{held}");
+    let before = encryptions(&vault, "cust-1").await;
+
+    // A data:write-only principal holding that token cannot test guesses:
+    // refused alike for the value that exists and for one that does not, so
+    // the refusal itself says nothing.
+    let mut writer = vault.vault(common::WRITER_KEY).await;
+    for guess in ["1985-07-14", "1985-07-15"] {
+        let status = expect_code(
+            tokenize(
+                &mut writer,
+                "cust-1",
+                vec![(FieldKind::DateOfBirth, guess, det)],
+            )
+            .await,
+            Code::PermissionDenied,
+        );
+        assert!(
+            status.message().contains("tokens:detokenize")
+                && status.message().contains("item 0 (date_of_birth)")
+                && !status.message().contains(guess),
+            "{}",
+            status.message()
+        );
+    }
+    // A principal that may detokenize but sees dates of birth masked cannot
+    // either: a matching token would tell it more than the mask.
+    let mut checkout = vault.vault(common::CHECKOUT_KEY).await;
+    let status = expect_code(
+        tokenize(
+            &mut checkout,
+            "cust-1",
+            vec![(FieldKind::DateOfBirth, "1985-07-14", det)],
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    assert!(
+        status.message().contains("plaintext"),
+        "{}",
+        status.message()
+    );
+    // Nor through a field: deleting one and putting guesses back with
+    // deterministic tokens would compare the same way.
+    let status = expect_code(
+        put_with_format(
+            &mut writer,
+            "cust-1",
+            vec![field("dob", FieldKind::DateOfBirth, "1985-07-14")],
+            det,
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    assert!(
+        status.message().contains("field \"dob\" (date_of_birth)"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        encryptions(&vault, "cust-1").await,
+        before,
+        "a refusal wrote"
+    );
+
+    // Random tokens stay open to writers; deterministic ones to principals
+    // that see the kind in plaintext, new or existing.
+    let random = one_token(
+        &mut writer,
+        "cust-1",
+        FieldKind::DateOfBirth,
+        "1985-07-14",
+        TokenFormat::Random,
+    )
+    .await;
+    assert!(is_random_token(&random), "{random}");
+    let card = one_token(
+        &mut checkout,
+        "cust-1",
+        FieldKind::CardNumber,
+        "4242424242424242",
+        det,
+    )
+    .await;
+    let again = one_token(
+        &mut checkout,
+        "cust-1",
+        FieldKind::CardNumber,
+        "4242 4242 4242 4242",
+        det,
+    )
+    .await;
+    assert!(is_deterministic_token(&card) && card == again);
+    let new = one_token(
+        &mut admin,
+        "cust-1",
+        FieldKind::DateOfBirth,
+        "1990-01-02",
+        det,
+    )
+    .await;
+    assert!(is_deterministic_token(&new) && new != held);
+}
+
+#[tokio::test]
+async fn deterministic_tokenize_spends_the_detokenize_budget() {
+    let policy = format!(
+        r#"{}
+[[principals]]
+name = "matcher"
+api_key_sha256 = "{}"
+scopes = ["data:write", "tokens:detokenize"]
+purposes = ["billing"]
+[principals.disclosure]
+"*" = "plaintext"
+[principals.rate_limits]
+detokenize_per_second = 2
+"#,
+        common::test_policy(),
+        pii_vault::policy::api_key_sha256_hex("pv_test_matcher_key"),
+    );
+    let vault = common::spawn_vault_with_policy(&policy).await;
+    let mut matcher = vault.vault("pv_test_matcher_key").await;
+    let det = TokenFormat::Deterministic;
+    let guesses = vec![
+        (FieldKind::DateOfBirth, "1985-07-14", det),
+        (FieldKind::DateOfBirth, "1985-07-15", det),
+        (FieldKind::DateOfBirth, "1985-07-16", det),
+    ];
+    let status = expect_code(
+        tokenize(&mut matcher, "cust-1", guesses.clone()).await,
+        Code::ResourceExhausted,
+    );
+    assert!(
+        status.message().contains("rate limit"),
+        "{}",
+        status.message()
+    );
+    // Random tokens are not metered; two deterministic ones fit the budget.
+    tokenize(
+        &mut matcher,
+        "cust-1",
+        vec![(FieldKind::DateOfBirth, "1985-07-14", TokenFormat::Random); 3],
+    )
+    .await
+    .unwrap();
+    tokenize(&mut matcher, "cust-1", guesses[..2].to_vec())
+        .await
+        .unwrap();
+}
+
+async fn delete_tokens(
+    client: &mut VaultClient,
+    customer: &str,
+    tokens: &[&str],
+) -> Result<u32, tonic::Status> {
+    client
+        .delete_tokens(pb::DeleteTokensRequest {
+            customer_id: customer.into(),
+            tokens: tokens.iter().map(|token| token.to_string()).collect(),
+        })
+        .await
+        .map(|response| response.into_inner().deleted)
+}
+
+/// DeleteTokens removes standalone tokens and their values (issue #19, item
+/// 9: a retried Tokenize leaves an orphan no RPC could delete). A retry
+/// deletes nothing more and still succeeds; another customer's token is
+/// skipped as if absent; a field's token is refused, the field kept; the
+/// deletion is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_tokens_removes_standalone_tokens_and_is_safe_to_retry() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let mine = tokenize(
+        &mut admin,
+        "holder",
+        vec![
+            (
+                FieldKind::CardNumber,
+                "4242 4242 4242 4242",
+                TokenFormat::Random,
+            ),
+            (
+                FieldKind::CardNumber,
+                "5555 5555 5555 4444",
+                TokenFormat::Random,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let theirs = tokenize(
+        &mut admin,
+        "other",
+        vec![(
+            FieldKind::CardNumber,
+            "4000 0566 5566 5556",
+            TokenFormat::Random,
+        )],
+    )
+    .await
+    .unwrap();
+    let fields = put(
+        &mut admin,
+        "holder",
+        vec![field("email", FieldKind::Email, "holder@example.com")],
+    )
+    .await
+    .unwrap()
+    .tokens;
+
+    let deleted = delete_tokens(&mut admin, "holder", &[&mine[0], &theirs[0]]).await;
+    assert_eq!(deleted.unwrap(), 1, "another customer's token is skipped");
+    let again = delete_tokens(&mut admin, "holder", &[&mine[0]]).await;
+    assert_eq!(again.unwrap(), 0, "a retry succeeds and deletes nothing");
+
+    let request = vec![mine[0].clone(), mine[1].clone(), theirs[0].clone()];
+    let results = detokenize(&mut admin, &request, "billing").await.unwrap();
+    assert_eq!(item_code(&results[0]), Some(Code::NotFound), "{results:?}");
+    assert_eq!(results[1].value, "5555555555554444");
+    assert_eq!(results[2].value, "4000056655665556");
+
+    let field_token = delete_tokens(&mut admin, "holder", &[&fields["email"]]).await;
+    let status = expect_code(field_token, Code::FailedPrecondition);
+    assert!(
+        status.message().contains("DeleteFields"),
+        "{}",
+        status.message()
+    );
+    let results = detokenize(&mut admin, &[fields["email"].clone()], "billing")
+        .await
+        .unwrap();
+    assert_eq!(results[0].value, "holder@example.com", "the field is kept");
+
+    let empty = delete_tokens(&mut admin, "holder", &[]).await;
+    expect_code(empty, Code::InvalidArgument);
+
+    let mut audit = vault.audit(common::ADMIN_KEY).await;
+    let events = audit
+        .list_audit_events_page(pb::ListAuditEventsRequest {
+            customer_id: "holder".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let deletions = events
+        .iter()
+        .filter(|event| event.action == "DeleteTokens")
+        .count();
+    assert_eq!(deletions, 4, "every call is audited, refusals included");
+}
+
+/// DeleteTokens needs data:write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_tokens_needs_data_write() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let tokens = tokenize(
+        &mut admin,
+        "holder",
+        vec![(
+            FieldKind::CardNumber,
+            "4242 4242 4242 4242",
+            TokenFormat::Random,
+        )],
+    )
+    .await
+    .unwrap();
+    let mut reader = vault.vault(common::SUPPORT_KEY).await;
+    let refused = delete_tokens(&mut reader, "holder", &[&tokens[0]]).await;
+    let status = expect_code(refused, Code::PermissionDenied);
+    assert!(
+        status.message().contains("data:write"),
+        "{}",
+        status.message()
+    );
+    let results = detokenize(&mut admin, &tokens, "billing").await.unwrap();
+    assert_eq!(results[0].value, "4242424242424242");
+}
+
+async fn find_page(
+    client: &mut VaultClient,
+    field_name: &str,
+    page_size: u32,
+    page_token: &str,
+) -> Result<pb::FindCustomersResponse, tonic::Status> {
+    client
+        .find_customers(pb::FindCustomersRequest {
+            field_name: field_name.into(),
+            value: "shared@example.com".into(),
+            purpose: "billing".into(),
+            page_size,
+            page_token: page_token.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn find_customers_pages_through_every_match_and_never_cuts_silently() {
+    let options = pii_vault::app::VaultOptions {
+        limits: pii_vault::vault::Limits {
+            max_search_results: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    let mut admin = vault.admin().await;
+    let shared = field("email", FieldKind::Email, "shared@example.com");
+    let expected: Vec<String> = (0..7).map(|n| format!("cust-{n}")).collect();
+    for customer in &expected {
+        put(&mut admin, customer, vec![shared.clone()])
+            .await
+            .unwrap();
+    }
+    let other = field("email", FieldKind::Email, "other@example.com");
+    put(&mut admin, "cust-other", vec![other]).await.unwrap();
+
+    // Pages of 3: 3 + 3 + 1, each pointing at the next, the last at none.
+    let mut found = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = find_page(&mut admin, "email", 3, &token).await.unwrap();
+        assert!(page.customer_ids.len() <= 3, "{page:?}");
+        found.extend(page.customer_ids);
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        assert!(pages < 5, "the pages never end");
+    }
+    assert_eq!((found, pages), (expected.clone(), 3));
+
+    // Asking for no size, or more than the server's maximum (4 here), gets
+    // that maximum, and the response says more are left.
+    for asked in [0, 4, 1000] {
+        let page = find_page(&mut admin, "email", asked, "").await.unwrap();
+        assert_eq!(page.customer_ids, expected[..4], "page_size {asked}");
+        assert!(!page.next_page_token.is_empty(), "page_size {asked}");
+        let rest = find_page(&mut admin, "email", asked, &page.next_page_token)
+            .await
+            .unwrap();
+        assert_eq!(rest.customer_ids, expected[4..], "page_size {asked}");
+        assert_eq!(rest.next_page_token, "", "page_size {asked}");
+    }
+}
+
+#[tokio::test]
+async fn find_customers_refuses_a_page_token_it_did_not_issue_for_that_search() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let shared = field("email", FieldKind::Email, "shared@example.com");
+    for customer in ["cust-a", "cust-b"] {
+        put(&mut admin, customer, vec![shared.clone()])
+            .await
+            .unwrap();
+    }
+    let first = find_page(&mut admin, "email", 1, "").await.unwrap();
+    assert_eq!(first.customer_ids, ["cust-a"]);
+    // Exactly a page of matches left: no token after it.
+    let second = find_page(&mut admin, "email", 1, &first.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(second.customer_ids, ["cust-b"]);
+    assert_eq!(second.next_page_token, "");
+
+    let forged = first.next_page_token.replace("fct_", "fct_00");
+    for token in ["garbage", "fct_", "fct_zz", forged.as_str()] {
+        let status = find_page(&mut admin, "email", 1, token).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{token}: {status:?}");
+        assert!(status.message().contains("page_token"), "{status:?}");
+    }
+    // A token of a search of another field is refused too.
+    let status = find_page(&mut admin, "work_email", 1, &first.next_page_token)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("page_token"), "{status:?}");
+}
+
+/// A customer id of the largest length (128 bytes), numbered `n` (0-99).
+fn longest_customer_id(n: usize) -> String {
+    format!("cust{n:02}-{}", "x".repeat(121))
+}
+
+#[tokio::test]
+async fn a_detokenize_reply_over_the_message_limit_is_refused_before_it_is_audited() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    // 1,000 tokens (the most one call takes) of the longest values (generic,
+    // 4,096 bytes) of customers with the longest ids: about 4.2 MB of reply,
+    // over gRPC's 4 MiB per message.
+    let longest_value = "v".repeat(pii_vault::vault::FieldKind::Generic.max_input_len());
+    let mut tokens = Vec::new();
+    // Spread over 100 customers: each token read decodes its customer's
+    // whole entry, which would make a debug build time the call out.
+    for n in 0..100 {
+        let fields = (0..10)
+            .map(|f| field(&format!("note_{f}"), FieldKind::Generic, &longest_value))
+            .collect();
+        let written = put(&mut admin, &longest_customer_id(n), fields)
+            .await
+            .unwrap();
+        tokens.extend(written.tokens.into_values());
+    }
+    assert_eq!(tokens.len(), 1000);
+    let status = detokenize(&mut admin, &tokens, "billing")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("4194304 bytes") && status.message().contains("smaller batches"),
+        "{status:?}"
+    );
+    let mut audit = vault.audit(common::ADMIN_KEY).await;
+    let detokenizations: Vec<_> = common::all_audit_events(&mut audit)
+        .await
+        .into_iter()
+        .filter(|event| event.action == "Detokenize")
+        .collect();
+    assert!(
+        detokenizations.iter().all(|event| event.outcome != "ok"),
+        "a refused reply was audited as a disclosure: {detokenizations:?}"
+    );
+    assert!(!detokenizations.is_empty(), "the refusal was not audited");
+
+    // As many of the same tokens as fit are answered in full.
+    let results = detokenize(&mut admin, &tokens[..900], "billing")
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 900);
+    assert!(results.iter().all(|result| result.value == longest_value));
 }

@@ -4,58 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::tls::{write_private, Pki, TlsVault};
 use common::{field, Bearer, ADMIN_KEY};
 use pii_vault::app::{self, VaultOptions};
 use pii_vault::pb::{self, vault_service_client::VaultServiceClient, FieldKind};
-use pii_vault::server::{RunningServer, ServerOptions, TlsFiles};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use pii_vault::server::ServerOptions;
+use tonic::transport::Channel;
 use tonic::Code;
-
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Pki {
-            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A certificate and its key (PEM) for `common_name`, with DNS or URI names.
-    fn issue(&self, common_name: &str, dns: &[&str], uris: &[&str]) -> (String, String) {
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Example");
-        for uri in uris {
-            params
-                .subject_alt_names
-                .push(SanType::URI((*uri).try_into().unwrap()));
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.to_path_buf()
-}
 
 /// The test policy plus principals that authenticate by certificate.
 fn mtls_policy() -> String {
@@ -81,60 +38,8 @@ purposes = ["billing"]
     )
 }
 
-struct TlsVault {
-    server: Option<RunningServer>,
-    pki: Pki,
-    ca_pem: String,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
 async fn spawn_tls_vault() -> TlsVault {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = common::prepare_dir(dir.path(), &mtls_policy());
-    let pki = Pki::new("vault test CA");
-    let (server_cert, server_key) = pki.issue("vault", &["localhost"], &[]);
-    let tls = TlsFiles {
-        cert: write_private(&dir.path().join("tls.crt"), &server_cert),
-        key: write_private(&dir.path().join("tls.key"), &server_key),
-        client_ca: Some(write_private(&dir.path().join("ca.crt"), &pki.ca.pem())),
-    };
-    let vault = app::open_vault(&paths, &VaultOptions::default())
-        .await
-        .unwrap();
-    let options = ServerOptions {
-        tls: Some(tls),
-        ..ServerOptions::plain("127.0.0.1:0".parse().unwrap())
-    };
-    let server = pii_vault::server::start(Arc::new(vault), options)
-        .await
-        .unwrap();
-    TlsVault {
-        addr: server.local_addr,
-        server: Some(server),
-        ca_pem: pki.ca.pem(),
-        pki,
-        _dir: dir,
-    }
-}
-
-impl TlsVault {
-    async fn channel(
-        &self,
-        identity: Option<(String, String)>,
-    ) -> Result<Channel, tonic::transport::Error> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name("localhost");
-        if let Some((cert, key)) = identity {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        Channel::from_shared(format!("https://{}", self.addr))
-            .unwrap()
-            .tls_config(tls)?
-            .connect()
-            .await
-    }
+    TlsVault::spawn(&mtls_policy()).await
 }
 
 async fn put_by(channel: Channel, api_key: &str) -> Result<pb::PutFieldsResponse, tonic::Status> {
@@ -170,6 +75,7 @@ async fn a_client_certificate_from_the_trusted_ca_is_served_as_its_principal() {
             fields: vec![field("x", FieldKind::Generic, "y")],
             purpose: "billing".into(),
             token_format: 0,
+            expected_revision: None,
         })
         .await
         .unwrap_err();
@@ -185,7 +91,7 @@ async fn a_client_certificate_from_the_trusted_ca_is_served_as_its_principal() {
     put_by(vault.channel(Some(anyone)).await.unwrap(), ADMIN_KEY)
         .await
         .unwrap();
-    vault.server.unwrap().shutdown().await.unwrap();
+    vault.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,20 +120,7 @@ async fn clients_without_a_certificate_or_with_one_from_another_ca_are_refused()
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    vault.server.unwrap().shutdown().await.unwrap();
-}
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
+    vault.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +174,7 @@ async fn the_metrics_endpoint_shows_the_documented_series_and_no_ids_or_values()
         .await
         .unwrap();
 
-    let text = scrape(server.metrics_addr.unwrap()).await;
+    let text = common::scrape_metrics(server.metrics_addr.unwrap()).await;
     for series in [
         r#"piivault_grpc_requests_total{method="PutFields",code="Ok"} 1"#,
         r#"piivault_grpc_requests_total{method="GetFields",code="InvalidArgument"} 1"#,
@@ -294,6 +187,15 @@ async fn the_metrics_endpoint_shows_the_documented_series_and_no_ids_or_values()
         "piivault_dek_cache_hits_total",
         "piivault_dek_cache_misses_total",
         "piivault_store_size_bytes",
+        "piivault_store_serving 1",
+        "piivault_shed_calls_total 0",
+        "piivault_timed_out_calls_total 0",
+        "piivault_master_key_rotation_failures_total 0",
+        "piivault_master_key_age_seconds",
+        "piivault_store_queued_writes 0",
+        "piivault_resident_memory_bytes",
+        // Past the 60 s call deadline.
+        r#"piivault_grpc_request_duration_seconds_bucket{le="104.857"#,
     ] {
         assert!(text.contains(series), "missing {series:?} in:\n{text}");
     }
@@ -365,5 +267,71 @@ async fn the_health_command_says_serving_over_plain_and_mutual_tls() {
         .unwrap();
     assert!(!output.status.success());
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    vault.server.unwrap().shutdown().await.unwrap();
+    vault.shutdown().await;
+}
+
+/// Asks the vault, through one version of gRPC reflection, for its services
+/// and for the file that declares `piivault.v1.VaultService`.
+macro_rules! reflect {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            ServerReflectionRequest,
+        };
+        let ask = |message| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(message),
+        };
+        let requests = [
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol(
+                "piivault.v1.VaultService".into(),
+            )),
+        ];
+        let mut replies = ServerReflectionClient::new($channel)
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let services = match replies.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect(),
+            other => panic!("no service list: {other:?}"),
+        };
+        let files = match replies.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::FileDescriptorResponse(files)) => files.file_descriptor_proto,
+            other => panic!("no file descriptor: {other:?}"),
+        };
+        (services, files)
+    }};
+}
+
+#[tokio::test]
+async fn reflection_answers_over_v1_and_v1alpha() {
+    let vault = common::spawn_vault().await;
+    let (v1_services, v1_files): (Vec<String>, Vec<Vec<u8>>) = reflect!(v1, vault.channel().await);
+    let (v1alpha_services, v1alpha_files): (Vec<String>, Vec<Vec<u8>>) =
+        reflect!(v1alpha, vault.channel().await);
+    for service in [
+        "piivault.v1.VaultService",
+        "piivault.v1.PrivacyService",
+        "piivault.v1.AuditService",
+        "piivault.v1.KeyAdminService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            v1_services.iter().any(|s| s == service),
+            "v1: {v1_services:?}"
+        );
+        assert!(
+            v1alpha_services.iter().any(|s| s == service),
+            "v1alpha: {v1alpha_services:?}"
+        );
+    }
+    assert!(!v1_files.is_empty());
+    assert_eq!(v1_files, v1alpha_files);
 }

@@ -68,17 +68,16 @@ async fn every_kind_round_trips_through_put_and_get_in_its_normalized_form() {
             field("address", FieldKind::Address, "1 Main St\nSpringfield"),
             field("birth_date", FieldKind::DateOfBirth, "1985-07-04"),
             field("note", FieldKind::Generic, "  likes\ttabs  "),
-            field("untyped", FieldKind::Unspecified, "plain text"),
         ],
     )
     .await
     .unwrap()
     .tokens;
-    assert_eq!(tokens.len(), 10, "one token per field: {tokens:?}");
+    assert_eq!(tokens.len(), 9, "one token per field: {tokens:?}");
 
     let response = all_fields(&mut admin, "cust-1").await;
     assert_eq!(response.customer_id, "cust-1");
-    assert_eq!(response.fields.len(), 10);
+    assert_eq!(response.fields.len(), 9);
     let expected = [
         ("email", FieldKind::Email, "John.Doe@example.com"),
         ("phone", FieldKind::Phone, "+15551234567"),
@@ -89,7 +88,6 @@ async fn every_kind_round_trips_through_put_and_get_in_its_normalized_form() {
         ("address", FieldKind::Address, "1 Main St\nSpringfield"),
         ("birth_date", FieldKind::DateOfBirth, "1985-07-04"),
         ("note", FieldKind::Generic, "likes\ttabs"),
-        ("untyped", FieldKind::Generic, "plain text"),
     ];
     let after = now_secs();
     for (name, kind, value) in expected {
@@ -464,7 +462,7 @@ async fn a_requested_field_that_does_not_exist_is_denied_as_not_found_and_the_ot
 }
 
 #[tokio::test]
-async fn more_than_100_fields_in_one_put_is_resource_exhausted_and_100_are_fine() {
+async fn more_than_100_fields_in_one_put_is_invalid_argument_and_100_are_fine() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     let fields = |count: usize| -> Vec<pb::Field> {
@@ -475,7 +473,7 @@ async fn more_than_100_fields_in_one_put_is_resource_exhausted_and_100_are_fine(
 
     let status = expect_code(
         put(&mut admin, "too-many", fields(101)).await,
-        Code::ResourceExhausted,
+        Code::InvalidArgument,
     );
     assert!(status.message().contains("100"), "{status:?}");
     assert_customer_absent(&mut admin, "too-many").await;
@@ -591,10 +589,114 @@ async fn an_unknown_token_format_is_invalid_and_writes_nothing() {
                 fields: vec![field("email", FieldKind::Email, "john@example.com")],
                 purpose: "billing".into(),
                 token_format: 99,
+                expected_revision: None,
             })
             .await,
         Code::InvalidArgument,
     );
     assert!(status.message().contains("token format"), "{status:?}");
     assert_customer_absent(&mut admin, "cust-1").await;
+}
+
+/// A kind is never chosen or changed silently (issue #19, item 11): no kind
+/// is refused rather than stored as generic, and PutFields does not re-kind a
+/// stored field (which would drop its search index and change who reads it in
+/// plaintext). Both change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_kind_or_a_change_of_kind_is_refused_and_changes_nothing() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let untyped = put(
+        &mut admin,
+        "kinds",
+        vec![field("untyped", FieldKind::Unspecified, "plain text")],
+    )
+    .await;
+    let status = common::expect_code(untyped, tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("field kind is required"),
+        "{}",
+        status.message()
+    );
+    assert!(common::get(&mut admin, "kinds", &[], "billing")
+        .await
+        .is_err());
+
+    put(
+        &mut admin,
+        "kinds",
+        vec![field("id", FieldKind::Ssn, "123-45-6789")],
+    )
+    .await
+    .unwrap();
+    let rekinded = put(
+        &mut admin,
+        "kinds",
+        vec![field("id", FieldKind::Generic, "123-45-6789")],
+    )
+    .await;
+    let status = common::expect_code(rekinded, tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("stored as kind ssn, not generic"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("123-45-6789"));
+    let read = all_fields(&mut admin, "kinds").await;
+    assert_eq!(value_of(&read, "id").kind, FieldKind::Ssn as i32);
+    let found = common::find_customers(&mut admin, "id", "123-45-6789", "billing")
+        .await
+        .unwrap();
+    assert_eq!(found, ["kinds"], "the search index is kept");
+}
+
+/// Optimistic concurrency (issue #19, item 9): GetFields and PutFields give
+/// the customer's revision, and a PutFields naming an expected revision
+/// writes only if the customer is still there (0: must not exist yet);
+/// otherwise ABORTED, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_fields_with_an_expected_revision_writes_only_on_that_revision() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let put_at = |revision: Option<u64>, value: &str| pb::PutFieldsRequest {
+        customer_id: "etag".into(),
+        fields: vec![field("note", FieldKind::Generic, value)],
+        purpose: "billing".into(),
+        token_format: 0,
+        expected_revision: revision,
+    };
+    let created = admin.put_fields(put_at(Some(0), "first")).await.unwrap();
+    assert_eq!(created.into_inner().revision, 1);
+    let again = admin.put_fields(put_at(Some(0), "second")).await;
+    let status = expect_code(again, Code::Aborted);
+    assert!(
+        status.message().contains("revision 1, not the expected 0"),
+        "{}",
+        status.message()
+    );
+
+    let read = all_fields(&mut admin, "etag").await;
+    assert_eq!(read.revision, 1);
+    assert_eq!(
+        value_of(&read, "note").value,
+        "first",
+        "the refused write changed nothing"
+    );
+
+    // Someone else writes in between: the stale revision is refused.
+    let other = admin.put_fields(put_at(None, "other")).await.unwrap();
+    assert_eq!(other.into_inner().revision, 2);
+    let stale = admin.put_fields(put_at(Some(read.revision), "mine")).await;
+    expect_code(stale, Code::Aborted);
+    let fresh = all_fields(&mut admin, "etag").await;
+    assert_eq!(value_of(&fresh, "note").value, "other");
+    let written = admin
+        .put_fields(put_at(Some(fresh.revision), "mine"))
+        .await
+        .unwrap();
+    assert_eq!(written.into_inner().revision, 3);
+    assert_eq!(
+        value_of(&all_fields(&mut admin, "etag").await, "note").value,
+        "mine"
+    );
 }

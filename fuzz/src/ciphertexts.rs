@@ -197,8 +197,8 @@ fn sealed_keyring_image(rest: &[u8]) {
     );
 }
 
-/// A root key file loads only as 32 raw bytes or 64 hex characters with
-/// nothing but whitespace after them, 256 bytes at most.
+/// A root key file loads only as 64 hex characters (either case), optionally
+/// followed by one newline: `pii-vault keygen`'s format and nothing else.
 fn root_key_file(contents: &[u8]) {
     let keys = keys();
     let path = keys.dir.path().join("candidate.key");
@@ -212,10 +212,8 @@ fn root_key_file(contents: &[u8]) {
     file.write_all(contents).expect("write candidate key");
     drop(file);
     let loaded = RootKey::load(&path);
-    let well_formed = contents.len() == 32
-        || ((64..=256).contains(&contents.len())
-            && contents[..64].iter().all(u8::is_ascii_hexdigit)
-            && contents[64..].iter().all(u8::is_ascii_whitespace));
+    let hex = contents.strip_suffix(b"\n").unwrap_or(contents);
+    let well_formed = hex.len() == 64 && hex.iter().all(u8::is_ascii_hexdigit);
     match loaded {
         Ok(_) => assert!(well_formed, "loaded a root key from {contents:?}"),
         Err(error) => {

@@ -189,6 +189,7 @@ async fn plant(channel: &Channel, sentinel_id: &str) -> String {
         }],
         purpose: "billing".into(),
         token_format: 0,
+        expected_revision: None,
     };
     let response = call(channel, PUT_FIELDS, KEYS[0], put.encode_to_vec())
         .await

@@ -23,8 +23,9 @@ pub struct AuditListArgs {
     /// Only events at or after this RFC 3339 time, e.g. 2026-11-01T00:00:00Z.
     #[arg(long)]
     pub since: Option<String>,
+    /// The most events listed (0: every matching one); fetched page by page.
     #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    pub limit: u64,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -55,53 +56,90 @@ async fn list(args: AuditListArgs) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("--since must be an RFC 3339 time"))
         })
         .transpose()?;
-    let request = pb::ListAuditEventsRequest {
+    let mut client = audit_client(&args.client).await?;
+    let mut request = pb::ListAuditEventsRequest {
         customer_id: args.customer.unwrap_or_default(),
         principal: args.principal.unwrap_or_default(),
         since,
-        limit: args.limit,
+        ..Default::default()
     };
-    let mut stream = audit_client(&args.client)
-        .await?
-        .list_audit_events(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    while let Some(event) = stream.message().await.map_err(status_error)? {
-        if args.client.json {
-            println!(
-                "{}",
-                json!({
-                    "seq": event.seq, "at": when(event.at.as_ref()), "principal": event.principal,
-                    "action": event.action, "customer_id": event.customer_id, "fields": event.fields,
-                    "purpose": event.purpose, "outcome": event.outcome, "request_id": event.request_id,
-                    "prev_hash": event.prev_hash, "hash": event.hash,
-                })
-            );
-        } else {
-            println!(
-                "{:>6} {} {:<12} {:<16} {:<14} {:<12} {:<18} [{}]",
-                event.seq,
-                when(event.at.as_ref()),
-                event.principal,
-                event.action,
-                event.customer_id,
-                event.purpose,
-                event.outcome,
-                event.fields.join(",")
-            );
+    let mut listed: u64 = 0;
+    // Page after page (each at most PAGE events) until the last one or --limit.
+    loop {
+        let wanted = match args.limit {
+            0 => PAGE,
+            limit => PAGE.min(limit - listed),
+        };
+        request.limit = wanted as u32;
+        let page = client
+            .list_audit_events_page(request.clone())
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        for event in &page.events {
+            print_event(event, args.client.json);
         }
+        listed += page.events.len() as u64;
+        let reached_limit = args.limit != 0 && listed >= args.limit;
+        if page.next_after_seq == 0 || reached_limit {
+            break;
+        }
+        request.after_seq = page.next_after_seq;
     }
     Ok(())
 }
 
+/// The most events one ListAuditEventsPage call returns.
+const PAGE: u64 = 1000;
+
+fn print_event(event: &pb::AuditEvent, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "seq": event.seq, "at": when(event.at.as_ref()), "principal": event.principal,
+                "action": event.action, "customer_id": event.customer_id, "fields": event.fields,
+                "purpose": event.purpose, "outcome": event.outcome, "request_id": event.request_id,
+                "prev_hash": event.prev_hash, "hash": event.hash,
+            })
+        );
+    } else {
+        println!(
+            "{:>6} {} {:<12} {:<16} {:<14} {:<12} {:<18} [{}]",
+            event.seq,
+            when(event.at.as_ref()),
+            event.principal,
+            event.action,
+            event.customer_id,
+            event.purpose,
+            event.outcome,
+            event.fields.join(",")
+        );
+    }
+}
+
 async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
-    let result = audit_client(&args.client)
-        .await?
-        .verify_audit_log(pb::VerifyAuditLogRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let mut client = audit_client(&args.client).await?;
+    // Each call checks a bounded stretch of the chain: go on until one
+    // reaches the head (or finds a break).
+    let mut request = pb::VerifyAuditLogRequest::default();
+    let mut checked = 0;
+    let mut result = loop {
+        let result = client
+            .verify_audit_log(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        checked += result.events_checked;
+        if result.complete {
+            break result;
+        }
+        request = pb::VerifyAuditLogRequest {
+            after_seq: result.next_after_seq,
+            ..Default::default()
+        };
+    };
+    result.events_checked = checked;
     if args.client.json {
         println!(
             "{}",
@@ -119,7 +157,13 @@ async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
         println!("audit log BROKEN at event {}", result.first_bad_seq);
     }
     if !result.intact {
-        anyhow::bail!("the audit log does not verify");
+        return Err(super::client::CliError::new(
+            super::client::Failure::Integrity,
+            "INTEGRITY",
+            "the audit log does not verify",
+        )
+        .reported()
+        .into());
     }
     Ok(())
 }

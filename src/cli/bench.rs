@@ -29,7 +29,9 @@ use tonic::{Request, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::pb::{self, vault_service_client::VaultServiceClient};
+use crate::pb::{
+    self, key_admin_service_client::KeyAdminServiceClient, vault_service_client::VaultServiceClient,
+};
 
 use super::client::{connect, kind_name, ClientArgs};
 use stats::{Outcome, Summary, Tally};
@@ -118,12 +120,16 @@ pub struct BenchArgs {
     /// Standalone tokens per customer, besides its 6 field tokens.
     #[arg(long, default_value_t = 4)]
     pub standalone_tokens: usize,
-    /// Customer ids are <prefix><index, 9 digits>.
+    /// Customer ids are <prefix>c<index, 9 digits>.
     #[arg(long, default_value = "bench-")]
     pub prefix: String,
     /// Whether to create the data set first.
     #[arg(long, value_enum, default_value = "auto")]
     pub populate: Populate,
+    /// Run even when the vault holds customers besides the bench data set
+    /// (bench writes to the vault: by default it refuses one with other data).
+    #[arg(long)]
+    pub allow_existing_data: bool,
     /// Populate (or check) the data set, then stop.
     #[arg(long)]
     pub populate_only: bool,
@@ -223,6 +229,7 @@ impl VaultWorkload {
                     fields: data::profile(rng),
                     purpose: self.purpose.clone(),
                     token_format: pb::TokenFormat::Random as i32,
+                    expected_revision: None,
                 })
                 .await
                 .map(|r| Outcome::ok(r.into_inner().tokens.len())),
@@ -245,6 +252,7 @@ impl VaultWorkload {
                     customer_id: self.customer(rng),
                     items: data::tokenize_items(rng, self.batch),
                     purpose: self.purpose.clone(),
+                    request_id: String::new(),
                 })
                 .await
                 .map(|r| Outcome::ok(r.into_inner().tokens.len())),
@@ -437,6 +445,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Populate::Never => true,
         Populate::Auto => is_populated(&mut vault_for(0), &args).await?,
     };
+    if !args.allow_existing_data {
+        // With --populate always the data set may be there all the same.
+        let present = existing || is_populated(&mut vault_for(0), &args).await?;
+        refuse_other_data(&channels[0], &auth, &args, present).await?;
+    }
     let needs_tokens = args
         .op
         .iter()
@@ -657,20 +670,63 @@ async fn is_populated(client: &mut Vault, args: &BenchArgs) -> anyhow::Result<bo
             Ok(response) if response.get_ref().fields.len() >= data::PROFILE_FIELDS.len() => {}
             Ok(_) => return Ok(false),
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(false),
-            Err(status) => bail!(
-                "checking the data set: {}",
-                super::client::status_error(status)
-            ),
+            Err(status) => {
+                return Err(super::client::status_error(status).context("checking the data set"))
+            }
         }
     }
     Ok(true)
 }
 
+/// Refuses a vault that holds customers besides the bench data set: bench
+/// writes thousands of synthetic customers and overwrites their fields, which
+/// has no place in a vault with real data. The vault's own count of customer
+/// keys (GetKeyStatus, scope keys:admin) tells; with the data set `present`,
+/// up to `--customers` of them are its own.
+async fn refuse_other_data(
+    channel: &Channel,
+    auth: &Bearer,
+    args: &BenchArgs,
+    present: bool,
+) -> anyhow::Result<()> {
+    use super::client::{CliError, Failure};
+    let mut keys = KeyAdminServiceClient::with_interceptor(channel.clone(), auth.clone());
+    let customers = match keys
+        .get_key_status(pb::GetKeyStatusRequest::default())
+        .await
+    {
+        Ok(status) => status.into_inner().customers,
+        Err(status) => {
+            return Err(CliError::new(
+                Failure::Usage,
+                "VAULT_NOT_EMPTY",
+                format!(
+                    "cannot tell whether the vault holds other data ({}); \
+                     pass --allow-existing-data to run anyway",
+                    super::client::status_error(status)
+                ),
+            )
+            .into())
+        }
+    };
+    let own = if present { args.customers } else { 0 };
+    if customers > own {
+        return Err(CliError::new(
+            Failure::Usage,
+            "VAULT_NOT_EMPTY",
+            format!(
+                "the vault holds {customers} customer(s), more than the bench data set \
+                 ({own}); bench writes to the vault: point it at a vault for \
+                 benchmarks, or pass --allow-existing-data"
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn populating_failed(customer_id: &str, status: Status) -> anyhow::Error {
-    anyhow::anyhow!(
-        "populating {customer_id}: {}",
-        super::client::status_error(status)
-    )
+    super::client::status_error(status).context(format!("populating {customer_id}"))
 }
 
 /// Creates customers `0..customers` (6 fields each, then standalone tokens)
@@ -704,6 +760,7 @@ async fn populate(
                     fields: data::profile(&mut rng),
                     purpose: purpose.clone(),
                     token_format: pb::TokenFormat::Random as i32,
+                    expected_revision: None,
                 };
                 let tokens = client
                     .put_fields(put)
@@ -720,6 +777,7 @@ async fn populate(
                         customer_id: customer_id.clone(),
                         items: data::tokenize_items(&mut rng, standalone),
                         purpose: purpose.clone(),
+                        request_id: String::new(),
                     };
                     let tokens = client
                         .tokenize(tokenize)

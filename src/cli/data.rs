@@ -1,6 +1,6 @@
 //! Data-plane commands: put, get, tokenize, detokenize.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::json;
 
 use crate::pb;
@@ -108,6 +108,7 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
         fields,
         purpose: args.purpose,
         token_format: parse_format(&args.format)? as i32,
+        expected_revision: None,
     };
     let response = vault_client(&args.client)
         .await?
@@ -190,6 +191,7 @@ pub async fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
         customer_id: args.customer,
         items,
         purpose: args.purpose,
+        request_id: String::new(),
     };
     let response = vault_client(&args.client)
         .await?
@@ -248,7 +250,13 @@ pub async fn detokenize(args: DetokenizeArgs) -> anyhow::Result<()> {
         }
     }
     if refused > 0 {
-        bail!("{refused} token(s) refused");
+        return Err(super::client::CliError::new(
+            super::client::Failure::Refused,
+            "REFUSED",
+            format!("{refused} token(s) refused"),
+        )
+        .reported()
+        .into());
     }
     Ok(())
 }

@@ -25,6 +25,9 @@ pub struct RotateMasterArgs {
     /// (this is what makes earlier erasures cryptographic).
     #[arg(long)]
     pub retire: bool,
+    /// With --retire: go on without asking (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -52,6 +55,12 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 async fn rotate_master(args: RotateMasterArgs) -> anyhow::Result<()> {
+    if args.retire {
+        super::client::confirm(
+            args.yes,
+            "Destroying the previous master key versions (--retire)",
+        )?;
+    }
     let request = pb::RotateMasterKeyRequest {
         retire_previous: args.retire,
     };

@@ -9,6 +9,7 @@ mod keygen;
 mod keys;
 mod notices;
 mod privacy;
+mod reload;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +72,35 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Load generator: drives a running vault and reports throughput and latency.
     Bench(bench::BenchArgs),
+}
+
+/// Whether the command line asked for `--json` (a global flag, so it is on
+/// the innermost subcommand's matches).
+pub fn wants_json(matches: &clap::ArgMatches) -> bool {
+    let mut innermost = matches;
+    while let Some((_, sub)) = innermost.subcommand() {
+        innermost = sub;
+    }
+    matches!(innermost.try_get_one::<bool>("json"), Ok(Some(true)))
+}
+
+/// Prints how a command failed and returns its exit code (docs/cli.md): the message on stderr always; with `--json` also
+/// `{"error":{"code":..,"message":..}}` on stdout, unless the command already
+/// printed its result there.
+pub fn report(error: &anyhow::Error, json: bool) -> u8 {
+    let classified = client::classify(error);
+    eprintln!("error: {error:#}");
+    if json && !classified.reported {
+        let mut document = serde_json::json!({
+            "code": classified.code,
+            "message": format!("{error:#}"),
+        });
+        if let Some(reason) = classified.reason {
+            document["reason"] = reason.into();
+        }
+        println!("{}", serde_json::json!({ "error": document }));
+    }
+    classified.failure.exit_code()
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -14,6 +14,9 @@ pub struct DeleteCustomerArgs {
     pub customer: String,
     #[arg(long, default_value = "customer request")]
     pub reason: String,
+    /// Erase without asking (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -77,14 +80,26 @@ pub struct ExportArgs {
     /// json (machine-readable) or text (a plain-English report).
     #[arg(long, value_parser = ["json", "text"], default_value = "json")]
     pub format: String,
-    /// Write the document here instead of stdout.
+    /// Write the document here instead of stdout, to a new file readable by
+    /// its owner only. An existing path is refused, a symbolic link always.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// The page of older access events a previous export named.
+    #[arg(long, default_value = "")]
+    pub access_history_page_token: String,
+    /// With --out: replace an existing regular file (by a new owner-only file;
+    /// a symbolic link is still refused, never followed).
+    #[arg(long, requires = "out")]
+    pub force: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
 pub async fn delete_customer(args: DeleteCustomerArgs) -> anyhow::Result<()> {
+    super::client::confirm(
+        args.yes,
+        &format!("Erasing customer {:?} (crypto-shredding)", args.customer),
+    )?;
     let request = pb::DeleteCustomerRequest {
         customer_id: args.customer,
         reason: args.reason,
@@ -265,6 +280,8 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let request = pb::ExportCustomerRequest {
         customer_id: args.customer,
         format: format as i32,
+        access_history_page_token: args.access_history_page_token,
+        ..Default::default()
     };
     let response = privacy_client(&args.client)
         .await?
@@ -274,7 +291,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         .into_inner();
     match &args.out {
         Some(path) => {
-            write_private(path, &response.document)?;
+            write_private(path, &response.document, args.force)?;
             eprintln!("wrote {} ({})", path.display(), response.content_type);
         }
         None => {
@@ -282,20 +299,74 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
             std::io::stdout().write_all(&response.document)?;
         }
     }
+    if !response.next_access_history_page_token.is_empty() {
+        eprintln!(
+            "older access events were left out of this document; for them, export again with \
+             --access-history-page-token {}",
+            response.next_access_history_page_token
+        );
+    }
     Ok(())
 }
 
-/// An export is the customer's personal data: the file is readable by its owner only.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// An export is the customer's personal data: it goes to a new file readable
+/// by its owner only. `create_new` (O_CREAT|O_EXCL) neither opens an existing
+/// file, which would keep its mode, nor follows a symbolic link, even a
+/// dangling one. With `force` an existing regular file is replaced: the
+/// document is written to a new file beside it, then renamed over it, and a
+/// rename replaces a link rather than following it.
+fn write_private(path: &std::path::Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(existing) if existing.file_type().is_symlink() => anyhow::bail!(
+            "refusing to write {}: it is a symbolic link, which an export never follows",
+            path.display()
+        ),
+        Ok(existing) if !force || !existing.is_file() => anyhow::bail!(
+            "refusing to write {}: it already exists (--force replaces a regular file)",
+            path.display()
+        ),
+        Ok(_) => replace_private(path, bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => create_private(path, bytes)
+            .map_err(|error| {
+                let exists = error.kind() == std::io::ErrorKind::AlreadyExists;
+                anyhow::Error::new(error).context(if exists {
+                    format!(
+                        "refusing to write {}: it appeared meanwhile (a file or a link)",
+                        path.display()
+                    )
+                } else {
+                    format!("creating {}", path.display())
+                })
+            }),
+        Err(error) => Err(error).with_context(|| format!("checking {}", path.display())),
+    }
+}
+
+fn create_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(path)?;
     file.write_all(bytes)?;
-    Ok(())
+    file.sync_all()
+}
+
+fn replace_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    let written = create_private(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .with_context(|| format!("replacing {}", path.display()));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }

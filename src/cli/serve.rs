@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::reload::PolicyWatch;
 use crate::app::{self, StorageBackend, VaultOptions, VaultPaths};
 use crate::crypto::KeyFileAccess;
-use crate::server::{ServerLimits, ServerOptions, TlsFiles};
+use crate::server::{Opening, ServerLimits, ServerOptions, StoreFailed, TlsFiles};
 use crate::vault::RotationPolicy;
 
 #[derive(clap::Args, Debug)]
@@ -43,10 +44,53 @@ pub struct ServeArgs {
     /// memory at most this long (plus half of it, for the sweep) later.
     #[arg(long, env = "PII_VAULT_DEK_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub dek_cache_ttl: std::time::Duration,
+    /// sled's page cache (e.g. 256MiB, 1GiB): most of the memory a sled vault
+    /// uses; size the pod's memory from it (docs/operations.md, "Disk and memory").
+    #[arg(long, env = "PII_VAULT_CACHE_SIZE", default_value = "256MiB", value_parser = byte_size)]
+    pub cache_size: u64,
+    /// Free space kept on the sled store's disk (e.g. 256MiB, 0 for none).
+    /// Below it the vault refuses writes, audited reads included, and reports
+    /// NOT_SERVING; it takes writes again by itself once space is freed.
+    #[arg(long, env = "PII_VAULT_MIN_FREE_DISK", default_value = "256MiB", value_parser = byte_size)]
+    pub min_free_disk: u64,
     /// How often a master key rotation with retirement runs by itself (e.g. 24h,
     /// 7d, 90m). It also bounds when an erasure becomes cryptographic.
     #[arg(long, env = "PII_VAULT_MASTER_ROTATION_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub master_rotation_interval: std::time::Duration,
+    /// How long backups (snapshots, dumps) of the keyring and the store are
+    /// kept (e.g. 30d, 0s). A destroyed master key lives on in them, so an
+    /// erasure is reported CRYPTOGRAPHIC only this long after the versions
+    /// that covered it were destroyed; 0s declares that no backup is kept.
+    #[arg(long, env = "PII_VAULT_BACKUP_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub backup_retention: std::time::Duration,
+    /// The erasure journal: every erasure's receipt, kept apart from the store
+    /// so that restoring an old store does not bring erased customers back.
+    /// Default on sled: the keyring file's path with `.erasures` appended; on
+    /// PostgreSQL none unless given (put it on durable storage of its own).
+    #[arg(long, env = "PII_VAULT_ERASURE_JOURNAL")]
+    pub erasure_journal: Option<PathBuf>,
+    /// Fields one customer may hold: every change to a customer reads and
+    /// rewrites their whole entry, so it must stay bounded.
+    #[arg(
+        long,
+        env = "PII_VAULT_MAX_FIELDS_PER_CUSTOMER",
+        default_value_t = 1000
+    )]
+    pub max_fields_per_customer: usize,
+    /// Standalone tokens (Tokenize) one customer may hold: re-keying a
+    /// customer re-encrypts all of them in one commit, and erasing one
+    /// deletes them all in one, so they must stay bounded.
+    #[arg(
+        long,
+        env = "PII_VAULT_MAX_TOKENS_PER_CUSTOMER",
+        default_value_t = 10_000
+    )]
+    pub max_tokens_per_customer: usize,
+    /// Past consent and acknowledgement events kept per customer, besides the
+    /// current consent of each purpose and the latest acknowledgement of each
+    /// policy version (which are always kept).
+    #[arg(long, env = "PII_VAULT_CONSENT_HISTORY", default_value_t = 100)]
+    pub consent_history: usize,
     /// Encryptions under one customer key before it is replaced automatically.
     #[arg(long, env = "PII_VAULT_DEK_MAX_ENCRYPTIONS", default_value_t = 1 << 28)]
     pub dek_max_encryptions: u64,
@@ -67,15 +111,54 @@ pub struct ServeArgs {
     #[arg(long, env = "PII_VAULT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// CA bundle (PEM) that signs PostgreSQL's certificate, used instead of the
-    /// system's roots when TLS is used (the URL's sslmode: prefer or require).
+    /// system's roots when TLS is used (the URL's sslmode: prefer, require,
+    /// verify-ca or verify-full).
     #[arg(long, env = "PII_VAULT_DATABASE_CA")]
     pub database_ca: Option<PathBuf>,
+    /// Accept a database URL whose sslmode is disable or prefer (libpq's
+    /// default), which may speak to PostgreSQL in clear; without it only
+    /// sslmode=require, verify-ca or verify-full starts.
+    #[arg(long, env = "PII_VAULT_DATABASE_ALLOW_PLAINTEXT")]
+    pub database_allow_plaintext: bool,
     /// Connections to PostgreSQL per vault process.
     #[arg(long, env = "PII_VAULT_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: usize,
+    /// Longest a PostgreSQL statement may run (statement_timeout; 0s: no limit).
+    #[arg(long, env = "PII_VAULT_DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub database_statement_timeout: std::time::Duration,
+    /// Longest a PostgreSQL statement waits for a lock, the audit chain's
+    /// included (lock_timeout; 0s: no limit).
+    #[arg(long, env = "PII_VAULT_DATABASE_LOCK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub database_lock_timeout: std::time::Duration,
+    /// A PostgreSQL session idle this long inside a transaction (its vault
+    /// process frozen or cut off) is ended by the server, releasing the audit
+    /// chain's lock for the other replicas (idle_in_transaction_session_timeout;
+    /// 0s: never).
+    #[arg(long, env = "PII_VAULT_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub database_idle_in_transaction_timeout: std::time::Duration,
+    /// Data to PostgreSQL unacknowledged this long ends the connection (TCP
+    /// user timeout; keepalives after a third of it idle; 0s: the system's).
+    #[arg(long, env = "PII_VAULT_DATABASE_TCP_USER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub database_tcp_user_timeout: std::time::Duration,
+    /// Longest to open a PostgreSQL connection, or to wait for a free one in
+    /// the pool, before the call fails.
+    #[arg(long, env = "PII_VAULT_DATABASE_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub database_connect_timeout: std::time::Duration,
     /// Most open client connections; the listener waits while this many are open.
     #[arg(long, env = "PII_VAULT_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Most open client connections from one IPv4 address (or IPv6 /64); more
+    /// are closed as soon as they are accepted.
+    #[arg(long, env = "PII_VAULT_MAX_CONNECTIONS_PER_IP", default_value = "256")]
+    pub max_connections_per_ip: std::num::NonZeroUsize,
+    /// After this a connection is asked to go away (GOAWAY; its calls may
+    /// finish), so that clients spread over replicas that started later.
+    #[arg(long, env = "PII_VAULT_MAX_CONNECTION_AGE", default_value = "30m", value_parser = positive_duration)]
+    pub max_connection_age: std::time::Duration,
+    /// How long a new connection has to finish its TLS handshake and send its
+    /// first request (e.g. 10s, 500ms); one that has not is closed.
+    #[arg(long, env = "PII_VAULT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub handshake_timeout: std::time::Duration,
     /// Most calls in progress at once; past it calls are refused at once with
     /// RESOURCE_EXHAUSTED (load shedding) rather than queued.
     #[arg(long, env = "PII_VAULT_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
@@ -83,6 +166,16 @@ pub struct ServeArgs {
     /// Serves Prometheus metrics at /metrics on this address.
     #[arg(long, env = "PII_VAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Also serves the gRPC health service, and only it, on this address (with
+    /// --listen's TLS settings and 64 connections of its own), so probes are
+    /// answered when clients hold every connection of --listen.
+    #[arg(long, env = "PII_VAULT_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// How often the policy file and the TLS files are read to see whether
+    /// they changed; changed ones are reloaded (as on SIGHUP; see
+    /// docs/reload.md).
+    #[arg(long, env = "PII_VAULT_RELOAD_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub reload_interval: std::time::Duration,
     /// Accept key files (root key, keyring, TLS key) readable by their group,
     /// never by others: Kubernetes mounts Secrets 0440 to a pod's fsGroup.
     #[arg(long, env = "PII_VAULT_ALLOW_GROUP_READABLE_KEYS")]
@@ -109,6 +202,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let paths = if args.dev {
+        check_dev(&args)?;
         dev_paths(args.data_dir.clone())?
     } else {
         production_paths(&args)?
@@ -121,15 +215,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = VaultOptions {
         dek_cache_capacity: args.dek_cache,
         dek_cache_ttl: args.dek_cache_ttl,
+        store_cache_bytes: args.cache_size,
+        store_min_free_bytes: args.min_free_disk,
         storage: storage(&args)?,
         key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,
             dek_max_encryptions: args.dek_max_encryptions,
+            backup_retention: args.backup_retention,
         },
-        ..VaultOptions::default()
+        erasure_journal: args.erasure_journal.clone(),
+        database_session: crate::store::PgSessionSettings {
+            statement_timeout: args.database_statement_timeout,
+            lock_timeout: args.database_lock_timeout,
+            idle_in_transaction_timeout: args.database_idle_in_transaction_timeout,
+            tcp_user_timeout: args.database_tcp_user_timeout,
+            connect_timeout: args.database_connect_timeout,
+        },
+        limits: crate::vault::Limits {
+            max_fields_per_customer: args.max_fields_per_customer,
+            max_tokens_per_customer: args.max_tokens_per_customer,
+            ledger_history: args.consent_history,
+            ..crate::vault::Limits::default()
+        },
     };
-    let vault = Arc::new(app::open_vault(&paths, &options).await?);
     let server_options = ServerOptions {
         listen: args.listen,
         tls: args
@@ -142,16 +251,96 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 client_ca: args.tls_client_ca.clone(),
             }),
         metrics_listen: args.metrics_listen,
+        health_listen: args.health_listen,
         key_file_access,
         limits: ServerLimits {
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip.get(),
+            handshake_timeout: args.handshake_timeout,
             max_concurrent_calls: args.max_concurrent_calls,
+            max_connection_age: args.max_connection_age,
             ..ServerLimits::default()
         },
     };
-    let server = crate::server::start(vault, server_options).await?;
+    let policy_watch = PolicyWatch::start(paths.policy_file.clone());
+    let opening = Opening::answer_health(&server_options).await?;
+    let vault = app::open_vault(&paths, &options).await;
+    opening.stop().await;
+    let vault = Arc::new(vault?);
+    let server = crate::server::start(Arc::clone(&vault), server_options).await?;
+    tokio::spawn(policy_watch.run(vault, server.tls(), args.reload_interval));
     println!("pii-vault listening on {}", server.local_addr);
-    server.run_until(shutdown_signal()).await
+    let result = server.run_until(shutdown_signal()).await;
+    if let Some(failed) = result
+        .as_ref()
+        .err()
+        .and_then(|error| error.downcast_ref::<StoreFailed>())
+    {
+        // Not a return through the runtime: the store's writer thread may
+        // never finish, and dropping the store waits for it.
+        tracing::error!("{failed}; exiting so that a restart recovers what is durable");
+        eprintln!("error: {failed}");
+        std::process::exit(EXIT_STORE_FAILED);
+    }
+    result
+}
+
+/// The exit status when the store failed (EX_IOERR from sysexits.h).
+pub const EXIT_STORE_FAILED: i32 = 74;
+
+/// A size in bytes: a number, optionally followed by KiB, MiB, GiB or TiB
+/// (Ki, Mi, Gi, Ti as Kubernetes writes them).
+fn byte_size(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let shift = match unit {
+        "" | "B" => 0,
+        "K" | "Ki" | "KiB" => 10,
+        "M" | "Mi" | "MiB" => 20,
+        "G" | "Gi" | "GiB" => 30,
+        "T" | "Ti" | "TiB" => 40,
+        other => return Err(format!("unknown unit {other:?}: use KiB, MiB, GiB or TiB")),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB or 2GiB"))?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than 0".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A dev vault keeps its root key next to its data and has an all-powerful
+/// API key: it serves only this machine, and flags it would ignore (it makes
+/// its own policy and keys) are refused rather than silently dropped.
+fn check_dev(args: &ServeArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "serve --dev listens only on a loopback address (its root key sits next to its data \
+             and its API key can do anything), and --listen {} is not one; serve without --dev \
+             to listen on the network",
+            args.listen
+        );
+    }
+    let ignored = [
+        ("--policy", args.policy.is_some()),
+        ("--root-key-file", args.root_key_file.is_some()),
+        ("--keyring-file", args.keyring_file.is_some()),
+    ];
+    if let Some((flag, _)) = ignored.into_iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} is not used with --dev, which writes its own development policy and keys \
+             under --data-dir; serve without --dev to use yours"
+        );
+    }
+    Ok(())
 }
 
 fn dev_paths(data_dir: Option<PathBuf>) -> anyhow::Result<VaultPaths> {
@@ -200,20 +389,46 @@ fn storage(args: &ServeArgs) -> anyhow::Result<StorageBackend> {
                 .context("--store postgres needs --database-url (or PII_VAULT_DATABASE_URL)")?,
             pool_size: args.database_pool,
             ca_file: args.database_ca.clone(),
+            allow_plaintext: args.database_allow_plaintext,
         }),
     }
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("PII_VAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(ansi).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(
+            layer
+                .with_filter(filter)
+                .with_filter(tracing_subscriber::filter::filter_fn(|event| {
+                    !logs_statement_parameters(event)
+                })),
+        )
+        .try_init();
+}
+
+/// Debug and trace events of the PostgreSQL client carry every statement's
+/// parameters (blind indexes, tokens): they are dropped whatever
+/// PII_VAULT_LOG asks for, since logs outlive an erasure.
+fn logs_statement_parameters(event: &tracing::Metadata<'_>) -> bool {
+    let target = event.target();
+    let postgres_client = ["tokio_postgres", "postgres_protocol", "deadpool_postgres"]
+        .iter()
+        .any(|crate_name| target == *crate_name || target.starts_with(&format!("{crate_name}::")));
+    postgres_client && *event.level() > tracing::Level::INFO
 }
 
 /// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
@@ -236,4 +451,24 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_size;
+
+    #[test]
+    fn sizes_read_with_binary_units_and_refuse_anything_else() {
+        assert_eq!(byte_size("0"), Ok(0));
+        assert_eq!(byte_size("4096"), Ok(4096));
+        assert_eq!(byte_size("256MiB"), Ok(256 << 20));
+        assert_eq!(byte_size("2Gi"), Ok(2 << 30));
+        assert_eq!(byte_size("1T"), Ok(1 << 40));
+        assert!(byte_size("12MB").unwrap_err().contains("unknown unit"));
+        assert!(byte_size("MiB").unwrap_err().contains("not a size"));
+        assert!(byte_size("-1").unwrap_err().contains("not a size"));
+        assert!(byte_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
+    }
 }

@@ -30,9 +30,17 @@ impl Entry {
 /// cannot purge this cache) leaves memory too: an expired entry misses, and
 /// `sweep_expired` drops them all. An evicted, purged or expired cipher is
 /// wiped when its last `Arc` is dropped.
+/// Longer than any request runs (calls are capped at 60 s), so a request that
+/// read a customer before a purge has finished before caching is allowed again.
+const PURGE_GUARD: Duration = Duration::from_secs(120);
+
 pub struct DekCache {
     /// `None` when the capacity is 0: caching disabled.
     entries: Option<Mutex<LruCache<String, Entry>>>,
+    /// Customers purged lately, until when no cipher of theirs may be cached:
+    /// a request that read the customer before their erasure must not put
+    /// their key back after the purge.
+    purged: Mutex<std::collections::HashMap<String, Instant>>,
     ttl: Duration,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -42,6 +50,7 @@ impl DekCache {
     pub fn new(capacity: usize, ttl: Duration) -> DekCache {
         DekCache {
             entries: NonZeroUsize::new(capacity).map(|cap| Mutex::new(LruCache::new(cap))),
+            purged: Mutex::default(),
             ttl,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -91,6 +100,9 @@ impl DekCache {
         cipher: Arc<DataCipher>,
         now: Instant,
     ) {
+        if self.purged_lately(customer_id, now) {
+            return;
+        }
         if let Some(mut entries) = self.lock() {
             let entry = Entry {
                 wrapped_dek: wrapped_dek.to_vec(),
@@ -107,6 +119,7 @@ impl DekCache {
     }
 
     fn sweep_expired_at(&self, now: Instant) -> usize {
+        self.purged().retain(|_, until| *until > now);
         let Some(mut entries) = self.lock() else {
             return 0;
         };
@@ -127,11 +140,31 @@ impl DekCache {
         (self.ttl / 2).max(Duration::from_secs(1))
     }
 
-    /// Forgets the customer's cipher, on erasure or DEK rotation.
+    /// Forgets the customer's cipher, on erasure or DEK rotation, and keeps
+    /// any from being cached again for `PURGE_GUARD`.
     pub fn purge_customer(&self, customer_id: &str) {
+        self.purge_customer_at(customer_id, Instant::now());
+    }
+
+    fn purge_customer_at(&self, customer_id: &str, now: Instant) {
+        if let Some(until) = now.checked_add(PURGE_GUARD) {
+            self.purged().insert(customer_id.to_owned(), until);
+        }
         if let Some(mut entries) = self.lock() {
             entries.pop(customer_id);
         }
+    }
+
+    fn purged_lately(&self, customer_id: &str, now: Instant) -> bool {
+        self.purged()
+            .get(customer_id)
+            .is_some_and(|until| *until > now)
+    }
+
+    fn purged(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Instant>> {
+        self.purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn hits(&self) -> u64 {
@@ -222,6 +255,21 @@ mod tests {
         cache.insert("a", b"w", Arc::clone(&first));
         cache.insert("b", b"w", cipher(1));
         assert_eq!(Arc::strong_count(&first), 1);
+    }
+
+    #[test]
+    fn a_purged_customer_cannot_be_cached_again_by_a_racing_reader() {
+        let cache = DekCache::new(8, TTL);
+        let start = Instant::now();
+        cache.purge_customer_at("gone", start);
+        // A reader that unwrapped before the purge inserts after it.
+        cache.insert_at("gone", b"w", cipher(1), start + Duration::from_secs(1));
+        assert!(cache.get("gone", b"w").is_none());
+        assert!(cache.is_empty());
+        let later = start + PURGE_GUARD + Duration::from_secs(1);
+        cache.sweep_expired_at(later);
+        cache.insert_at("gone", b"w", cipher(1), later);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

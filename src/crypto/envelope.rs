@@ -28,6 +28,11 @@ impl Dek {
 
 /// Where a ciphertext belongs. It becomes the associated data, so a ciphertext
 /// copied to another customer, field, token or record fails to decrypt.
+///
+/// `Field`, `Token` and `Record` are the first layout, kept to read customers
+/// whose record says they were sealed with it (`binding_version` 1). The
+/// `Bound*` variants add what drives disclosure: a field's kind and token, a
+/// standalone token's kind and format, and the ledger's record revision.
 #[derive(Debug, Clone, Copy)]
 pub enum Binding<'a> {
     Field {
@@ -42,22 +47,68 @@ pub enum Binding<'a> {
         customer_id: &'a str,
         label: &'a str,
     },
+    /// A field's value: its kind (which drives disclosure) and the token that
+    /// stands for it, so neither can be relabelled or re-pointed.
+    BoundField {
+        customer_id: &'a str,
+        field: &'a str,
+        kind: &'a str,
+        token: &'a str,
+    },
+    /// A standalone token's value, with the kind and token format it was issued as.
+    BoundToken {
+        customer_id: &'a str,
+        token: &'a str,
+        kind: &'a str,
+        format: &'a str,
+    },
+    /// A customer-level record (the privacy ledger) at one revision of the
+    /// customer record, so an older ciphertext put back into a newer record fails.
+    BoundRecord {
+        customer_id: &'a str,
+        label: &'a str,
+        revision: u64,
+    },
 }
 
 impl Binding<'_> {
-    /// `label || variant tag || len-prefixed customer || len-prefixed name`. The
-    /// tag keeps a field and a token of the same name apart.
+    /// `label || variant tag || len-prefixed customer || len-prefixed name`,
+    /// then for the bound variants (tags 4 to 6): len-prefixed kind and token
+    /// (4), len-prefixed kind and format (5), or the revision as u64 BE (6).
+    /// The tag keeps a field and a token of the same name apart, and the
+    /// first layout apart from the second.
     fn associated_data(&self) -> Vec<u8> {
         let (tag, customer_id, name) = match *self {
             Binding::Field { customer_id, field } => (1u8, customer_id, field),
             Binding::Token { customer_id, token } => (2u8, customer_id, token),
             Binding::Record { customer_id, label } => (3u8, customer_id, label),
+            Binding::BoundField {
+                customer_id, field, ..
+            } => (4u8, customer_id, field),
+            Binding::BoundToken {
+                customer_id, token, ..
+            } => (5u8, customer_id, token),
+            Binding::BoundRecord {
+                customer_id, label, ..
+            } => (6u8, customer_id, label),
         };
-        let mut ad = Vec::with_capacity(VALUE_AD_LABEL.len() + 9 + customer_id.len() + name.len());
+        let mut ad = Vec::with_capacity(VALUE_AD_LABEL.len() + 33 + customer_id.len() + name.len());
         ad.extend_from_slice(VALUE_AD_LABEL);
         ad.push(tag);
         sealed::push_len_prefixed(&mut ad, customer_id.as_bytes());
         sealed::push_len_prefixed(&mut ad, name.as_bytes());
+        match *self {
+            Binding::BoundField { kind, token, .. } => {
+                sealed::push_len_prefixed(&mut ad, kind.as_bytes());
+                sealed::push_len_prefixed(&mut ad, token.as_bytes());
+            }
+            Binding::BoundToken { kind, format, .. } => {
+                sealed::push_len_prefixed(&mut ad, kind.as_bytes());
+                sealed::push_len_prefixed(&mut ad, format.as_bytes());
+            }
+            Binding::BoundRecord { revision, .. } => ad.extend_from_slice(&revision.to_be_bytes()),
+            Binding::Field { .. } | Binding::Token { .. } | Binding::Record { .. } => {}
+        }
         ad
     }
 }
@@ -177,6 +228,137 @@ mod tests {
             .decrypt(&SSN_FIELD, &sealed)
             .expect("decrypt");
         assert_eq!(&opened[..], b"123-45-6789");
+    }
+
+    const SSN_BOUND: Binding<'static> = Binding::BoundField {
+        customer_id: CUSTOMER,
+        field: "ssn",
+        kind: "ssn",
+        token: "tok_ssn1",
+    };
+
+    fn assert_known_answer(binding: Binding, plaintext: &[u8], expected: &str) {
+        let sealed = fixed_cipher().encrypt_with_nonce(&binding, plaintext, fixed_nonce());
+        assert_eq!(HEXLOWER.encode(&sealed), expected);
+        let opened = fixed_cipher().decrypt(&binding, &sealed).expect("decrypt");
+        assert_eq!(&opened[..], plaintext);
+    }
+
+    /// The bound layouts, computed independently the same way.
+    #[test]
+    fn known_answers_for_the_bound_layouts() {
+        assert_known_answer(
+            SSN_BOUND,
+            b"123-45-6789",
+            "0100000007a0a1a2a3a4a5a6a7a8a9aaab\
+             d72a4f0071fe2f89555dbe\
+             d2035d8764f7a6efac87a0cd042ac4d4",
+        );
+        assert_known_answer(
+            Binding::BoundToken {
+                customer_id: CUSTOMER,
+                token: "tok_abc",
+                kind: "card_number",
+                format: "random",
+            },
+            b"4111111111111111",
+            "0100000007a0a1a2a3a4a5a6a7a8a9aaab\
+             d2294d1c74fa338e5354b6e2364bf1ef\
+             6b12c378c2b8052175d8324ceebe1054",
+        );
+        assert_known_answer(
+            Binding::BoundRecord {
+                customer_id: CUSTOMER,
+                label: "privacy-ledger",
+                revision: 9,
+            },
+            b"ledger",
+            "0100000007a0a1a2a3a4a5a6a7a8a9aaab\
+             8a7d184a20b9\
+             2b78034da61f9f7c0bd146dbe0af5cf4",
+        );
+    }
+
+    fn assert_bound_fails_under(sealed_with: Binding, opened_with: Binding) {
+        let cipher = cipher(1);
+        let sealed = cipher.encrypt(&sealed_with, b"4111111111111111");
+        assert!(matches!(
+            cipher.decrypt(&opened_with, &sealed),
+            Err(CryptoError::Authentication)
+        ));
+    }
+
+    #[test]
+    fn a_bound_field_relabelled_or_re_tokened_fails_to_decrypt() {
+        let card = Binding::BoundField {
+            customer_id: CUSTOMER,
+            field: "pan",
+            kind: "card_number",
+            token: "tok_1",
+        };
+        let relabelled = Binding::BoundField {
+            kind: "generic",
+            customer_id: CUSTOMER,
+            field: "pan",
+            token: "tok_1",
+        };
+        let re_tokened = Binding::BoundField {
+            token: "tok_2",
+            customer_id: CUSTOMER,
+            field: "pan",
+            kind: "card_number",
+        };
+        assert_bound_fails_under(card, relabelled);
+        assert_bound_fails_under(card, re_tokened);
+        // Neither layout opens what the other sealed.
+        let first = Binding::Field {
+            customer_id: CUSTOMER,
+            field: "pan",
+        };
+        assert_bound_fails_under(card, first);
+        assert_bound_fails_under(first, card);
+    }
+
+    #[test]
+    fn a_bound_token_relabelled_fails_to_decrypt() {
+        let token = Binding::BoundToken {
+            customer_id: CUSTOMER,
+            token: "tok_1",
+            kind: "card_number",
+            format: "random",
+        };
+        let relabel = |kind, format| Binding::BoundToken {
+            customer_id: CUSTOMER,
+            token: "tok_1",
+            kind,
+            format,
+        };
+        assert_bound_fails_under(token, relabel("generic", "random"));
+        assert_bound_fails_under(token, relabel("card_number", "deterministic"));
+        assert_bound_fails_under(
+            token,
+            Binding::Token {
+                customer_id: CUSTOMER,
+                token: "tok_1",
+            },
+        );
+    }
+
+    #[test]
+    fn a_ledger_of_another_revision_fails_to_decrypt() {
+        let at = |revision| Binding::BoundRecord {
+            customer_id: CUSTOMER,
+            label: "privacy-ledger",
+            revision,
+        };
+        assert_bound_fails_under(at(4), at(5));
+        assert_bound_fails_under(
+            at(4),
+            Binding::Record {
+                customer_id: CUSTOMER,
+                label: "privacy-ledger",
+            },
+        );
     }
 
     #[test]

@@ -5,10 +5,12 @@ use super::Key32;
 
 const BLIND_INDEX_LABEL: &[u8] = b"piivault.blind-index.v1";
 const DET_TOKEN_LABEL: &[u8] = b"piivault.det-token.v1";
+const REQUEST_LABEL: &[u8] = b"piivault.request.v1";
 
-/// The one HMAC-SHA256 key behind blind indexes and deterministic tokens. It is
-/// created once with the keyring and never rotated with the master keys:
-/// rotating it would change every index entry and deterministic token.
+/// The HMAC-SHA256 key behind blind indexes. Each master key version has its
+/// own: a rotation recomputes every customer's index entries under the new
+/// one, and retiring the old version destroys the old key, so index entries
+/// left in old copies of the store can no longer be tested against guesses.
 #[derive(Debug, Clone)]
 pub struct IndexKey(Key32);
 
@@ -35,6 +37,31 @@ impl IndexKey {
         mac.finalize().into_bytes().into()
     }
 
+    fn mac(&self, label: &[u8]) -> Hmac<Sha256> {
+        labelled_mac(&self.0, label)
+    }
+}
+
+/// One customer's key behind their `DETERMINISTIC` tokens: random, wrapped
+/// under the master key like their DEK, and destroyed with them, so a token
+/// left in an old copy of the store cannot be tested against guesses once the
+/// customer is erased and the version that wrapped it retired.
+#[derive(Debug, Clone)]
+pub struct TokenKey(Key32);
+
+impl TokenKey {
+    pub fn generate() -> TokenKey {
+        TokenKey(Key32::generate())
+    }
+
+    pub(crate) fn from_key(key: Key32) -> TokenKey {
+        TokenKey(key)
+    }
+
+    pub(crate) fn key(&self) -> &Key32 {
+        &self.0
+    }
+
     /// The secret behind a `DETERMINISTIC` token: the same customer, scope, kind
     /// and value give the same 128 bits, anything else differs. 128 bits keep
     /// collisions out of reach while the token stays short.
@@ -45,7 +72,7 @@ impl IndexKey {
         kind: &str,
         normalized_value: &str,
     ) -> [u8; 16] {
-        let mut mac = self.mac(DET_TOKEN_LABEL);
+        let mut mac = labelled_mac(&self.0, DET_TOKEN_LABEL);
         for part in [customer_id, scope, kind, normalized_value] {
             update_len_prefixed(&mut mac, part.as_bytes());
         }
@@ -55,14 +82,30 @@ impl IndexKey {
         token
     }
 
-    /// A MAC already fed the domain label, so the two uses of this one key can
-    /// never produce the same output for different inputs.
-    fn mac(&self, label: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
-            .expect("HMAC accepts keys of any length");
-        update_len_prefixed(&mut mac, label);
-        mac
+    /// What a request is remembered by, so that a retry can be recognised
+    /// without keeping its values: the same customer and parts give the same
+    /// digest, and it cannot be tested against guesses once the key is gone.
+    pub fn request_digest<'a>(
+        &self,
+        customer_id: &str,
+        parts: impl IntoIterator<Item = &'a str>,
+    ) -> [u8; 32] {
+        let mut mac = labelled_mac(&self.0, REQUEST_LABEL);
+        update_len_prefixed(&mut mac, customer_id.as_bytes());
+        for part in parts {
+            update_len_prefixed(&mut mac, part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
     }
+}
+
+/// A MAC already fed the domain label, so that no two uses of keys can ever
+/// produce the same output for different inputs.
+fn labelled_mac(key: &Key32, label: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
+        .expect("HMAC accepts keys of any length");
+    update_len_prefixed(&mut mac, label);
+    mac
 }
 
 /// Length prefixes make the input encoding injective: ("ab", "c") and ("a", "bc")
@@ -97,13 +140,15 @@ mod tests {
 
     #[test]
     fn known_answer_for_a_deterministic_token() {
-        let token = fixed_key().deterministic_token("cust_42", "value", "ssn", "123456789");
+        let bytes: Vec<u8> = (0x20u8..0x40).collect();
+        let key = TokenKey::from_key(Key32::from_slice(&bytes).expect("32 bytes"));
+        let token = key.deterministic_token("cust_42", "value", "ssn", "123456789");
         assert_eq!(HEXLOWER.encode(&token), "5f299ac34093ce42507b79e7131cf618");
     }
 
     #[test]
     fn same_inputs_give_the_same_token_and_others_differ() {
-        let key = IndexKey::generate();
+        let key = TokenKey::generate();
         let token = key.deterministic_token("c1", "value", "ssn", "123456789");
         assert_eq!(
             token,
@@ -127,7 +172,7 @@ mod tests {
         );
         assert_ne!(
             token,
-            IndexKey::generate().deterministic_token("c1", "value", "ssn", "123456789")
+            TokenKey::generate().deterministic_token("c1", "value", "ssn", "123456789")
         );
     }
 
@@ -148,7 +193,7 @@ mod tests {
     fn blind_index_and_token_are_domain_separated() {
         let key = IndexKey::generate();
         let index = key.blind_index("s", "k", "v");
-        let token = key.deterministic_token("s", "k", "v", "");
+        let token = TokenKey::from_key(key.key().clone()).deterministic_token("s", "k", "v", "");
         assert_ne!(&index[..16], &token[..]);
     }
 

@@ -1,25 +1,40 @@
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::sealed::{self, NONCE_LEN};
-use super::{CryptoError, Dek, IndexKey, Key32};
+use super::{CryptoError, Dek, IndexKey, Key32, TokenKey};
 
 const DEK_AD_LABEL: &[u8] = b"piivault.dek.v1";
+const TOKEN_KEY_AD_LABEL: &[u8] = b"piivault.token-key.v1";
+const LEGACY_ID_LABEL: &[u8] = b"piivault.keyring-id.v1";
+/// Destruction times kept for the newest destroyed versions; an older one
+/// counts as destroyed long ago (its backups have expired by any retention).
+const DESTROYED_KEPT: usize = 1000;
 
-/// One version of the master key: wraps customers' DEKs.
+/// One version of the master key: wraps customers' DEKs and token keys, and
+/// owns the index key that blind indexes are computed under while it lives.
+/// Destroying the version destroys both.
 #[derive(Debug, Clone)]
 pub struct MasterKey {
     version: u32,
     key: Key32,
+    index_key: IndexKey,
     created_at_ms: i64,
 }
 
 impl MasterKey {
-    pub(crate) fn new(version: u32, key: Key32, created_at_ms: i64) -> MasterKey {
+    pub(crate) fn new(
+        version: u32,
+        key: Key32,
+        index_key: IndexKey,
+        created_at_ms: i64,
+    ) -> MasterKey {
         MasterKey {
             version,
             key,
+            index_key,
             created_at_ms,
         }
     }
@@ -34,6 +49,11 @@ impl MasterKey {
 
     pub(crate) fn key(&self) -> &Key32 {
         &self.key
+    }
+
+    /// The key of the blind indexes computed under this version.
+    pub fn index_key(&self) -> &IndexKey {
+        &self.index_key
     }
 
     /// `[1][master version u32 BE][nonce 12] || AES-256-GCM(DEK) || tag`, bound to
@@ -51,17 +71,42 @@ impl MasterKey {
         customer_id: &str,
         dek_version: u32,
     ) -> Result<Dek, CryptoError> {
-        let mut dek_bytes = Zeroizing::new([0u8; 32]);
+        let key = self.unwrap_key(wrapped, &dek_associated_data(customer_id, dek_version))?;
+        Ok(Dek::from_key(key))
+    }
+
+    /// The customer's token key, sealed like a DEK but under its own label, so
+    /// a wrapped DEK can never be opened as a token key or the reverse.
+    pub fn wrap_token_key(&self, token_key: &TokenKey, customer_id: &str) -> Vec<u8> {
+        sealed::seal(
+            &sealed::cipher_for(&self.key),
+            self.version,
+            sealed::random_nonce(),
+            &token_key_associated_data(customer_id),
+            token_key.key().expose(),
+        )
+    }
+
+    pub fn unwrap_token_key(
+        &self,
+        wrapped: &[u8],
+        customer_id: &str,
+    ) -> Result<TokenKey, CryptoError> {
+        let key = self.unwrap_key(wrapped, &token_key_associated_data(customer_id))?;
+        Ok(TokenKey::from_key(key))
+    }
+
+    fn unwrap_key(&self, wrapped: &[u8], associated_data: &[u8]) -> Result<Key32, CryptoError> {
+        let mut key_bytes = Zeroizing::new([0u8; 32]);
         sealed::open_into(
             &sealed::cipher_for(&self.key),
             self.version,
-            &dek_associated_data(customer_id, dek_version),
+            associated_data,
             wrapped,
-            &mut dek_bytes[..],
+            &mut key_bytes[..],
         )?;
-        Key32::from_slice(&dek_bytes[..])
-            .map(Dek::from_key)
-            .ok_or(CryptoError::Malformed("wrapped DEK has the wrong length"))
+        Key32::from_slice(&key_bytes[..])
+            .ok_or(CryptoError::Malformed("wrapped key has the wrong length"))
     }
 
     /// The nonce is a parameter only so known-answer tests can fix it.
@@ -90,69 +135,131 @@ fn dek_associated_data(customer_id: &str, dek_version: u32) -> Vec<u8> {
     ad
 }
 
-/// The master version that wrapped a DEK, read from its header, so the caller
-/// can pick the master key (and find DEKs still wrapped under an old version).
+fn token_key_associated_data(customer_id: &str) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(TOKEN_KEY_AD_LABEL.len() + 4 + customer_id.len());
+    ad.extend_from_slice(TOKEN_KEY_AD_LABEL);
+    sealed::push_len_prefixed(&mut ad, customer_id.as_bytes());
+    ad
+}
+
+/// The master version that wrapped a DEK or token key, read from its header,
+/// so the caller can pick the master key (and find keys still wrapped under an
+/// old version).
 pub fn master_version_of_wrapped(wrapped: &[u8]) -> Result<u32, CryptoError> {
     sealed::key_version(wrapped)
 }
 
-/// The keyring in memory: the index key and the live master key versions.
+/// Which keyring this is: fixed at creation, recorded by the store it serves,
+/// so a keyring is never used with another vault's store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyringId(pub [u8; 16]);
+
+impl std::fmt::Display for KeyringId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+/// The keyring in memory: the live master key versions (each with its index
+/// key), and when each destroyed version was destroyed.
 /// `Debug` shows versions and times; every key prints as `[redacted]`.
 /// `Clone` lets a changed keyring be built and saved before it replaces the
 /// one in use; every copy of a key is zeroizing.
 #[derive(Debug, Clone)]
 pub struct Keyring {
-    index_key: IndexKey,
+    id: KeyringId,
     masters: BTreeMap<u32, MasterKey>,
     active: u32,
-    /// Never reused, even after a version is destroyed, so a wrapped DEK's header
+    /// Never reused, even after a version is destroyed, so a wrapped key's header
     /// can never come to name a different key than the one that wrapped it.
     next_version: u32,
     last_rotation_ms: i64,
+    /// Destroyed versions and when (the newest `DESTROYED_KEPT`); every other
+    /// version below `next_version` that is not live was destroyed long ago.
+    destroyed: BTreeMap<u32, i64>,
+    /// Keyrings written before index keys were versioned had one index key for
+    /// every version: the versions below this one all hold a copy of it, and it
+    /// is gone only once all of them are destroyed. 0 when there was none.
+    legacy_index_until: u32,
+}
+
+/// A keyring as decoded, before its invariants are checked.
+pub(crate) struct KeyringParts {
+    pub id: KeyringId,
+    pub masters: BTreeMap<u32, MasterKey>,
+    pub active: u32,
+    pub next_version: u32,
+    pub last_rotation_ms: i64,
+    pub destroyed: BTreeMap<u32, i64>,
+    pub legacy_index_until: u32,
+}
+
+/// The identity of a keyring written before keyrings had one: derived from
+/// its (single, legacy) index key, so it is the same every time it is read.
+pub(crate) fn legacy_keyring_id(index_key: &IndexKey) -> KeyringId {
+    let mut hash = Sha256::new();
+    hash.update(LEGACY_ID_LABEL);
+    hash.update(index_key.key().expose());
+    let digest = hash.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    KeyringId(id)
 }
 
 impl Keyring {
-    /// A new keyring: a fresh index key and master version 1, active.
+    /// A new keyring: a fresh identity and master version 1, active.
     pub fn generate(now_ms: i64) -> Keyring {
         let mut masters = BTreeMap::new();
-        masters.insert(1, MasterKey::new(1, Key32::generate(), now_ms));
+        masters.insert(
+            1,
+            MasterKey::new(1, Key32::generate(), IndexKey::generate(), now_ms),
+        );
         Keyring {
-            index_key: IndexKey::generate(),
+            id: KeyringId(rand::random()),
             masters,
             active: 1,
             next_version: 2,
             last_rotation_ms: now_ms,
+            destroyed: BTreeMap::new(),
+            legacy_index_until: 0,
         }
     }
 
     /// Rebuilds a decoded keyring, refusing states this type never produces.
-    pub(crate) fn from_parts(
-        index_key: IndexKey,
-        masters: BTreeMap<u32, MasterKey>,
-        active: u32,
-        next_version: u32,
-        last_rotation_ms: i64,
-    ) -> Result<Keyring, CryptoError> {
-        if !masters.contains_key(&active) {
+    pub(crate) fn from_parts(parts: KeyringParts) -> Result<Keyring, CryptoError> {
+        if !parts.masters.contains_key(&parts.active) {
             return Err(CryptoError::KeyringCorrupt(
                 "the active master version is missing",
             ));
         }
-        if masters
-            .keys()
-            .any(|&version| version == 0 || version >= next_version)
-        {
+        let out_of_range = |version: &u32| *version == 0 || *version >= parts.next_version;
+        if parts.masters.keys().any(out_of_range) || parts.destroyed.keys().any(out_of_range) {
             return Err(CryptoError::KeyringCorrupt(
                 "a master version is out of range",
             ));
         }
+        if parts
+            .destroyed
+            .keys()
+            .any(|v| parts.masters.contains_key(v))
+        {
+            return Err(CryptoError::KeyringCorrupt(
+                "a master version is both live and destroyed",
+            ));
+        }
         Ok(Keyring {
-            index_key,
-            masters,
-            active,
-            next_version,
-            last_rotation_ms,
+            id: parts.id,
+            masters: parts.masters,
+            active: parts.active,
+            next_version: parts.next_version,
+            last_rotation_ms: parts.last_rotation_ms,
+            destroyed: parts.destroyed,
+            legacy_index_until: parts.legacy_index_until,
         })
+    }
+
+    pub fn id(&self) -> KeyringId {
+        self.id
     }
 
     pub fn active(&self) -> &MasterKey {
@@ -168,15 +275,11 @@ impl Keyring {
         self.masters.keys().copied().collect()
     }
 
-    pub fn index_key(&self) -> &IndexKey {
-        &self.index_key
-    }
-
     pub fn last_rotation_ms(&self) -> i64 {
         self.last_rotation_ms
     }
 
-    pub(crate) fn next_version(&self) -> u32 {
+    pub fn next_version(&self) -> u32 {
         self.next_version
     }
 
@@ -184,31 +287,73 @@ impl Keyring {
         self.masters.values()
     }
 
-    /// Adds a new random master version and makes it active. Older versions stay
-    /// until destroyed, so DEKs wrapped under them can still be unwrapped.
+    pub(crate) fn destroyed_times(&self) -> &BTreeMap<u32, i64> {
+        &self.destroyed
+    }
+
+    pub(crate) fn legacy_index_until(&self) -> u32 {
+        self.legacy_index_until
+    }
+
+    /// Whether `version` was created and is destroyed.
+    pub fn is_destroyed(&self, version: u32) -> bool {
+        version > 0 && version < self.next_version && !self.masters.contains_key(&version)
+    }
+
+    /// When `version` was destroyed: `Some(0)` for one destroyed so long ago
+    /// that its time was dropped, `None` while it lives (or never existed).
+    pub fn destroyed_at_ms(&self, version: u32) -> Option<i64> {
+        self.is_destroyed(version)
+            .then(|| self.destroyed.get(&version).copied().unwrap_or(0))
+    }
+
+    /// The master versions whose keys covered anything of a customer whose
+    /// keys were wrapped (and values indexed) under `versions`: those versions,
+    /// and every version that shared the legacy index key with one of them.
+    pub fn covering_versions(
+        &self,
+        versions: &std::collections::BTreeSet<u32>,
+    ) -> std::collections::BTreeSet<u32> {
+        let mut covering = versions.clone();
+        if versions.iter().any(|v| *v < self.legacy_index_until) {
+            covering.extend(1..self.legacy_index_until);
+        }
+        covering
+    }
+
+    /// Adds a new random master version (with its own index key) and makes it
+    /// active. Older versions stay until destroyed, so keys wrapped under them
+    /// can still be unwrapped and their index entries still found.
     pub fn add_version(&mut self, now_ms: i64) -> u32 {
         let version = self.next_version;
         // Four billion rotations will not happen; reusing a number must not either.
         self.next_version = version
             .checked_add(1)
             .expect("master key version numbers exhausted");
-        self.masters
-            .insert(version, MasterKey::new(version, Key32::generate(), now_ms));
+        self.masters.insert(
+            version,
+            MasterKey::new(version, Key32::generate(), IndexKey::generate(), now_ms),
+        );
         self.active = version;
         self.last_rotation_ms = now_ms;
         version
     }
 
-    /// Drops a master version from memory (its bytes are wiped). It is gone from
-    /// disk once the keyring file is saved. The active version cannot be destroyed.
-    pub fn destroy_version(&mut self, version: u32) -> Result<(), CryptoError> {
+    /// Drops a master version and its index key from memory (their bytes are
+    /// wiped) and records when. They are gone from disk once the keyring is
+    /// saved. The active version cannot be destroyed.
+    pub fn destroy_version(&mut self, version: u32, now_ms: i64) -> Result<(), CryptoError> {
         if version == self.active {
             return Err(CryptoError::ActiveMasterVersion(version));
         }
         self.masters
             .remove(&version)
-            .map(drop)
-            .ok_or(CryptoError::UnknownMasterVersion(version))
+            .ok_or(CryptoError::UnknownMasterVersion(version))?;
+        self.destroyed.insert(version, now_ms);
+        while self.destroyed.len() > DESTROYED_KEPT {
+            self.destroyed.pop_first();
+        }
+        Ok(())
     }
 
     /// Unwraps with whichever master version the header names:
@@ -219,10 +364,39 @@ impl Keyring {
         customer_id: &str,
         dek_version: u32,
     ) -> Result<Dek, CryptoError> {
+        self.master_of(wrapped)?
+            .unwrap_dek(wrapped, customer_id, dek_version)
+    }
+
+    pub fn unwrap_token_key(
+        &self,
+        wrapped: &[u8],
+        customer_id: &str,
+    ) -> Result<TokenKey, CryptoError> {
+        self.master_of(wrapped)?
+            .unwrap_token_key(wrapped, customer_id)
+    }
+
+    fn master_of(&self, wrapped: &[u8]) -> Result<&MasterKey, CryptoError> {
         let master_version = master_version_of_wrapped(wrapped)?;
         self.get(master_version)
-            .ok_or(CryptoError::UnknownMasterVersion(master_version))?
-            .unwrap_dek(wrapped, customer_id, dek_version)
+            .ok_or(CryptoError::UnknownMasterVersion(master_version))
+    }
+
+    /// The index key of every live version, newest first, each once (legacy
+    /// versions share one): a search looks under each.
+    pub fn index_keys(&self) -> Vec<&IndexKey> {
+        let mut keys: Vec<&IndexKey> = Vec::new();
+        for master in self.masters.values().rev() {
+            let key = master.index_key();
+            if !keys
+                .iter()
+                .any(|seen| seen.key().expose() == key.key().expose())
+            {
+                keys.push(key);
+            }
+        }
+        keys
     }
 }
 
@@ -234,7 +408,12 @@ mod tests {
 
     fn fixed_master() -> MasterKey {
         let bytes: Vec<u8> = (0x40u8..0x60).collect();
-        MasterKey::new(3, Key32::from_slice(&bytes).expect("32 bytes"), 0)
+        MasterKey::new(
+            3,
+            Key32::from_slice(&bytes).expect("32 bytes"),
+            IndexKey::generate(),
+            0,
+        )
     }
 
     fn fixed_dek() -> Dek {
@@ -274,7 +453,7 @@ mod tests {
     fn wrapped_dek_unwrap_with_wrong_customer_dek_version_or_key_fails() {
         let master = fixed_master();
         let wrapped = master.wrap_dek(&Dek::generate(), "c1", 1);
-        let other_key = MasterKey::new(3, Key32::generate(), 0);
+        let other_key = MasterKey::new(3, Key32::generate(), IndexKey::generate(), 0);
         for result in [
             master.unwrap_dek(&wrapped, "c2", 1),
             master.unwrap_dek(&wrapped, "c1", 2),
@@ -282,7 +461,7 @@ mod tests {
         ] {
             assert!(matches!(result, Err(CryptoError::Authentication)));
         }
-        let other_version = MasterKey::new(4, Key32::generate(), 0);
+        let other_version = MasterKey::new(4, Key32::generate(), IndexKey::generate(), 0);
         assert!(matches!(
             other_version.unwrap_dek(&wrapped, "c1", 1),
             Err(CryptoError::KeyVersionMismatch {
@@ -322,7 +501,7 @@ mod tests {
         );
         assert_eq!(keyring.add_version(20), 2);
         assert_eq!(keyring.add_version(30), 3);
-        keyring.destroy_version(2).expect("destroy");
+        keyring.destroy_version(2, 35).expect("destroy");
         assert_eq!(keyring.add_version(40), 4);
         assert_eq!(keyring.versions(), vec![1, 3, 4]);
         assert_eq!(keyring.active().version(), 4);
@@ -335,23 +514,72 @@ mod tests {
     fn active_version_cannot_be_destroyed_and_unknown_ones_are_reported() {
         let mut keyring = Keyring::generate(0);
         assert!(matches!(
-            keyring.destroy_version(1),
+            keyring.destroy_version(1, 0),
             Err(CryptoError::ActiveMasterVersion(1))
         ));
         assert!(matches!(
-            keyring.destroy_version(9),
+            keyring.destroy_version(9, 0),
             Err(CryptoError::UnknownMasterVersion(9))
         ));
         assert_eq!(keyring.versions(), vec![1]);
     }
 
     #[test]
-    fn rotation_keeps_the_index_key() {
+    fn each_version_has_its_own_index_key_destroyed_with_it() {
         let mut keyring = Keyring::generate(0);
-        let before = *keyring.index_key().key().expose();
+        let first = *keyring.active().index_key().key().expose();
         keyring.add_version(1);
-        keyring.destroy_version(1).expect("destroy");
-        assert_eq!(keyring.index_key().key().expose(), &before);
+        let second = *keyring.active().index_key().key().expose();
+        assert_ne!(first, second);
+        assert_eq!(keyring.index_keys().len(), 2);
+        keyring.destroy_version(1, 7).expect("destroy");
+        let left: Vec<[u8; 32]> = keyring
+            .index_keys()
+            .iter()
+            .map(|key| *key.key().expose())
+            .collect();
+        assert_eq!(left, vec![second]);
+        assert_eq!(keyring.destroyed_at_ms(1), Some(7));
+        assert_eq!(keyring.destroyed_at_ms(2), None);
+        assert!(keyring.is_destroyed(1) && !keyring.is_destroyed(2) && !keyring.is_destroyed(3));
+    }
+
+    #[test]
+    fn token_keys_round_trip_and_never_open_as_a_dek() {
+        let keyring = Keyring::generate(0);
+        let token_key = TokenKey::generate();
+        let wrapped = keyring.active().wrap_token_key(&token_key, "c1");
+        let opened = keyring.unwrap_token_key(&wrapped, "c1").expect("unwrap");
+        assert_eq!(opened.key().expose(), token_key.key().expose());
+        assert!(keyring.unwrap_token_key(&wrapped, "c2").is_err());
+        assert!(keyring.unwrap_dek(&wrapped, "c1", 1).is_err());
+        let dek = keyring.active().wrap_dek(&Dek::generate(), "c1", 1);
+        assert!(keyring.unwrap_token_key(&dek, "c1").is_err());
+    }
+
+    #[test]
+    fn legacy_versions_cover_each_other() {
+        let keyring = Keyring::from_parts(KeyringParts {
+            id: KeyringId([1; 16]),
+            masters: [1, 3, 4]
+                .into_iter()
+                .map(|v| {
+                    (
+                        v,
+                        MasterKey::new(v, Key32::generate(), IndexKey::generate(), 0),
+                    )
+                })
+                .collect(),
+            active: 4,
+            next_version: 5,
+            last_rotation_ms: 0,
+            destroyed: BTreeMap::new(),
+            legacy_index_until: 4,
+        })
+        .expect("keyring");
+        assert_eq!(keyring.covering_versions(&[3].into()), [1, 2, 3].into());
+        assert_eq!(keyring.covering_versions(&[4].into()), [4].into());
+        assert_eq!(keyring.destroyed_at_ms(2), Some(0));
     }
 
     #[test]
@@ -362,7 +590,7 @@ mod tests {
         keyring.add_version(1);
         let unwrapped = keyring.unwrap_dek(&wrapped, "c1", 5).expect("old version");
         assert_eq!(unwrapped.key().expose(), dek.key().expose());
-        keyring.destroy_version(1).expect("destroy");
+        keyring.destroy_version(1, 2).expect("destroy");
         assert!(matches!(
             keyring.unwrap_dek(&wrapped, "c1", 5),
             Err(CryptoError::UnknownMasterVersion(1))
@@ -377,7 +605,7 @@ mod tests {
         assert!(printed.contains("redacted"));
         for key in [
             keyring.active().key(),
-            keyring.index_key().key(),
+            keyring.active().index_key().key(),
             master.key(),
         ] {
             let hex = HEXLOWER.encode(key.expose());

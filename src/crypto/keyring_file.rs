@@ -1,6 +1,8 @@
 //! The keyring on disk: two fixed 64 KiB slots, each
 //! `magic "PVKR" | format u8 | generation u64 | nonce 12 | payload length u32 |
 //! AES-256-GCM(root key, payload) with the header as associated data | zeros`.
+//! The format byte is the payload's (`keyring_codec`): 1 is read and upgraded
+//! on the next save, 2 is written.
 //!
 //! Slots are overwritten in place and fsync'd rather than replaced by a rename, so
 //! a destroyed master key does not linger in an unlinked file. (On copy-on-write
@@ -21,7 +23,6 @@ use super::secure_file::{create_private, ensure_private, sync_parent_dir, KeyFil
 use super::{CryptoError, Keyring, RootKey};
 
 const MAGIC: &[u8; 4] = b"PVKR";
-const SLOT_FORMAT: u8 = 1;
 const SLOT_LEN: usize = 64 * 1024;
 const FILE_LEN: usize = 2 * SLOT_LEN;
 const HEADER_LEN: usize = 4 + 1 + 8 + NONCE_LEN + 4;
@@ -47,6 +48,7 @@ enum Slot {
     Unauthenticated,
     Valid {
         generation: u64,
+        format: u8,
         payload: Zeroizing<Vec<u8>>,
     },
 }
@@ -59,20 +61,25 @@ impl KeyringFile {
         root: &RootKey,
         now_ms: i64,
     ) -> Result<(KeyringFile, Keyring), CryptoError> {
-        Self::open_with(path, root, now_ms, KeyFileAccess::OwnerOnly)
+        let path = path.as_ref();
+        match Self::open_with(path, root, KeyFileAccess::OwnerOnly)? {
+            Some(opened) => Ok(opened),
+            None => Self::create(path, root, now_ms),
+        }
     }
 
-    /// `open_or_create`, allowing the group access that `access` allows.
+    /// Opens an existing keyring file, allowing the group access that `access`
+    /// allows; `None` when there is no file. Whether a missing keyring may be
+    /// created is the caller's decision: never for a store that holds data.
     pub fn open_with(
         path: impl AsRef<Path>,
         root: &RootKey,
-        now_ms: i64,
         access: KeyFileAccess,
-    ) -> Result<(KeyringFile, Keyring), CryptoError> {
+    ) -> Result<Option<(KeyringFile, Keyring)>, CryptoError> {
         let path = path.as_ref();
         match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => Self::open_existing(path, file, root, access),
-            Err(e) if e.kind() == ErrorKind::NotFound => Self::create(path, root, now_ms),
+            Ok(file) => Self::open_existing(path, file, root, access).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CryptoError::io(path, e)),
         }
     }
@@ -98,7 +105,9 @@ impl KeyringFile {
         Ok(())
     }
 
-    fn create(
+    /// Creates the keyring file (mode 0600; it must not exist) with a new
+    /// keyring whose master version 1 is active.
+    pub fn create(
         path: &Path,
         root: &RootKey,
         now_ms: i64,
@@ -137,8 +146,9 @@ impl KeyringFile {
         file.read_exact_at(&mut contents, 0)
             .map_err(|e| CryptoError::io(path, e))?;
         let root_cipher = sealed::cipher_for(root.key());
-        let (newest_slot, generation, payload) = newest_valid_slot(&root_cipher, &contents)?;
-        let keyring = keyring_codec::decode(&payload)?;
+        let (newest_slot, generation, format, payload) =
+            newest_valid_slot(&root_cipher, &contents)?;
+        let keyring = keyring_codec::decode(format, &payload)?;
         let keyring_file = KeyringFile {
             path: path.to_path_buf(),
             file,
@@ -171,11 +181,11 @@ impl std::fmt::Debug for KeyringFile {
 
 /// The slot with the highest generation that authenticates; `WrongRootKey` when
 /// none does but one looks like ours, `KeyringCorrupt` when neither does.
-fn newest_valid_slot(
-    root_cipher: &Aes256Gcm,
-    contents: &[u8],
-) -> Result<(usize, u64, Zeroizing<Vec<u8>>), CryptoError> {
-    let mut newest: Option<(usize, u64, Zeroizing<Vec<u8>>)> = None;
+/// A slot that authenticated: its index, generation, payload format and payload.
+type ValidSlot = (usize, u64, u8, Zeroizing<Vec<u8>>);
+
+fn newest_valid_slot(root_cipher: &Aes256Gcm, contents: &[u8]) -> Result<ValidSlot, CryptoError> {
+    let mut newest: Option<ValidSlot> = None;
     let mut saw_our_header = false;
     for (index, slot) in contents.chunks_exact(SLOT_LEN).enumerate() {
         match open_slot(root_cipher, slot) {
@@ -183,13 +193,14 @@ fn newest_valid_slot(
             Slot::Unauthenticated => saw_our_header = true,
             Slot::Valid {
                 generation,
+                format,
                 payload,
             } => {
                 if newest
                     .as_ref()
-                    .is_none_or(|(_, newest_gen, _)| generation > *newest_gen)
+                    .is_none_or(|(_, newest_gen, _, _)| generation > *newest_gen)
                 {
-                    newest = Some((index, generation, payload));
+                    newest = Some((index, generation, format, payload));
                 }
             }
         }
@@ -203,7 +214,10 @@ fn newest_valid_slot(
 
 fn open_slot(root_cipher: &Aes256Gcm, slot: &[u8]) -> Slot {
     let (header, body) = slot.split_at(HEADER_LEN);
-    if &header[..4] != MAGIC || header[4] != SLOT_FORMAT {
+    let format = header[4];
+    if &header[..4] != MAGIC
+        || !matches!(format, keyring_codec::FORMAT | keyring_codec::LEGACY_FORMAT)
+    {
         return Slot::Garbage;
     }
     let generation = u64::from_be_bytes(header[5..13].try_into().unwrap_or_default());
@@ -218,6 +232,7 @@ fn open_slot(root_cipher: &Aes256Gcm, slot: &[u8]) -> Slot {
     {
         Ok(()) => Slot::Valid {
             generation,
+            format,
             payload,
         },
         Err(_) => Slot::Unauthenticated,
@@ -246,8 +261,9 @@ pub fn open_sealed_keyring(root: &RootKey, image: &[u8]) -> Result<(u64, Keyring
     match open_slot(&sealed::cipher_for(root.key()), image) {
         Slot::Valid {
             generation,
+            format,
             payload,
-        } => Ok((generation, keyring_codec::decode(&payload)?)),
+        } => Ok((generation, keyring_codec::decode(format, &payload)?)),
         Slot::Unauthenticated => Err(CryptoError::WrongRootKey),
         Slot::Garbage => Err(CryptoError::KeyringCorrupt("not a sealed keyring")),
     }
@@ -272,7 +288,7 @@ fn seal_slot(
     let mut image = Zeroizing::new(vec![0u8; SLOT_LEN]);
     let (header, body) = image.split_at_mut(HEADER_LEN);
     header[..4].copy_from_slice(MAGIC);
-    header[4] = SLOT_FORMAT;
+    header[4] = keyring_codec::FORMAT;
     header[5..13].copy_from_slice(&generation.to_be_bytes());
     header[13..25].copy_from_slice(&nonce);
     header[25..29].copy_from_slice(&payload_len.to_be_bytes());

@@ -67,9 +67,10 @@ fn created_keyring_reopens_with_the_same_keys() {
     let (_, reopened) = open(&fx).expect("reopen");
     assert_eq!(reopened.versions(), vec![1]);
     assert_eq!(key_bytes(&reopened, 1), key_bytes(&created, 1));
+    assert_eq!(reopened.id(), created.id());
     assert_eq!(
-        reopened.index_key().key().expose(),
-        created.index_key().key().expose()
+        reopened.active().index_key().key().expose(),
+        created.active().index_key().key().expose()
     );
 }
 
@@ -116,7 +117,7 @@ fn destroyed_master_key_is_in_no_slot_after_save() {
         .iter()
         .all(|slot| contains(slot, &destroyed)));
 
-    keyring.destroy_version(1).expect("destroy");
+    keyring.destroy_version(1, 3_000).expect("destroy");
     file.save(&keyring).expect("save");
     let raw = fs::read(&fx.path).expect("read");
     assert!(!contains(&raw, &destroyed));

@@ -10,9 +10,11 @@ use super::secure_file::{
 };
 use super::{CryptoError, Key32};
 
-/// Longest root key file accepted: 64 hex characters plus generous trailing
-/// whitespace. Anything longer is not a key file.
-const MAX_FILE_LEN: usize = 256;
+/// Longest root key file accepted: 64 hex characters and a newline.
+const MAX_FILE_LEN: usize = 65;
+/// What a refused key file should have held.
+const KEY_FORMAT: &str =
+    "expected 64 hex characters, optionally followed by one newline (as `pii-vault keygen` writes)";
 
 /// The root key: wraps the keyring file. Read from a file (a Kubernetes Secret in
 /// production) that only its owner may read.
@@ -20,8 +22,10 @@ const MAX_FILE_LEN: usize = 256;
 pub struct RootKey(Key32);
 
 impl RootKey {
-    /// Loads 64 hex characters (optionally followed by whitespace) or exactly 32
-    /// raw bytes. Refuses a file that group or others can access.
+    /// Loads 64 hex characters, optionally followed by one newline, as
+    /// `generate_file` writes them; anything else is refused rather than
+    /// guessed at (any 32-byte file used to pass as a raw key). Refuses a file
+    /// that group or others can access.
     pub fn load(path: impl AsRef<Path>) -> Result<RootKey, CryptoError> {
         Self::load_with(path, KeyFileAccess::OwnerOnly)
     }
@@ -37,11 +41,11 @@ impl RootKey {
         let mut contents = Zeroizing::new([0u8; MAX_FILE_LEN + 1]);
         let len = read_up_to(&mut file, &mut contents[..]).map_err(|e| CryptoError::io(path, e))?;
         if len > MAX_FILE_LEN {
-            return Err(bad_file(path, "the file is too long"));
+            return Err(bad_file(path, KEY_FORMAT));
         }
         parse_key(&contents[..len])
             .map(RootKey)
-            .ok_or_else(|| bad_file(path, "expected 64 hex characters or 32 raw bytes"))
+            .ok_or_else(|| bad_file(path, KEY_FORMAT))
     }
 
     /// Writes a new random root key as 64 lowercase hex characters and a newline,
@@ -78,20 +82,12 @@ fn write_new_key(file: &mut File) -> std::io::Result<()> {
 }
 
 fn parse_key(contents: &[u8]) -> Option<Key32> {
-    if contents.len() == 32 {
-        return Key32::from_slice(contents);
-    }
-    let hex_len = contents
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |last| last + 1);
-    if hex_len != 64 {
+    let hex = contents.strip_suffix(b"\n").unwrap_or(contents);
+    if hex.len() != 64 {
         return None;
     }
     let mut bytes = Zeroizing::new([0u8; 32]);
-    HEXLOWER_PERMISSIVE
-        .decode_mut(&contents[..64], &mut bytes[..])
-        .ok()?;
+    HEXLOWER_PERMISSIVE.decode_mut(hex, &mut bytes[..]).ok()?;
     Key32::from_slice(&bytes[..])
 }
 
@@ -148,23 +144,38 @@ mod tests {
     }
 
     #[test]
-    fn hex_key_with_uppercase_and_trailing_whitespace_loads() {
+    fn hex_key_with_or_without_one_newline_loads_in_either_case() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("root.key");
-        let hex = "AB".repeat(32) + " \r\n\n";
-        write_file(&path, hex.as_bytes(), 0o600);
-        let key = RootKey::load(&path).expect("load");
-        assert_eq!(key.key().expose(), &[0xab; 32]);
+        for (i, text) in ["AB".repeat(32), "ab".repeat(32) + "\n"].iter().enumerate() {
+            let path = dir.path().join(format!("root{i}.key"));
+            write_file(&path, text.as_bytes(), 0o600);
+            let key = RootKey::load(&path).expect("load");
+            assert_eq!(key.key().expose(), &[0xab; 32]);
+        }
     }
 
     #[test]
-    fn raw_32_byte_key_loads() {
+    fn only_the_documented_format_loads_not_raw_bytes_or_stray_whitespace() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("root.key");
         let raw: Vec<u8> = (0u8..32).collect();
-        write_file(&path, &raw, 0o400);
-        let key = RootKey::load(&path).expect("load");
-        assert_eq!(&key.key().expose()[..], &raw[..]);
+        let hex = "ab".repeat(32);
+        let cases: [Vec<u8>; 5] = [
+            raw,
+            vec![b'x'; 32],
+            format!("{hex} ").into_bytes(),
+            format!("{hex}\r\n").into_bytes(),
+            format!("{hex}\n\n").into_bytes(),
+        ];
+        for (i, contents) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("bad{i}.key"));
+            write_file(&path, contents, 0o600);
+            let err = RootKey::load(&path).expect_err("must refuse");
+            assert!(
+                matches!(err, CryptoError::BadKeyFile { .. })
+                    && err.to_string().contains("64 hex characters"),
+                "case {i}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -48,14 +48,17 @@ basis = "legal_obligation"
 # --- Principals -------------------------------------------------------------
 # A principal is a caller. It proves who it is with exactly one of:
 #   api_key_sha256 = "<sha256 hex of its bearer key>"  (the key itself is never stored)
-#   spiffe_id      = "spiffe://example.org/service"    (mTLS: a URI SAN of its certificate)
-#   cert_subject   = "CN=service,O=Example"            (mTLS: its certificate's subject)
+#   spiffe_id      = "spiffe://example.org/service"    (mTLS: its certificate's one URI SAN)
+#   cert_subject   = "CN=service,O=Example"            (mTLS: its certificate's subject,
+#                    RDNs in certificate order, RFC 4514 escapes: 'O=Acme\, Inc.')
 
 [[principals]]
 name = "dev"
 api_key_sha256 = "{api_key_sha256_hex}"
 
-# Scopes: which operations it may call. privacy:admin also grants consent:write.
+# Scopes: which operations it may call. privacy:admin also grants consent:write;
+# it exports a customer with each value shown as the disclosure rules below
+# allow. privacy:export exports every value in plaintext, whatever those say.
 scopes = [{scopes}]
 
 # Purposes it may name when it reads; "*" means every purpose declared above.

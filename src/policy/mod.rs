@@ -1,7 +1,7 @@
 //! The access policy: which purposes personal data may be processed for, who
 //! may call the vault, with which scopes, for which purposes, and how the
-//! values they read are disclosed. Loaded from a TOML file (see DESIGN.md,
-//! "Policy file"); anything the policy does not grant is refused.
+//! values they read are disclosed. Loaded from a TOML file (see
+//! docs/policy.md); anything the policy does not grant is refused.
 //!
 //! This module knows nothing of storage, crypto internals or protobuf.
 
@@ -11,6 +11,7 @@ mod model;
 mod parse;
 #[cfg(test)]
 mod parse_tests;
+mod subject;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use dev::dev_policy_toml;
 pub use keys::{api_key_sha256_hex, generate_api_key};
 pub use model::{Credential, Disclosure, LegalBasis, Principal, Purpose, RateLimits, Scope};
+pub use subject::{Attribute, AttributeType, DistinguishedName};
 
 /// Why a policy could not be loaded. Line numbers are 1-based.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +53,28 @@ pub struct Policy {
     principals: Vec<Arc<Principal>>,
 }
 
-impl Policy {
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+/// A policy file's text as read, and its sha256 (hex), which names that
+/// version of the file in logs and the audit log.
+pub struct PolicyText {
+    pub text: String,
+    pub sha256: String,
+}
+
+impl PolicyText {
+    pub fn read(path: &Path) -> Result<PolicyText, PolicyError> {
+        use sha2::Digest;
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Policy::parse(&text)
+        let sha256 = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(text.as_bytes()));
+        Ok(PolicyText { text, sha256 })
+    }
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::parse(&PolicyText::read(path)?.text)
     }
 
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
@@ -97,20 +114,27 @@ impl Policy {
         Some(Arc::clone(api_key_principals[index].0))
     }
 
-    /// mTLS: the principal whose spiffe_id is one of the certificate's URI SANs,
-    /// or whose cert_subject is the certificate's subject. A certificate that
+    /// mTLS: the principal whose spiffe_id is the certificate's URI SAN, or
+    /// whose cert_subject is the certificate's subject (`None` when it has a
+    /// value that is not a string). A certificate with several URI SANs matches
+    /// no spiffe_id: an X.509-SVID has exactly one, and picking one of several
+    /// would let whoever chose them choose the principal. A certificate that
     /// matches two different principals is refused rather than guessed at.
     pub fn authenticate_certificate(
         &self,
-        subject: Option<&str>,
+        subject: Option<&DistinguishedName>,
         uri_sans: &[String],
     ) -> Option<Arc<Principal>> {
+        let spiffe_id = match uri_sans {
+            [only] => Some(only),
+            _ => None,
+        };
         let mut matches = self
             .principals
             .iter()
             .filter(|principal| match principal.credential() {
-                Credential::SpiffeId(id) => uri_sans.iter().any(|uri| uri == id),
-                Credential::CertSubject(expected) => subject == Some(expected.as_str()),
+                Credential::SpiffeId(id) => spiffe_id == Some(id),
+                Credential::CertSubject(expected) => subject == Some(expected),
                 Credential::ApiKeySha256(_) => false,
             });
         let first = matches.next()?;
@@ -197,6 +221,8 @@ basis = "consent"
         assert!(admin.has_scope(Scope::PrivacyAdmin));
         assert!(admin.has_scope(Scope::ConsentWrite));
         assert!(!admin.has_scope(Scope::DataRead));
+        // A plaintext export is a scope of its own, never implied.
+        assert!(!admin.has_scope(Scope::PrivacyExport));
         let consent = policy.authenticate_api_key("b").expect("consent");
         assert!(consent.has_scope(Scope::ConsentWrite));
         assert!(!consent.has_scope(Scope::PrivacyAdmin));
@@ -295,26 +321,49 @@ scopes = []
         )
     }
 
+    fn subject(text: &str) -> DistinguishedName {
+        DistinguishedName::parse(text).expect("test subject parses")
+    }
+
     #[test]
-    fn certificate_matches_a_principal_by_spiffe_id() {
+    fn certificate_matches_a_principal_by_its_one_uri_san() {
         let policy = certificate_policy();
-        let uris = [
-            "https://x".to_owned(),
-            "spiffe://example.org/checkout".to_owned(),
-        ];
+        let uris = ["spiffe://example.org/checkout".to_owned()];
         let principal = policy
-            .authenticate_certificate(Some("CN=other"), &uris)
+            .authenticate_certificate(Some(&subject("CN=other")), &uris)
             .expect("mesh");
         assert_eq!(principal.name(), "mesh");
+    }
+
+    #[test]
+    fn certificate_with_several_uri_sans_matches_no_spiffe_id() {
+        let policy = certificate_policy();
+        for uris in [
+            ["https://x", "spiffe://example.org/checkout"],
+            [
+                "spiffe://example.org/checkout",
+                "spiffe://example.org/checkout",
+            ],
+        ] {
+            let uris = uris.map(str::to_owned);
+            assert!(policy.authenticate_certificate(None, &uris).is_none());
+        }
     }
 
     #[test]
     fn certificate_matches_a_principal_by_subject() {
         let policy = certificate_policy();
         let principal = policy
-            .authenticate_certificate(Some("CN=legacy,O=Example"), &[])
+            .authenticate_certificate(Some(&subject("CN=legacy,O=Example")), &[])
             .expect("legacy");
         assert_eq!(principal.name(), "legacy");
+    }
+
+    #[test]
+    fn subject_spelling_another_in_one_value_matches_nobody() {
+        let policy = certificate_policy();
+        let spoof = subject("CN=legacy\\,O=Example");
+        assert!(policy.authenticate_certificate(Some(&spoof), &[]).is_none());
     }
 
     #[test]
@@ -322,7 +371,7 @@ scopes = []
         let policy = certificate_policy();
         let uris = ["spiffe://example.org/other".to_owned()];
         assert!(policy
-            .authenticate_certificate(Some("CN=legacy"), &uris)
+            .authenticate_certificate(Some(&subject("CN=legacy")), &uris)
             .is_none());
         assert!(policy.authenticate_certificate(None, &[]).is_none());
     }
@@ -332,7 +381,7 @@ scopes = []
         let policy = certificate_policy();
         let uris = ["spiffe://example.org/checkout".to_owned()];
         assert!(policy
-            .authenticate_certificate(Some("CN=legacy,O=Example"), &uris)
+            .authenticate_certificate(Some(&subject("CN=legacy,O=Example")), &uris)
             .is_none());
     }
 
@@ -340,7 +389,7 @@ scopes = []
     fn api_keys_never_authenticate_certificates() {
         let policy = three_key_policy();
         assert!(policy
-            .authenticate_certificate(Some("key-one"), &[])
+            .authenticate_certificate(Some(&subject("CN=key-one")), &[])
             .is_none());
     }
 

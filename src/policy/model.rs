@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::subject::DistinguishedName;
+
 /// A right to call a group of vault operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -13,18 +15,22 @@ pub enum Scope {
     TokensDetokenize,
     ConsentWrite,
     PrivacyAdmin,
+    /// ExportCustomer with every value in plaintext, whatever the principal's
+    /// disclosure rules say; privacy:admin alone exports only what they allow.
+    PrivacyExport,
     KeysAdmin,
     AuditRead,
 }
 
 impl Scope {
     /// Every scope, in the order the documentation lists them.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::DataWrite,
         Scope::DataRead,
         Scope::TokensDetokenize,
         Scope::ConsentWrite,
         Scope::PrivacyAdmin,
+        Scope::PrivacyExport,
         Scope::KeysAdmin,
         Scope::AuditRead,
     ];
@@ -37,6 +43,7 @@ impl Scope {
             Scope::TokensDetokenize => "tokens:detokenize",
             Scope::ConsentWrite => "consent:write",
             Scope::PrivacyAdmin => "privacy:admin",
+            Scope::PrivacyExport => "privacy:export",
             Scope::KeysAdmin => "keys:admin",
             Scope::AuditRead => "audit:read",
         }
@@ -126,7 +133,7 @@ impl Disclosure {
 pub enum Credential {
     ApiKeySha256([u8; 32]),
     SpiffeId(String),
-    CertSubject(String),
+    CertSubject(DistinguishedName),
 }
 
 impl fmt::Debug for Credential {
@@ -139,7 +146,7 @@ impl fmt::Debug for Credential {
                 write!(f, "api key (sha256 {prefix}…)")
             }
             Credential::SpiffeId(id) => write!(f, "spiffe id {id:?}"),
-            Credential::CertSubject(subject) => write!(f, "cert subject {subject:?}"),
+            Credential::CertSubject(subject) => write!(f, "cert subject {:?}", subject.to_string()),
         }
     }
 }

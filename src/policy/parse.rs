@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::keys::api_key_sha256;
 use super::model::{Credential, Disclosure, LegalBasis, Principal, Purpose, RateLimits, Scope};
+use super::subject::DistinguishedName;
 use super::{Policy, PolicyError};
 
 // `deny_unknown_fields` everywhere: in a policy a misspelt key would silently
@@ -253,7 +254,7 @@ fn describe(credential: &Credential) -> String {
     match credential {
         Credential::ApiKeySha256(_) => "api_key_sha256".to_owned(),
         Credential::SpiffeId(id) => format!("spiffe_id {id:?}"),
-        Credential::CertSubject(subject) => format!("cert_subject {subject:?}"),
+        Credential::CertSubject(subject) => format!("cert_subject {:?}", subject.to_string()),
     }
 }
 
@@ -308,7 +309,7 @@ impl<'a> PrincipalContext<'a> {
         match present.as_slice() {
             [(_, value, parser)] => parser(value.get_ref())
                 .map(|credential| (credential, value.span()))
-                .map_err(|problem| self.error(&value.span(), problem.to_owned())),
+                .map_err(|problem| self.error(&value.span(), problem)),
             [] => Err(self.error(
                 &raw.name.span(),
                 format!("needs one of {FIELDS}; it has none"),
@@ -391,9 +392,9 @@ impl<'a> PrincipalContext<'a> {
 }
 
 /// Turns one credential field's text into a credential, or says what is wrong.
-type CredentialParser = fn(&str) -> Result<Credential, &'static str>;
+type CredentialParser = fn(&str) -> Result<Credential, String>;
 
-fn parse_api_key_hash(text: &str) -> Result<Credential, &'static str> {
+fn parse_api_key_hash(text: &str) -> Result<Credential, String> {
     // Never echo the value in the error: people paste the key itself here by mistake.
     let hash: [u8; 32] = HEXLOWER_PERMISSIVE
         .decode(text.as_bytes())
@@ -402,21 +403,19 @@ fn parse_api_key_hash(text: &str) -> Result<Credential, &'static str> {
         .ok_or("api_key_sha256 must be 64 hex characters (the sha256 of the key, not the key)")?;
     // The hash of "" would let in a request that sends an empty bearer key.
     if hash == api_key_sha256("") {
-        return Err("api_key_sha256 is the hash of an empty key");
+        return Err("api_key_sha256 is the hash of an empty key".to_owned());
     }
     Ok(Credential::ApiKeySha256(hash))
 }
 
-fn parse_spiffe_id(text: &str) -> Result<Credential, &'static str> {
+fn parse_spiffe_id(text: &str) -> Result<Credential, String> {
     match text.strip_prefix("spiffe://") {
         Some(rest) if !rest.is_empty() => Ok(Credential::SpiffeId(text.to_owned())),
-        _ => Err("spiffe_id must start with \"spiffe://\" and name a trust domain"),
+        _ => Err("spiffe_id must start with \"spiffe://\" and name a trust domain".to_owned()),
     }
 }
 
-fn parse_cert_subject(text: &str) -> Result<Credential, &'static str> {
-    if text.trim().is_empty() {
-        return Err("cert_subject is empty");
-    }
-    Ok(Credential::CertSubject(text.to_owned()))
+/// Parsed here, once, so that matching a certificate compares names, never text.
+fn parse_cert_subject(text: &str) -> Result<Credential, String> {
+    DistinguishedName::parse(text).map(Credential::CertSubject)
 }

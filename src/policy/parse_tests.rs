@@ -1,32 +1,18 @@
-//! Policy file parsing: the DESIGN.md example, and one test per validation
-//! error, each checking the reported line and that the message names the problem.
+//! Policy file parsing: the example of docs/policy.md, and one test per
+//! validation error, each checking the reported line and that the message names the problem.
 
 use super::{api_key_sha256_hex, Disclosure, LegalBasis, Policy, PolicyError, Scope};
 
-/// The example from DESIGN.md, "Policy file (TOML)", with a real hash in place
-/// of the placeholder.
-const DESIGN_EXAMPLE: &str = r#"[[purposes]]
-name = "billing"
-description = "Charging you for the orders you place."
-basis = "contract"          # consent | contract | legal_obligation | legitimate_interest
-
-[[purposes]]
-name = "marketing"
-description = "Sending you offers picked for you."
-basis = "consent"
-
-[[principals]]
-name = "checkout"
-api_key_sha256 = "<hex sha256 of the bearer key>"   # or: spiffe_id / cert_subject for mTLS
-scopes = ["data:write", "data:read", "tokens:detokenize"]
-purposes = ["billing"]                               # "*" for all
-[principals.disclosure]                              # plaintext | masked | token | none
-"*" = "masked"
-card_number = "plaintext"
-"#;
-
-fn design_example() -> String {
-    DESIGN_EXAMPLE.replace(
+/// The example policy of docs/policy.md (its first TOML block), with a real
+/// hash in place of the placeholder.
+fn documented_example() -> String {
+    let page = include_str!("../../docs/policy.md");
+    let example = page
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/policy.md opens with a TOML example");
+    example.replace(
         "<hex sha256 of the bearer key>",
         &api_key_sha256_hex("checkout-key"),
     )
@@ -69,8 +55,8 @@ fn assert_rejected_at(text: &str, expected_line: usize, expected_fragments: &[&s
 }
 
 #[test]
-fn design_example_parses_into_purposes_and_a_principal() {
-    let policy = Policy::parse(&design_example()).expect("DESIGN.md example parses");
+fn documented_example_parses_into_purposes_and_a_principal() {
+    let policy = Policy::parse(&documented_example()).expect("the documented example parses");
     assert_eq!(policy.purposes().len(), 2);
     assert_eq!(
         policy.purpose("billing").map(|p| p.basis),
@@ -324,6 +310,32 @@ fn empty_cert_subject_is_rejected() {
 }
 
 #[test]
+fn unparsable_cert_subject_is_rejected_naming_the_principal() {
+    let text = with_billing_purpose(
+        "[[principals]]\nname = \"svc\"\ncert_subject = \"CN=Acme, Inc.\"\nscopes = []\n",
+    );
+    assert_rejected_at(
+        &text,
+        7,
+        &[
+            "principal \"svc\": cert_subject: expected \"=\" after \"Inc.\"",
+            "\\,",
+        ],
+    );
+}
+
+#[test]
+fn cert_subject_shared_by_two_principals_is_rejected_however_it_is_spelt() {
+    let twice = "[[principals]]\nname = \"a\"\ncert_subject = \"CN=svc,O=Example\"\nscopes = []\n\
+                 [[principals]]\nname = \"b\"\ncert_subject = \"cn=svc, o=Example\"\nscopes = []\n";
+    assert_rejected_at(
+        &with_billing_purpose(twice),
+        11,
+        &["cert_subject \"CN=svc,O=Example\" is already used by principal \"a\""],
+    );
+}
+
+#[test]
 fn unknown_scope_is_named_with_the_valid_ones() {
     let text = with_billing_purpose(&format!(
         "\n\n\n\n\n\n[[principals]]\nname = \"checkout\"\napi_key_sha256 = \"{}\"\nscopes = [\n  \"data:read\",\n  \"data:wrte\",\n]\n",
@@ -331,7 +343,7 @@ fn unknown_scope_is_named_with_the_valid_ones() {
     ));
     let (line, message) = rejection(&text);
     assert_eq!(line, Some(16));
-    let valid = "data:write, data:read, tokens:detokenize, consent:write, privacy:admin, keys:admin, audit:read";
+    let valid = "data:write, data:read, tokens:detokenize, consent:write, privacy:admin, privacy:export, keys:admin, audit:read";
     assert_eq!(
         message,
         format!(

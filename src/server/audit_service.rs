@@ -3,15 +3,20 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, audit_service_server::AuditService};
-use crate::vault::{AuditFilter, Vault};
+use crate::vault::{AuditFilter, Vault, VerifyFrom};
 
 use super::call::handle;
 use super::convert;
 use super::metrics::Metrics;
+
+/// The most one ListAuditEventsPage response holds, in encoded bytes: well
+/// under the message size limit, whatever the events' field lists.
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 pub struct AuditApi {
     pub vault: Arc<Vault>,
@@ -19,6 +24,16 @@ pub struct AuditApi {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::AuditEvent, Status>> + Send>>;
+
+fn audit_filter(request: pb::ListAuditEventsRequest) -> AuditFilter {
+    AuditFilter {
+        customer_id: request.customer_id,
+        principal: request.principal,
+        since_ms: request.since.as_ref().map(convert::millis),
+        limit: request.limit,
+        after_seq: request.after_seq,
+    }
+}
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
@@ -34,16 +49,54 @@ impl AuditService for AuditApi {
             "ListAuditEvents",
             request,
             |caller, req| async move {
-                let filter = AuditFilter {
-                    customer_id: req.customer_id,
-                    principal: req.principal,
-                    since_ms: req.since.as_ref().map(convert::millis),
-                    limit: req.limit,
-                };
-                let events = self.vault.list_audit_events(&caller, filter).await?;
+                let events = self
+                    .vault
+                    .list_audit_events(&caller, audit_filter(req))
+                    .await?;
                 let stream =
                     tokio_stream::iter(events.into_iter().map(|e| Ok(convert::audit_event(e))));
                 Ok(Box::pin(stream) as EventStream)
+            },
+        )
+        .await
+    }
+
+    async fn list_audit_events_page(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsPageResponse>, Status> {
+        handle(
+            self.vault.policy(),
+            &self.metrics,
+            "ListAuditEventsPage",
+            request,
+            |caller, req| async move {
+                let page = self
+                    .vault
+                    .list_audit_page(&caller, audit_filter(req))
+                    .await?;
+                let mut events = Vec::with_capacity(page.events.len());
+                let mut bytes = 0;
+                let mut more = page.more;
+                for record in page.events {
+                    let event = convert::audit_event(record);
+                    let size = event.encoded_len() + 8;
+                    // Always at least one event, so that every page moves on.
+                    if !events.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                        more = true;
+                        break;
+                    }
+                    bytes += size;
+                    events.push(event);
+                }
+                let next_after_seq = match events.last() {
+                    Some(last) if more => last.seq,
+                    _ => 0,
+                };
+                Ok(pb::ListAuditEventsPageResponse {
+                    events,
+                    next_after_seq,
+                })
             },
         )
         .await
@@ -58,13 +111,19 @@ impl AuditService for AuditApi {
             &self.metrics,
             "VerifyAuditLog",
             request,
-            |caller, _req| async move {
-                let verification = self.vault.verify_audit_log(&caller).await?;
+            |caller, req| async move {
+                let from = VerifyFrom {
+                    after_seq: req.after_seq,
+                    max_events: req.max_events,
+                };
+                let verification = self.vault.verify_audit_log(&caller, from).await?;
                 Ok(pb::VerifyAuditLogResponse {
                     intact: verification.intact,
                     events_checked: verification.events_checked,
                     first_bad_seq: verification.first_bad_seq,
                     head_hash: verification.head_hash,
+                    complete: verification.complete,
+                    next_after_seq: verification.next_after_seq,
                 })
             },
         )

@@ -1,5 +1,5 @@
-//! The frame of every handler: a request id, authentication, a tracing span with
-//! ids (never values), and one log line with the outcome.
+//! The frame of every handler: a request id of the vault's own, authentication,
+//! a tracing span with ids (never values), and one log line with the outcome.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,10 +13,11 @@ use crate::vault::{Caller, VaultError};
 
 use super::auth::authenticate;
 use super::metrics::Metrics;
+use super::request_id::RequestId;
 
 /// Runs one call: authenticates, then hands the caller and the request to `handler`.
 pub async fn handle<Req, Resp, F, Fut>(
-    policy: &Policy,
+    policy: Arc<Policy>,
     metrics: &Metrics,
     method: &'static str,
     request: Request<Req>,
@@ -26,20 +27,32 @@ where
     F: FnOnce(Caller, Req) -> Fut,
     Fut: Future<Output = Result<Resp, VaultError>>,
 {
-    let request_id = request_id(&request);
+    // The vault's own id (made by `RequestIdLayer`, which also puts it in
+    // the answer) goes into the audit log and the logs; the client's, if
+    // usable, only into the logs, to match theirs.
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| crate::vault::tokens::random_id("req"), |id| id.0.clone());
+    let client_request_id = client_request_id(&request).unwrap_or_default();
     let span = tracing::info_span!(
         "call",
         method,
         request_id = %request_id,
+        client_request_id,
         principal = tracing::field::Empty
     );
     let started = Instant::now();
     let outcome = async {
-        let principal = authenticate(policy, &request)?;
+        let principal = authenticate(&policy, &request).map_err(Status::from)?;
         tracing::Span::current().record("principal", principal.name());
         let caller = Caller {
             principal: Arc::clone(&principal),
+            policy,
             request_id: request_id.clone(),
+            source: request
+                .remote_addr()
+                .map(|addr| super::connections::source_of(addr.ip())),
         };
         handler(caller, request.into_inner())
             .await
@@ -59,16 +72,14 @@ where
             tracing::info!(code = ?status.code(), elapsed_us, "call refused")
         }
     });
-    let mut response = outcome.map(Response::new)?;
-    if let Ok(value) = request_id.parse() {
-        response.metadata_mut().insert("x-request-id", value);
-    }
-    Ok(response)
+    outcome.map(Response::new)
 }
 
-/// The client's `x-request-id` when it is a short printable token, else a new one.
-fn request_id<T>(request: &Request<T>) -> String {
-    let given = request
+/// The client's `x-request-id` when it is a short token of `A-Z a-z 0-9 - _ .
+/// :` holding no number shaped like personal data (the customer id rule);
+/// anything else is not logged at all.
+fn client_request_id<T>(request: &Request<T>) -> Option<&str> {
+    request
         .metadata()
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
@@ -78,9 +89,6 @@ fn request_id<T>(request: &Request<T>) -> String {
                 && id
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        });
-    match given {
-        Some(id) => id.to_owned(),
-        None => crate::vault::tokens::random_id("req"),
-    }
+                && crate::vault::personal_shape(id).is_none()
+        })
 }

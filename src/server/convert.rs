@@ -17,7 +17,13 @@ pub fn field_kind(raw: i32) -> Result<FieldKind, VaultError> {
     let kind =
         P::try_from(raw).map_err(|_| VaultError::invalid(format!("unknown field kind {raw}")))?;
     Ok(match kind {
-        P::Unspecified | P::Generic => FieldKind::Generic,
+        // Stored as generic once, which silently changed disclosure and search.
+        P::Unspecified => {
+            return Err(VaultError::invalid(
+                "field kind is required: name one (FIELD_KIND_GENERIC for free text)",
+            ))
+        }
+        P::Generic => FieldKind::Generic,
         P::Ssn => FieldKind::Ssn,
         P::Email => FieldKind::Email,
         P::Phone => FieldKind::Phone,
@@ -178,7 +184,11 @@ pub fn millis(timestamp: &Timestamp) -> i64 {
         .saturating_add(i64::from(timestamp.nanos / 1_000_000))
 }
 
+/// An event as the API shows it: a counted event's outcome is its status
+/// code name, its count and first time in fields of their own.
 pub fn audit_event(record: AuditRecord) -> pb::AuditEvent {
+    let counted = record.counted();
+    let outcome = record.outcome_code().to_owned();
     pb::AuditEvent {
         seq: record.seq,
         at: Some(timestamp(record.at_ms)),
@@ -187,10 +197,12 @@ pub fn audit_event(record: AuditRecord) -> pb::AuditEvent {
         customer_id: record.customer_id,
         fields: record.fields,
         purpose: record.purpose,
-        outcome: record.outcome,
+        outcome,
         request_id: record.request_id,
         prev_hash: hex(&record.prev_hash),
         hash: hex(&record.hash),
+        count: counted.map_or(1, |counted| counted.count),
+        first_at: counted.map(|counted| timestamp(counted.since_ms)),
     }
 }
 

@@ -3,12 +3,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, key_admin_service_server::KeyAdminService};
-use crate::vault::{RotationProgress, Vault};
+use crate::vault::{MasterRotationStatus, RotationProgress, Vault};
 
 use super::call::handle;
 use super::convert::timestamp;
@@ -31,6 +31,17 @@ fn progress_message(progress: RotationProgress) -> pb::RotationProgress {
     }
 }
 
+fn master_rotation_message(rotation: MasterRotationStatus) -> pb::MasterRotationStatus {
+    pb::MasterRotationStatus {
+        target_version: rotation.target_version,
+        retire_previous: rotation.retire_previous,
+        started: Some(timestamp(rotation.started_at_ms)),
+        progress_known: rotation.rewrapped.is_some(),
+        rewrapped: rotation.rewrapped.unwrap_or_default(),
+        total: rotation.total.unwrap_or_default(),
+    }
+}
+
 #[tonic::async_trait]
 impl KeyAdminService for KeyAdminApi {
     type RotateMasterKeyStream = ProgressStream;
@@ -49,8 +60,11 @@ impl KeyAdminService for KeyAdminApi {
                     .vault
                     .start_master_rotation(&caller, req.retire_previous)
                     .await?;
-                let stream = ReceiverStream::new(receiver)
-                    .map(|progress| progress.map(progress_message).map_err(Status::from));
+                // Each message is the latest progress; steps a slow reader
+                // missed are skipped, the last one (done or failed) never is.
+                let stream = WatchStream::from_changes(receiver).filter_map(|latest| {
+                    latest.map(|step| step.map(progress_message).map_err(Status::from))
+                });
                 Ok(Box::pin(stream) as ProgressStream)
             },
         )
@@ -101,6 +115,7 @@ impl KeyAdminService for KeyAdminApi {
                     customer_key_created: (customer.created_at_ms > 0)
                         .then(|| timestamp(customer.created_at_ms)),
                     customer_key_encryptions: customer.encryptions,
+                    master_rotation: status.master_rotation.map(master_rotation_message),
                 })
             },
         )

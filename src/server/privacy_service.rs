@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, privacy_service_server::PrivacyService};
-use crate::vault::{ConsentRequest, PolicyChange, Vault};
+use crate::vault::{AccessHistoryRequest, ConsentRequest, PolicyChange, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -27,11 +27,11 @@ impl PrivacyService for PrivacyApi {
             &self.metrics,
             "ListPurposes",
             request,
-            |_caller, _req| async move {
+            |caller, _req| async move {
                 Ok(pb::ListPurposesResponse {
                     purposes: self
                         .vault
-                        .list_purposes()
+                        .list_purposes(&caller)
                         .iter()
                         .map(convert::purpose)
                         .collect(),
@@ -102,13 +102,18 @@ impl PrivacyService for PrivacyApi {
             request,
             |caller, req| async move {
                 let format = convert::export_format(req.format)?;
+                let access = AccessHistoryRequest {
+                    page_token: req.access_history_page_token,
+                    page_size: req.access_history_page_size,
+                };
                 let document = self
                     .vault
-                    .export_customer(&caller, &req.customer_id, format)
+                    .export_customer(&caller, &req.customer_id, format, &access)
                     .await?;
                 Ok(pb::ExportCustomerResponse {
                     document: document.bytes,
                     content_type: document.content_type.to_owned(),
+                    next_access_history_page_token: document.next_page_token.unwrap_or_default(),
                 })
             },
         )

@@ -1,37 +1,73 @@
-//! The one mapping from domain errors to gRPC statuses.
+//! The one mapping from domain errors to gRPC statuses, with `google.rpc`
+//! details: `ErrorInfo` (the reason) always, `BadRequest` when a request field
+//! is at fault, `RetryInfo` when retrying cures the failure.
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::vault::VaultError;
+use crate::vault::{Reason, VaultError};
 
-pub fn code_of(error: &VaultError) -> Code {
-    match error {
-        VaultError::InvalidArgument(_) => Code::InvalidArgument,
-        VaultError::PermissionDenied(_) => Code::PermissionDenied,
-        VaultError::NotFound(_) => Code::NotFound,
-        VaultError::AlreadyExists(_) => Code::AlreadyExists,
-        VaultError::FailedPrecondition(_) => Code::FailedPrecondition,
-        VaultError::ResourceExhausted(_) => Code::ResourceExhausted,
-        VaultError::Unavailable(_) => Code::Unavailable,
-        VaultError::Internal(_) => Code::Internal,
+/// The `ErrorInfo.domain` of every reason the vault sends.
+const ERROR_DOMAIN: &str = "piivault.v1";
+
+fn code_of(error: &VaultError) -> Code {
+    match error.code_name() {
+        "INVALID_ARGUMENT" => Code::InvalidArgument,
+        "UNAUTHENTICATED" => Code::Unauthenticated,
+        "PERMISSION_DENIED" => Code::PermissionDenied,
+        "NOT_FOUND" => Code::NotFound,
+        "ALREADY_EXISTS" => Code::AlreadyExists,
+        "FAILED_PRECONDITION" => Code::FailedPrecondition,
+        "RESOURCE_EXHAUSTED" => Code::ResourceExhausted,
+        "ABORTED" => Code::Aborted,
+        "DEADLINE_EXCEEDED" => Code::DeadlineExceeded,
+        "UNAVAILABLE" => Code::Unavailable,
+        "DATA_LOSS" => Code::DataLoss,
+        _ => Code::Internal,
     }
 }
 
-/// The message a client sees: the domain's message, except for internal faults,
-/// which are logged with their cause and reach the client without detail.
-pub fn client_message(error: &VaultError) -> String {
-    match error {
-        VaultError::Internal(_) => "internal error".to_owned(),
-        other => other.to_string(),
+/// The `google.rpc` details of `error`.
+fn details_of(error: &VaultError) -> ErrorDetails {
+    let metadata: HashMap<String, String> = error
+        .metadata()
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+        .collect();
+    let reason = error.reason();
+    let mut details = ErrorDetails::with_error_info(reason.name(), ERROR_DOMAIN, metadata);
+    if let Some(field) = error.field() {
+        details.add_bad_request_violation(field, error.message());
     }
+    if let Some(delay) = reason.retry_delay() {
+        details.set_retry_info(Some(delay));
+    }
+    details
 }
 
 impl From<VaultError> for Status {
     fn from(error: VaultError) -> Status {
-        if let VaultError::Internal(cause) = &error {
-            tracing::error!(%cause, "internal error");
+        // The cause (engine text, an internal fault) goes to the log only.
+        log_cause(&error);
+        Status::with_error_details(code_of(&error), error.message(), details_of(&error))
+    }
+}
+
+fn log_cause(error: &VaultError) {
+    let reason = error.reason().name();
+    match (error.reason(), error.cause()) {
+        (Reason::Internal, cause) => tracing::error!(cause, "internal error"),
+        (Reason::IntegrityCheckFailed, cause) => {
+            tracing::error!(
+                cause,
+                message = error.message(),
+                "stored data failed an integrity check"
+            )
         }
-        Status::new(code_of(&error), client_message(&error))
+        (_, Some(cause)) => tracing::warn!(reason, cause, "call failed"),
+        (_, None) => {}
     }
 }
 
@@ -39,6 +75,30 @@ impl From<VaultError> for Status {
 pub fn item_error(error: &VaultError) -> crate::pb::ItemError {
     crate::pb::ItemError {
         code: code_of(error) as i32,
-        message: client_message(error),
+        message: error.message().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_maps_to_the_code_it_names() {
+        for reason in Reason::ALL {
+            let code = code_of(&VaultError::new(reason, "m"));
+            let internal = reason == Reason::Internal;
+            assert_eq!(code == Code::Internal, internal, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn a_field_at_fault_is_a_bad_request_violation() {
+        let status = Status::from(VaultError::invalid_field("customer_id", "too long"));
+        let details = status.get_error_details();
+        let violations = &details.bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "customer_id");
+        assert_eq!(details.error_info().unwrap().reason, "INVALID_ARGUMENT");
+        assert_eq!(details.error_info().unwrap().domain, ERROR_DOMAIN);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, vault_service_server::VaultService};
-use crate::vault::Vault;
+use crate::vault::{SearchRequest, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -30,12 +30,20 @@ impl VaultService for VaultApi {
             |caller, req| async move {
                 let fields = convert::field_inputs(req.fields)?;
                 let format = convert::token_format(req.token_format)?;
-                let tokens = self
+                let written = self
                     .vault
-                    .put_fields(&caller, &req.customer_id, fields, &req.purpose, format)
+                    .put_fields(
+                        &caller,
+                        &req.customer_id,
+                        fields,
+                        &req.purpose,
+                        format,
+                        req.expected_revision,
+                    )
                     .await?;
                 Ok(pb::PutFieldsResponse {
-                    tokens: tokens.into_iter().collect(),
+                    tokens: written.tokens.into_iter().collect(),
+                    revision: written.revision,
                 })
             },
         )
@@ -52,13 +60,14 @@ impl VaultService for VaultApi {
             "GetFields",
             request,
             |caller, req| async move {
-                let views = self
+                let read = self
                     .vault
                     .get_fields(&caller, &req.customer_id, &req.field_names, &req.purpose)
                     .await?;
                 Ok(pb::GetFieldsResponse {
                     customer_id: req.customer_id,
-                    fields: views.into_iter().map(convert::field_value).collect(),
+                    fields: read.fields.into_iter().map(convert::field_value).collect(),
+                    revision: read.revision,
                 })
             },
         )
@@ -85,6 +94,26 @@ impl VaultService for VaultApi {
         .await
     }
 
+    async fn delete_tokens(
+        &self,
+        request: Request<pb::DeleteTokensRequest>,
+    ) -> Result<Response<pb::DeleteTokensResponse>, Status> {
+        handle(
+            self.vault.policy(),
+            &self.metrics,
+            "DeleteTokens",
+            request,
+            |caller, req| async move {
+                let deleted = self
+                    .vault
+                    .delete_tokens(&caller, &req.customer_id, &req.tokens)
+                    .await?;
+                Ok(pb::DeleteTokensResponse { deleted })
+            },
+        )
+        .await
+    }
+
     async fn tokenize(
         &self,
         request: Request<pb::TokenizeRequest>,
@@ -98,7 +127,13 @@ impl VaultService for VaultApi {
                 let items = convert::tokenize_items(req.items)?;
                 let tokens = self
                     .vault
-                    .tokenize(&caller, &req.customer_id, items, &req.purpose)
+                    .tokenize(
+                        &caller,
+                        &req.customer_id,
+                        items,
+                        &req.purpose,
+                        &req.request_id,
+                    )
                     .await?;
                 Ok(pb::TokenizeResponse { tokens })
             },
@@ -141,11 +176,18 @@ impl VaultService for VaultApi {
             "FindCustomers",
             request,
             |caller, req| async move {
-                let customer_ids = self
-                    .vault
-                    .find_customers(&caller, &req.field_name, &req.value, &req.purpose)
-                    .await?;
-                Ok(pb::FindCustomersResponse { customer_ids })
+                let search = SearchRequest {
+                    field_name: req.field_name,
+                    value: req.value,
+                    purpose: req.purpose,
+                    page_size: req.page_size,
+                    page_token: req.page_token,
+                };
+                let page = self.vault.find_customers(&caller, &search).await?;
+                Ok(pb::FindCustomersResponse {
+                    customer_ids: page.customer_ids,
+                    next_page_token: page.next_page_token.unwrap_or_default(),
+                })
             },
         )
         .await

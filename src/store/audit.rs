@@ -1,6 +1,15 @@
 //! The audit log's records and hash chain. Each event's hash is SHA-256 over the
 //! previous event's hash and a canonical, length-prefixed encoding of the event,
 //! so changing, removing or reordering any stored event breaks every later link.
+//!
+//! An event may count repeated refusals instead of recording one call. The
+//! count lives in the stored `outcome` text, `CODE;count=N;since_ms=T` (the
+//! status code name, how many refused calls, the first one's time in
+//! milliseconds since the epoch), so the record's encoding stays the one
+//! every engine already holds and every stored chain still verifies. Status
+//! code names and "ok" never contain `;`.
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,9 +24,32 @@ pub struct AuditEntry {
     /// Field names or value kinds, never values.
     pub fields: Vec<String>,
     pub purpose: String,
-    /// "ok", or the refusal's status code name.
+    /// "ok", or the refusal's status code name (with a count: `counted`).
     pub outcome: String,
     pub request_id: String,
+    /// Where the call came from (an IPv4 address or an IPv6 /64), for the
+    /// domain's refusal budget per address. Engines do not store it.
+    pub source: Option<IpAddr>,
+}
+
+/// Refused calls counted into one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// How many refused calls the event stands for.
+    pub count: u64,
+    /// When the first of them happened, in milliseconds since the epoch.
+    pub since_ms: i64,
+}
+
+impl AuditEntry {
+    /// This refusal standing for `counted` refused calls.
+    pub fn counted(mut self, counted: Counted) -> AuditEntry {
+        self.outcome = format!(
+            "{};count={};since_ms={}",
+            self.outcome, counted.count, counted.since_ms
+        );
+        self
+    }
 }
 
 /// A stored event: the entry, its sequence number and its links.
@@ -57,6 +89,23 @@ impl AuditRecord {
         };
         record.hash = record.computed_hash();
         record
+    }
+
+    /// "ok" or the status code name, without a count.
+    pub fn outcome_code(&self) -> &str {
+        self.outcome.split(';').next().unwrap_or_default()
+    }
+
+    /// The refused calls this event counts, when it counts some; `None` for
+    /// an event of one call, as every event written before counting was.
+    pub fn counted(&self) -> Option<Counted> {
+        let mut parts = self.outcome.split(';').skip(1);
+        let count = parts.next()?.strip_prefix("count=")?.parse().ok()?;
+        let since_ms = parts.next()?.strip_prefix("since_ms=")?.parse().ok()?;
+        parts
+            .next()
+            .is_none()
+            .then_some(Counted { count, since_ms })
     }
 
     /// What `hash` must be for this record's contents and `prev_hash`.
@@ -134,6 +183,7 @@ mod tests {
             purpose: "billing".into(),
             outcome: "ok".into(),
             request_id: "req_1".into(),
+            source: None,
         }
     }
 
@@ -171,6 +221,47 @@ mod tests {
         let a = AuditRecord::chain(a, 0, GENESIS_HASH);
         let b = AuditRecord::chain(b, 0, GENESIS_HASH);
         assert_ne!(a.hash, b.hash);
+    }
+
+    #[test]
+    fn a_counted_refusal_keeps_its_count_in_the_outcome_text() {
+        let mut refusal = entry("GetFields");
+        refusal.outcome = "PERMISSION_DENIED".into();
+        let counted = Counted {
+            count: 57,
+            since_ms: 1_700_000_000_123,
+        };
+        let record = AuditRecord::chain(refusal.counted(counted), 0, GENESIS_HASH);
+        // The stored form is documented (docs/privacy.md, SECURITY.md): pinned here.
+        assert_eq!(
+            record.outcome,
+            "PERMISSION_DENIED;count=57;since_ms=1700000000123"
+        );
+        assert_eq!(record.outcome_code(), "PERMISSION_DENIED");
+        assert_eq!(record.counted(), Some(counted));
+        // An old record decodes as before, and the count is covered by the hash.
+        let bytes = postcard::to_stdvec(&record).unwrap();
+        let decoded: AuditRecord = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded, record);
+        let mut altered = record.clone();
+        altered.outcome = "PERMISSION_DENIED;count=1;since_ms=1700000000123".into();
+        assert_ne!(altered.computed_hash(), record.hash);
+    }
+
+    #[test]
+    fn an_event_of_one_call_counts_nothing() {
+        for outcome in ["ok", "NOT_FOUND", "", "NOT_FOUND;count=x;since_ms=1"] {
+            let mut one = entry("GetFields");
+            one.outcome = outcome.into();
+            let record = AuditRecord::chain(one, 0, GENESIS_HASH);
+            assert_eq!(record.counted(), None, "{outcome}");
+        }
+        let mut one = entry("GetFields");
+        one.outcome = "NOT_FOUND".into();
+        assert_eq!(
+            AuditRecord::chain(one, 0, GENESIS_HASH).outcome_code(),
+            "NOT_FOUND"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! cryptography or gRPC. Only `sled_engine.rs` imports sled.
 
 mod audit;
+mod disk_reserve;
+mod erasure_journal;
 mod postgres;
 mod records;
 mod sled_engine;
@@ -10,17 +12,20 @@ mod sled_keys;
 mod sled_upgrade;
 mod sled_writer;
 
-pub use audit::{AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};
-pub use postgres::PgStore;
-pub use records::hex;
+pub use audit::{AuditEntry, AuditQuery, AuditRecord, Counted, GENESIS_HASH};
+pub use disk_reserve::DiskReserve;
+pub use erasure_journal::ErasureJournal;
+pub use postgres::{PgStore, SessionSettings as PgSessionSettings};
+pub use records::{hex, BINDING_BOUND, BINDING_UNBOUND};
 pub use records::{
-    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, PolicyVersionRecord, ReceiptRecord,
-    RotationRecord, TokenRecord, TokenTarget, WrappedDekRecord,
+    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, KeyAnchor, PolicyVersionRecord,
+    ReceiptRecord, RememberedRequest, RotationRecord, TokenRecord, TokenTarget, WrappedDekRecord,
+    WrappedKeyRecord,
 };
 pub use sled_engine::SledStore;
 
 /// Failures of the engine itself (disk, corruption), never of a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine: {0}")]
     Engine(String),
@@ -28,6 +33,37 @@ pub enum StoreError {
     Corrupt(&'static str),
     #[error("storage is not durable: a flush to disk failed earlier ({0})")]
     NotDurable(String),
+    #[error(
+        "the store's disk is nearly full ({free_mib} MiB free, {reserve_mib} MiB kept in \
+         reserve): writes, audited reads included, resume once space is freed"
+    )]
+    DiskFull { free_mib: u64, reserve_mib: u64 },
+}
+
+/// How loaded the store is now, for metrics: read without waiting on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorePressure {
+    /// Writes waiting for the sled writer.
+    pub queued_writes: Option<u64>,
+    /// PostgreSQL's pool: connections open, idle, and calls waiting for one.
+    pub pool: Option<PoolState>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    pub size: u64,
+    pub idle: u64,
+    pub waiting: u64,
+}
+
+/// Whether the store can serve, for readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    Serving,
+    /// Not now; it recovers by itself (a full disk freed, a database back).
+    Degraded(String),
+    /// Not until the process restarts (a sync to disk failed).
+    Failed(String),
 }
 
 /// Why a commit was not applied. Conflicts are retried by the domain.
@@ -93,11 +129,13 @@ pub trait Store: Send + Sync + 'static {
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Every token (field tokens and standalone ones) of the customer.
     async fn customer_tokens(&self, customer_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Customers whose field `field_name` has this blind index, at most `limit`.
+    /// Customers whose field `field_name` has this blind index, in byte order
+    /// of their ids, only those after `after` ("" for the first), at most `limit`.
     async fn find_by_index(
         &self,
         field_name: &str,
         blind_index: &[u8; 32],
+        after: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
     /// The receipt id of the customer's last erasure, if they were erased.
@@ -138,10 +176,38 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
     /// Audit events in sequence order, filtered by `query`.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A customer's audit events with a sequence number below `before_seq`,
+    /// newest first, at most `limit` (an export's access history, by pages).
+    async fn customer_audit_events_before(
+        &self,
+        customer_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// The last event's sequence number and hash (0 and the genesis hash when empty).
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError>;
+    /// What the store knows of its keyring; `None` before the first start
+    /// that recorded it.
+    async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError>;
+    /// Records the anchor, durably. From then on a commit whose customer has a
+    /// key wrapped under a version the anchor no longer admits is refused
+    /// with `StaleKeyring`.
+    async fn set_key_anchor(&self, anchor: KeyAnchor) -> Result<(), StoreError>;
+    /// Whether the store holds anything at all (customers, erasures or audit
+    /// events): a store that does must never get a new keyring.
+    async fn holds_data(&self) -> Result<bool, StoreError> {
+        Ok(self.customer_count().await? > 0 || self.audit_head().await?.0 > 0)
+    }
     /// Bytes the store takes on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Flushes everything to stable storage (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the store can take writes now.
+    async fn health(&self) -> StoreHealth {
+        StoreHealth::Serving
+    }
+    /// How loaded the store is, at once.
+    fn pressure(&self) -> StorePressure {
+        StorePressure::default()
+    }
 }

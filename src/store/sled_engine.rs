@@ -4,36 +4,48 @@
 //! the tree directly.
 
 use std::fs::File;
+use std::ops::Bound;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
+use super::disk_reserve::DiskReserve;
 use super::records::{decode, encode, engine};
 use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
-use super::sled_upgrade::fold_legacy_customers;
+use super::sled_upgrade::upgrade_on_open;
 use super::sled_writer::{ChainWriter, EncodedChange, WriteJob};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
-    RotationRecord, Store, StoreError, TokenRecord,
+    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
+    ReceiptRecord, RotationRecord, Store, StoreError, StoreHealth, StorePressure, TokenRecord,
 };
 
 pub struct SledStore {
     tree: sled::Db,
     writer: ChainWriter,
+    reserve: DiskReserve,
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        SledStore::open_with_reserve(dir, cache_bytes, 0)
+    }
+
+    /// `open`, refusing writes while less than `min_free_bytes` is free on
+    /// the store's disk.
+    pub fn open_with_reserve(
+        dir: &Path,
+        cache_bytes: u64,
+        min_free_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             // The writer flushes every group; a background flusher would only add syncs.
-            .flush_every_ms(None)
-            .open()
-            .map_err(engine)?;
-        fold_legacy_customers(&db)?;
+            .flush_every_ms(None);
+        let db = open_when_unlocked(&config)?;
+        upgrade_on_open(&db)?;
         let log_file = File::open(dir.join("db")).map_err(engine)?;
         let sync_db = db.clone();
         // sled's flush ends in sync_file_range on Linux, which promises nothing after
@@ -43,9 +55,24 @@ impl SledStore {
             log_file.sync_data()
         });
         Ok(SledStore {
-            writer: ChainWriter::start(db.clone(), sync)?,
+            writer: ChainWriter::start(
+                db.clone(),
+                sync,
+                DiskReserve::new(dir.to_path_buf(), min_free_bytes),
+            )?,
+            reserve: DiskReserve::new(dir.to_path_buf(), min_free_bytes),
             tree: db,
         })
+    }
+
+    /// The event a customer's audit index key (`b` customer NUL seq) names.
+    fn indexed_audit_event(&self, index_key: &[u8]) -> Result<AuditRecord, StoreError> {
+        let seq_bytes: [u8; 8] = index_key
+            .get(index_key.len().saturating_sub(8)..)
+            .and_then(|tail| tail.try_into().ok())
+            .ok_or(StoreError::Corrupt("audit index key"))?;
+        self.get::<AuditRecord>(&keys::audit_event(u64::from_be_bytes(seq_bytes)))?
+            .ok_or(StoreError::Corrupt("audit index names a missing event"))
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -71,6 +98,26 @@ impl SledStore {
 
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
+    }
+}
+
+/// How long opening waits for a process (or a vault in this process) that is
+/// still closing the same store to let go of its lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_when_unlocked(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            // sled reports a held lock only in its message.
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.map_err(engine),
+        }
     }
 }
 
@@ -114,9 +161,18 @@ impl Store for SledStore {
         &self,
         field_name: &str,
         blind_index: &[u8; 32],
+        after: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        self.keys_with_prefix(&keys::index_prefix(field_name, blind_index), limit)
+        let prefix = keys::index_prefix(field_name, blind_index);
+        let start = keys::index(field_name, blind_index, after);
+        self.tree
+            .range((Bound::Excluded(start), Bound::Unbounded))
+            .keys()
+            .take_while(|key| key.as_ref().map_or(true, |key| key.starts_with(&prefix)))
+            .take(limit)
+            .map(|key| utf8(key.map_err(engine)?[prefix.len()..].to_vec()))
+            .collect()
     }
 
     async fn erasure_of(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
@@ -137,6 +193,7 @@ impl Store for SledStore {
             changes: vec![EncodedChange::encode(change)?],
             entries,
             receipt,
+            anchor: None,
         };
         let hashes = self.writer.write(job).await?;
         Ok(hashes.first().copied())
@@ -157,6 +214,7 @@ impl Store for SledStore {
             changes: encoded,
             entries,
             receipt: None,
+            anchor: None,
         };
         self.writer.write(job).await?;
         Ok(())
@@ -217,6 +275,7 @@ impl Store for SledStore {
             changes: vec![change],
             entries: vec![audit],
             receipt: None,
+            anchor: None,
         };
         self.writer.write(job).await?;
         Ok(())
@@ -238,6 +297,7 @@ impl Store for SledStore {
             changes: Vec::new(),
             entries,
             receipt: None,
+            anchor: None,
         };
         self.writer.write(job).await.map_err(|error| match error {
             CommitError::Store(error) => error,
@@ -263,16 +323,7 @@ impl Store for SledStore {
                             .take_while(move |key| {
                                 key.as_ref().map_or(true, |k| k.starts_with(&prefix))
                             })
-                            .map(move |key| {
-                                let key = key.map_err(engine)?;
-                                let seq_bytes: [u8; 8] = key[key.len() - 8..]
-                                    .try_into()
-                                    .map_err(|_| StoreError::Corrupt("audit index key"))?;
-                                self.get::<AuditRecord>(&keys::audit_event(u64::from_be_bytes(
-                                    seq_bytes,
-                                )))?
-                                .ok_or(StoreError::Corrupt("audit index names a missing event"))
-                            }),
+                            .map(move |key| self.indexed_audit_event(&key.map_err(engine)?)),
                     )
                 }
                 None => Box::new(
@@ -294,9 +345,43 @@ impl Store for SledStore {
         Ok(found)
     }
 
+    async fn customer_audit_events_before(
+        &self,
+        customer_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let from = keys::customer_audit_event(customer_id, 0);
+        let to = keys::customer_audit_event(customer_id, before_seq);
+        self.tree
+            .range(from..to)
+            .keys()
+            .rev()
+            .take(limit)
+            .map(|key| self.indexed_audit_event(&key.map_err(engine)?))
+            .collect()
+    }
+
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         let head = SledStore::audit_head(self)?;
         Ok((head.seq, head.hash))
+    }
+
+    async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
+        self.get(keys::KEY_ANCHOR)
+    }
+
+    async fn set_key_anchor(&self, anchor: KeyAnchor) -> Result<(), StoreError> {
+        // Through the writer, so that every commit after it is checked against it.
+        let job = WriteJob {
+            anchor: Some(anchor),
+            ..WriteJob::default()
+        };
+        self.writer.write(job).await.map_err(|error| match error {
+            CommitError::Store(error) => error,
+            other => StoreError::Engine(other.to_string()),
+        })?;
+        Ok(())
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -305,5 +390,24 @@ impl Store for SledStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.writer.sync().await
+    }
+
+    fn pressure(&self) -> StorePressure {
+        StorePressure {
+            queued_writes: Some(self.writer.queued()),
+            pool: None,
+        }
+    }
+
+    async fn health(&self) -> StoreHealth {
+        if let Some(failure) = self.writer.failure() {
+            return StoreHealth::Failed(format!(
+                "the store's writer failed ({failure}); only a restart recovers what is durable"
+            ));
+        }
+        match self.reserve.check() {
+            Ok(()) => StoreHealth::Serving,
+            Err(full) => StoreHealth::Degraded(full.to_string()),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The sled engine's key layout, in one tree (customer ids, field names and
 //! tokens never contain a NUL byte; sequence numbers are big-endian so keys sort
 //! in order):
-//! - `C` customer                      -> CustomerEntry (record and every field)
+//! - `F` customer                      -> CustomerEntry (record and every field)
 //! - `t` token                         -> TokenRecord
 //! - `k` customer NUL token            -> ()  (a customer's tokens, for erasure)
 //! - `i` field NUL blind(32) customer  -> ()  (blind index)
@@ -13,9 +13,16 @@
 //! - `R`                               -> RotationRecord (an unfinished rotation)
 //! - `p` seq                           -> PolicyVersionRecord
 //! - `P` version                       -> ()  (versions are never reused)
+//! - `K`                               -> KeyAnchor (the keyring this store belongs to)
+//! - `meta:format`                     -> u32 big-endian: the store format (`STORE_FORMAT`)
+//! - `meta:upgrading`                  -> ()  (present while an upgrade folds the store)
 //!
-//! Stores written before the `C` entries kept `c` customer -> CustomerRecord and
-//! `f` customer NUL field -> FieldRecord; `sled_upgrade.rs` folds them in on open.
+//! Older stores kept format 1 customer records, without token keys: first as
+//! `c` customer -> record and `f` customer NUL field -> FieldRecord, later as
+//! `C` customer -> entry. Format 2 records (before `binding_version`) were kept
+//! as `D` customer -> entry, and format 3 records (before `requests`) as `E`
+//! customer -> entry. `sled_upgrade.rs` folds all of them into `F` entries on
+//! open.
 
 use std::collections::BTreeMap;
 
@@ -52,12 +59,12 @@ pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub fn customer(customer_id: &str) -> Vec<u8> {
-    key(b'C', &[customer_id.as_bytes()])
+    key(CUSTOMERS[0], &[customer_id.as_bytes()])
 }
 
 /// The first customer key after `customer_id` (ids never contain NUL).
 pub fn customer_after(customer_id: &str) -> Vec<u8> {
-    key(b'C', &[customer_id.as_bytes(), b""])
+    key(CUSTOMERS[0], &[customer_id.as_bytes(), b""])
 }
 
 pub fn token(token: &str) -> Vec<u8> {
@@ -94,7 +101,18 @@ pub fn receipt(receipt_id: &str) -> Vec<u8> {
 
 pub const AUDIT_HEAD: &[u8] = b"A";
 pub const ROTATION: &[u8] = b"R";
-pub const CUSTOMERS: &[u8] = b"C";
+pub const CUSTOMERS: &[u8] = b"F";
+pub const KEY_ANCHOR: &[u8] = b"K";
+
+/// The format the store is in; a binary refuses a store whose format is newer
+/// than the one it writes. Stores written before the marker have none.
+pub const FORMAT_MARKER: &[u8] = b"meta:format";
+/// Present from before an upgrade's first write until its last: a store that
+/// has it is half-folded (the upgrade resumes on the next open).
+pub const UPGRADING_MARKER: &[u8] = b"meta:upgrading";
+/// The store format this binary writes and reads up to: 4 is customer
+/// entries of record format 4 under `F` (with remembered request ids).
+pub const STORE_FORMAT: u32 = 4;
 
 pub fn audit_event(seq: u64) -> Vec<u8> {
     key(b'a', &[&seq.to_be_bytes()])

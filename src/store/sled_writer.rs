@@ -12,19 +12,26 @@
 //! the jobs would have waited for that sync anyway.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use sled::IVec;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditEntry, AuditHead, AuditRecord};
+use super::disk_reserve::DiskReserve;
 use super::records::{decode, encode, engine, hex};
 use super::sled_keys::{self as keys, CustomerEntry};
-use super::{CommitError, CustomerChange, CustomerRecord, FieldRecord, ReceiptRecord, StoreError};
+use super::{
+    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, ReceiptRecord, StoreError,
+};
 
 /// Most jobs in one group: bounds how long one group's callers wait for it.
 const MAX_GROUP: usize = 256;
+/// Most jobs waiting for their group. A caller past it waits for room (within
+/// its deadline) rather than growing the queue.
+const MAX_QUEUED: usize = 4 * MAX_GROUP;
 
 /// Makes everything applied so far durable (flush + fdatasync of the engine's files).
 pub type SyncFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
@@ -40,6 +47,8 @@ pub struct WriteJob {
     pub entries: Vec<AuditEntry>,
     /// An erasure receipt; the writer fills in the hash of the job's first event.
     pub receipt: Option<ReceiptRecord>,
+    /// A new key anchor: jobs after this one are checked against it.
+    pub anchor: Option<KeyAnchor>,
 }
 
 struct Job {
@@ -47,26 +56,94 @@ struct Job {
     reply: oneshot::Sender<Result<Hashes, CommitError>>,
 }
 
+impl WriteJob {
+    /// Whether the job only asks for a sync.
+    fn is_sync_only(&self) -> bool {
+        self.changes.is_empty()
+            && self.entries.is_empty()
+            && self.receipt.is_none()
+            && self.anchor.is_none()
+    }
+}
+
+/// Why the writer refuses everything until the process restarts, once a sync failed.
+type SyncFailure = Arc<Mutex<Option<String>>>;
+
+/// When the group being written started, while one is.
+type BusySince = Arc<Mutex<Option<Instant>>>;
+
+/// A group that takes longer than this to apply and sync is taken as a store
+/// that will not recover in this process: sled waits forever on a write that
+/// failed for want of space, rather than failing it.
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+
 pub struct ChainWriter {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    sync_failure: SyncFailure,
+    busy_since: BusySince,
 }
 
 impl ChainWriter {
-    pub fn start(tree: sled::Db, sync: SyncFn) -> Result<ChainWriter, StoreError> {
+    /// Starts the writer thread. It refuses writes while `reserve` says the
+    /// disk is nearly full.
+    pub fn start(
+        tree: sled::Db,
+        sync: SyncFn,
+        reserve: DiskReserve,
+    ) -> Result<ChainWriter, StoreError> {
         let head = match tree.get(keys::AUDIT_HEAD).map_err(engine)? {
             Some(bytes) => decode(&bytes)?,
             None => AuditHead::default(),
         };
-        let (jobs, receiver) = mpsc::channel();
+        let anchor = match tree.get(keys::KEY_ANCHOR).map_err(engine)? {
+            Some(bytes) => decode(&bytes)?,
+            None => KeyAnchor::default(),
+        };
+        let (jobs, mut receiver) = mpsc::channel(MAX_QUEUED);
+        let sync_failure = SyncFailure::default();
+        let busy_since = BusySince::default();
+        let writer = Writer {
+            tree,
+            sync,
+            reserve,
+            sync_failure: Arc::clone(&sync_failure),
+            busy_since: Arc::clone(&busy_since),
+        };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&tree, &sync, head, &receiver))
+            .spawn(move || writer.run(head, anchor, &mut receiver))
             .map_err(engine)?;
         Ok(ChainWriter {
             jobs: Some(jobs),
             thread: Some(thread),
+            sync_failure,
+            busy_since,
         })
+    }
+
+    /// Jobs waiting for their group.
+    pub fn queued(&self) -> u64 {
+        self.jobs
+            .as_ref()
+            .map_or(0, |jobs| (jobs.max_capacity() - jobs.capacity()) as u64)
+    }
+
+    /// Why writes are refused for good: a sync failed, or a group has been
+    /// written for longer than a healthy disk ever takes.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(failure) = lock(&self.sync_failure).clone() {
+            return Some(failure);
+        }
+        let busy_since = *lock(&self.busy_since);
+        busy_since
+            .filter(|since| since.elapsed() > STALLED_AFTER)
+            .map(|since| {
+                format!(
+                    "a write to disk has not finished in {} s",
+                    since.elapsed().as_secs()
+                )
+            })
     }
 
     /// Applies the job (all or nothing) once it is its turn and returns the
@@ -77,6 +154,7 @@ impl ChainWriter {
             .as_ref()
             .ok_or_else(writer_gone)?
             .send(Job { write, reply })
+            .await
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
@@ -105,31 +183,81 @@ fn writer_gone() -> StoreError {
     StoreError::Engine("the store writer stopped".into())
 }
 
-fn run(tree: &sled::Db, sync: &SyncFn, mut head: AuditHead, receiver: &mpsc::Receiver<Job>) {
-    // Set for good when a sync fails: nothing written after that can be promised.
-    let mut sync_failure: Option<String> = None;
-    while let Ok(first) = receiver.recv() {
-        let mut jobs = vec![first];
-        jobs.extend(receiver.try_iter().take(MAX_GROUP - 1));
-        let answers = match &sync_failure {
-            Some(failure) => not_durable(jobs.len(), failure),
-            None => {
-                let (group_head, outcomes) = apply_group(tree, head, &jobs);
-                head = group_head;
-                match sync() {
-                    Ok(()) => outcomes,
-                    Err(error) => {
-                        tracing::error!(%error, "store sync failed; refusing further writes");
-                        let failure = sync_failure.insert(error.to_string());
-                        not_durable(jobs.len(), failure)
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A plain value, consistent after any panic.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the writer thread owns.
+struct Writer {
+    tree: sled::Db,
+    sync: SyncFn,
+    reserve: DiskReserve,
+    sync_failure: SyncFailure,
+    busy_since: BusySince,
+}
+
+impl Writer {
+    fn run(&self, mut head: AuditHead, mut anchor: KeyAnchor, receiver: &mut mpsc::Receiver<Job>) {
+        let mut disk_was_full = false;
+        while let Some(first) = receiver.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                let Ok(job) = receiver.try_recv() else { break };
+                jobs.push(job);
+            }
+            let failure = lock(&self.sync_failure).clone();
+            let room = self.reserve.check();
+            note_disk_change(&mut disk_was_full, &room);
+            let answers = match (failure, room) {
+                (Some(failure), _) => not_durable(jobs.len(), &failure),
+                (None, Err(full)) => refuse_writes(&jobs, &full),
+                (None, Ok(())) => {
+                    *lock(&self.busy_since) = Some(Instant::now());
+                    let (group_head, outcomes) = apply_group(&self.tree, head, &mut anchor, &jobs);
+                    head = group_head;
+                    let synced = (self.sync)();
+                    *lock(&self.busy_since) = None;
+                    match synced {
+                        Ok(()) => outcomes,
+                        Err(error) => {
+                            tracing::error!(%error, "store sync failed; refusing further writes until the vault restarts");
+                            let failure = error.to_string();
+                            *lock(&self.sync_failure) = Some(failure.clone());
+                            not_durable(jobs.len(), &failure)
+                        }
                     }
                 }
+            };
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                let _ = job.reply.send(answer);
             }
-        };
-        for (job, answer) in jobs.into_iter().zip(answers) {
-            let _ = job.reply.send(answer);
         }
     }
+}
+
+/// Logs when the disk becomes nearly full and when it has room again.
+fn note_disk_change(was_full: &mut bool, room: &Result<(), StoreError>) {
+    match room {
+        Err(full) if !*was_full => tracing::error!(%full, "refusing writes"),
+        Ok(()) if *was_full => tracing::info!("the store's disk has room again; taking writes"),
+        _ => {}
+    }
+    *was_full = room.is_err();
+}
+
+/// Every job that writes is refused with `full`; a job that only asks for a
+/// sync has nothing to wait for (every group was synced before its answer).
+fn refuse_writes(jobs: &[Job], full: &StoreError) -> Vec<Result<Hashes, CommitError>> {
+    jobs.iter()
+        .map(|job| {
+            if job.write.is_sync_only() {
+                Ok(Vec::new())
+            } else {
+                Err(full.clone().into())
+            }
+        })
+        .collect()
 }
 
 fn not_durable(jobs: usize, failure: &str) -> Vec<Result<Hashes, CommitError>> {
@@ -140,16 +268,27 @@ fn not_durable(jobs: usize, failure: &str) -> Vec<Result<Hashes, CommitError>> {
 
 /// Stages every job of the group in order and applies what was accepted in
 /// one batch. Returns the chain head after the group and each job's outcome.
+/// `anchor` is the one the writer checks against, changed by the group's jobs
+/// (and restored if the group fails).
 fn apply_group(
     tree: &sled::Db,
     head: AuditHead,
+    anchor: &mut KeyAnchor,
     jobs: &[Job],
 ) -> (AuditHead, Vec<Result<Hashes, CommitError>>) {
     let mut group = Staged::default();
     let mut group_head = head;
+    let anchor_before = anchor.clone();
     let outcomes: Vec<_> = jobs
         .iter()
-        .map(|job| stage_job(tree, &mut group, &mut group_head, &job.write))
+        .map(|job| {
+            if job.reply.is_closed() {
+                // Its caller gave up (its deadline passed): its outcome is
+                // unknown to the caller either way, and skipping it saves the work.
+                return Err(StoreError::Engine("the caller gave up".into()).into());
+            }
+            stage_job(tree, &mut group, &mut group_head, anchor, &job.write)
+        })
         .collect();
     if group.writes.is_empty() {
         return (group_head, outcomes);
@@ -158,6 +297,7 @@ fn apply_group(
         Ok(()) => (group_head, outcomes),
         Err(error) => {
             tracing::error!(%error, "store batch failed; its writes were refused");
+            *anchor = anchor_before;
             let refused = outcomes
                 .into_iter()
                 .map(|_| Err(StoreError::Engine(error.to_string()).into()))
@@ -202,28 +342,46 @@ fn stage_job(
     tree: &sled::Db,
     group: &mut Staged,
     head: &mut AuditHead,
+    anchor: &mut KeyAnchor,
     job: &WriteJob,
 ) -> Result<Hashes, CommitError> {
     let mut own = Staged::default();
     for change in &job.changes {
-        let customer = check(tree, &[&own, group], change)?;
+        let customer = check(tree, &[&own, group], anchor, change)?;
         stage_change(&mut own, change, customer)?;
     }
     let (hashes, job_head) = stage_audit(&mut own, *head, job)?;
+    if let Some(new_anchor) = &job.anchor {
+        own.writes
+            .insert(keys::KEY_ANCHOR.to_vec(), Some(encode(new_anchor)?.into()));
+        *anchor = new_anchor.clone();
+    }
     group.writes.extend(own.writes);
     *head = job_head;
     Ok(hashes)
 }
 
 /// Checks the change against the current state; returns the customer's current
-/// entry, onto which the change's fields go.
+/// entry, onto which the change's fields go. A record whose keys are wrapped
+/// under a version being retired (or destroyed) is refused: it was built from
+/// a keyring older than the retirement, and would be unreadable after it.
 fn check(
     tree: &sled::Db,
     layers: &[&Staged],
+    anchor: &KeyAnchor,
     change: &EncodedChange,
 ) -> Result<Option<CustomerEntry>, CommitError> {
     let mut entry = None;
     if let Some(customer) = &change.customer {
+        if let Some(record) = &customer.record {
+            let versions = [
+                Some(record.dek.master_version),
+                record.token_key.as_ref().map(|key| key.master_version),
+            ];
+            if !versions.into_iter().flatten().all(|v| anchor.admits(v)) {
+                return Err(CommitError::StaleKeyring);
+            }
+        }
         entry = current(tree, layers, &customer.key)?
             .map(|bytes| decode::<CustomerEntry>(&bytes))
             .transpose()?;
@@ -428,20 +586,22 @@ mod tests {
                 ..AuditEntry::default()
             }],
             receipt: None,
+            anchor: None,
         }
     }
 
     /// Runs the jobs as one group, as the writer thread does when they arrive
     /// together, and returns each job's outcome and the new head.
     fn group(tree: &sled::Db, head: AuditHead, jobs: Vec<WriteJob>) -> (Vec<bool>, AuditHead) {
-        let jobs: Vec<_> = jobs
+        // Callers that wait for their answers: a job whose caller left is skipped.
+        let (jobs, _callers): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .map(|write| {
-                let (reply, _) = oneshot::channel();
-                Job { write, reply }
+                let (reply, answer) = oneshot::channel();
+                (Job { write, reply }, answer)
             })
-            .collect();
-        let (head, outcomes) = apply_group(tree, head, &jobs);
+            .unzip();
+        let (head, outcomes) = apply_group(tree, head, &mut KeyAnchor::default(), &jobs);
         (outcomes.iter().map(Result::is_ok).collect(), head)
     }
 
@@ -602,7 +762,7 @@ mod tests {
     async fn the_thread_answers_jobs_and_stops_when_dropped() {
         let tree = tree();
         let (sync, syncs) = counting_sync(&tree);
-        let writer = ChainWriter::start(tree.clone(), sync).unwrap();
+        let writer = ChainWriter::start(tree.clone(), sync, DiskReserve::none()).unwrap();
         let hashes = writer.write(job("a", None, "t1")).await.unwrap();
         assert_eq!(hashes.len(), 1);
         assert_eq!(
@@ -617,7 +777,7 @@ mod tests {
         drop(writer);
         // A new writer picks the chain up where the stored head left it.
         let (sync, _) = counting_sync(&tree);
-        let writer = ChainWriter::start(tree.clone(), sync).unwrap();
+        let writer = ChainWriter::start(tree.clone(), sync, DiskReserve::none()).unwrap();
         writer.write(job("b", None, "t3")).await.unwrap();
         let head: AuditHead = decode(&tree.get(keys::AUDIT_HEAD).unwrap().unwrap()).unwrap();
         assert_eq!(head.seq, 2);
@@ -627,7 +787,7 @@ mod tests {
     async fn concurrent_jobs_share_syncs() {
         let tree = tree();
         let (sync, syncs) = counting_sync(&tree);
-        let writer = Arc::new(ChainWriter::start(tree.clone(), sync).unwrap());
+        let writer = Arc::new(ChainWriter::start(tree.clone(), sync, DiskReserve::none()).unwrap());
         let jobs: Vec<_> = (0..64)
             .map(|i| {
                 let writer = Arc::clone(&writer);
@@ -646,12 +806,53 @@ mod tests {
         assert_eq!(head.seq, 64);
     }
 
+    /// The rotation race: a customer whose key was wrapped under a version
+    /// that is being retired is refused once the anchor says so, even when
+    /// its revision check passes, and the anchor survives a restart.
+    #[tokio::test]
+    async fn a_key_under_a_retiring_version_is_refused_after_the_anchor() {
+        let tree = tree();
+        let (sync, _) = counting_sync(&tree);
+        let writer = ChainWriter::start(tree.clone(), sync, DiskReserve::none()).unwrap();
+        let retiring = KeyAnchor {
+            retiring: [1].into(),
+            ..KeyAnchor::default()
+        };
+        let anchor_job = WriteJob {
+            anchor: Some(retiring.clone()),
+            ..WriteJob::default()
+        };
+        writer.write(anchor_job).await.unwrap();
+        // customer_record wraps both keys under version 1.
+        let refused = writer.write(job("carol", None, "tok-9")).await;
+        assert!(matches!(refused, Err(CommitError::StaleKeyring)));
+        assert_eq!(revision(&tree, "carol"), None);
+        let mut rewrapped = job("carol", None, "tok-9");
+        let record = rewrapped.changes[0]
+            .customer
+            .as_mut()
+            .and_then(|customer| customer.record.as_mut())
+            .unwrap();
+        record.dek.master_version = 2;
+        if let Some(key) = record.token_key.as_mut() {
+            key.master_version = 2;
+        }
+        writer.write(rewrapped).await.unwrap();
+        assert_eq!(revision(&tree, "carol"), Some(1));
+        drop(writer);
+        let (sync, _) = counting_sync(&tree);
+        let writer = ChainWriter::start(tree.clone(), sync, DiskReserve::none()).unwrap();
+        let after_restart = writer.write(job("dave", None, "tok-10")).await;
+        assert!(matches!(after_restart, Err(CommitError::StaleKeyring)));
+    }
+
     #[tokio::test]
     async fn a_failed_sync_fails_its_group_and_every_later_job() {
         let tree = tree();
         let writer = ChainWriter::start(
             tree.clone(),
             Box::new(|| Err(std::io::Error::other("disk gone"))),
+            DiskReserve::none(),
         )
         .unwrap();
         for (customer, token) in [("a", "t1"), ("b", "t2")] {

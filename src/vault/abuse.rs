@@ -2,6 +2,7 @@
 //! the policy's `rate_limits`), and an anomaly signal when a principal's
 //! detokenization rate jumps far above its own baseline.
 
+use crate::vault::Reason;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
@@ -87,10 +88,13 @@ impl AbuseGuard {
         bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
         bucket.refreshed = now;
         if bucket.tokens < amount {
-            return Err(VaultError::ResourceExhausted(format!(
+            return Err(VaultError::new(
+                Reason::RateLimited,
+                format!(
                 "principal \"{}\" is over its rate limit of {rate} {what} per second; retry later",
                 caller.name()
-            )));
+            ),
+            ));
         }
         bucket.tokens -= amount;
         Ok(())
@@ -155,7 +159,9 @@ scopes = ["data:read"]
             .unwrap();
         Caller {
             principal: Arc::clone(&principal),
+            policy: Arc::new(policy),
             request_id: "req".into(),
+            source: None,
         }
     }
 
@@ -178,7 +184,7 @@ scopes = ["data:read"]
             guard.read(&caller).unwrap();
         }
         let refused = guard.read(&caller).unwrap_err();
-        assert!(matches!(refused, VaultError::ResourceExhausted(_)));
+        assert_eq!(refused.reason(), Reason::RateLimited);
         assert!(refused.to_string().contains("reader"));
         guard.detokenize(&caller, 100).unwrap();
         assert!(guard.detokenize(&caller, 1).is_err());

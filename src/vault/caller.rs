@@ -1,6 +1,8 @@
+use crate::vault::Reason;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::policy::{Principal, Scope};
+use crate::policy::{Policy, Principal, Scope};
 
 use super::VaultError;
 
@@ -9,7 +11,13 @@ use super::VaultError;
 #[derive(Clone)]
 pub struct Caller {
     pub principal: Arc<Principal>,
+    /// The policy the caller was authenticated against: the whole call is
+    /// decided by it, even if the policy is reloaded meanwhile.
+    pub policy: Arc<Policy>,
     pub request_id: String,
+    /// The address the call came from (an IPv4 address or an IPv6 /64), when
+    /// known: refusals are budgeted per address as well as per principal.
+    pub source: Option<IpAddr>,
 }
 
 impl Caller {
@@ -21,11 +29,15 @@ impl Caller {
         if self.principal.has_scope(scope) {
             Ok(())
         } else {
-            Err(VaultError::denied(format!(
-                "principal \"{}\" lacks the scope {}",
-                self.name(),
-                scope.name()
-            )))
+            let refusal = VaultError::new(
+                Reason::ScopeMissing,
+                format!(
+                    "principal \"{}\" lacks the scope {}",
+                    self.name(),
+                    scope.name()
+                ),
+            );
+            Err(refusal.with("scope", scope.name()))
         }
     }
 }

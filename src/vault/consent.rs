@@ -2,18 +2,18 @@
 //! customer's own key (they are the customer's data), and enforced for every
 //! purpose whose legal basis is consent.
 
+use crate::vault::Reason;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Binding, DataCipher};
+use crate::crypto::DataCipher;
 use crate::policy::{LegalBasis, Purpose, Scope};
 use crate::store::{CustomerRecord, PolicyVersionRecord};
 
+use super::sealing::Sealing;
 use super::{notices, now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
 
 /// Longest accepted policy version and consent source, in bytes.
 const MAX_LABEL_LEN: usize = 128;
-/// Where the ledger's ciphertext belongs (its associated data).
-const LEDGER_LABEL: &str = "privacy-ledger";
 
 /// One opt-in or opt-out, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,31 +42,58 @@ pub struct PrivacyLedger {
 
 impl PrivacyLedger {
     /// The customer's ledger, decrypted (empty when they never chose anything).
+    /// The ledger is sealed with the layout the record names, and in the
+    /// bound layout at the record's revision.
     pub fn open(
         customer: &CustomerId,
+        record: &CustomerRecord,
+        cipher: &DataCipher,
+    ) -> Result<PrivacyLedger, VaultError> {
+        PrivacyLedger::open_stored(customer.as_str(), record, cipher)
+    }
+
+    pub(super) fn open_stored(
+        customer_id: &str,
         record: &CustomerRecord,
         cipher: &DataCipher,
     ) -> Result<PrivacyLedger, VaultError> {
         let Some(ciphertext) = &record.privacy else {
             return Ok(PrivacyLedger::default());
         };
-        let plaintext = cipher.decrypt(&ledger_binding(customer), ciphertext)?;
+        let binding = Sealing::of(record)?.ledger(customer_id, record.revision);
+        let plaintext = cipher.decrypt(&binding, ciphertext).map_err(|error| {
+            VaultError::integrity(format!(
+                "the privacy ledger does not open for this customer record ({error})"
+            ))
+        })?;
         postcard::from_bytes(&plaintext)
-            .map_err(|_| VaultError::Internal("privacy ledger does not decode".into()))
+            .map_err(|_| VaultError::internal("privacy ledger does not decode"))
     }
 
-    /// Encrypts the ledger into the customer's record.
+    /// Encrypts the ledger into the customer's record, bound (in the bound
+    /// layout) to the record's revision as it is now: a change that then moves
+    /// the record to its next revision re-seals it (`advance_revision`).
     pub fn seal_into(
         &self,
         customer: &CustomerId,
         record: &mut CustomerRecord,
         cipher: &DataCipher,
     ) -> Result<(), VaultError> {
+        self.seal_stored(customer.as_str(), record, cipher)
+    }
+
+    pub(super) fn seal_stored(
+        &self,
+        customer_id: &str,
+        record: &mut CustomerRecord,
+        cipher: &DataCipher,
+    ) -> Result<(), VaultError> {
         let plaintext = zeroize::Zeroizing::new(
             postcard::to_stdvec(self)
-                .map_err(|_| VaultError::Internal("privacy ledger does not encode".into()))?,
+                .map_err(|_| VaultError::internal("privacy ledger does not encode"))?,
         );
-        record.privacy = Some(cipher.encrypt(&ledger_binding(customer), &plaintext));
+        let binding = Sealing::of(record)?.ledger(customer_id, record.revision);
+        record.privacy = Some(cipher.encrypt(&binding, &plaintext));
         record.encryptions += 1;
         Ok(())
     }
@@ -83,6 +110,16 @@ impl PrivacyLedger {
         latest
     }
 
+    /// Drops old events: keeps the current consent of every purpose, the
+    /// latest acknowledgement of every policy version, and the `history`
+    /// newest events of each list besides.
+    pub fn compact(&mut self, history: usize) {
+        keep_current_and_newest(&mut self.consents, history, |event| event.purpose.clone());
+        keep_current_and_newest(&mut self.acknowledged, history, |ack| {
+            ack.policy_version.clone()
+        });
+    }
+
     pub fn current_for(&self, purpose: &str) -> Option<&ConsentEvent> {
         self.consents
             .iter()
@@ -91,11 +128,16 @@ impl PrivacyLedger {
     }
 }
 
-fn ledger_binding(customer: &CustomerId) -> Binding<'_> {
-    Binding::Record {
-        customer_id: customer.as_str(),
-        label: LEDGER_LABEL,
+/// Keeps, in order, the last event of each `key` and the `newest` last events.
+fn keep_current_and_newest<T>(events: &mut Vec<T>, newest: usize, key: impl Fn(&T) -> String) {
+    let first_newest = events.len().saturating_sub(newest);
+    let mut seen = std::collections::HashSet::new();
+    let mut keep: Vec<bool> = vec![false; events.len()];
+    for (index, event) in events.iter().enumerate().rev() {
+        keep[index] = seen.insert(key(event)) || index >= first_newest;
     }
+    let mut flags = keep.into_iter();
+    events.retain(|_| flags.next().unwrap_or(true));
 }
 
 /// Why a use of `purpose` is refused for a customer with this ledger, if it is:
@@ -114,18 +156,34 @@ pub fn consent_refusal(
     match ledger.current_for(name) {
         Some(event) if event.granted => {
             let renewal = notices::renewal_due(name, &event.policy_version, versions)?;
-            Some(VaultError::denied(format!(
-                "consent for purpose \"{name}\" must be renewed under policy version \"{}\": \
-                 it was given under an earlier version",
-                renewal.version
-            )))
+            let refusal = VaultError::new(
+                Reason::ConsentOutdated,
+                format!(
+                    "consent for purpose \"{name}\" must be renewed under policy version \"{}\": \
+                     it was given under an earlier version",
+                    renewal.version
+                ),
+            );
+            Some(
+                refusal
+                    .with("purpose", name)
+                    .with("policy_version", &renewal.version),
+            )
         }
-        Some(_) => Some(VaultError::denied(format!(
-            "consent for purpose \"{name}\" was withdrawn by the customer"
-        ))),
-        None => Some(VaultError::denied(format!(
-            "consent for purpose \"{name}\" is missing: the customer has not opted in"
-        ))),
+        Some(_) => Some(
+            VaultError::new(
+                Reason::ConsentWithdrawn,
+                format!("consent for purpose \"{name}\" was withdrawn by the customer"),
+            )
+            .with("purpose", name),
+        ),
+        None => Some(
+            VaultError::new(
+                Reason::ConsentMissing,
+                format!("consent for purpose \"{name}\" is missing: the customer has not opted in"),
+            )
+            .with("purpose", name),
+        ),
     }
 }
 
@@ -183,7 +241,7 @@ impl Vault {
     ) -> Result<ConsentEvent, VaultError> {
         caller.require_scope(Scope::ConsentWrite)?;
         let customer = CustomerId::parse(&request.customer_id)?;
-        let purpose = self
+        let purpose = caller
             .policy
             .purpose(&request.purpose)
             .ok_or_else(|| super::unknown_purpose(&request.purpose))?;
@@ -195,15 +253,22 @@ impl Vault {
             )));
         }
         check_label("policy_version", &request.policy_version)?;
+        // A version must be published before a consent can name it, even
+        // while none is: a consent naming a version published later would
+        // count as given under it, though the customer never saw its notice.
+        // An empty version is accepted and counts as older than any.
         let versions = self.store.policy_versions().await?;
         if !request.policy_version.is_empty()
-            && !versions.is_empty()
             && notices::seq_of(&request.policy_version, &versions).is_none()
         {
-            return Err(VaultError::invalid(format!(
-                "policy_version \"{}\" has not been published",
-                request.policy_version
-            )));
+            return Err(VaultError::invalid_field(
+                "policy_version",
+                format!(
+                    "policy_version \"{}\" has not been published: publish it first \
+                     (PublishPolicy), or leave policy_version empty",
+                    request.policy_version
+                ),
+            ));
         }
         check_label("source", &request.source)?;
         let event = ConsentEvent {
@@ -229,10 +294,11 @@ impl Vault {
             .await?;
         let mut ledger = PrivacyLedger::open(customer, &writable.record, &writable.cipher)?;
         ledger.consents.push(event.clone());
+        ledger.compact(self.limits.ledger_history);
         ledger.seal_into(customer, &mut writable.record, &writable.cipher)?;
         let mut change = writable.change(customer);
         change.audit = Some(entry.clone());
-        writable.finish(&mut change);
+        writable.finish(&mut change)?;
         self.store.commit(change).await?;
         Ok(())
     }
@@ -269,7 +335,7 @@ impl Vault {
             .store
             .customer(customer.as_str())
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
         let cipher = self.keys.cipher(customer, &record).await?;
         Ok((
             PrivacyLedger::open(customer, &record, &cipher)?,
@@ -277,9 +343,9 @@ impl Vault {
         ))
     }
 
-    /// The purposes of the policy, for anyone authenticated.
-    pub fn list_purposes(&self) -> &[Purpose] {
-        self.policy.purposes()
+    /// The purposes of the caller's policy, for anyone authenticated.
+    pub fn list_purposes<'c>(&self, caller: &'c Caller) -> &'c [Purpose] {
+        caller.policy.purposes()
     }
 }
 
@@ -290,4 +356,45 @@ fn check_label(what: &str, value: &str) -> Result<(), VaultError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consent(purpose: &str, at: i64) -> ConsentEvent {
+        ConsentEvent {
+            purpose: purpose.into(),
+            granted: at % 2 == 0,
+            policy_version: "v1".into(),
+            source: "app".into(),
+            recorded_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_every_current_state_and_the_newest_history() {
+        let mut ledger = PrivacyLedger::default();
+        ledger.consents.push(consent("marketing", 1));
+        for at in 2..50 {
+            ledger.consents.push(consent("analytics", at));
+        }
+        ledger.acknowledged = (0..30)
+            .map(|i| Acknowledgement {
+                policy_version: format!("v{}", i % 3),
+                at_ms: i,
+            })
+            .collect();
+        let current_before: Vec<ConsentEvent> = ledger.current().into_iter().cloned().collect();
+        ledger.compact(5);
+        let times: Vec<i64> = ledger.consents.iter().map(|e| e.recorded_at_ms).collect();
+        assert_eq!(times, [1, 45, 46, 47, 48, 49]);
+        let current_after: Vec<ConsentEvent> = ledger.current().into_iter().cloned().collect();
+        assert_eq!(current_after, current_before);
+        let acks: Vec<i64> = ledger.acknowledged.iter().map(|a| a.at_ms).collect();
+        assert_eq!(acks, [25, 26, 27, 28, 29]);
+        ledger.compact(0);
+        assert_eq!(ledger.consents.len(), 2);
+        assert_eq!(ledger.acknowledged.len(), 3);
+    }
 }

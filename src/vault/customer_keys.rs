@@ -3,8 +3,10 @@
 
 use crate::crypto::{Binding, DataCipher};
 use crate::policy::Scope;
-use crate::store::{AuditEntry, CustomerChange, TokenTarget};
+use crate::store::{AuditEntry, CustomerChange, CustomerRecord, TokenTarget, BINDING_BOUND};
 
+use super::fields::integrity_failure;
+use super::sealing::Sealing;
 use super::{now_ms, Attempt, Caller, CustomerId, PrivacyLedger, Vault, VaultError};
 
 /// What GetKeyStatus reports.
@@ -16,6 +18,20 @@ pub struct KeyStatus {
     pub last_master_rotation_ms: i64,
     /// Set when a customer was asked about.
     pub customer_key: Option<CustomerKeyStatus>,
+    /// Set while a master rotation has started and not finished.
+    pub master_rotation: Option<MasterRotationStatus>,
+}
+
+/// A master rotation started and not finished: running, or cut short (by a
+/// crash or an error) and waiting to be resumed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MasterRotationStatus {
+    pub target_version: u32,
+    pub retire_previous: bool,
+    pub started_at_ms: i64,
+    /// Known only to the process running it; `None` elsewhere.
+    pub rewrapped: Option<u64>,
+    pub total: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,6 +75,24 @@ impl Vault {
         }
     }
 
+    /// Migrates a customer written before the bound layout: a re-key, which
+    /// opens every value with the unbound layout their record names and seals
+    /// it again in the bound one. Returns their record as it is now.
+    pub(super) async fn migrate_binding(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<CustomerRecord, Attempt> {
+        self.try_rekey(customer, None).await?;
+        tracing::info!(customer = %customer, "customer migrated to the bound associated data");
+        Ok(self
+            .store
+            .customer(customer.as_str())
+            .await?
+            .ok_or_else(VaultError::customer_not_found)?)
+    }
+
+    /// A new DEK, every value re-encrypted under it, in the bound layout
+    /// whichever layout the values were read with.
     async fn try_rekey(
         &self,
         customer: &CustomerId,
@@ -69,7 +103,7 @@ impl Vault {
             .store
             .customer(id)
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
         let old = self.keys.cipher(customer, &record).await?;
         let (dek, new) = self
             .keys
@@ -80,13 +114,13 @@ impl Vault {
             audit: audit.cloned(),
             ..CustomerChange::default()
         };
+        let sealing = Sealing::of(&record)?;
         let mut reencrypted = 0;
         for (name, mut field) in self.store.fields(id).await? {
-            let binding = Binding::Field {
-                customer_id: id,
-                field: &name,
-            };
-            field.ciphertext = reencrypt(&old, &new, &binding, &field.ciphertext)?;
+            let from = sealing.field(id, &name, &field.kind, &field.token);
+            let to = Sealing::Bound.field(id, &name, &field.kind, &field.token);
+            field.ciphertext = reencrypt((&old, &from), (&new, &to), &field.ciphertext)
+                .map_err(|error| integrity_failure(&name, error))?;
             change.put_fields.push((name, field));
             reencrypted += 1;
         }
@@ -98,17 +132,23 @@ impl Vault {
             let TokenTarget::Value(ciphertext) = &token_record.target else {
                 continue;
             };
-            let binding = Binding::Token {
-                customer_id: id,
-                token: &token,
-            };
-            let value = reencrypt(&old, &new, &binding, ciphertext)?;
+            let kind = &token_record.kind;
+            let format = &token_record.format;
+            let from = sealing.token(id, &token, kind, format);
+            let to = Sealing::Bound.token(id, &token, kind, format);
+            let value = reencrypt((&old, &from), (&new, &to), ciphertext)
+                .map_err(|error| integrity_failure(kind, error))?;
             token_record.target = TokenTarget::Value(value);
             change.put_tokens.push((token, token_record));
             reencrypted += 1;
         }
-        if record.privacy.is_some() {
-            let ledger = PrivacyLedger::open(customer, &record, &old)?;
+        let ledger = match record.privacy {
+            Some(_) => Some(PrivacyLedger::open(customer, &record, &old)?),
+            None => None,
+        };
+        record.binding_version = BINDING_BOUND;
+        record.revision += 1;
+        if let Some(ledger) = ledger {
             ledger.seal_into(customer, &mut record, &new)?;
             reencrypted += 1;
         }
@@ -116,7 +156,6 @@ impl Vault {
         record.wrapped_under.insert(dek.master_version);
         record.dek = dek;
         record.encryptions = reencrypted;
-        record.revision += 1;
         change.customer = Some(record);
         self.store.commit(change).await?;
         self.stats.customer_rotated();
@@ -140,7 +179,7 @@ impl Vault {
                         .store
                         .customer(customer.as_str())
                         .await?
-                        .ok_or_else(|| VaultError::not_found("customer not found"))?;
+                        .ok_or_else(VaultError::customer_not_found)?;
                     Some(CustomerKeyStatus {
                         version: record.dek.version,
                         created_at_ms: record.dek.created_at_ms,
@@ -154,6 +193,7 @@ impl Vault {
                 customers: self.store.customer_count().await?,
                 last_master_rotation_ms: self.keys.last_rotation_ms(),
                 customer_key,
+                master_rotation: self.master_rotation_status().await?,
             })
         }
         .await;
@@ -162,11 +202,10 @@ impl Vault {
 }
 
 fn reencrypt(
-    old: &DataCipher,
-    new: &DataCipher,
-    binding: &Binding,
+    (old, from): (&DataCipher, &Binding),
+    (new, to): (&DataCipher, &Binding),
     ciphertext: &[u8],
-) -> Result<Vec<u8>, VaultError> {
-    let plaintext = old.decrypt(binding, ciphertext)?;
-    Ok(new.encrypt(binding, &plaintext))
+) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+    let plaintext = old.decrypt(from, ciphertext)?;
+    Ok(new.encrypt(to, &plaintext))
 }

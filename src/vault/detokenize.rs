@@ -2,9 +2,11 @@
 //! caller may see, each item allowed or refused on its own, and audited per
 //! customer it touched.
 
+use crate::vault::Reason;
 use std::collections::BTreeMap;
 
-use crate::crypto::Binding;
+use super::fields::integrity_failure;
+use super::sealing::Sealing;
 use crate::policy::{Purpose, Scope};
 use crate::store::{AuditEntry, TokenTarget};
 
@@ -14,8 +16,7 @@ use super::{
     reveal, shown_for, stored_kind, Caller, CustomerId, FieldKind, Limits, Shown, Vault, VaultError,
 };
 
-/// One resolved token, as the caller may see it.
-#[derive(Debug)]
+/// One resolved token, as the caller may see it. Its `Debug` leaves the value out.
 pub struct DetokenizedValue {
     pub token: String,
     pub customer_id: String,
@@ -25,12 +26,47 @@ pub struct DetokenizedValue {
     pub error: Option<VaultError>,
 }
 
+impl std::fmt::Debug for DetokenizedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetokenizedValue")
+            .field("token", &self.token)
+            .field("customer_id", &self.customer_id)
+            .field("kind", &self.kind)
+            .field("value", &super::redacted(&self.value))
+            .field("shown", &self.shown)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
 /// One token's outcome, with what the audit log records of it: the customer it
 /// belongs to (when known) and the field name or value kind.
 struct Resolution {
     customer_id: String,
     label: String,
     result: Result<DetokenizedValue, VaultError>,
+}
+
+/// Bytes of protobuf framing one result takes besides its strings, rounded
+/// up: the tag and length of the result and of each of its fields (at most 4
+/// bytes each below 2 MiB) and its enums and error code (2 bytes each).
+const RESULT_FRAMING_BYTES: usize = 64;
+
+impl Resolution {
+    /// An upper bound of the bytes this result takes in the response: the
+    /// strings it carries (an error's message is never longer than its
+    /// `to_string`) and their framing.
+    fn reply_bytes(&self, token: &str) -> usize {
+        let strings = match &self.result {
+            Ok(value) => {
+                value.token.len()
+                    + value.customer_id.len()
+                    + value.value.as_ref().map_or(0, String::len)
+            }
+            Err(error) => token.len() + error.to_string().len(),
+        };
+        strings + RESULT_FRAMING_BYTES
+    }
 }
 
 impl Vault {
@@ -49,16 +85,23 @@ impl Vault {
         let mut resolutions = Vec::with_capacity(tokens.len());
         for token in tokens {
             let resolution = self.resolve(caller, token, purpose).await;
-            if let Err(error @ (VaultError::Internal(_) | VaultError::Unavailable(_))) =
-                &resolution.result
-            {
-                let error = error.clone();
-                return self.audit_outcome(entry, Err(error)).await;
+            // A fault of the vault or its store fails the batch; a refused
+            // token fails only its item.
+            if let Err(error) = &resolution.result {
+                if matches!(error.code_name(), "INTERNAL" | "UNAVAILABLE") {
+                    return self.audit_outcome(entry, Err(error.clone())).await;
+                }
             }
             resolutions.push(resolution);
         }
-        self.append_audit(per_customer_events(&entry, &resolutions))
-            .await?;
+        // Checked before anything is audited: a reply the gRPC layer would
+        // not send must not be recorded as a disclosure.
+        if let Err(error) = self.check_reply_size(tokens, &resolutions) {
+            return self.audit_outcome(entry, Err(error)).await;
+        }
+        // Refused tokens are refusals too: past the first few, counted.
+        let events = self.to_record_now(per_customer_events(&entry, &resolutions));
+        self.append_audit(events).await?;
         Ok(resolutions
             .into_iter()
             .zip(tokens)
@@ -70,21 +113,60 @@ impl Vault {
             .collect())
     }
 
-    fn check_detokenize(
+    fn check_detokenize<'c>(
         &self,
-        caller: &Caller,
+        caller: &'c Caller,
         tokens: &[String],
         purpose: &str,
-    ) -> Result<&Purpose, VaultError> {
+    ) -> Result<&'c Purpose, VaultError> {
         caller.require_scope(Scope::TokensDetokenize)?;
         let purpose = self.check_purpose(caller, purpose)?;
         if tokens.is_empty() {
-            return Err(VaultError::invalid(
+            return Err(VaultError::invalid_field(
+                "tokens",
                 "tokens: at least one token is required",
             ));
         }
         Limits::check_count("tokens", tokens.len(), self.limits.max_batch_items)?;
-        if self.abuse.detokenize(caller, tokens.len())? {
+        self.spend_detokenize_budget(caller, tokens.len())?;
+        Ok(purpose)
+    }
+
+    fn check_reply_size(
+        &self,
+        tokens: &[String],
+        resolutions: &[Resolution],
+    ) -> Result<(), VaultError> {
+        let bytes: usize = resolutions
+            .iter()
+            .zip(tokens)
+            .map(|(resolution, token)| resolution.reply_bytes(token))
+            .sum();
+        if bytes > self.limits.max_reply_bytes {
+            let refusal = VaultError::new(
+                Reason::RequestTooLarge,
+                format!(
+                    "tokens: the reply would take up to {bytes} bytes, more than the {} bytes \
+                     of one response message; detokenize these tokens in smaller batches",
+                    self.limits.max_reply_bytes
+                ),
+            );
+            return Err(refusal
+                .in_field("tokens")
+                .with("limit", self.limits.max_reply_bytes.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Spends `values` of the caller's detokenization budget (Detokenize, and
+    /// deterministic Tokenize, which confirms values as well) and reports a
+    /// jump in its rate as a security event.
+    pub(super) fn spend_detokenize_budget(
+        &self,
+        caller: &Caller,
+        values: usize,
+    ) -> Result<(), VaultError> {
+        if self.abuse.detokenize(caller, values)? {
             self.stats.anomaly();
             tracing::warn!(
                 security_event = "detokenize_rate_anomaly",
@@ -92,14 +174,14 @@ impl Vault {
                 "a principal's detokenization rate jumped far above its baseline"
             );
         }
-        Ok(purpose)
+        Ok(())
     }
 
     async fn resolve(&self, caller: &Caller, token: &str, purpose: &Purpose) -> Resolution {
         let mut resolution = Resolution {
             customer_id: String::new(),
             label: String::new(),
-            result: Err(VaultError::not_found("token not found")),
+            result: Err(VaultError::new(Reason::TokenNotFound, "token not found")),
         };
         resolution.result = self
             .try_resolve(caller, token, purpose, &mut resolution)
@@ -115,10 +197,10 @@ impl Vault {
         audit: &mut Resolution,
     ) -> Result<DetokenizedValue, VaultError> {
         tokens::validate_token(token).map_err(|error| VaultError::invalid(error.to_string()))?;
-        let unknown = || VaultError::not_found("token not found");
+        let unknown = || VaultError::new(Reason::TokenNotFound, "token not found");
         let record = self.store.token(token).await?.ok_or_else(unknown)?;
-        let customer = CustomerId::parse(&record.customer_id)
-            .map_err(|_| VaultError::Internal("stored token has a bad customer id".into()))?;
+        let customer = CustomerId::from_stored(&record.customer_id)
+            .map_err(|_| VaultError::internal("stored token has a bad customer id"))?;
         let kind = stored_kind(&record.kind)?;
         let field_name = match &record.target {
             TokenTarget::Field(name) => Some(name.as_str()),
@@ -133,24 +215,28 @@ impl Vault {
             .ok_or_else(unknown)?;
         let shown = shown_for(caller, field_name, kind);
         if shown == Shown::Denied {
-            return Err(VaultError::denied(format!(
-                "principal \"{}\" may not see {} values",
-                caller.name(),
-                audit.label
-            )));
+            return Err(VaultError::new(
+                Reason::FieldNotVisible,
+                format!(
+                    "principal \"{}\" may not see {} values",
+                    caller.name(),
+                    audit.label
+                ),
+            ));
         }
         let cipher = self.keys.cipher(&customer, &customer_record).await?;
         self.check_consent(purpose, &customer, &customer_record, &cipher)
             .await?;
+        let sealing = Sealing::of(&customer_record)?;
         let value = match shown {
             Shown::Plaintext | Shown::Masked => {
                 let plaintext = match &record.target {
                     TokenTarget::Value(ciphertext) => {
-                        let binding = Binding::Token {
-                            customer_id: customer.as_str(),
-                            token,
-                        };
-                        cipher.decrypt(&binding, ciphertext)?
+                        let binding =
+                            sealing.token(customer.as_str(), token, &record.kind, &record.format);
+                        cipher
+                            .decrypt(&binding, ciphertext)
+                            .map_err(|error| integrity_failure(&audit.label, error))?
                     }
                     TokenTarget::Field(name) => {
                         let field = self
@@ -158,15 +244,22 @@ impl Vault {
                             .field(customer.as_str(), name)
                             .await?
                             .ok_or_else(unknown)?;
-                        let binding = Binding::Field {
-                            customer_id: customer.as_str(),
-                            field: name,
-                        };
-                        cipher.decrypt(&binding, &field.ciphertext)?
+                        // The field must be the one this token stands for, of
+                        // the kind the token was disclosed as; in the bound
+                        // layout its ciphertext checks both too.
+                        if field.token != token || field.kind != record.kind {
+                            return Err(VaultError::integrity(format!(
+                                "the token's record does not match field \"{name}\""
+                            )));
+                        }
+                        let binding = sealing.field(customer.as_str(), name, &record.kind, token);
+                        cipher
+                            .decrypt(&binding, &field.ciphertext)
+                            .map_err(|error| integrity_failure(name, error))?
                     }
                 };
                 let text = std::str::from_utf8(&plaintext)
-                    .map_err(|_| VaultError::Internal("stored value is not UTF-8".into()))?;
+                    .map_err(|_| VaultError::internal("stored value is not UTF-8"))?;
                 reveal(shown, kind, text)
             }
             Shown::TokenOnly | Shown::Denied => None,
@@ -216,5 +309,71 @@ fn refused(token: &str, error: VaultError) -> DetokenizedValue {
         value: None,
         shown: Shown::Denied,
         error: Some(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detokenized_value_prints_everything_but_the_value() {
+        let resolved = DetokenizedValue {
+            token: "tok_abc".into(),
+            customer_id: "cust-1".into(),
+            kind: FieldKind::Email,
+            value: Some("jane@example.com".into()),
+            shown: Shown::Plaintext,
+            error: None,
+        };
+        let printed = format!("{resolved:?} {resolved:#?}");
+        assert!(!printed.contains("jane@example.com"), "{printed}");
+        assert!(
+            printed.contains("tok_abc") && printed.contains("cust-1"),
+            "{printed}"
+        );
+        assert!(printed.contains("redacted"), "{printed}");
+    }
+
+    #[test]
+    fn a_results_reply_bytes_bound_its_encoded_size_in_the_response() {
+        use prost::Message;
+        let longest = |len| "x".repeat(len);
+        let error = VaultError::invalid(longest(300));
+        let resolution = Resolution {
+            customer_id: longest(128),
+            label: String::new(),
+            result: Ok(DetokenizedValue {
+                token: longest(1024),
+                customer_id: longest(128),
+                kind: FieldKind::Generic,
+                value: Some(longest(4096)),
+                shown: Shown::Plaintext,
+                error: None,
+            }),
+        };
+        // Every field set at its longest, an error included, and enums at
+        // their largest: more than any one result really carries.
+        let encoded = crate::pb::DetokenizeResponse {
+            results: vec![crate::pb::DetokenizeResult {
+                token: longest(1024),
+                customer_id: longest(128),
+                kind: i32::from(u8::MAX),
+                value: longest(4096),
+                disclosure: i32::from(u8::MAX),
+                error: Some(crate::pb::ItemError {
+                    code: 16,
+                    message: error.to_string(),
+                }),
+            }],
+        }
+        .encoded_len();
+        let bound = resolution.reply_bytes(&longest(1024)) + error.to_string().len();
+        assert!(encoded <= bound, "{encoded} > {bound}");
+        let refused = Resolution {
+            result: Err(error),
+            ..resolution
+        };
+        assert!(refused.reply_bytes("tok") >= "tok".len() + 300);
     }
 }

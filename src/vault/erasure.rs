@@ -1,18 +1,24 @@
-//! DeleteCustomer and deletion receipts: crypto-shredding of one customer.
+//! DeleteCustomer and deletion receipts: crypto-shredding of one customer, and
+//! the erasure journal that keeps an erasure erased when an old copy of the
+//! store is restored.
 
-use std::collections::BTreeSet;
+use crate::vault::Reason;
+use std::sync::Arc;
 
 use crate::policy::Scope;
-use crate::store::{hex, AuditEntry, CustomerChange, IndexEntry, ReceiptRecord};
+use crate::store::{hex, AuditEntry, CustomerChange, ErasureJournal, IndexEntry, ReceiptRecord};
 
 use super::{now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
 
-/// How final an erasure is (see DESIGN.md, "Erasure").
+/// How final an erasure is (docs/architecture.md, "Erasure").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErasureState {
-    /// Records and wrapped DEKs removed from the live store.
+    /// The customer's records, wrapped keys and index entries are gone from
+    /// the live store; keys that could still open copies of them exist.
     Logical,
-    /// Every master key version that wrapped the customer's DEKs is destroyed too.
+    /// Every master version that wrapped the customer's keys or indexed their
+    /// values is destroyed, with its index key, and the backup retention has
+    /// passed since: no key that exists can open anything of the customer.
     Cryptographic,
 }
 
@@ -53,7 +59,7 @@ impl Vault {
         audit: &AuditEntry,
     ) -> Result<DeletionReceipt, VaultError> {
         caller.require_scope(Scope::PrivacyAdmin)?;
-        let customer = CustomerId::parse(customer_id)?;
+        let customer = self.erasable_id(customer_id).await?;
         if reason.len() > self.limits.max_reason_len || reason.chars().any(char::is_control) {
             return Err(VaultError::invalid(format!(
                 "reason must be at most {} bytes of text without control characters",
@@ -64,8 +70,114 @@ impl Vault {
             .retry_commit(|| self.try_delete_customer(&customer, reason, audit))
             .await?;
         self.keys.forget(&customer);
+        // Before the answer: an acknowledged erasure survives a restore.
+        // (Again for an earlier receipt: its first journaling may have been cut short.)
+        self.journal_erasure(&receipt).await?;
         self.stats.erased();
         Ok(self.receipt_view(receipt))
+    }
+
+    /// The id of a customer to erase. A customer stored before ids shaped like
+    /// personal data were refused can still be erased by that id.
+    async fn erasable_id(&self, customer_id: &str) -> Result<CustomerId, VaultError> {
+        let refusal = match CustomerId::parse(customer_id) {
+            Ok(customer) => return Ok(customer),
+            Err(refusal) => refusal,
+        };
+        if let Ok(stored) = CustomerId::from_stored(customer_id) {
+            if self.store.customer(stored.as_str()).await?.is_some() {
+                return Ok(stored);
+            }
+        }
+        Err(refusal)
+    }
+
+    async fn journal_erasure(&self, receipt: &ReceiptRecord) -> Result<(), VaultError> {
+        let Some(journal) = &self.erasure_journal else {
+            return Ok(());
+        };
+        let journal = Arc::clone(journal);
+        let receipt = receipt.clone();
+        tokio::task::spawn_blocking(move || journal.append(&receipt))
+            .await
+            .map_err(|_| VaultError::internal("the erasure journal writer stopped"))??;
+        Ok(())
+    }
+
+    /// Keeps an erasure journal, and erases again every customer it names
+    /// whose receipt the store lacks (the store is older than the journal: a
+    /// restored backup). Returns how many were erased again.
+    pub async fn use_erasure_journal(
+        &mut self,
+        journal: ErasureJournal,
+        receipts: Vec<ReceiptRecord>,
+    ) -> Result<usize, VaultError> {
+        let mut reapplied = 0;
+        for receipt in receipts {
+            if self.store.receipt(&receipt.receipt_id).await?.is_some() {
+                continue;
+            }
+            let customer = CustomerId::from_stored(&receipt.customer_id)
+                .map_err(|_| VaultError::internal("the erasure journal names a bad customer id"))?;
+            self.retry_commit(|| self.try_erase_again(&customer, &receipt))
+                .await?;
+            self.keys.forget(&customer);
+            reapplied += 1;
+        }
+        if reapplied > 0 {
+            tracing::warn!(
+                customers = reapplied,
+                "the store is older than the erasure journal (restored from a backup?): erased those customers again"
+            );
+        }
+        self.erasure_journal = Some(Arc::new(journal));
+        Ok(reapplied)
+    }
+
+    async fn try_erase_again(
+        &self,
+        customer: &CustomerId,
+        receipt: &ReceiptRecord,
+    ) -> Result<(), Attempt> {
+        let audit =
+            super::audit::system_entry("DeleteCustomer", customer.as_str(), "erasure-journal");
+        let record = self.store.customer(customer.as_str()).await?;
+        let mut change = self
+            .erasure_change(customer, record.map(|r| r.revision))
+            .await?;
+        change.receipt = Some(receipt.clone());
+        change.audit = Some(audit);
+        self.store.commit(change).await?;
+        Ok(())
+    }
+
+    /// The change that removes everything of a customer at `revision`
+    /// (`None`: nothing is stored for them; only the receipt is recorded).
+    async fn erasure_change(
+        &self,
+        customer: &CustomerId,
+        revision: Option<u64>,
+    ) -> Result<CustomerChange, VaultError> {
+        let id = customer.as_str();
+        let fields = self.store.fields(id).await?;
+        let tokens = self.store.customer_tokens(id).await?;
+        Ok(CustomerChange {
+            customer_id: id.to_owned(),
+            expected_revision: revision,
+            customer: None,
+            delete_index: fields
+                .iter()
+                .filter_map(|(name, field)| {
+                    field.blind_index.map(|blind_index| IndexEntry {
+                        field_name: name.clone(),
+                        blind_index,
+                    })
+                })
+                .collect(),
+            delete_fields: fields.into_iter().map(|(name, _)| name).collect(),
+            delete_tokens: tokens,
+            ..CustomerChange::default()
+        })
     }
 
     async fn try_delete_customer(
@@ -80,38 +192,20 @@ impl Vault {
             self.store.append_audit(vec![audit.clone()]).await?;
             return Ok(receipt);
         };
-        let fields = self.store.fields(id).await?;
-        let tokens = self.store.customer_tokens(id).await?;
+        let mut change = self.erasure_change(customer, Some(record.revision)).await?;
         let receipt = ReceiptRecord {
             receipt_id: super::tokens::random_id("rcpt"),
             customer_id: id.to_owned(),
             deleted_at_ms: now_ms(),
             reason: reason.to_owned(),
-            fields_erased: fields.len() as u32,
-            tokens_erased: tokens.len() as u32,
+            fields_erased: change.delete_fields.len() as u32,
+            tokens_erased: change.delete_tokens.len() as u32,
             data_keys_destroyed: vec![format!("{id}/dek-v{}", record.dek.version)],
             wrapped_under: record.wrapped_under.clone(),
             audit_hash: String::new(),
         };
-        let change = CustomerChange {
-            customer_id: id.to_owned(),
-            expected_revision: Some(record.revision),
-            customer: None,
-            delete_index: fields
-                .iter()
-                .filter_map(|(name, field)| {
-                    field.blind_index.map(|blind_index| IndexEntry {
-                        field_name: name.clone(),
-                        blind_index,
-                    })
-                })
-                .collect(),
-            delete_fields: fields.into_iter().map(|(name, _)| name).collect(),
-            delete_tokens: tokens,
-            receipt: Some(receipt.clone()),
-            audit: Some(audit.clone()),
-            ..CustomerChange::default()
-        };
+        change.receipt = Some(receipt.clone());
+        change.audit = Some(audit.clone());
         let audit_hash = self.store.commit(change).await?;
         Ok(ReceiptRecord {
             audit_hash: audit_hash.as_ref().map(hex).unwrap_or_default(),
@@ -125,11 +219,11 @@ impl Vault {
             .store
             .erasure_of(customer.as_str())
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
         self.store
             .receipt(&receipt_id)
             .await?
-            .ok_or_else(|| VaultError::Internal("erasure marker without a receipt".into()))
+            .ok_or_else(|| VaultError::internal("erasure marker without a receipt"))
     }
 
     /// The current state of an erasure, by receipt id.
@@ -142,13 +236,14 @@ impl Vault {
         let result = async {
             caller.require_scope(Scope::PrivacyAdmin)?;
             if receipt_id.is_empty() || receipt_id.len() > 64 {
-                return Err(VaultError::invalid("receipt_id must be 1-64 bytes"));
+                return Err(VaultError::invalid_field(
+                    "receipt_id",
+                    "receipt_id must be 1-64 bytes",
+                ));
             }
-            let receipt = self
-                .store
-                .receipt(receipt_id)
-                .await?
-                .ok_or_else(|| VaultError::not_found("no erasure has this receipt id"))?;
+            let receipt = self.store.receipt(receipt_id).await?.ok_or_else(|| {
+                VaultError::new(Reason::ReceiptNotFound, "no erasure has this receipt id")
+            })?;
             Ok(self.receipt_view(receipt))
         }
         .await;
@@ -159,21 +254,25 @@ impl Vault {
     }
 
     fn receipt_view(&self, receipt: ReceiptRecord) -> DeletionReceipt {
-        let live: BTreeSet<u32> = self.keys.master_versions().into_iter().collect();
-        let state = if receipt.wrapped_under.is_disjoint(&live) {
+        let now = now_ms();
+        let next_rotation_ms = self
+            .keys
+            .last_rotation_ms()
+            .saturating_add(self.rotation_policy.master_interval_ms())
+            .max(receipt.deleted_at_ms)
+            .max(now);
+        let due = self.keys.cryptographic_erasure(
+            &receipt.wrapped_under,
+            next_rotation_ms,
+            self.rotation_policy.backup_retention,
+        );
+        let state = if due.keys_destroyed && due.at_ms <= now {
             ErasureState::Cryptographic
         } else {
             ErasureState::Logical
         };
-        let interval_ms = self.rotation_policy.master_interval_ms();
-        let due = (state == ErasureState::Logical).then(|| {
-            self.keys
-                .last_rotation_ms()
-                .saturating_add(interval_ms)
-                .max(receipt.deleted_at_ms)
-        });
         DeletionReceipt {
-            cryptographic_erasure_due_ms: due,
+            cryptographic_erasure_due_ms: (state == ErasureState::Logical).then_some(due.at_ms),
             receipt_id: receipt.receipt_id,
             customer_id: receipt.customer_id,
             deleted_at_ms: receipt.deleted_at_ms,

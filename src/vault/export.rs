@@ -1,23 +1,35 @@
 //! ExportCustomer: everything the vault holds about a customer and who used it
-//! for what, as versioned JSON for portability or a plain-English report.
+//! for what, as versioned JSON for portability or a plain-English report. A
+//! principal with privacy:export gets every value in plaintext; one with
+//! privacy:admin alone gets each value as its disclosure rules allow, as a read
+//! would. Either way the export is audited as an access of what it disclosed.
 
+use crate::vault::Reason;
 use serde::Serialize;
 
-use crate::crypto::{Binding, DataCipher};
+use crate::crypto::DataCipher;
+
+use super::fields::integrity_failure;
+use super::sealing::Sealing;
 use crate::policy::{LegalBasis, Scope};
-use crate::store::{AuditQuery, AuditRecord, TokenTarget};
+use crate::store::{AuditEntry, TokenTarget};
 
 use super::{
-    stored_kind, Caller, ConsentEvent, CustomerId, FieldKind, PrivacyLedger, Vault, VaultError,
+    reveal, shown_for, stored_kind, Caller, ConsentEvent, CustomerId, FieldKind, PrivacyLedger,
+    Shown, Vault, VaultError,
 };
 
+mod access;
 mod report;
+
+pub use access::{AccessHistoryPage, AccessHistoryRequest, ExportedAccess};
+use access::{Incarnation, NON_EMPTY_ARRAY_COST};
 
 /// The `format` and `version` every JSON export carries.
 pub const EXPORT_FORMAT_NAME: &str = "pii-vault.customer-export";
-pub const EXPORT_VERSION: u32 = 1;
-/// Most access events an export lists.
-const MAX_ACCESS_EVENTS: usize = 100_000;
+/// 2: values and tokens may be withheld (`disclosure`, null `value`/`token`);
+/// the access history is newest first, by pages (`access_history_page`).
+pub const EXPORT_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -28,9 +40,11 @@ pub enum ExportFormat {
 pub struct ExportDocument {
     pub bytes: Vec<u8>,
     pub content_type: &'static str,
+    /// For the page of older access events, when this document left them out.
+    pub next_page_token: Option<String>,
 }
 
-/// The JSON export (documented in the README; `version` changes with its shape).
+/// The JSON export (documented in docs/privacy.md; `version` changes with its shape).
 #[derive(Serialize)]
 pub struct CustomerExport {
     pub format: &'static str,
@@ -45,26 +59,41 @@ pub struct CustomerExport {
     /// Policy changes the customer has not acknowledged yet.
     pub pending_notices: Vec<ExportedNotice>,
     pub purposes: Vec<ExportedPurpose>,
+    /// Newest first; `access_history_page` says which part of it this is.
     pub access_history: Vec<ExportedAccess>,
+    pub access_history_page: AccessHistoryPage,
 }
 
 #[derive(Serialize)]
 pub struct ExportedField {
     pub name: String,
     pub kind: &'static str,
-    pub value: String,
-    pub token: String,
+    /// What the exporting principal may see: plaintext, masked, token or denied.
+    pub disclosure: &'static str,
+    /// The value, plaintext or masked; none when only the token or nothing is shown.
+    pub value: Option<String>,
+    /// None when the value is denied.
+    pub token: Option<String>,
     pub updated_at: String,
 }
 
 #[derive(Serialize)]
 pub struct ExportedToken {
-    pub token: String,
+    /// None when the value it stands for is denied.
+    pub token: Option<String>,
     pub kind: &'static str,
     pub format: String,
     /// The field whose value the token stands for, or none for a standalone value.
     pub field: Option<String>,
-    pub value: String,
+    pub disclosure: &'static str,
+    pub value: Option<String>,
+}
+
+/// One value as the exporting principal may see it.
+struct Disclosed {
+    shown: Shown,
+    value: Option<String>,
+    token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -103,58 +132,112 @@ pub struct ExportedPurpose {
     pub basis: &'static str,
 }
 
-#[derive(Serialize)]
-pub struct ExportedAccess {
-    pub at: String,
-    pub principal: String,
-    pub action: String,
-    pub fields: Vec<String>,
-    pub purpose: String,
-    pub outcome: String,
-}
-
 impl Vault {
     pub async fn export_customer(
         &self,
         caller: &Caller,
         customer_id: &str,
         format: ExportFormat,
+        access: &AccessHistoryRequest,
     ) -> Result<ExportDocument, VaultError> {
         let entry = self.audit_entry(caller, "ExportCustomer", customer_id, &[], "");
         let result = async {
-            caller.require_scope(Scope::PrivacyAdmin)?;
+            let plaintext = check_export_scope(caller)?;
             self.abuse.read(caller)?;
             let customer = CustomerId::parse(customer_id)?;
-            let export = self.collect_export(&customer).await?;
-            render(&export, format)
+            let (mut export, created_at_ms) =
+                self.collect_export(caller, plaintext, &customer).await?;
+            let incarnation = Incarnation {
+                customer: &customer,
+                created_at_ms,
+            };
+            let budget = match format {
+                ExportFormat::Json => self.access_history_budget(&mut export, incarnation)?,
+                // The report counts events; it does not list them.
+                ExportFormat::Text => usize::MAX,
+            };
+            let page = self.access_page(incarnation, access, budget).await?;
+            export.access_history = page.events;
+            export.access_history_page = page.page;
+            let document = render(&export, format)?;
+            if format == ExportFormat::Json && document.bytes.len() > self.limits.max_export_bytes {
+                return Err(VaultError::internal(
+                    "an export outgrew the size it was budgeted",
+                ));
+            }
+            Ok((document, export.disclosed_names()))
         }
         .await;
+        // Like an "all fields" GetFields, the event names what was disclosed.
+        let (entry, result) = match result {
+            Ok((document, fields)) => (AuditEntry { fields, ..entry }, Ok(document)),
+            Err(error) => (entry, Err(error)),
+        };
         self.audit_outcome(entry, result).await
     }
 
-    async fn collect_export(&self, customer: &CustomerId) -> Result<CustomerExport, VaultError> {
+    /// Bytes the access history may take in the JSON document: what is left of
+    /// `max_export_bytes` once everything else, and the longest page
+    /// description, is counted.
+    fn access_history_budget(
+        &self,
+        export: &mut CustomerExport,
+        incarnation: Incarnation<'_>,
+    ) -> Result<usize, VaultError> {
+        // The longest description a page can have.
+        export.access_history_page =
+            AccessHistoryPage::new(false, false, Some(incarnation.longest_token()));
+        let without_history =
+            render(export, ExportFormat::Json)?.bytes.len() + NON_EMPTY_ARRAY_COST;
+        let max = self.limits.max_export_bytes;
+        max.checked_sub(without_history).ok_or_else(|| {
+            VaultError::new(
+                Reason::ExportTooLarge,
+                format!(
+                    "this customer's export takes {without_history} bytes before its access \
+                 history, more than the {max} bytes an export may take"
+                ),
+            )
+        })
+    }
+
+    /// Everything but the access history, and when the customer was created.
+    async fn collect_export(
+        &self,
+        caller: &Caller,
+        plaintext: bool,
+        customer: &CustomerId,
+    ) -> Result<(CustomerExport, i64), VaultError> {
         let id = customer.as_str();
         let record = self
             .store
             .customer(id)
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
         let cipher = self.keys.cipher(customer, &record).await?;
         let ledger = PrivacyLedger::open(customer, &record, &cipher)?;
-        let fields = self.exported_fields(customer, &cipher).await?;
-        let tokens = self.exported_tokens(customer, &cipher, &fields).await?;
-        let versions = self.store.policy_versions().await?;
-        let notices =
-            super::notices::pending_notices(&ledger, record.created_at_ms, &versions, &self.policy);
-        let access = self
-            .store
-            .audit_events(&AuditQuery {
-                customer_id: Some(id.to_owned()),
-                limit: MAX_ACCESS_EVENTS,
-                ..AuditQuery::default()
-            })
+        let shown = |field: Option<&str>, kind: FieldKind| {
+            if plaintext {
+                Shown::Plaintext
+            } else {
+                shown_for(caller, field, kind)
+            }
+        };
+        let sealing = Sealing::of(&record)?;
+        let fields = self
+            .exported_fields(customer, (&cipher, sealing), &shown)
             .await?;
-        Ok(CustomerExport {
+        let tokens = self
+            .exported_tokens(customer, (&cipher, sealing), &fields, &shown)
+            .await?;
+        let versions = self.store.policy_versions().await?;
+        let notices = super::notices::pending_notices(
+            &ledger,
+            record.created_at_ms,
+            &versions,
+            &caller.policy,
+        );
+        let export = CustomerExport {
             format: EXPORT_FORMAT_NAME,
             version: EXPORT_VERSION,
             customer_id: id.to_owned(),
@@ -183,7 +266,7 @@ impl Vault {
                     purposes_needing_consent: notice.purposes_needing_consent,
                 })
                 .collect(),
-            purposes: self
+            purposes: caller
                 .policy
                 .purposes()
                 .iter()
@@ -193,28 +276,32 @@ impl Vault {
                     basis: purpose.basis.name(),
                 })
                 .collect(),
-            access_history: this_incarnation(access)
-                .into_iter()
-                .map(exported_access)
-                .collect(),
-        })
+            access_history: Vec::new(),
+            access_history_page: AccessHistoryPage::new(true, true, None),
+        };
+        Ok((export, record.created_at_ms))
     }
 
     async fn exported_fields(
         &self,
         customer: &CustomerId,
-        cipher: &DataCipher,
+        (cipher, sealing): (&DataCipher, Sealing),
+        shown: &impl Fn(Option<&str>, FieldKind) -> Shown,
     ) -> Result<Vec<ExportedField>, VaultError> {
         let mut exported = Vec::new();
         for (name, field) in self.store.fields(customer.as_str()).await? {
-            let binding = Binding::Field {
-                customer_id: customer.as_str(),
-                field: &name,
-            };
+            let kind = stored_kind(&field.kind)?;
+            let binding = sealing.field(customer.as_str(), &name, &field.kind, &field.token);
+            let disclosed = disclose(shown(Some(&name), kind), kind, field.token.clone(), || {
+                cipher
+                    .decrypt(&binding, &field.ciphertext)
+                    .map_err(|error| integrity_failure(&name, error))
+            })?;
             exported.push(ExportedField {
-                kind: stored_kind(&field.kind)?.name(),
-                value: utf8(cipher.decrypt(&binding, &field.ciphertext)?)?,
-                token: field.token,
+                kind: kind.name(),
+                disclosure: disclosed.shown.name(),
+                value: disclosed.value,
+                token: disclosed.token,
                 updated_at: rfc3339(field.updated_at_ms),
                 name,
             });
@@ -225,39 +312,116 @@ impl Vault {
     async fn exported_tokens(
         &self,
         customer: &CustomerId,
-        cipher: &DataCipher,
+        (cipher, sealing): (&DataCipher, Sealing),
         fields: &[ExportedField],
+        shown: &impl Fn(Option<&str>, FieldKind) -> Shown,
     ) -> Result<Vec<ExportedToken>, VaultError> {
         let mut exported = Vec::new();
         for token in self.store.customer_tokens(customer.as_str()).await? {
             let Some(record) = self.store.token(&token).await? else {
                 continue;
             };
-            let (field, value) = match &record.target {
+            let kind = stored_kind(&record.kind)?;
+            let (field, disclosed) = match &record.target {
+                // A field's token is shown as its field is.
                 TokenTarget::Field(name) => {
+                    let shown = shown(Some(name), kind);
                     let value = fields
                         .iter()
-                        .find(|f| &f.name == name)
-                        .map(|f| f.value.clone());
-                    (Some(name.clone()), value.unwrap_or_default())
+                        .find(|field| &field.name == name)
+                        .and_then(|field| field.value.clone());
+                    let disclosed = Disclosed {
+                        shown,
+                        value,
+                        token: (shown != Shown::Denied).then(|| token.clone()),
+                    };
+                    (Some(name.clone()), disclosed)
                 }
                 TokenTarget::Value(ciphertext) => {
-                    let binding = Binding::Token {
-                        customer_id: customer.as_str(),
-                        token: &token,
-                    };
-                    (None, utf8(cipher.decrypt(&binding, ciphertext)?)?)
+                    let binding =
+                        sealing.token(customer.as_str(), &token, &record.kind, &record.format);
+                    let disclosed = disclose(shown(None, kind), kind, token.clone(), || {
+                        cipher
+                            .decrypt(&binding, ciphertext)
+                            .map_err(|error| integrity_failure(kind.name(), error))
+                    })?;
+                    (None, disclosed)
                 }
             };
             exported.push(ExportedToken {
-                kind: stored_kind(&record.kind)?.name(),
+                kind: kind.name(),
                 format: record.format,
                 field,
-                value,
-                token,
+                disclosure: disclosed.shown.name(),
+                value: disclosed.value,
+                token: disclosed.token,
             });
         }
         Ok(exported)
+    }
+}
+
+/// privacy:export exports in plaintext (true); privacy:admin as the caller's
+/// disclosure rules allow (false); anything else is refused.
+fn check_export_scope(caller: &Caller) -> Result<bool, VaultError> {
+    if caller.principal.has_scope(Scope::PrivacyExport) {
+        return Ok(true);
+    }
+    if caller.principal.has_scope(Scope::PrivacyAdmin) {
+        return Ok(false);
+    }
+    let refusal = VaultError::new(
+        Reason::ScopeMissing,
+        format!(
+            "principal \"{}\" lacks the scope {} (or {}, for an export as its disclosure rules allow)",
+            caller.name(),
+            Scope::PrivacyExport.name(),
+            Scope::PrivacyAdmin.name()
+        ),
+    );
+    Err(refusal.with("scope", Scope::PrivacyExport.name()))
+}
+
+/// A value as `shown`: decrypted only when some of it is shown, its token
+/// kept unless it is denied.
+fn disclose(
+    shown: Shown,
+    kind: FieldKind,
+    token: String,
+    decrypt: impl FnOnce() -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError>,
+) -> Result<Disclosed, VaultError> {
+    let value = match shown {
+        Shown::Plaintext | Shown::Masked => reveal(shown, kind, &utf8(decrypt()?)?),
+        Shown::TokenOnly | Shown::Denied => None,
+    };
+    Ok(Disclosed {
+        shown,
+        value,
+        token: (shown != Shown::Denied).then_some(token),
+    })
+}
+
+impl CustomerExport {
+    /// The fields whose value or token the export holds, and the kinds of the
+    /// standalone values it holds, as Detokenize records them.
+    fn disclosed_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let fields = self
+            .fields
+            .iter()
+            .filter(|field| field.token.is_some())
+            .map(|field| field.name.as_str());
+        let standalone = self
+            .tokens
+            .iter()
+            .filter(|token| token.field.is_none() && token.token.is_some())
+            .map(|token| token.kind);
+        for name in fields.chain(standalone) {
+            if !names.iter().any(|known| known == name) {
+                names.push(name.to_owned());
+            }
+        }
+        names
     }
 }
 
@@ -265,25 +429,15 @@ fn render(export: &CustomerExport, format: ExportFormat) -> Result<ExportDocumen
     match format {
         ExportFormat::Json => Ok(ExportDocument {
             bytes: serde_json::to_vec_pretty(export)
-                .map_err(|_| VaultError::Internal("export does not serialize".into()))?,
+                .map_err(|_| VaultError::internal("export does not serialize"))?,
             content_type: "application/json",
+            next_page_token: export.access_history_page.next_page_token.clone(),
         }),
         ExportFormat::Text => Ok(ExportDocument {
             bytes: report::plain_english(export).into_bytes(),
             content_type: "text/plain; charset=utf-8",
+            next_page_token: export.access_history_page.next_page_token.clone(),
         }),
-    }
-}
-
-/// The events since the customer id was last erased: a customer created again
-/// under the same id is a new person to the vault.
-fn this_incarnation(mut events: Vec<AuditRecord>) -> Vec<AuditRecord> {
-    let last_erasure = events
-        .iter()
-        .rposition(|event| event.action == "DeleteCustomer" && event.outcome == "ok");
-    match last_erasure {
-        Some(position) => events.split_off(position + 1),
-        None => events,
     }
 }
 
@@ -297,20 +451,9 @@ fn exported_consent(event: &ConsentEvent) -> ExportedConsent {
     }
 }
 
-fn exported_access(record: AuditRecord) -> ExportedAccess {
-    ExportedAccess {
-        at: rfc3339(record.at_ms),
-        principal: record.principal,
-        action: record.action,
-        fields: record.fields,
-        purpose: record.purpose,
-        outcome: record.outcome,
-    }
-}
-
 fn utf8(plaintext: zeroize::Zeroizing<Vec<u8>>) -> Result<String, VaultError> {
     String::from_utf8(plaintext.to_vec())
-        .map_err(|_| VaultError::Internal("stored value is not UTF-8".into()))
+        .map_err(|_| VaultError::internal("stored value is not UTF-8"))
 }
 
 /// Milliseconds since the epoch as RFC 3339 (UTC).

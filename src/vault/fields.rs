@@ -1,13 +1,16 @@
 //! PutFields, GetFields and DeleteFields: a customer's named profile fields.
 
+use crate::vault::Reason;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::crypto::Binding;
 use crate::policy::Purpose;
 use crate::policy::Scope;
-use crate::store::{AuditEntry, CustomerChange, FieldRecord, IndexEntry, TokenRecord, TokenTarget};
+use crate::store::{
+    AuditEntry, CustomerChange, CustomerRecord, FieldRecord, IndexEntry, TokenRecord, TokenTarget,
+};
 
-use super::tokenize::TokenMinter;
+use super::sealing::{advance_revision, Sealing};
+use super::tokenize::{check_deterministic, TokenMinter};
 use super::{
     now_ms, reveal, shown_for, stored_kind, today, Attempt, Caller, CustomerId, FieldKind,
     FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
@@ -35,10 +38,23 @@ struct FieldWrite<'a> {
     format: TokenFormat,
     purpose: &'a Purpose,
     audit: &'a AuditEntry,
+    /// The revision the caller read (0: none yet), when it asked for a check.
+    expected_revision: Option<u64>,
 }
 
-/// One field as a caller may see it.
-#[derive(Debug)]
+/// What a PutFields wrote: each field's token, and the customer's revision now.
+pub struct FieldsWritten {
+    pub tokens: BTreeMap<String, String>,
+    pub revision: u64,
+}
+
+/// The fields a GetFields returns, and the customer's revision they were read at.
+pub struct FieldsRead {
+    pub fields: Vec<FieldView>,
+    pub revision: u64,
+}
+
+/// One field as a caller may see it. Its `Debug` leaves the value out.
 pub struct FieldView {
     pub name: String,
     pub kind: FieldKind,
@@ -49,9 +65,24 @@ pub struct FieldView {
     pub updated_at_ms: i64,
 }
 
+impl std::fmt::Debug for FieldView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldView")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("value", &super::redacted(&self.value))
+            .field("token", &self.token)
+            .field("shown", &self.shown)
+            .field("error", &self.error)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .finish()
+    }
+}
+
 impl Vault {
     /// Stores (inserts or replaces) fields of one customer; returns each field's
-    /// token. Any invalid field rejects the whole request with nothing written.
+    /// token. Any invalid field rejects the whole request with nothing written,
+    /// and so does a customer no longer at `expected_revision` (ABORTED).
     pub async fn put_fields(
         &self,
         caller: &Caller,
@@ -59,7 +90,8 @@ impl Vault {
         inputs: Vec<FieldInput>,
         purpose: &str,
         format: TokenFormat,
-    ) -> Result<BTreeMap<String, String>, VaultError> {
+        expected_revision: Option<u64>,
+    ) -> Result<FieldsWritten, VaultError> {
         let names: Vec<String> = inputs.iter().map(|input| input.name.clone()).collect();
         let entry = self.audit_entry(caller, "PutFields", customer_id, &names, purpose);
         let result = async {
@@ -67,12 +99,21 @@ impl Vault {
             let customer = CustomerId::parse(customer_id)?;
             let purpose = self.check_purpose(caller, purpose)?;
             let fields = self.validate_fields(inputs)?;
+            if format == TokenFormat::Deterministic {
+                let asked = fields.iter().map(|field| {
+                    let what = format!("field \"{}\" ({})", field.name, field.kind.name());
+                    (what, Some(field.name.as_str()), field.kind)
+                });
+                let count = check_deterministic(caller, asked)?;
+                self.spend_detokenize_budget(caller, count)?;
+            }
             let write = FieldWrite {
                 customer: &customer,
                 fields: &fields,
                 format,
                 purpose,
                 audit: &entry,
+                expected_revision,
             };
             self.retry_commit(|| self.try_put_fields(&write)).await
         }
@@ -113,10 +154,7 @@ impl Vault {
             .collect()
     }
 
-    async fn try_put_fields(
-        &self,
-        write: &FieldWrite<'_>,
-    ) -> Result<BTreeMap<String, String>, Attempt> {
+    async fn try_put_fields(&self, write: &FieldWrite<'_>) -> Result<FieldsWritten, Attempt> {
         let FieldWrite {
             customer,
             fields,
@@ -126,14 +164,43 @@ impl Vault {
         let now = now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
+        let current = writable.expected_revision.unwrap_or(0);
+        if write
+            .expected_revision
+            .is_some_and(|expected| expected != current)
+        {
+            return Err(VaultError::new(
+                Reason::RevisionMismatch,
+                format!(
+                    "the customer is at revision {current}, not the expected {}: read it again \
+                 and retry",
+                    write.expected_revision.unwrap_or(0)
+                ),
+            )
+            .into());
+        }
         self.check_consent(write.purpose, customer, &writable.record, &writable.cipher)
             .await?;
         let existing: HashMap<String, FieldRecord> = match writable.expected_revision {
             Some(_) => self.store.fields(id).await?.into_iter().collect(),
             None => HashMap::new(),
         };
+        refuse_kind_changes(fields, &existing)?;
+        let added = fields
+            .iter()
+            .filter(|field| !existing.contains_key(field.name.as_str()))
+            .count();
+        if existing.len() + added > self.limits.max_fields_per_customer {
+            return Err(VaultError::new(Reason::CustomerFieldLimit, format!(
+                "a customer may hold at most {} fields; this one holds {} and the request adds {added}",
+                self.limits.max_fields_per_customer,
+                existing.len()
+            ))
+            .into());
+        }
         let mut change = writable.change(customer);
-        let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
+        let sealing = Sealing::of(&writable.record)?;
+        let mut minter = TokenMinter::new(self, customer, &writable.token_key);
         let mut tokens = BTreeMap::new();
         for field in fields {
             let name = field.name.as_str();
@@ -148,18 +215,16 @@ impl Vault {
                         .await?
                 }
             };
-            let ciphertext = writable.cipher.encrypt(
-                &Binding::Field {
-                    customer_id: id,
-                    field: name,
-                },
-                field.normalized.as_bytes(),
-            );
+            let binding = sealing.field(id, name, field.kind.name(), &token);
+            let ciphertext = writable
+                .cipher
+                .encrypt(&binding, field.normalized.as_bytes());
             writable.record.encryptions += 1;
-            let blind_index = field
-                .kind
-                .is_searchable()
-                .then(|| self.keys.blind_index(name, field.kind, &field.normalized));
+            let blind_index = field.kind.is_searchable().then(|| {
+                let (version, index) = self.keys.blind_index(name, field.kind, &field.normalized);
+                writable.record.wrapped_under.insert(version);
+                index
+            });
             if let Some(old_index) = old.and_then(|old| old.blind_index) {
                 change.delete_index.push(IndexEntry {
                     field_name: name.to_owned(),
@@ -178,13 +243,9 @@ impl Vault {
                 format: format.name().to_owned(),
                 target: TokenTarget::Field(name.to_owned()),
             };
-            match old {
-                None => change.new_tokens.push((token.clone(), token_record)),
-                // A replaced value keeps its token; only a change of kind rewrites it.
-                Some(old) if old.kind != field.kind.name() => {
-                    change.put_tokens.push((token.clone(), token_record))
-                }
-                Some(_) => {}
+            // A replaced value keeps its token (and its kind: see refuse_kind_changes).
+            if old.is_none() {
+                change.new_tokens.push((token.clone(), token_record));
             }
             change.put_fields.push((
                 name.to_owned(),
@@ -205,11 +266,14 @@ impl Vault {
         change.audit = Some(write.audit.clone());
         let encryptions = writable.record.encryptions;
         let new_tokens = change.new_tokens.len();
-        writable.finish(&mut change);
+        writable.finish(&mut change)?;
         self.store.commit(change).await?;
         (0..new_tokens).for_each(|_| self.stats.token_issued(format));
         self.rekey_if_worn(customer, encryptions).await;
-        Ok(tokens)
+        Ok(FieldsWritten {
+            tokens,
+            revision: current + 1,
+        })
     }
 
     /// Reads fields of one customer, each disclosed as the caller's policy allows.
@@ -219,15 +283,15 @@ impl Vault {
         customer_id: &str,
         field_names: &[String],
         purpose: &str,
-    ) -> Result<Vec<FieldView>, VaultError> {
+    ) -> Result<FieldsRead, VaultError> {
         let entry = self.audit_entry(caller, "GetFields", customer_id, field_names, purpose);
         let result = self
             .read_fields(caller, customer_id, field_names, purpose)
             .await;
         let entry = match &result {
             // An "all fields" read records the names it returned.
-            Ok(views) if field_names.is_empty() => AuditEntry {
-                fields: views.iter().map(|view| view.name.clone()).collect(),
+            Ok(read) if field_names.is_empty() => AuditEntry {
+                fields: read.fields.iter().map(|view| view.name.clone()).collect(),
                 ..entry
             },
             _ => entry,
@@ -241,7 +305,7 @@ impl Vault {
         customer_id: &str,
         field_names: &[String],
         purpose: &str,
-    ) -> Result<Vec<FieldView>, VaultError> {
+    ) -> Result<FieldsRead, VaultError> {
         caller.require_scope(Scope::DataRead)?;
         self.abuse.read(caller)?;
         let customer = CustomerId::parse(customer_id)?;
@@ -259,7 +323,7 @@ impl Vault {
             .store
             .customer(customer.as_str())
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
         let stored: BTreeMap<String, FieldRecord> = self
             .store
             .fields(customer.as_str())
@@ -284,20 +348,31 @@ impl Vault {
         let cipher = self.keys.cipher(&customer, &record).await?;
         self.check_consent(purpose, &customer, &record, &cipher)
             .await?;
-        selected
+        let sealing = Sealing::of(&record)?;
+        let fields = selected
             .into_iter()
             .map(|(name, field)| match field {
-                Some(field) => self.view_field(caller, &customer, &cipher, name, field),
+                Some(field) => {
+                    let opener = Opener {
+                        customer: &customer,
+                        cipher: &cipher,
+                        sealing,
+                    };
+                    self.view_field(caller, &opener, name, field)
+                }
                 None => Ok(missing_field(name)),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(FieldsRead {
+            fields,
+            revision: record.revision,
+        })
     }
 
     fn view_field(
         &self,
         caller: &Caller,
-        customer: &CustomerId,
-        cipher: &crate::crypto::DataCipher,
+        opener: &Opener<'_>,
         name: String,
         field: FieldRecord,
     ) -> Result<FieldView, VaultError> {
@@ -305,22 +380,30 @@ impl Vault {
         let shown = shown_for(caller, Some(&name), kind);
         let value = match shown {
             Shown::Plaintext | Shown::Masked => {
-                let binding = Binding::Field {
-                    customer_id: customer.as_str(),
-                    field: &name,
-                };
-                let plaintext = cipher.decrypt(&binding, &field.ciphertext)?;
+                let binding = opener.sealing.field(
+                    opener.customer.as_str(),
+                    &name,
+                    &field.kind,
+                    &field.token,
+                );
+                let plaintext = opener
+                    .cipher
+                    .decrypt(&binding, &field.ciphertext)
+                    .map_err(|error| integrity_failure(&name, error))?;
                 let text = std::str::from_utf8(&plaintext)
-                    .map_err(|_| VaultError::Internal("stored value is not UTF-8".into()))?;
+                    .map_err(|_| VaultError::internal("stored value is not UTF-8"))?;
                 reveal(shown, kind, text)
             }
             Shown::TokenOnly | Shown::Denied => None,
         };
         let error = (shown == Shown::Denied).then(|| {
-            VaultError::denied(format!(
-                "principal \"{}\" may not see field \"{name}\"",
-                caller.name()
-            ))
+            VaultError::new(
+                Reason::FieldNotVisible,
+                format!(
+                    "principal \"{}\" may not see field \"{name}\"",
+                    caller.name()
+                ),
+            )
         });
         Ok(FieldView {
             token: if shown == Shown::Denied {
@@ -361,7 +444,10 @@ impl Vault {
         caller.require_scope(Scope::DataWrite)?;
         let customer = CustomerId::parse(customer_id)?;
         if field_names.is_empty() {
-            return Err(VaultError::invalid("field_names: name at least one field"));
+            return Err(VaultError::invalid_field(
+                "field_names",
+                "field_names: name at least one field",
+            ));
         }
         Limits::check_count(
             "field_names",
@@ -387,7 +473,10 @@ impl Vault {
             .store
             .customer(id)
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
+        if Sealing::of(&record)? == Sealing::Unbound {
+            record = self.migrate_binding(customer).await?;
+        }
         let mut change = CustomerChange {
             customer_id: id.to_owned(),
             expected_revision: Some(record.revision),
@@ -410,22 +499,112 @@ impl Vault {
             self.store.append_audit(vec![audit.clone()]).await?;
             return Ok(0);
         }
-        record.revision += 1;
+        self.commit_at_next_revision(customer, record, change, audit)
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Commits `change` (which expects `record`'s revision) with `record`
+    /// moved to its next revision and `audit` as its event. The privacy
+    /// ledger is sealed to the revision, so it is re-sealed (see `sealing`).
+    pub(super) async fn commit_at_next_revision(
+        &self,
+        customer: &CustomerId,
+        mut record: CustomerRecord,
+        mut change: CustomerChange,
+        audit: &AuditEntry,
+    ) -> Result<(), Attempt> {
+        let next = record.revision + 1;
+        if record.privacy.is_some() {
+            let cipher = self.keys.cipher(customer, &record).await?;
+            advance_revision(customer.as_str(), &mut record, next, &cipher)?;
+        } else {
+            record.revision = next;
+        }
         change.customer = Some(record);
         change.audit = Some(audit.clone());
         self.store.commit(change).await?;
-        Ok(deleted)
+        Ok(())
     }
+}
+
+/// What opens one customer's field values.
+struct Opener<'a> {
+    customer: &'a CustomerId,
+    cipher: &'a crate::crypto::DataCipher,
+    sealing: Sealing,
+}
+
+/// A field keeps the kind it was stored with: a new kind would drop its
+/// search index and change who sees it in plaintext, so it takes a
+/// DeleteFields first, on purpose, rather than a PutFields by mistake.
+fn refuse_kind_changes(
+    fields: &[ValidField],
+    existing: &HashMap<String, FieldRecord>,
+) -> Result<(), VaultError> {
+    for field in fields {
+        if let Some(old) = existing.get(field.name.as_str()) {
+            if old.kind != field.kind.name() {
+                return Err(VaultError::new(
+                    Reason::FieldKindMismatch,
+                    format!(
+                        "field \"{}\" is stored as kind {}, not {}: delete the field first to \
+                     store it as another kind",
+                        field.name,
+                        old.kind,
+                        field.kind.name()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stored value that does not open where its records say it belongs: it
+/// was moved, relabelled or re-pointed. Names the field, never the value.
+pub(super) fn integrity_failure(what: &str, error: crate::crypto::CryptoError) -> VaultError {
+    VaultError::integrity(format!(
+        "the stored value of \"{what}\" does not open as its records describe it ({error})"
+    ))
 }
 
 fn missing_field(name: String) -> FieldView {
     FieldView {
-        error: Some(VaultError::not_found(format!("field \"{name}\" not found"))),
+        error: Some(VaultError::new(
+            Reason::FieldNotFound,
+            format!("field \"{name}\" not found"),
+        )),
         name,
         kind: FieldKind::Generic,
         value: None,
         token: String::new(),
         shown: Shown::Denied,
         updated_at_ms: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_view_prints_everything_but_its_value() {
+        let view = FieldView {
+            name: "ssn".into(),
+            kind: FieldKind::Ssn,
+            value: Some("219-09-9999".into()),
+            token: "tok_abc".into(),
+            shown: Shown::Plaintext,
+            error: None,
+            updated_at_ms: 7,
+        };
+        let printed = format!("{view:?} {view:#?}");
+        assert!(!printed.contains("219-09-9999"), "{printed}");
+        assert!(
+            printed.contains("ssn") && printed.contains("tok_abc"),
+            "{printed}"
+        );
+        assert!(printed.contains("redacted"), "{printed}");
     }
 }

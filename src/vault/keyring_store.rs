@@ -1,6 +1,7 @@
 //! Where the keyring is kept: its own file (one vault process, sled), or a
 //! table shared by every replica (PostgreSQL), sealed by the root key in both.
 
+use crate::vault::Reason;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub const KEYRING_POLL: Duration = Duration::from_secs(1);
 /// The keyring in the database, shared by every replica. A destroyed master
 /// version is overwritten in the table, but PostgreSQL keeps old row versions
 /// until VACUUM and in its WAL and backups: those copies stay sealed by the
-/// root key (see the README on what that means for erasure).
+/// root key (see docs/keys-and-erasure.md on what that means for erasure).
 pub struct TableKeyring {
     store: Arc<PgStore>,
     root: RootKey,
@@ -78,10 +79,9 @@ impl TableKeyring {
             Ok(()) => Ok((table, fresh)),
             // Another replica created it first: use theirs.
             Err(_) => {
-                let keyring = table
-                    .newer()
-                    .await?
-                    .ok_or_else(|| VaultError::Unavailable("the keyring table is empty".into()))?;
+                let keyring = table.newer().await?.ok_or_else(|| {
+                    VaultError::new(Reason::StoreUnavailable, "the keyring table is empty")
+                })?;
                 Ok((table, keyring))
             }
         }
@@ -106,8 +106,9 @@ impl KeyringStore for TableKeyring {
             .save_keyring_row(expected, next, lowest_live as i32, &sealed)
             .await
             .map_err(|error| match error {
-                CommitError::Conflict => VaultError::Unavailable(
-                    "the keyring changed elsewhere, or keys are still wrapped under a version being retired; retry".into(),
+                CommitError::Conflict => VaultError::new(
+                    Reason::RotationIncomplete,
+                    "the keyring changed elsewhere, or keys are still wrapped under a version being retired; retry",
                 ),
                 other => other.into(),
             })?;

@@ -18,10 +18,17 @@ mod keys;
 pub mod kinds;
 mod limits;
 mod notices;
+mod policy_reload;
+mod refusals;
+mod request_ids;
 mod rotation;
 mod rotation_schedule;
+mod rule_names;
+mod sealing;
 mod search;
 mod stats;
+mod tls_reload;
+mod token_deletion;
 mod tokenize;
 pub mod tokens;
 
@@ -32,25 +39,34 @@ use crate::store::{CommitError, Store};
 
 pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
-pub use audit::{AuditFilter, ChainVerification};
+pub use audit::{AuditFilter, AuditPage, ChainVerification, VerifyFrom};
 pub use caller::Caller;
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
-pub use customer_keys::{CustomerKeyStatus, KeyStatus};
+pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus};
 pub use detokenize::DetokenizedValue;
 pub use erasure::{DeletionReceipt, ErasureState};
-pub use error::VaultError;
-pub use export::{ExportDocument, ExportFormat};
-pub use fields::{FieldInput, FieldView};
-pub use ids::{CustomerId, FieldName};
+pub use error::{Reason, VaultError};
+pub use export::{AccessHistoryRequest, ExportDocument, ExportFormat};
+pub use fields::{FieldInput, FieldView, FieldsRead, FieldsWritten};
+pub use ids::{personal_shape, CustomerId, FieldName};
 pub use keyring_store::{FileKeyring, KeyringStore, TableKeyring, KEYRING_POLL};
 pub use keys::KeyManager;
 pub use kinds::FieldKind;
-pub use limits::Limits;
+pub use limits::{Limits, RefusalBudget, RefusalLimits};
 pub use notices::{Notice, PolicyChange};
-pub use rotation::{RotationPolicy, RotationProgress};
+pub use policy_reload::ReloadTrigger;
+pub use rotation::{ProgressWatch, RotationPolicy, RotationProgress};
+pub use rule_names::kind_named_rule_warnings;
+pub use search::{SearchPage, SearchRequest};
 pub use stats::StatsSnapshot;
+pub use tls_reload::TlsReload;
 pub use tokenize::TokenizeItem;
 pub use tokens::TokenFormat;
+
+/// What `Debug` shows of a value: whether there is one, never what it is.
+fn redacted(value: &Option<String>) -> Option<&'static str> {
+    value.as_ref().map(|_| "[redacted]")
+}
 
 /// What a caller was shown of one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,20 +77,47 @@ pub enum Shown {
     Denied,
 }
 
+impl Shown {
+    /// The name an export uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shown::Plaintext => "plaintext",
+            Shown::Masked => "masked",
+            Shown::TokenOnly => "token",
+            Shown::Denied => "denied",
+        }
+    }
+}
+
 /// How many times a change is retried when a concurrent request changed the same
 /// customer first, or a freshly drawn token turned out to be taken.
 const COMMIT_ATTEMPTS: usize = 16;
 
+/// The pause before retry `retry` (from 0) of a commit that lost a race: a
+/// random time up to 1 ms doubled each retry, at most 64 ms.
+fn commit_backoff(retry: usize) -> std::time::Duration {
+    use rand::Rng;
+    let cap_us = 1_000u64 << retry.min(6);
+    std::time::Duration::from_micros(rand::rng().random_range(0..=cap_us))
+}
+
 pub struct Vault {
     store: Arc<dyn Store>,
     keys: KeyManager,
-    policy: Arc<Policy>,
+    /// The policy in force; a reload swaps the whole of it at once.
+    policy: std::sync::RwLock<Arc<Policy>>,
     limits: Limits,
     rotation_policy: RotationPolicy,
     /// Held by the one master rotation that may run at a time.
     rotation_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How far the master rotation this process runs got, for GetKeyStatus.
+    rotation_counts: std::sync::Mutex<Option<rotation::RewrapCounts>>,
     stats: stats::VaultStats,
     abuse: abuse::AbuseGuard,
+    /// Which refusals are recorded at once and which are counted for later.
+    refusals: refusals::RefusalGate,
+    /// Where erasures are journaled outside the store (none in some tests).
+    erasure_journal: Option<Arc<crate::store::ErasureJournal>>,
 }
 
 impl Vault {
@@ -88,17 +131,39 @@ impl Vault {
         Vault {
             store,
             keys,
-            policy,
+            policy: std::sync::RwLock::new(policy),
+            refusals: refusals::RefusalGate::new(limits.refusals.clone()),
             limits,
             rotation_policy,
             rotation_lock: Arc::new(tokio::sync::Mutex::new(())),
+            rotation_counts: std::sync::Mutex::new(None),
             stats: stats::VaultStats::default(),
             abuse: abuse::AbuseGuard::default(),
+            erasure_journal: None,
         }
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy in force now: a call takes it once and keeps it.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Puts `policy` in force for every call that starts from now on.
+    pub fn replace_policy(&self, policy: Arc<Policy>) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = policy;
+    }
+
+    /// Whether the store can take writes now (readiness).
+    pub async fn store_health(&self) -> crate::store::StoreHealth {
+        self.store.health().await
     }
 
     /// Flushes the store (graceful shutdown).
@@ -107,48 +172,57 @@ impl Vault {
     }
 
     /// The purpose a request names, if it exists and the caller may claim it.
-    fn check_purpose(&self, caller: &Caller, purpose: &str) -> Result<&Purpose, VaultError> {
+    fn check_purpose<'c>(
+        &self,
+        caller: &'c Caller,
+        purpose: &str,
+    ) -> Result<&'c Purpose, VaultError> {
         if purpose.is_empty() {
-            return Err(VaultError::invalid("purpose is required"));
+            return Err(VaultError::invalid_field("purpose", "purpose is required"));
         }
-        let known = self
+        let known = caller
             .policy
             .purpose(purpose)
             .ok_or_else(|| unknown_purpose(purpose))?;
         if !caller.principal.may_use_purpose(purpose) {
-            return Err(VaultError::denied(format!(
-                "principal \"{}\" may not use the purpose \"{purpose}\"",
-                caller.name()
-            )));
+            let refusal = VaultError::new(
+                Reason::PurposeNotAllowed,
+                format!(
+                    "principal \"{}\" may not use the purpose \"{purpose}\"",
+                    caller.name()
+                ),
+            );
+            return Err(refusal.with("purpose", purpose));
         }
         Ok(known)
     }
 
-    /// Runs `attempt` until it commits, retrying on a lost race.
+    /// Runs `attempt` until it commits, retrying on a lost race after a
+    /// growing, jittered pause (so that racing writers stop colliding);
+    /// ABORTED once every try lost.
     async fn retry_commit<T, F, Fut>(&self, mut attempt: F) -> Result<T, VaultError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
-        for _ in 1..COMMIT_ATTEMPTS {
+        for retry in 0..COMMIT_ATTEMPTS - 1 {
             match attempt().await {
-                Err(Attempt::Commit(CommitError::Conflict | CommitError::Taken)) => continue,
-                Err(Attempt::Commit(CommitError::StaleKeyring)) => {
-                    self.keys.reload().await?;
-                    continue;
-                }
+                Err(Attempt::Commit(CommitError::Conflict | CommitError::Taken)) => {}
+                Err(Attempt::Commit(CommitError::StaleKeyring)) => self.keys.reload().await?,
                 other => return other.map_err(VaultError::from),
             }
+            tokio::time::sleep(commit_backoff(retry)).await;
         }
         attempt().await.map_err(VaultError::from)
     }
 }
 
 /// A customer about to be changed: their record (new, if they did not exist),
-/// their DEK's cipher, and the revision the change must find.
+/// their DEK's cipher, their token key, and the revision the change must find.
 struct Writable {
     record: crate::store::CustomerRecord,
     cipher: Arc<crate::crypto::DataCipher>,
+    token_key: crate::crypto::TokenKey,
     expected_revision: Option<u64>,
 }
 
@@ -162,10 +236,18 @@ impl Writable {
         }
     }
 
-    /// Puts the customer's next record into `change`.
-    fn finish(mut self, change: &mut crate::store::CustomerChange) {
-        self.record.revision = self.expected_revision.map_or(1, |revision| revision + 1);
+    /// Puts the customer's next record into `change` (its ledger re-sealed
+    /// for the new revision).
+    fn finish(mut self, change: &mut crate::store::CustomerChange) -> Result<(), VaultError> {
+        let revision = self.expected_revision.map_or(1, |revision| revision + 1);
+        sealing::advance_revision(
+            &change.customer_id,
+            &mut self.record,
+            revision,
+            &self.cipher,
+        )?;
         change.customer = Some(self.record);
+        Ok(())
     }
 }
 
@@ -176,21 +258,30 @@ impl Vault {
         customer: &CustomerId,
         now_ms: i64,
     ) -> Result<Writable, Attempt> {
-        match self.store.customer(customer.as_str()).await? {
-            Some(record) => Ok(Writable {
-                cipher: self.keys.cipher(customer, &record).await?,
-                expected_revision: Some(record.revision),
-                record,
-            }),
-            None => {
-                let (record, cipher) = self.keys.new_customer(customer, now_ms)?;
-                Ok(Writable {
-                    record,
-                    cipher,
-                    expected_revision: None,
-                })
-            }
-        }
+        let (record, cipher, expected_revision) =
+            match self.store.customer(customer.as_str()).await? {
+                Some(mut record) => {
+                    if sealing::Sealing::of(&record)? == sealing::Sealing::Unbound {
+                        // Written before the bound layout: migrated before any change.
+                        record = self.migrate_binding(customer).await?;
+                    }
+                    // A customer stored before token keys gets one with this write.
+                    self.keys.give_token_key(customer, &mut record);
+                    let cipher = self.keys.cipher(customer, &record).await?;
+                    let revision = record.revision;
+                    (record, cipher, Some(revision))
+                }
+                None => {
+                    let (record, cipher) = self.keys.new_customer(customer, now_ms)?;
+                    (record, cipher, None)
+                }
+            };
+        Ok(Writable {
+            token_key: self.keys.token_key(customer, &record).await?,
+            record,
+            cipher,
+            expected_revision,
+        })
     }
 }
 
@@ -236,12 +327,17 @@ fn unknown_purpose(purpose: &str) -> VaultError {
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if plausible {
-        VaultError::invalid(format!("unknown purpose \"{purpose}\""))
+        VaultError::new(
+            Reason::PurposeUnknown,
+            format!("unknown purpose \"{purpose}\""),
+        )
     } else {
-        VaultError::invalid(
+        VaultError::new(
+            Reason::PurposeUnknown,
             "unknown purpose: purpose names are 1 to 64 lowercase letters, digits or underscores",
         )
     }
+    .in_field("purpose")
 }
 
 /// The disclosure rule for one value, as what the caller will be shown.
@@ -275,5 +371,23 @@ fn today() -> time::Date {
 /// A stored kind name back into the kind; unknown names mean a corrupt record.
 fn stored_kind(name: &str) -> Result<FieldKind, VaultError> {
     FieldKind::from_name(name)
-        .ok_or_else(|| VaultError::Internal("stored record has an unknown kind".into()))
+        .ok_or_else(|| VaultError::internal("stored record has an unknown kind"))
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn commit_backoff_grows_with_each_retry_and_stays_under_64_ms() {
+        for retry in 0..COMMIT_ATTEMPTS {
+            let cap = std::time::Duration::from_micros(1_000 << retry.min(6));
+            for _ in 0..100 {
+                assert!(commit_backoff(retry) <= cap);
+            }
+        }
+        // Randomised: a hundred draws are not all the same.
+        let draws: std::collections::HashSet<_> = (0..100).map(|_| commit_backoff(6)).collect();
+        assert!(draws.len() > 1);
+    }
 }

@@ -1,6 +1,7 @@
 //! Privacy-policy versions, plain-English notices of what changed, and the
 //! re-consent a changed purpose asks for.
 
+use crate::vault::Reason;
 use std::collections::BTreeSet;
 
 use crate::policy::{LegalBasis, Policy, Scope};
@@ -106,14 +107,14 @@ impl Vault {
             fields: change
                 .changed_purposes
                 .iter()
-                .filter(|purpose| self.policy.purpose(purpose).is_some())
+                .filter(|purpose| caller.policy.purpose(purpose).is_some())
                 .cloned()
                 .collect(),
             ..entry
         };
         let result = async {
             caller.require_scope(Scope::PrivacyAdmin)?;
-            self.validate_policy_change(&change)?;
+            Self::validate_policy_change(&caller.policy, &change)?;
             self.retry_commit(|| self.try_publish(&change, &entry))
                 .await
         }
@@ -121,7 +122,7 @@ impl Vault {
         self.audit_refusal(entry, result).await
     }
 
-    fn validate_policy_change(&self, change: &PolicyChange) -> Result<(), VaultError> {
+    fn validate_policy_change(policy: &Policy, change: &PolicyChange) -> Result<(), VaultError> {
         let version_ok = !change.version.is_empty()
             && change.version.len() <= 64
             && change
@@ -142,7 +143,7 @@ impl Vault {
             )));
         }
         for purpose in &change.changed_purposes {
-            if self.policy.purpose(purpose).is_none() {
+            if policy.purpose(purpose).is_none() {
                 return Err(VaultError::invalid(format!(
                     "changed_purposes: {}",
                     super::unknown_purpose(purpose)
@@ -205,7 +206,7 @@ impl Vault {
                 &ledger,
                 customer_since_ms,
                 &versions,
-                &self.policy,
+                &caller.policy,
             ))
         }
         .await;
@@ -225,7 +226,8 @@ impl Vault {
             let customer = CustomerId::parse(customer_id)?;
             let versions = self.store.policy_versions().await?;
             if seq_of(version, &versions).is_none() {
-                return Err(VaultError::not_found(
+                return Err(VaultError::new(
+                    Reason::PolicyVersionNotFound,
                     "no published policy version has this name",
                 ));
             }
@@ -246,14 +248,17 @@ impl Vault {
             .store
             .customer(customer.as_str())
             .await?
-            .ok_or_else(|| VaultError::not_found("customer not found"))?;
+            .ok_or_else(VaultError::customer_not_found)?;
+        if super::sealing::Sealing::of(&record)? == super::sealing::Sealing::Unbound {
+            record = self.migrate_binding(customer).await?;
+        }
         let cipher = self.keys.cipher(customer, &record).await?;
         let mut ledger = PrivacyLedger::open(customer, &record, &cipher)?;
         ledger.acknowledged.push(super::Acknowledgement {
             policy_version: version.to_owned(),
             at_ms: now_ms(),
         });
-        ledger.seal_into(customer, &mut record, &cipher)?;
+        ledger.compact(self.limits.ledger_history);
         let mut change = crate::store::CustomerChange {
             customer_id: customer.as_str().to_owned(),
             expected_revision: Some(record.revision),
@@ -261,6 +266,7 @@ impl Vault {
             ..Default::default()
         };
         record.revision += 1;
+        ledger.seal_into(customer, &mut record, &cipher)?;
         change.customer = Some(record);
         self.store.commit(change).await?;
         Ok(())
@@ -268,7 +274,8 @@ impl Vault {
 }
 
 fn already_published(version: &str) -> VaultError {
-    VaultError::AlreadyExists(format!(
-        "policy version \"{version}\" is already published; versions are never reused"
-    ))
+    VaultError::new(
+        Reason::PolicyVersionExists,
+        format!("policy version \"{version}\" is already published; versions are never reused"),
+    )
 }

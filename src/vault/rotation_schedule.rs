@@ -2,12 +2,11 @@
 //! rotation whose process died, rotating on the policy's schedule, following
 //! keyring changes other replicas make, and dropping expired cached keys.
 
+use crate::vault::Reason;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use crate::store::AuditEntry;
+use tokio::sync::watch;
 
 use super::{now_ms, Vault, VaultError};
 
@@ -46,6 +45,7 @@ impl Vault {
                 Ok(pause) => pause,
                 Err(error) => {
                     tracing::error!(%error, "scheduled master key rotation failed");
+                    self.stats.rotation_failed();
                     ROTATION_RETRY
                 }
             };
@@ -64,7 +64,7 @@ impl Vault {
         let guard = match self.rotation_guard().await {
             Ok(guard) => guard,
             // Another rotation runs, here or on another replica: it does the work.
-            Err(VaultError::FailedPrecondition(_)) => return Ok(ROTATION_RETRY),
+            Err(error) if error.reason() == Reason::RotationRunning => return Ok(ROTATION_RETRY),
             Err(error) => return Err(error),
         };
         // The rotation that held the lease until now may have done the work.
@@ -77,10 +77,9 @@ impl Vault {
             );
             self.finish_rotation(&guard, &rotation, None).await?;
         } else if self.until_rotation_due().is_zero() {
-            let (progress, mut receiver) = mpsc::channel(64);
-            tokio::spawn(async move { while receiver.recv().await.is_some() {} });
-            self.rotate_master(guard, true, &progress, scheduled_entry())
-                .await?;
+            let (progress, _) = watch::channel(None);
+            let entry = super::audit::system_entry("RotateMasterKey", "", "scheduled");
+            self.rotate_master(guard, true, &progress, entry).await?;
         }
         Ok(Duration::ZERO)
     }
@@ -91,17 +90,5 @@ impl Vault {
             .last_rotation_ms()
             .saturating_add(self.rotation_policy.master_interval_ms());
         Duration::from_millis(due_ms.saturating_sub(now_ms()).max(0) as u64)
-    }
-}
-
-/// The audit event of a rotation the schedule starts.
-fn scheduled_entry() -> AuditEntry {
-    AuditEntry {
-        at_ms: now_ms(),
-        principal: "pii-vault".into(),
-        action: "RotateMasterKey".into(),
-        outcome: "ok".into(),
-        request_id: "scheduled".into(),
-        ..AuditEntry::default()
     }
 }

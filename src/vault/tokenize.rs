@@ -1,14 +1,21 @@
 //! Tokenize and Detokenize: standalone values behind tokens, and resolving any
 //! token (field or standalone) back to a value the caller may see.
 
+use crate::vault::Reason;
 use std::collections::HashSet;
 
-use crate::crypto::Binding;
+use crate::crypto::TokenKey;
+
+use super::sealing::Sealing;
 use crate::policy::{Purpose, Scope};
 use crate::store::{AuditEntry, TokenRecord, TokenTarget};
 
+use super::request_ids::RequestId;
 use super::tokens::{self, TokenFormat};
-use super::{now_ms, today, Attempt, Caller, CustomerId, FieldKind, Limits, Vault, VaultError};
+use super::{
+    now_ms, shown_for, today, Attempt, Caller, CustomerId, FieldKind, Limits, Shown, Vault,
+    VaultError,
+};
 
 /// How many format-preserving candidates are drawn before giving up: a short
 /// value's shape may have few free tokens left.
@@ -25,7 +32,7 @@ pub struct TokenizeItem {
 pub(super) struct TokenMinter<'a> {
     vault: &'a Vault,
     customer: &'a CustomerId,
-    token_salt: [u8; 16],
+    token_key: &'a TokenKey,
     drawn: HashSet<String>,
 }
 
@@ -36,11 +43,11 @@ pub(super) struct Minted {
 }
 
 impl<'a> TokenMinter<'a> {
-    pub fn new(vault: &'a Vault, customer: &'a CustomerId, token_salt: [u8; 16]) -> Self {
+    pub fn new(vault: &'a Vault, customer: &'a CustomerId, token_key: &'a TokenKey) -> Self {
         TokenMinter {
             vault,
             customer,
-            token_salt,
+            token_key,
             drawn: HashSet::new(),
         }
     }
@@ -79,11 +86,10 @@ impl<'a> TokenMinter<'a> {
         match format {
             TokenFormat::Random => Ok(self.fresh(tokens::random_token())),
             TokenFormat::Deterministic => {
-                let mac = self.vault.keys.deterministic_token_mac(
-                    self.customer,
-                    &self.token_salt,
+                let mac = self.token_key.deterministic_token(
+                    self.customer.as_str(),
                     scope,
-                    kind,
+                    kind.name(),
                     normalized,
                 );
                 let token = tokens::deterministic_token(&mac);
@@ -101,7 +107,7 @@ impl<'a> TokenMinter<'a> {
                         return Ok(self.fresh(candidate));
                     }
                 }
-                Err(VaultError::ResourceExhausted(format!(
+                Err(VaultError::new(Reason::TokenSpaceExhausted, format!(
                     "{what}: no free format-preserving token of this {} value's shape; use a random token",
                     kind.name()
                 ))
@@ -119,15 +125,60 @@ impl<'a> TokenMinter<'a> {
     }
 }
 
+/// A deterministic token is a function of the value: whoever holds one and
+/// may ask for deterministic tokens can test guesses by comparing (about
+/// 45,000 for a date of birth). So asking for one is a read of the value,
+/// allowed only to a principal that may detokenize and sees the value in
+/// plaintext, whether or not the token exists yet: refusing only existing
+/// ones would make the refusal the answer. `asked` is each value's label for
+/// messages, its field name (none for a standalone value) and kind; returns
+/// how many were asked for, which the caller spends from the detokenize
+/// budget once the request is valid.
+pub(super) fn check_deterministic<'a>(
+    caller: &Caller,
+    asked: impl IntoIterator<Item = (String, Option<&'a str>, FieldKind)>,
+) -> Result<usize, VaultError> {
+    let mut count = 0;
+    for (what, field, kind) in asked {
+        if !caller.principal.has_scope(Scope::TokensDetokenize) {
+            let refusal = VaultError::new(
+                Reason::ScopeMissing,
+                format!(
+                    "{what}: a deterministic token confirms a guessed value, so it needs the scope {} \
+                     that principal \"{}\" lacks; use a random or format-preserving token",
+                    Scope::TokensDetokenize.name(),
+                    caller.name()
+                ),
+            );
+            return Err(refusal.with("scope", Scope::TokensDetokenize.name()));
+        }
+        if shown_for(caller, field, kind) != Shown::Plaintext {
+            return Err(VaultError::new(
+                Reason::FieldNotVisible,
+                format!(
+                    "{what}: a deterministic token confirms a guessed value, and principal \"{}\" \
+                 may not see it in plaintext; use a random or format-preserving token",
+                    caller.name()
+                ),
+            ));
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 impl Vault {
     /// Stores standalone values of one customer and returns a token for each, in
     /// order. Any invalid item rejects the whole request with nothing written.
+    /// A non-empty `request_id` makes a retry of the request return the same
+    /// tokens (see `request_ids`).
     pub async fn tokenize(
         &self,
         caller: &Caller,
         customer_id: &str,
         items: Vec<TokenizeItem>,
         purpose: &str,
+        request_id: &str,
     ) -> Result<Vec<String>, VaultError> {
         let kinds: Vec<String> = items
             .iter()
@@ -135,7 +186,7 @@ impl Vault {
             .collect();
         let entry = self.audit_entry(caller, "Tokenize", customer_id, &kinds, purpose);
         let result = self
-            .store_values(caller, customer_id, items, purpose, &entry)
+            .store_values(caller, customer_id, items, purpose, request_id, &entry)
             .await;
         self.audit_refusal(entry, result).await
     }
@@ -146,15 +197,34 @@ impl Vault {
         customer_id: &str,
         items: Vec<TokenizeItem>,
         purpose: &str,
+        request_id: &str,
         audit: &AuditEntry,
     ) -> Result<Vec<String>, VaultError> {
         caller.require_scope(Scope::DataWrite)?;
         let customer = CustomerId::parse(customer_id)?;
         let purpose = self.check_purpose(caller, purpose)?;
+        let request_id = RequestId::parse(request_id, caller.name())?;
         if items.is_empty() {
-            return Err(VaultError::invalid("items: at least one item is required"));
+            return Err(VaultError::invalid_field(
+                "items",
+                "items: at least one item is required",
+            ));
         }
         Limits::check_count("items", items.len(), self.limits.max_batch_items)?;
+        let deterministic = check_deterministic(
+            caller,
+            items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| item.format == TokenFormat::Deterministic)
+                .map(|(index, item)| {
+                    (
+                        format!("item {index} ({})", item.kind.name()),
+                        None,
+                        item.kind,
+                    )
+                }),
+        )?;
         let today = today();
         let items = items
             .into_iter()
@@ -169,8 +239,13 @@ impl Vault {
                 })
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
-        self.retry_commit(|| self.try_tokenize(&customer, &items, purpose, audit))
-            .await
+        if deterministic > 0 {
+            self.spend_detokenize_budget(caller, deterministic)?;
+        }
+        self.retry_commit(|| {
+            self.try_tokenize(&customer, &items, purpose, request_id.as_ref(), audit)
+        })
+        .await
     }
 
     async fn try_tokenize(
@@ -178,6 +253,7 @@ impl Vault {
         customer: &CustomerId,
         items: &[TokenizeItem],
         purpose: &Purpose,
+        request_id: Option<&RequestId<'_>>,
         audit: &AuditEntry,
     ) -> Result<Vec<String>, Attempt> {
         let now = now_ms();
@@ -185,8 +261,19 @@ impl Vault {
         let mut writable = self.customer_for_write(customer, now).await?;
         self.check_consent(purpose, customer, &writable.record, &writable.cipher)
             .await?;
+        let request = request_id.map(|request_id| {
+            let digest = request_id.digest(&writable.token_key, id, &purpose.name, items);
+            (request_id, digest)
+        });
+        if let Some((request_id, digest)) = &request {
+            if let Some(tokens) = request_id.remembered(&writable.record, digest)? {
+                // A retry: its first call committed these tokens.
+                self.store.append_audit(vec![audit.clone()]).await?;
+                return Ok(tokens);
+            }
+        }
         let mut change = writable.change(customer);
-        let mut minter = TokenMinter::new(self, customer, writable.record.token_salt);
+        let mut minter = TokenMinter::new(self, customer, &writable.token_key);
         let mut issued = Vec::with_capacity(items.len());
         let mut new_formats = Vec::new();
         for (index, item) in items.iter().enumerate() {
@@ -195,10 +282,12 @@ impl Vault {
                 .mint_or_reuse(item.kind, &item.value, item.format, "value", &what)
                 .await?;
             if !minted.exists {
-                let binding = Binding::Token {
-                    customer_id: id,
-                    token: &minted.token,
-                };
+                let binding = Sealing::of(&writable.record)?.token(
+                    id,
+                    &minted.token,
+                    item.kind.name(),
+                    item.format.name(),
+                );
                 let ciphertext = writable.cipher.encrypt(&binding, item.value.as_bytes());
                 writable.record.encryptions += 1;
                 let token_record = TokenRecord {
@@ -212,11 +301,23 @@ impl Vault {
             }
             issued.push(minted.token);
         }
-        // Reusing deterministic tokens of an existing customer changes nothing.
-        if !change.new_tokens.is_empty() || writable.expected_revision.is_none() {
+        if !change.new_tokens.is_empty() && writable.expected_revision.is_some() {
+            self.check_token_cap(id, change.new_tokens.len()).await?;
+        } else if change.new_tokens.len() > self.limits.max_tokens_per_customer {
+            return Err(self.token_cap_refusal(0, change.new_tokens.len()).into());
+        }
+        if let Some((request_id, digest)) = request {
+            request_id.remember(&mut writable.record, digest, &issued);
+        }
+        // Reusing deterministic tokens of an existing customer without a
+        // request id changes nothing.
+        if !change.new_tokens.is_empty()
+            || writable.expected_revision.is_none()
+            || request_id.is_some()
+        {
             change.audit = Some(audit.clone());
             let encryptions = writable.record.encryptions;
-            writable.finish(&mut change);
+            writable.finish(&mut change)?;
             self.store.commit(change).await?;
             for format in new_formats {
                 self.stats.token_issued(format);
@@ -226,5 +327,31 @@ impl Vault {
             self.store.append_audit(vec![audit.clone()]).await?;
         }
         Ok(issued)
+    }
+
+    /// Refuses `added` more standalone tokens for a customer who would then
+    /// hold more than the cap: every token of theirs is re-encrypted in the
+    /// one commit of a re-key and deleted in the one commit of an erasure.
+    async fn check_token_cap(&self, id: &str, added: usize) -> Result<(), Attempt> {
+        // Every field has exactly one token; the rest are standalone.
+        let all = self.store.customer_tokens(id).await?.len();
+        let fields = self.store.fields(id).await?.len();
+        let held = all.saturating_sub(fields);
+        if held + added > self.limits.max_tokens_per_customer {
+            return Err(self.token_cap_refusal(held, added).into());
+        }
+        Ok(())
+    }
+
+    fn token_cap_refusal(&self, held: usize, added: usize) -> VaultError {
+        let max = self.limits.max_tokens_per_customer;
+        VaultError::new(
+            Reason::CustomerTokenLimit,
+            format!(
+                "a customer may hold at most {max} standalone tokens (--max-tokens-per-customer); \
+                 this one holds {held} and the request adds {added}"
+            ),
+        )
+        .with("limit", max.to_string())
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod pg_tls_proxy;
 pub mod raw_grpc;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,10 @@ pub const ADMIN_KEY: &str = "pv_test_admin_key";
 pub const CHECKOUT_KEY: &str = "pv_test_checkout_key";
 pub const SUPPORT_KEY: &str = "pv_test_support_key";
 pub const WRITER_KEY: &str = "pv_test_writer_key";
+/// privacy:admin alone, with disclosure rules that deny by default.
+pub const DPO_KEY: &str = "pv_test_dpo_key";
+/// privacy:export alone: the plaintext export, whatever its disclosure rules say.
+pub const EXPORTER_KEY: &str = "pv_test_exporter_key";
 
 /// Purposes of every basis, and principals with different scopes, purposes and
 /// disclosure rules.
@@ -82,11 +87,30 @@ name = "writer"
 api_key_sha256 = "{writer}"
 scopes = ["data:write"]
 purposes = ["billing", "marketing"]
+
+[[principals]]
+name = "dpo"
+api_key_sha256 = "{dpo}"
+scopes = ["privacy:admin"]
+[principals.disclosure]
+"*" = "none"
+email = "plaintext"
+phone = "masked"
+card_number = "token"
+
+[[principals]]
+name = "exporter"
+api_key_sha256 = "{exporter}"
+scopes = ["privacy:export"]
+[principals.disclosure]
+"*" = "none"
 "#,
         admin = api_key_sha256_hex(ADMIN_KEY),
         checkout = api_key_sha256_hex(CHECKOUT_KEY),
         support = api_key_sha256_hex(SUPPORT_KEY),
         writer = api_key_sha256_hex(WRITER_KEY),
+        dpo = api_key_sha256_hex(DPO_KEY),
+        exporter = api_key_sha256_hex(EXPORTER_KEY),
     )
 }
 
@@ -157,22 +181,37 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// A fresh database, or `None` with the reason printed when PostgreSQL is
-    /// not reachable: such tests are skipped, never silently.
+    /// `serve` arguments that put a vault process on this database (in clear
+    /// on purpose, as `storage` does).
+    pub fn serve_args(&self) -> [&str; 5] {
+        [
+            "--store",
+            "postgres",
+            "--database-url",
+            &self.url,
+            "--database-allow-plaintext",
+        ]
+    }
+
+    /// A fresh database for a PostgreSQL test. Such tests run in the
+    /// `PII_VAULT_TEST_STORE=postgres` pass of the suite, where an unreachable
+    /// PostgreSQL fails them; in the sled pass they print that they are skipped
+    /// and return (`None`).
     pub async fn create() -> Option<TestDatabase> {
+        if !on_postgres() {
+            eprintln!("skipped: a PostgreSQL test; it runs with PII_VAULT_TEST_STORE=postgres");
+            return None;
+        }
         let admin =
             match tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await {
                 Ok((client, connection)) => {
                     tokio::spawn(connection);
                     client
                 }
-                Err(error) => {
-                    eprintln!(
-                        "skipped: PostgreSQL is not reachable at {:?}: {error}",
-                        postgres_admin_url()
-                    );
-                    return None;
-                }
+                Err(error) => panic!(
+                "PII_VAULT_TEST_STORE=postgres, but PostgreSQL is not reachable at {:?}: {error}",
+                postgres_admin_url()
+            ),
             };
         let name = format!(
             "pv_test_{}",
@@ -195,6 +234,8 @@ impl TestDatabase {
             url: self.url.clone(),
             pool_size: 8,
             ca_file: None,
+            // Plain on purpose (see `plain_unless_asked`); TLS has tests of its own.
+            allow_plaintext: true,
         }
     }
 }
@@ -234,10 +275,13 @@ pub async fn spawn_vault_with_policy(policy: &str) -> TestVault {
     spawn_vault_with(policy, VaultOptions::default()).await
 }
 
+/// A vault with `options`; in the PostgreSQL pass on a fresh database of its
+/// own, unless `options` already names a PostgreSQL store.
 pub async fn spawn_vault_with(policy: &str, mut options: VaultOptions) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let paths = prepare_dir(dir.path(), policy);
-    let database = if on_postgres() {
+    let own_database = on_postgres() && matches!(options.storage, app::StorageBackend::Sled);
+    let database = if own_database {
         let database = TestDatabase::create()
             .await
             .expect("PII_VAULT_TEST_STORE=postgres needs a reachable PostgreSQL");
@@ -260,8 +304,67 @@ pub async fn spawn_vault_with(policy: &str, mut options: VaultOptions) -> TestVa
 /// A vault on files laid out elsewhere (a copied data directory, say); `dir`
 /// only keeps a temporary directory alive for as long as the vault runs.
 pub async fn spawn_vault_on(paths: VaultPaths, dir: TempDir) -> TestVault {
-    let options = VaultOptions::default();
+    spawn_vault_on_with(paths, dir, VaultOptions::default()).await
+}
+
+/// `spawn_vault_on` with options of its own.
+pub async fn spawn_vault_on_with(
+    paths: VaultPaths,
+    dir: TempDir,
+    options: VaultOptions,
+) -> TestVault {
     let server = start_server(&paths, &options).await;
+    TestVault {
+        addr: server.local_addr,
+        paths,
+        options,
+        server: Some(server),
+        database: None,
+        dir,
+    }
+}
+
+/// A sled vault whose store is `wrap`ped by the test (to order events the
+/// vault cannot be made to order through its API), wired as `open_vault` does.
+pub async fn spawn_vault_on_wrapped_store(
+    wrap: impl FnOnce(Arc<dyn pii_vault::store::Store>) -> Arc<dyn pii_vault::store::Store>,
+) -> TestVault {
+    spawn_vault_on_wrapped_store_with(VaultOptions::default(), wrap).await
+}
+
+/// `spawn_vault_on_wrapped_store` with `options`.
+pub async fn spawn_vault_on_wrapped_store_with(
+    options: VaultOptions,
+    wrap: impl FnOnce(Arc<dyn pii_vault::store::Store>) -> Arc<dyn pii_vault::store::Store>,
+) -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = prepare_dir(dir.path(), &test_policy());
+    let store = pii_vault::store::SledStore::open(&paths.data_dir, 16 << 20).unwrap();
+    let root = RootKey::load(&paths.root_key_file).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (keyring_file, keyring) =
+        pii_vault::crypto::KeyringFile::open_or_create(&paths.keyring_file, &root, now_ms).unwrap();
+    let keys = pii_vault::vault::KeyManager::new(
+        keyring,
+        Box::new(pii_vault::vault::FileKeyring::new(keyring_file)),
+        pii_vault::crypto::DekCache::new(1000, Duration::from_secs(60)),
+    );
+    let vault = pii_vault::vault::Vault::new(
+        wrap(Arc::new(store)),
+        keys,
+        Arc::new(pii_vault::policy::Policy::load(&paths.policy_file).unwrap()),
+        options.limits.clone(),
+        options.rotation.clone(),
+    );
+    let server = pii_vault::server::start(
+        Arc::new(vault),
+        pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
     TestVault {
         addr: server.local_addr,
         paths,
@@ -373,6 +476,7 @@ pub async fn put_with_format(
             fields,
             purpose: "billing".into(),
             token_format: format as i32,
+            expected_revision: None,
         })
         .await
         .map(|r| r.into_inner())
@@ -411,6 +515,7 @@ pub async fn tokenize(
                 })
                 .collect(),
             purpose: "billing".into(),
+            request_id: String::new(),
         })
         .await
         .map(|r| r.into_inner().tokens)
@@ -532,7 +637,7 @@ impl VaultProcess {
 }
 
 /// The address from the "pii-vault listening on ADDR" line logged after `offset`.
-fn wait_for_listening(log_file: &Path, offset: usize) -> SocketAddr {
+pub fn wait_for_listening(log_file: &Path, offset: usize) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let bytes = std::fs::read(log_file).unwrap_or_default();
@@ -588,6 +693,7 @@ pub async fn find_customers(
             field_name: field_name.into(),
             value: value.into(),
             purpose: purpose.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().customer_ids)
@@ -615,6 +721,19 @@ pub async fn delete_customer(
         .delete_customer(pb::DeleteCustomerRequest {
             customer_id: customer.into(),
             reason: "customer request".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The current state of an erasure, by its receipt id.
+pub async fn deletion_status(
+    client: &mut PrivacyClient,
+    receipt_id: &str,
+) -> Result<pb::DeletionReceipt, tonic::Status> {
+    client
+        .get_deletion_status(pb::GetDeletionStatusRequest {
+            receipt_id: receipt_id.into(),
         })
         .await
         .map(|r| r.into_inner())
@@ -665,6 +784,7 @@ pub async fn put_for(
             fields,
             purpose: purpose.into(),
             token_format: pb::TokenFormat::Random as i32,
+            expected_revision: None,
         })
         .await
         .map(|r| r.into_inner())
@@ -686,6 +806,17 @@ pub async fn tokenize_for(
     items: Vec<(pb::FieldKind, &str, pb::TokenFormat)>,
     purpose: &str,
 ) -> Result<Vec<String>, tonic::Status> {
+    tokenize_with_request_id(client, customer, items, purpose, "").await
+}
+
+/// Tokenize with a client request id (AIP-155; empty: none).
+pub async fn tokenize_with_request_id(
+    client: &mut VaultClient,
+    customer: &str,
+    items: Vec<(pb::FieldKind, &str, pb::TokenFormat)>,
+    purpose: &str,
+    request_id: &str,
+) -> Result<Vec<String>, tonic::Status> {
     client
         .tokenize(pb::TokenizeRequest {
             customer_id: customer.into(),
@@ -698,6 +829,7 @@ pub async fn tokenize_for(
                 })
                 .collect(),
             purpose: purpose.into(),
+            request_id: request_id.into(),
         })
         .await
         .map(|r| r.into_inner().tokens)
@@ -723,14 +855,14 @@ pub async fn refused_collection(
     ]
 }
 
-/// SetConsent under policy version "2025-01" from source "test".
+/// SetConsent under no policy version (none is published) from source "test".
 pub async fn set_consent(
     client: &mut PrivacyClient,
     customer: &str,
     purpose: &str,
     granted: bool,
 ) -> Result<pb::ConsentRecord, tonic::Status> {
-    set_consent_from(client, customer, purpose, granted, "2025-01", "test").await
+    set_consent_from(client, customer, purpose, granted, "", "test").await
 }
 
 pub async fn set_consent_from(
@@ -772,10 +904,24 @@ pub async fn export(
     customer: &str,
     format: pb::ExportFormat,
 ) -> Result<pb::ExportCustomerResponse, tonic::Status> {
+    export_page(client, customer, format, "", 0).await
+}
+
+/// One page of an export's access history: after `page_token` (empty: the
+/// newest), at most `page_size` events (0: the server's page size).
+pub async fn export_page(
+    client: &mut PrivacyClient,
+    customer: &str,
+    format: pb::ExportFormat,
+    page_token: &str,
+    page_size: u32,
+) -> Result<pb::ExportCustomerResponse, tonic::Status> {
     client
         .export_customer(pb::ExportCustomerRequest {
             customer_id: customer.into(),
             format: format as i32,
+            access_history_page_token: page_token.into(),
+            access_history_page_size: page_size,
         })
         .await
         .map(|r| r.into_inner())
@@ -811,7 +957,7 @@ pub async fn verify_audit_log(
     client: &mut AuditClient,
 ) -> Result<pb::VerifyAuditLogResponse, tonic::Status> {
     client
-        .verify_audit_log(pb::VerifyAuditLogRequest {})
+        .verify_audit_log(pb::VerifyAuditLogRequest::default())
         .await
         .map(|r| r.into_inner())
 }
@@ -914,4 +1060,31 @@ pub async fn get_plain(
         })
         .await
         .map(|r| r.into_inner())
+}
+
+/// The text of `GET /metrics` from a metrics listener.
+pub async fn scrape_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The sled tree in `dir`, once the vault that just closed it lets go of its
+/// lock: sled's I/O threads release it a moment after the last handle drops.
+pub fn open_sled_when_released(dir: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(error) => panic!("{error}"),
+        }
+    }
 }

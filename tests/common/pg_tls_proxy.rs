@@ -76,8 +76,15 @@ impl PgTlsProxy {
 
     /// A URL of `database` through the proxy.
     pub fn url(&self, database: &str, sslmode: &str) -> String {
+        self.url_naming("127.0.0.1", database, sslmode)
+    }
+
+    /// A URL of `database` through the proxy that names it `host` (which its
+    /// certificate, made for 127.0.0.1, may not hold).
+    pub fn url_naming(&self, host: &str, database: &str, sslmode: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={database} sslmode={sslmode}",
+            "host={host} hostaddr=127.0.0.1 port={} user=postgres dbname={database} \
+             sslmode={sslmode}",
             self.addr.port()
         )
     }

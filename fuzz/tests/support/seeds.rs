@@ -138,47 +138,36 @@ fn postcard_ledger() -> Vec<u8> {
     bytes
 }
 
-const DESIGN_EXAMPLE: &str = r#"[[purposes]]
-name = "billing"
-description = "Charging you for the orders you place."
-basis = "contract"          # consent | contract | legal_obligation | legitimate_interest
-
-[[purposes]]
-name = "marketing"
-description = "Sending you offers picked for you."
-basis = "consent"
-
-[[principals]]
-name = "checkout"
-api_key_sha256 = "HASH"   # or: spiffe_id / cert_subject for mTLS
-scopes = ["data:write", "data:read", "tokens:detokenize"]
-purposes = ["billing"]                               # "*" for all
-[principals.disclosure]                              # plaintext | masked | token | none
-"*" = "masked"
-card_number = "plaintext"
-"#;
+/// The example policy of docs/policy.md (its first TOML block).
+fn documented_example() -> &'static str {
+    include_str!("../../../docs/policy.md")
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/policy.md opens with a TOML example")
+}
 
 fn policies() -> Vec<Vec<u8>> {
     let hash = api_key_sha256_hex("checkout-key");
-    let design = DESIGN_EXAMPLE.replace("HASH", &hash);
+    let documented = documented_example().replace("<hex sha256 of the bearer key>", &hash);
     let mesh = format!(
-        "{design}\n[[principals]]\nname = \"mesh\"\nspiffe_id = \"spiffe://example.org/ns/pii/sa/billing\"\nscopes = [\"data:read\"]\npurposes = [\"*\"]\n\n[[principals]]\nname = \"ops\"\ncert_subject = \"CN=ops,O=Example\"\nscopes = [\"keys:admin\", \"audit:read\", \"privacy:admin\", \"consent:write\"]\n"
+        "{documented}\n[[principals]]\nname = \"mesh\"\nspiffe_id = \"spiffe://example.org/ns/pii/sa/billing\"\nscopes = [\"data:read\"]\npurposes = [\"*\"]\n\n[[principals]]\nname = \"ops\"\ncert_subject = \"CN=ops,O=Example\"\nscopes = [\"keys:admin\", \"audit:read\", \"privacy:admin\", \"consent:write\"]\n"
     );
     vec![
-        design.clone().into_bytes(),
+        documented.clone().into_bytes(),
         mesh.into_bytes(),
         dev_policy_toml(&api_key_sha256_hex("dev")).into_bytes(),
-        design
+        documented
             .replace("\"data:read\"", "\"data:reed\"")
             .into_bytes(),
-        design
+        documented
             .replacen(
                 "basis = \"consent\"",
                 "basis = \"consent\"\nbasis = \"contract\"",
                 1,
             )
             .into_bytes(),
-        design
+        documented
             .replace(&hash, "pv_live_pasted_key_0123456789")
             .into_bytes(),
         b"[[purposes]]\nname = \"x\"\n".to_vec(),
@@ -208,6 +197,7 @@ fn put_fields() -> pb::PutFieldsRequest {
         ],
         purpose: "billing".into(),
         token_format: TokenFormat::FormatPreserving as i32,
+        expected_revision: None,
     }
 }
 
@@ -250,6 +240,7 @@ fn encoded_requests() -> Vec<(u8, Vec<u8>)> {
                     },
                 ],
                 purpose: "billing".into(),
+                request_id: String::new(),
             }
             .encode_to_vec(),
         ),
@@ -270,6 +261,8 @@ fn encoded_requests() -> Vec<(u8, Vec<u8>)> {
                 field_name: "email".into(),
                 value: "jane.doe@example.com".into(),
                 purpose: "billing".into(),
+                page_size: 10,
+                page_token: String::new(),
             }
             .encode_to_vec(),
         ),
@@ -297,6 +290,7 @@ fn encoded_requests() -> Vec<(u8, Vec<u8>)> {
             pb::ExportCustomerRequest {
                 customer_id: customer(),
                 format: pb::ExportFormat::Text as i32,
+                ..Default::default()
             }
             .encode_to_vec(),
         ),
@@ -371,6 +365,7 @@ fn encoded_requests() -> Vec<(u8, Vec<u8>)> {
                     nanos: 0,
                 }),
                 limit: 10,
+                after_seq: 0,
             }
             .encode_to_vec(),
         ),

@@ -70,15 +70,23 @@ app.kubernetes.io/component: server
 {{- end }}
 
 {{- define "pii-vault.rootKeySecretName" -}}
-{{- default (printf "%s-root-key" (include "pii-vault.fullname" .)) .Values.rootKey.existingSecret }}
+{{- .Values.rootKey.existingSecret }}
 {{- end }}
 
 {{- define "pii-vault.rootKeySecretKey" -}}
-{{- if .Values.rootKey.existingSecret }}
 {{- .Values.rootKey.existingSecretKey }}
-{{- else -}}
-root.key
 {{- end }}
+
+{{/*
+Paths on the keyring volume (sled): the keyring file and, beside it, the
+erasure journal, which a restore of the store volume does not roll back.
+*/}}
+{{- define "pii-vault.keyringFile" -}}
+/var/lib/pii-vault/keyring/keyring
+{{- end }}
+
+{{- define "pii-vault.erasureJournal" -}}
+/var/lib/pii-vault/keyring/keyring.erasures
 {{- end }}
 
 {{/*
@@ -142,25 +150,44 @@ client certificate under mutual TLS. Empty without TLS.
 {{- end }}
 
 {{/*
-A probe against the health service: native gRPC without TLS, otherwise
-`pii-vault health` run in the container (kubelet's gRPC probe has no TLS).
+The port of the health listener (--health-listen): grpc.health.v1 only, with
+a connection budget of its own, so that probes are answered while clients
+hold every connection of the gRPC port. No Service and no NetworkPolicy rule
+expose it: only the kubelet (and exec probes, from inside the pod) reach it.
+*/}}
+{{- define "pii-vault.healthPort" -}}
+8081
+{{- end }}
+
+{{/*
+A probe against the health service on the health listener: native gRPC
+without TLS, otherwise `pii-vault health` run in the container (kubelet's
+gRPC probe has no TLS; the health listener has the gRPC port's TLS settings).
 Called with (dict "root" $ "probe" .Values.probes.xxx).
 */}}
 {{- define "pii-vault.probe" -}}
 {{- $root := .root }}
+{{- $port := include "pii-vault.healthPort" $root | int }}
 {{- if $root.Values.tls.enabled }}
 exec:
   command:
     - /usr/local/bin/pii-vault
     - health
     - --addr
-    - https://127.0.0.1:50051
+    - https://127.0.0.1:{{ $port }}
+    {{- with .service }}
+    - --service
+    - {{ . }}
+    {{- end }}
     {{- with include "pii-vault.healthTlsArgs" $root | trim }}
     {{- . | nindent 4 }}
     {{- end }}
 {{- else }}
 grpc:
-  port: 50051
+  port: {{ $port }}
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
 {{- end }}
 {{- with .probe }}
 initialDelaySeconds: {{ .initialDelaySeconds }}
@@ -178,6 +205,19 @@ Checks of combinations the schema cannot express. Each failure says what to
 change.
 */}}
 {{- define "pii-vault.validate" -}}
+{{- /* The root key is never rendered: Helm would keep it in every revision of
+       the release (sh.helm.release.v1.* Secrets), beyond any key retirement. */}}
+{{- if not .Values.rootKey.existingSecret }}
+{{- fail (printf "rootKey.existingSecret is required: the chart never renders a root key (Helm would keep it in every sh.helm.release.v1.* release Secret, where no key retirement reaches it). Create the Secret once, keep an offline copy of the key, then set rootKey.existingSecret: pii-vault keygen --out root.key && kubectl -n %s create secret generic pii-vault-root-key --from-file=%s=root.key && helm upgrade --install ... --set rootKey.existingSecret=pii-vault-root-key. A release installed by an earlier chart that generated the key: set rootKey.existingSecret=%s-root-key" .Release.Namespace .Values.rootKey.existingSecretKey (include "pii-vault.fullname" .)) }}
+{{- end }}
+{{- /* Plaintext gRPC carries personal data and API keys in clear: it must be
+       chosen, never fallen into. */}}
+{{- if not (or .Values.tls.enabled .Values.tls.allowPlaintext) }}
+{{- fail "TLS is not configured: gRPC would carry personal data and API keys in plaintext. Choose one: (1) serve TLS: set tls.enabled=true with tls.certManager.enabled=true and tls.certManager.issuerRef.name=<your cert-manager Issuer or ClusterIssuer>, or with tls.secretName=<a Secret holding tls.crt, tls.key and ca.crt>; or (2) accept plaintext explicitly: set tls.allowPlaintext=true (to try the chart, or where the network itself encrypts, e.g. a service mesh with mutual TLS)" }}
+{{- end }}
+{{- if and (eq .Values.storage.backend "sled") .Values.persistence.existingClaim (eq .Values.persistence.existingClaim .Values.keyring.persistence.existingClaim) }}
+{{- fail (printf "keyring.persistence.existingClaim is the store's claim (%q): the keyring and the erasure journal need a volume of their own, snapshotted apart from the store (with a short retention, or none)" .Values.persistence.existingClaim) }}
+{{- end }}
 {{- if not (has .Values.storage.backend (list "sled" "postgres")) }}
 {{- fail (printf "storage.backend %q is not supported: use \"sled\" (one pod, a volume) or \"postgres\" (any number of pods on one database)" .Values.storage.backend) }}
 {{- end }}
@@ -256,6 +296,22 @@ change.
 {{- if and (eq $min "") (eq $max "") }}
 {{- fail "podDisruptionBudget: set one of minAvailable and maxUnavailable" }}
 {{- end }}
+{{- $pods := include "pii-vault.minReplicas" . | int }}
+{{- if and (gt $pods 1) (regexMatch "^[0-9]+$" $min) (ge (int $min) $pods) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%s) is not below the %d pods the vault runs at least: it would block every node drain. Use maxUnavailable: 1" $min $pods) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The fewest vault pods the release runs: autoscaling.minReplicas under the
+HorizontalPodAutoscaler (postgres), replicaCount otherwise.
+*/}}
+{{- define "pii-vault.minReplicas" -}}
+{{- if and (eq .Values.storage.backend "postgres") .Values.autoscaling.enabled }}
+{{- int .Values.autoscaling.minReplicas }}
+{{- else }}
+{{- int .Values.replicaCount }}
 {{- end }}
 {{- end }}
 
@@ -264,4 +320,39 @@ Whether a CA bundle for PostgreSQL's certificate is mounted (--database-ca).
 */}}
 {{- define "pii-vault.databaseCa" -}}
 {{- if or .Values.database.ca.existingSecret .Values.database.ca.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{/*
+A volume claim template of the sled StatefulSet. Called with (dict "root" $
+"name" "data" "component" "store" "persistence" .Values.persistence). Its
+labels never carry versions: claim templates cannot change later.
+*/}}
+{{- define "pii-vault.claimTemplate" -}}
+{{- $p := .persistence -}}
+- metadata:
+    name: {{ .name }}
+    labels:
+      {{- include "pii-vault.selectorLabels" .root | nindent 6 }}
+      {{- /* Backup tools select claims by label: store and keyring apart. */}}
+      app.kubernetes.io/component: {{ .component }}
+      {{- with $p.labels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with $p.annotations }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    accessModes:
+      {{- toYaml $p.accessModes | nindent 6 }}
+    {{- if $p.storageClass }}
+    {{- if eq "-" $p.storageClass }}
+    storageClassName: ""
+    {{- else }}
+    storageClassName: {{ $p.storageClass | quote }}
+    {{- end }}
+    {{- end }}
+    resources:
+      requests:
+        storage: {{ $p.size | quote }}
 {{- end }}

@@ -2,8 +2,10 @@
 The vault pod, shared by the StatefulSet (sled) and the Deployment
 (postgres): the workload's spec.template, indented from column 0. Only the
 storage differs:
-  - sled: --data-dir and --keyring-file on the volume `data` (a claim
-    template, or persistence.existingClaim);
+  - sled: --data-dir on the volume `data` (subdirectory store), and
+    --keyring-file and --erasure-journal on the volume `keyring`, a volume of
+    its own so that no snapshot of the store holds the keyring (each a claim
+    template, or persistence.existingClaim / keyring.persistence.existingClaim);
   - postgres: --store postgres, the URL from database.existingSecret in
     PII_VAULT_DATABASE_URL, no data volume at all (data and keyring live in
     the database); the CA that verifies the database, when given, read-only.
@@ -11,22 +13,25 @@ storage differs:
 {{- define "pii-vault.podTemplate" -}}
 {{- $sled := eq .Values.storage.backend "sled" -}}
 metadata:
+  # No chart or app version label: a change to the pod template restarts the
+  # vault (with sled, an outage), so only what the vault reads may change it.
   labels:
-    {{- include "pii-vault.labels" . | nindent 4 }}
+    {{- include "pii-vault.selectorLabels" . | nindent 4 }}
     app.kubernetes.io/component: server
+    app.kubernetes.io/managed-by: {{ .Release.Service }}
+    {{- with .Values.commonLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  # No checksum of the policy here: the vault reloads its policy file when
+  # the kubelet updates the mounted ConfigMap (docs/reload.md), so a new
+  # policy restarts no pod (on sled, a restart is an outage).
+  {{- with .Values.podAnnotations }}
   annotations:
-    # The vault reads its policy at start: a new policy rolls the pod.
-    {{- if .Values.existingPolicyConfigMap }}
-    checksum/policy: {{ printf "existing:%s/%s" .Values.existingPolicyConfigMap .Values.existingPolicyConfigMapKey | sha256sum }}
-    {{- else }}
-    checksum/policy: {{ .Values.policy | sha256sum }}
-    {{- end }}
-    {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
-    {{- end }}
+  {{- end }}
 spec:
   serviceAccountName: {{ include "pii-vault.serviceAccountName" . }}
   automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
@@ -47,7 +52,17 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.affinity }}
+  {{- /* postgres: replicas apart by node, unless affinity says otherwise. */}}
+  {{- $affinity := deepCopy (default dict .Values.affinity) }}
+  {{- if and (not $sled) (ne .Values.podAntiAffinity "none") (not (hasKey $affinity "podAntiAffinity")) }}
+  {{- $term := dict "labelSelector" (dict "matchLabels" (include "pii-vault.serverSelectorLabels" . | fromYaml)) "topologyKey" "kubernetes.io/hostname" }}
+  {{- if eq .Values.podAntiAffinity "hard" }}
+  {{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+  {{- else }}
+  {{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+  {{- end }}
+  {{- end }}
+  {{- with $affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -72,8 +87,12 @@ spec:
         {{- if $sled }}
         - --data-dir
         - /var/lib/pii-vault/store
+        # The keyring and the erasure journal: on the keyring volume, apart
+        # from the store, so that restoring the store rolls neither back.
         - --keyring-file
-        - /var/lib/pii-vault/keyring/keyring
+        - {{ include "pii-vault.keyringFile" . }}
+        - --erasure-journal
+        - {{ include "pii-vault.erasureJournal" . }}
         {{- else }}
         # Data and keyring live in PostgreSQL; the URL comes from a Secret,
         # in PII_VAULT_DATABASE_URL below.
@@ -81,11 +100,21 @@ spec:
         - postgres
         - --database-pool
         - {{ int64 .Values.database.poolSize | quote }}
+        {{- if .Values.database.allowPlaintext }}
+        # Chosen on purpose (database.allowPlaintext): sslmode=disable or
+        # prefer in the URL is accepted, and the connection may be in clear.
+        - --database-allow-plaintext
+        {{- end }}
         {{- if include "pii-vault.databaseCa" . }}
         - --database-ca
         - /etc/pii-vault/database-ca/ca.crt
         {{- end }}
         {{- end }}
+        # How long backups of the store and keyring (or the database) are
+        # kept: an erasure is CRYPTOGRAPHIC only this long after its master
+        # key versions were destroyed.
+        - --backup-retention
+        - {{ .Values.backup.retention | quote }}
         - --root-key-file
         - /etc/pii-vault/root-key/root.key
         - --policy
@@ -97,6 +126,11 @@ spec:
         # Kubernetes makes Secret files group-readable (0440, group
         # fsGroup) whatever defaultMode says once fsGroup is set.
         - --allow-group-readable-keys
+        # The probes' own listener: grpc.health.v1 only, with the gRPC port's
+        # TLS settings and a connection budget of its own, so that probes are
+        # answered while idle clients hold every connection of the gRPC port.
+        - --health-listen
+        - {{ printf "%s:%s" .Values.server.listenHost (include "pii-vault.healthPort" .) | quote }}
         {{- if .Values.metrics.enabled }}
         - --metrics-listen
         - {{ printf "%s:9090" .Values.server.listenHost | quote }}
@@ -133,18 +167,35 @@ spec:
         - name: grpc
           containerPort: 50051
           protocol: TCP
+        - name: health
+          containerPort: {{ include "pii-vault.healthPort" . }}
+          protocol: TCP
         {{- if .Values.metrics.enabled }}
         - name: metrics
           containerPort: 9090
           protocol: TCP
         {{- end }}
       {{- if .Values.probes.startup.enabled }}
+      # The process, not the vault: it answers SERVING as soon as it runs,
+      # while the vault may still open (and upgrade) its store; readiness
+      # waits for the vault.
       startupProbe:
-        {{- include "pii-vault.probe" (dict "root" . "probe" .Values.probes.startup) | trim | nindent 8 }}
+        {{- include "pii-vault.probe" (dict "root" . "probe" .Values.probes.startup "service" "pii-vault.process") | trim | nindent 8 }}
       {{- end }}
       {{- if .Values.probes.liveness.enabled }}
+      # Only that the process runs and accepts connections, never the health
+      # status: NOT_SERVING (shutdown) or a slow answer under load must not
+      # get the vault killed. On the health listener: clients holding every
+      # connection of the gRPC port must not get it killed either.
+      {{- with .Values.probes.liveness }}
       livenessProbe:
-        {{- include "pii-vault.probe" (dict "root" . "probe" .Values.probes.liveness) | trim | nindent 8 }}
+        tcpSocket:
+          port: health
+        initialDelaySeconds: {{ .initialDelaySeconds }}
+        periodSeconds: {{ .periodSeconds }}
+        timeoutSeconds: {{ .timeoutSeconds }}
+        failureThreshold: {{ .failureThreshold }}
+      {{- end }}
       {{- end }}
       {{- if .Values.probes.readiness.enabled }}
       readinessProbe:
@@ -166,14 +217,13 @@ spec:
       {{- end }}
       volumeMounts:
         {{- if $sled }}
-        # One volume, two directories: the store and the keyring must be
-        # snapshotted together to be restorable.
+        # Two volumes: the store, and the keyring with the erasure journal.
+        # They are snapshotted apart, the keyring with a short retention.
         - name: data
           mountPath: /var/lib/pii-vault/store
           subPath: store
-        - name: data
+        - name: keyring
           mountPath: /var/lib/pii-vault/keyring
-          subPath: keyring
         {{- end }}
         - name: root-key
           mountPath: /etc/pii-vault/root-key
@@ -249,5 +299,10 @@ spec:
     - name: data
       persistentVolumeClaim:
         claimName: {{ .Values.persistence.existingClaim }}
+    {{- end }}
+    {{- if and $sled .Values.keyring.persistence.existingClaim }}
+    - name: keyring
+      persistentVolumeClaim:
+        claimName: {{ .Values.keyring.persistence.existingClaim }}
     {{- end }}
 {{- end }}

@@ -126,7 +126,7 @@ fn into_store_error(error: CommitError) -> StoreError {
 
 async fn apply_batch(pool: &Pool, jobs: &[Job]) -> Result<(Vec<Applied>, Hashes), StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
-    let mut transaction = client.transaction().await.map_err(pg)?;
+    let mut transaction = client.transaction().await.map_err(pg("apply batch"))?;
     lock_chain(&transaction).await?;
     let mut applied = Vec::with_capacity(jobs.len());
     let mut entries = Vec::new();
@@ -166,7 +166,7 @@ async fn apply_batch(pool: &Pool, jobs: &[Job]) -> Result<(Vec<Applied>, Hashes)
         receipt.audit_hash = hashes.get(event).map(hex).unwrap_or_default();
         write_receipt(&transaction, &customer_id, &receipt).await?;
     }
-    transaction.commit().await.map_err(pg)?;
+    transaction.commit().await.map_err(pg("apply batch"))?;
     Ok((applied, hashes))
 }
 
@@ -175,13 +175,16 @@ async fn apply_job(
     transaction: &mut deadpool_postgres::Transaction<'_>,
     changes: &[CustomerChange],
 ) -> Result<(), CommitError> {
-    let savepoint = transaction.savepoint("job").await.map_err(pg)?;
+    let savepoint = transaction
+        .savepoint("job")
+        .await
+        .map_err(pg("apply job"))?;
     for change in changes {
         if let Err(error) = apply_change(&savepoint, change).await {
-            savepoint.rollback().await.map_err(pg)?;
+            savepoint.rollback().await.map_err(pg("apply job"))?;
             return Err(error);
         }
     }
-    savepoint.commit().await.map_err(pg)?;
+    savepoint.commit().await.map_err(pg("apply job"))?;
     Ok(())
 }

@@ -5,9 +5,9 @@ use deadpool_postgres::{GenericClient, Object, Transaction};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::{lock_ids, pg};
+use super::{lock_ids, pg, statement_name};
 use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
-use crate::store::records::encode;
+use crate::store::records::{encode, CUSTOMER_FORMAT};
 use crate::store::{CommitError, CustomerChange, IndexEntry, PolicyVersionRecord, StoreError};
 
 pub async fn publish_policy_version(
@@ -15,7 +15,10 @@ pub async fn publish_policy_version(
     version: PolicyVersionRecord,
     audit: AuditEntry,
 ) -> Result<(), CommitError> {
-    let transaction = client.transaction().await.map_err(pg)?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(pg("publish policy version"))?;
     lock_chain(&transaction).await?;
     let inserted = transaction
         .execute(
@@ -24,12 +27,15 @@ pub async fn publish_policy_version(
             &[&(version.seq as i64), &version.version, &encode(&version)?],
         )
         .await
-        .map_err(pg)?;
+        .map_err(pg("publish policy version"))?;
     if inserted == 0 {
         return Err(CommitError::Taken);
     }
     append_chained(&transaction, vec![audit]).await?;
-    transaction.commit().await.map_err(pg)?;
+    transaction
+        .commit()
+        .await
+        .map_err(pg("publish policy version"))?;
     Ok(())
 }
 
@@ -42,7 +48,7 @@ pub(super) async fn lock_chain(transaction: &Transaction<'_>) -> Result<(), Stor
             &[&lock_ids::AUDIT_CHAIN],
         )
         .await
-        .map_err(pg)?;
+        .map_err(pg("lock chain"))?;
     Ok(())
 }
 
@@ -56,8 +62,12 @@ async fn execute(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<u64, StoreError> {
-    let statement = transaction.prepare_cached(sql).await.map_err(pg)?;
-    transaction.execute(&statement, params).await.map_err(pg)
+    let name = statement_name(sql);
+    let statement = transaction.prepare_cached(sql).await.map_err(pg(&name))?;
+    transaction
+        .execute(&statement, params)
+        .await
+        .map_err(pg(&name))
 }
 
 async fn query_opt(
@@ -65,15 +75,19 @@ async fn query_opt(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Option<Row>, StoreError> {
-    let statement = transaction.prepare_cached(sql).await.map_err(pg)?;
-    transaction.query_opt(&statement, params).await.map_err(pg)
+    let name = statement_name(sql);
+    let statement = transaction.prepare_cached(sql).await.map_err(pg(&name))?;
+    transaction
+        .query_opt(&statement, params)
+        .await
+        .map_err(pg(&name))
 }
 
 pub async fn audit_head(client: &impl GenericClient) -> Result<(u64, [u8; 32]), StoreError> {
     let row = client
         .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
         .await
-        .map_err(pg)?;
+        .map_err(pg("audit head"))?;
     match row {
         Some(row) => {
             let hash: Vec<u8> = row.get(1);
@@ -129,7 +143,7 @@ pub(super) async fn apply_change(
 ) -> Result<(), CommitError> {
     check_revision(transaction, change).await?;
     if let Some(record) = &change.customer {
-        check_master_version_live(transaction, record.dek.master_version).await?;
+        check_master_version_live(transaction, record.oldest_master_version()).await?;
     }
     write_tokens(transaction, change).await?;
     write_fields(transaction, change).await?;
@@ -195,14 +209,19 @@ async fn write_tokens(
             return Err(CommitError::Taken);
         }
     }
-    // One row at a time: the same deterministic token may be written twice.
-    for (token, record) in &change.put_tokens {
+    // One upsert for them all (a re-key rewrites every token of the
+    // customer): the same deterministic token may be written twice, and one
+    // statement may not update a row twice, so its last write is kept.
+    if !change.put_tokens.is_empty() {
+        let written = last_write_of_each(&change.put_tokens);
+        let (tokens, records) = keys_and_records(&written)?;
         execute(
             transaction,
-            "INSERT INTO tokens (token, customer_id, record) VALUES ($1, $2, $3)
+            "INSERT INTO tokens (token, customer_id, record)
+             SELECT token, $1, record FROM unnest($2::text[], $3::bytea[]) AS t(token, record)
              ON CONFLICT (token) DO UPDATE SET customer_id = EXCLUDED.customer_id,
                                                record = EXCLUDED.record",
-            &[token, &id, &encode(record)?],
+            &[&id, &tokens, &records],
         )
         .await?;
     }
@@ -215,6 +234,23 @@ async fn write_tokens(
         .await?;
     }
     Ok(())
+}
+
+/// `pairs` with each key once, holding its last value, in first-seen order.
+fn last_write_of_each<T>(pairs: &[(String, T)]) -> Vec<(String, &T)> {
+    let mut position: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(pairs.len());
+    let mut kept: Vec<(String, &T)> = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        match position.get(key.as_str()) {
+            Some(&at) => kept[at].1 = value,
+            None => {
+                position.insert(key.as_str(), kept.len());
+                kept.push((key.clone(), value));
+            }
+        }
+    }
+    kept
 }
 
 /// The keys and the encoded records of `pairs`, as two arrays for `unnest`.
@@ -300,19 +336,24 @@ async fn write_customer(
 ) -> Result<(), CommitError> {
     let id = change.customer_id.as_str();
     match &change.customer {
-        Some(record) => execute(
-            transaction,
-            "INSERT INTO customers (id, revision, master_version, record) VALUES ($1, $2, $3, $4)
+        Some(record) => {
+            execute(
+                transaction,
+                "INSERT INTO customers (id, revision, master_version, format, record)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (id) DO UPDATE SET revision = EXCLUDED.revision,
-                     master_version = EXCLUDED.master_version, record = EXCLUDED.record",
-            &[
-                &id,
-                &(record.revision as i64),
-                &(record.dek.master_version as i32),
-                &encode(record)?,
-            ],
-        )
-        .await?,
+                     master_version = EXCLUDED.master_version, format = EXCLUDED.format,
+                     record = EXCLUDED.record",
+                &[
+                    &id,
+                    &(record.revision as i64),
+                    &(record.oldest_master_version() as i32),
+                    &CUSTOMER_FORMAT,
+                    &encode(record)?,
+                ],
+            )
+            .await?
+        }
         None => execute(transaction, "DELETE FROM customers WHERE id = $1", &[&id]).await?,
     };
     Ok(())
@@ -329,7 +370,7 @@ pub(super) async fn write_receipt(
             &[&receipt.receipt_id, &encode(receipt)?],
         )
         .await
-        .map_err(pg)?;
+        .map_err(pg("write receipt"))?;
     transaction
         .execute(
             "INSERT INTO erasures (customer_id, receipt_id) VALUES ($1, $2)
@@ -337,6 +378,24 @@ pub(super) async fn write_receipt(
             &[&customer_id, &receipt.receipt_id],
         )
         .await
-        .map_err(pg)?;
+        .map_err(pg("write receipt"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_written_twice_keeps_its_last_value_at_its_first_place() {
+        let pairs = vec![
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 2),
+            ("a".to_owned(), 3),
+        ];
+        assert_eq!(
+            last_write_of_each(&pairs),
+            vec![("a".to_owned(), &3), ("b".to_owned(), &2)]
+        );
+    }
 }

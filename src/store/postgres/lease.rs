@@ -25,7 +25,7 @@ pub async fn try_lease(
     config: &Config,
     tls: &MakeRustlsConnect,
 ) -> Result<Option<RotationLease>, StoreError> {
-    let (client, connection) = config.connect(tls.clone()).await.map_err(pg)?;
+    let (client, connection) = config.connect(tls.clone()).await.map_err(pg("try lease"))?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "the rotation lease's database connection failed");
@@ -34,7 +34,7 @@ pub async fn try_lease(
     let granted: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_ids::ROTATION])
         .await
-        .map_err(pg)?
+        .map_err(pg("try lease"))?
         .get(0);
     Ok(granted.then(|| RotationLease::held(Session { client })))
 }

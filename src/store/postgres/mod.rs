@@ -9,19 +9,22 @@ mod batcher;
 mod commit;
 mod lease;
 mod schema;
+mod session;
 mod tls;
 
-use std::path::Path;
-use std::str::FromStr;
+pub use session::SessionSettings;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::path::Path;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::audit::{AuditEntry, AuditQuery, AuditRecord};
-use super::records::{decode, encode};
+use super::records::{decode, decode_customer, encode};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, PolicyVersionRecord, ReceiptRecord,
-    RotationLease, RotationRecord, Store, StoreError, TokenRecord,
+    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
+    PoolState, ReceiptRecord, RotationLease, RotationRecord, Store, StoreError, StoreHealth,
+    StorePressure, TokenRecord,
 };
 
 /// Advisory lock ids: "piiv" followed by a purpose number.
@@ -39,56 +42,136 @@ pub struct PgStore {
     tls: MakeRustlsConnect,
 }
 
-fn pg(error: tokio_postgres::Error) -> StoreError {
-    StoreError::Engine(format!("postgres: {}", describe(&error)))
+/// What a failed database call becomes: a store error naming the operation
+/// and the SQLSTATE, logged at warn. Never a value: the server's message and
+/// detail can quote one, so only the SQLSTATE, severity, table and constraint
+/// are kept of an error the server sent.
+fn pg(operation: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |error| failed(operation, &error)
+}
+
+/// A statement named by its verb and table ("INSERT tokens"), for errors.
+fn statement_name(sql: &str) -> String {
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let verb = words.first().copied().unwrap_or("statement");
+    let table = words
+        .windows(2)
+        .find(|pair| ["FROM", "INTO", "UPDATE"].contains(&pair[0]))
+        .map(|pair| pair[1].trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_'));
+    match table {
+        Some(table) => format!("{verb} {table}"),
+        None => verb.to_owned(),
+    }
+}
+
+fn failed(operation: &str, error: &tokio_postgres::Error) -> StoreError {
+    match error.as_db_error() {
+        Some(db) => {
+            let sqlstate = db.code().code();
+            tracing::warn!(
+                operation,
+                sqlstate,
+                severity = db.severity(),
+                table = db.table(),
+                constraint = db.constraint(),
+                "database call failed"
+            );
+            StoreError::Engine(format!(
+                "database error (SQLSTATE {sqlstate}) in {operation}"
+            ))
+        }
+        None => {
+            let text = describe(error);
+            tracing::warn!(operation, error = %text, "database call failed");
+            // rustls says "certificate not valid for name ..."; the fix is ours to say.
+            let fix = if text.contains("not valid for name") {
+                format!(". {}", tls::NAME_MISMATCH_FIX)
+            } else {
+                String::new()
+            };
+            StoreError::Engine(format!("database error in {operation}: {text}{fix}"))
+        }
+    }
 }
 
 /// The driver's message names the failing statement's problem, never its
-/// values. Its causes are added (why a connection or TLS handshake failed),
-/// except under an error the server sent, whose details can quote values.
+/// values. Its causes are added (why a connection or TLS handshake failed);
+/// errors the server sent are described by `failed`.
 fn describe(error: &tokio_postgres::Error) -> String {
     let mut text = error.to_string();
-    if error.as_db_error().is_none() {
-        let mut cause = std::error::Error::source(error);
-        while let Some(inner) = cause {
-            text.push_str(&format!(": {inner}"));
-            cause = inner.source();
-        }
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
     }
     text
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
     match error {
-        deadpool_postgres::PoolError::Backend(error) => pg(error),
-        other => StoreError::Engine(format!("postgres pool: {other}")),
+        deadpool_postgres::PoolError::Backend(error) => failed("connect", &error),
+        other => {
+            tracing::warn!(error = %other, "no database connection from the pool");
+            StoreError::Engine(format!("database connection pool: {other}"))
+        }
     }
 }
 
 impl PgStore {
     /// Connects (`url` as libpq accepts it: `postgres://user@host/db` or
     /// `host=... dbname=...`; TLS as its `sslmode` says, the server verified
-    /// against `ca_file` or the system's roots) and applies pending migrations.
+    /// against `ca_file` or the system's roots; `sslmode` other than `require`
+    /// only with `allow_plaintext`) and applies pending migrations, with the
+    /// default session settings.
     pub async fn connect(
         url: &str,
         pool_size: usize,
         ca_file: Option<&Path>,
+        allow_plaintext: bool,
     ) -> Result<PgStore, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|_| StoreError::Engine("the database URL cannot be parsed".into()))?;
-        let tls = tls::connector(&config, ca_file)?;
+        Self::connect_with(
+            url,
+            pool_size,
+            ca_file,
+            allow_plaintext,
+            &SessionSettings::default(),
+        )
+        .await
+    }
+
+    /// `connect`, every session pinned to `settings` (see `SessionSettings`).
+    pub async fn connect_with(
+        url: &str,
+        pool_size: usize,
+        ca_file: Option<&Path>,
+        allow_plaintext: bool,
+        settings: &SessionSettings,
+    ) -> Result<PgStore, StoreError> {
+        let (mut config, name_check) = tls::parse_url(url)?;
+        settings.pin(&mut config);
+        let tls = tls::connector(&config, name_check, ca_file, allow_plaintext)?;
+        // Verified: a connection is tried before it is handed out, so one
+        // that died with its server (a failover) is replaced, not used.
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                recycling_method: RecyclingMethod::Verified,
             },
         );
+        let wait = Some(settings.connect_timeout);
         let pool = Pool::builder(manager)
             .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(wait)
+            .create_timeout(wait)
+            .recycle_timeout(wait)
             .build()
             .map_err(|error| StoreError::Engine(format!("postgres pool: {error}")))?;
-        schema::migrate(&mut pool.get().await.map_err(pool_error)?).await?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        settings.check(&client).await?;
+        schema::migrate(&mut client).await?;
+        drop(client);
         Ok(PgStore {
             writer: batcher::Batcher::start(pool.clone()),
             pool,
@@ -112,7 +195,7 @@ impl PgStore {
             .await?
             .query_opt(sql, params)
             .await
-            .map_err(pg)?;
+            .map_err(pg(&statement_name(sql)))?;
         row.map(|row| decode(row.get::<_, &[u8]>(0))).transpose()
     }
 
@@ -127,7 +210,7 @@ impl PgStore {
                 &[],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("keyring row"))?;
         Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
     }
 }
@@ -135,11 +218,17 @@ impl PgStore {
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
-        self.record(
-            "SELECT record FROM customers WHERE id = $1",
-            &[&customer_id],
-        )
-        .await
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT format, record FROM customers WHERE id = $1",
+                &[&customer_id],
+            )
+            .await
+            .map_err(pg("customer"))?;
+        row.map(|row| decode_customer(row.get(0), row.get::<_, &[u8]>(1)))
+            .transpose()
     }
 
     async fn fields(&self, customer_id: &str) -> Result<Vec<(String, FieldRecord)>, StoreError> {
@@ -151,7 +240,7 @@ impl Store for PgStore {
                 &[&customer_id],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("fields"))?;
         rows.iter()
             .map(|row| Ok((row.get(0), decode(row.get::<_, &[u8]>(1))?)))
             .collect()
@@ -183,7 +272,7 @@ impl Store for PgStore {
                 &[&customer_id],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("customer tokens"))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
@@ -191,22 +280,27 @@ impl Store for PgStore {
         &self,
         field_name: &str,
         blind_index: &[u8; 32],
+        after: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        // Byte order ("C"), as sled's, whatever the database's collation: the
+        // vault merges and pages these lists in byte order.
         let rows = self
             .client()
             .await?
             .query(
                 "SELECT customer_id FROM blind_index WHERE field_name = $1 AND blind = $2
-                 ORDER BY customer_id LIMIT $3",
+                 AND customer_id COLLATE \"C\" > $3
+                 ORDER BY customer_id COLLATE \"C\" LIMIT $4",
                 &[
                     &field_name,
                     &&blind_index[..],
+                    &after,
                     &(limit.min(i64::MAX as usize) as i64),
                 ],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("find by index"))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
@@ -219,7 +313,7 @@ impl Store for PgStore {
                 &[&customer_id],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("erasure of"))?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -253,13 +347,18 @@ impl Store for PgStore {
             .client()
             .await?
             .query(
-                "SELECT id, record FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
+                "SELECT id, format, record FROM customers WHERE id > $1 ORDER BY id LIMIT $2",
                 &[&after.unwrap_or(""), &(limit.min(i64::MAX as usize) as i64)],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("customers after"))?;
         rows.iter()
-            .map(|row| Ok((row.get(0), decode(row.get::<_, &[u8]>(1))?)))
+            .map(|row| {
+                Ok((
+                    row.get(0),
+                    decode_customer(row.get(1), row.get::<_, &[u8]>(2))?,
+                ))
+            })
             .collect()
     }
 
@@ -269,7 +368,7 @@ impl Store for PgStore {
             .await?
             .query_one("SELECT count(*) FROM customers", &[])
             .await
-            .map_err(pg)?;
+            .map_err(pg("customer count"))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
@@ -296,7 +395,7 @@ impl Store for PgStore {
                     .await
             }
         }
-        .map_err(pg)?;
+        .map_err(pg("set rotation"))?;
         Ok(())
     }
 
@@ -318,7 +417,7 @@ impl Store for PgStore {
             .await?
             .query("SELECT record FROM policy_versions ORDER BY seq", &[])
             .await
-            .map_err(pg)?;
+            .map_err(pg("policy versions"))?;
         rows.iter()
             .map(|row| decode(row.get::<_, &[u8]>(0)))
             .collect()
@@ -353,7 +452,31 @@ impl Store for PgStore {
                 ],
             )
             .await
-            .map_err(pg)?;
+            .map_err(pg("audit events"))?;
+        rows.iter()
+            .map(|row| decode(row.get::<_, &[u8]>(0)))
+            .collect()
+    }
+
+    async fn customer_audit_events_before(
+        &self,
+        customer_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let before = before_seq.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM audit_events
+                 WHERE customer_id = $1 AND seq < $2
+                 ORDER BY seq DESC LIMIT $3",
+                &[&customer_id, &before, &limit],
+            )
+            .await
+            .map_err(pg("customer audit events before"))?;
         rows.iter()
             .map(|row| decode(row.get::<_, &[u8]>(0)))
             .collect()
@@ -364,13 +487,33 @@ impl Store for PgStore {
         commit::audit_head(&client).await
     }
 
+    async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
+        self.record("SELECT record FROM key_anchor WHERE id = 1", &[])
+            .await
+    }
+
+    async fn set_key_anchor(&self, anchor: KeyAnchor) -> Result<(), StoreError> {
+        // Commits are refused under retired versions by the keyring row's
+        // `retired_below`; the anchor here identifies the keyring.
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO key_anchor (id, record) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                &[&encode(&anchor)?],
+            )
+            .await
+            .map_err(pg("set key anchor"))?;
+        Ok(())
+    }
+
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let row = self
             .client()
             .await?
             .query_one("SELECT pg_database_size(current_database())", &[])
             .await
-            .map_err(pg)?;
+            .map_err(pg("size on disk"))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
@@ -378,7 +521,43 @@ impl Store for PgStore {
         // Every commit is already durable when it returns.
         Ok(())
     }
+
+    fn pressure(&self) -> StorePressure {
+        let status = self.pool.status();
+        StorePressure {
+            queued_writes: None,
+            pool: Some(PoolState {
+                size: status.size as u64,
+                idle: status.available as u64,
+                waiting: status.waiting as u64,
+            }),
+        }
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let probe = async {
+            self.client()
+                .await?
+                .simple_query("SELECT 1")
+                .await
+                .map_err(pg("health check"))?;
+            Ok::<(), StoreError>(())
+        };
+        match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
+            Ok(Ok(())) => StoreHealth::Serving,
+            Ok(Err(error)) => {
+                StoreHealth::Degraded(format!("the database does not answer: {error}"))
+            }
+            Err(_) => StoreHealth::Degraded(format!(
+                "the database did not answer within {} s",
+                HEALTH_TIMEOUT.as_secs()
+            )),
+        }
+    }
 }
+
+/// How long readiness waits for the database to answer `SELECT 1`.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl PgStore {
     /// Replaces the keyring row if it is still at `expected_generation` (`None`:
@@ -393,39 +572,55 @@ impl PgStore {
         sealed: &[u8],
     ) -> Result<(), CommitError> {
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(pg)?;
+        let transaction = client.transaction().await.map_err(pg("save keyring row"))?;
         let current = transaction
             .query_opt(
                 "SELECT generation FROM keyring WHERE id = 1 FOR UPDATE",
                 &[],
             )
             .await
-            .map_err(pg)?
+            .map_err(pg("save keyring row"))?
             .map(|row| row.get::<_, i64>(0));
         if current != expected_generation {
             return Err(CommitError::Conflict);
         }
-        let stragglers: i64 = transaction
+        // Customers under a version retired before are unreadable already
+        // (a store damaged by an older release): they cannot block this one.
+        // Every batch waits for the row lock held here: one probe of the
+        // index on master_version, not a count of every customer.
+        let straggler: bool = transaction
             .query_one(
-                "SELECT count(*) FROM customers WHERE master_version < $1",
+                "SELECT EXISTS (SELECT 1 FROM customers WHERE master_version < $1
+                 AND master_version >= COALESCE((SELECT retired_below FROM keyring WHERE id = 1), 0))",
                 &[&retired_below],
             )
             .await
-            .map_err(pg)?
+            .map_err(pg("save keyring row"))?
             .get(0);
-        if stragglers > 0 {
+        if straggler {
             return Err(CommitError::Conflict);
         }
-        transaction
+        // With no row yet, `FOR UPDATE` above locked nothing: two replicas
+        // starting together both get here, and only the first insert may win.
+        let written = transaction
             .execute(
                 "INSERT INTO keyring (id, generation, retired_below, sealed) VALUES (1, $1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET generation = EXCLUDED.generation,
-                     retired_below = EXCLUDED.retired_below, sealed = EXCLUDED.sealed",
-                &[&generation, &retired_below, &sealed],
+                     retired_below = EXCLUDED.retired_below, sealed = EXCLUDED.sealed
+                 WHERE keyring.generation = $4",
+                &[
+                    &generation,
+                    &retired_below,
+                    &sealed,
+                    &expected_generation.unwrap_or(-1),
+                ],
             )
             .await
-            .map_err(pg)?;
-        transaction.commit().await.map_err(pg)?;
+            .map_err(pg("save keyring row"))?;
+        if written != 1 {
+            return Err(CommitError::Conflict);
+        }
+        transaction.commit().await.map_err(pg("save keyring row"))?;
         Ok(())
     }
 }

@@ -128,18 +128,35 @@ fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
                 .or_default() += 1;
         }
     }
+    // Every read of the period is counted when the page starts at the newest
+    // event and reaches the oldest, or an event from before the period.
+    let page = &export.access_history_page;
+    let whole_period = page.first_page
+        && (page.last_page
+            || export
+                .access_history
+                .last()
+                .is_some_and(|oldest| oldest.at < since));
     let total: usize = uses.values().sum();
-    if total == 0 {
-        return writeln!(
+    if total == 0 && whole_period {
+        writeln!(
             text,
             "In the last {REPORT_DAYS} days nobody read your information."
-        );
+        )?;
+    } else if total == 0 {
+        writeln!(
+            text,
+            "In the records this report looked at, nobody read your information in the \
+             last {REPORT_DAYS} days."
+        )?;
+    } else {
+        writeln!(
+            text,
+            "In the last {REPORT_DAYS} days your information was read {}{}:",
+            if whole_period { "" } else { "at least " },
+            times(total)
+        )?;
     }
-    writeln!(
-        text,
-        "In the last {REPORT_DAYS} days your information was read {}:",
-        times(total)
-    )?;
     for ((principal, purpose), count) in uses {
         let why = export
             .purposes
@@ -151,7 +168,37 @@ fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
             );
         writeln!(text, "- {} by {principal}, for {why}", times(count))?;
     }
+    if !whole_period {
+        write_left_out(text, export)?;
+    }
     Ok(())
+}
+
+/// Says which records of use the report looked at, when it could not look at
+/// all of them: never a count that is silently short.
+fn write_left_out(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
+    let page = &export.access_history_page;
+    let (Some(newest), Some(oldest)) =
+        (export.access_history.first(), export.access_history.last())
+    else {
+        return writeln!(
+            text,
+            "This report looked at none of the records of how your information was used."
+        );
+    };
+    let count = export.access_history.len();
+    let (which, left_out) = match (page.first_page, page.last_page) {
+        (true, _) => (format!("the {count} most recent"), "older ones were"),
+        (false, true) => (format!("the {count} oldest"), "newer ones were"),
+        (false, false) => (count.to_string(), "newer and older ones were"),
+    };
+    writeln!(
+        text,
+        "This report looked only at {which} records of how your information was used, from \
+         {} to {}; {left_out} left out of it.",
+        day(&oldest.at),
+        day(&newest.at)
+    )
 }
 
 fn write_policy_changes(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
