@@ -636,6 +636,18 @@ impl VaultProcess {
     }
 }
 
+/// A test that fails, or never stops its vault, must not leave the process
+/// running: it would hold CPU, ports and PostgreSQL connections for the rest
+/// of the suite.
+impl Drop for VaultProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The address from the "pii-vault listening on ADDR" line logged after `offset`.
 pub fn wait_for_listening(log_file: &Path, offset: usize) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(30);
