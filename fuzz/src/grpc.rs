@@ -19,7 +19,7 @@ use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-#[path = "../../tests/common/raw_grpc.rs"]
+#[path = "../../tests/integration/common/raw_grpc.rs"]
 mod raw_grpc;
 
 /// API keys of the principals, as the first byte after the method picks them.
