@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, privacy_service_server::PrivacyService};
-use crate::vault::{AccessHistoryRequest, ConsentRequest, PolicyChange, Vault};
+use crate::vault::{AccessHistoryRequest, ConsentRequest, PolicyChange, UnparsedCall, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -101,7 +101,16 @@ impl PrivacyService for PrivacyApi {
             "ExportCustomer",
             request,
             |caller, req| async move {
-                let format = convert::export_format(req.format)?;
+                let call = UnparsedCall {
+                    action: "ExportCustomer",
+                    customer_id: &req.customer_id,
+                    fields: &[],
+                    purpose: "",
+                };
+                let format = self
+                    .vault
+                    .parsed_or_refused(&caller, call, convert::export_format(req.format))
+                    .await?;
                 let access = AccessHistoryRequest {
                     page_token: req.access_history_page_token,
                     page_size: req.access_history_page_size,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, vault_service_server::VaultService};
-use crate::vault::{SearchRequest, Vault};
+use crate::vault::{SearchRequest, UnparsedCall, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -28,8 +28,23 @@ impl VaultService for VaultApi {
             "PutFields",
             request,
             |caller, req| async move {
-                let fields = convert::field_inputs(req.fields)?;
-                let format = convert::token_format(req.token_format)?;
+                let names: Vec<String> = req.fields.iter().map(|f| f.name.clone()).collect();
+                let call = UnparsedCall {
+                    action: "PutFields",
+                    customer_id: &req.customer_id,
+                    fields: &names,
+                    purpose: &req.purpose,
+                };
+                let (fields, format) = self
+                    .vault
+                    .parsed_or_refused(
+                        &caller,
+                        call,
+                        convert::field_inputs(req.fields).and_then(|fields| {
+                            Ok((fields, convert::token_format(req.token_format)?))
+                        }),
+                    )
+                    .await?;
                 let written = self
                     .vault
                     .put_fields(
@@ -124,7 +139,16 @@ impl VaultService for VaultApi {
             "Tokenize",
             request,
             |caller, req| async move {
-                let items = convert::tokenize_items(req.items)?;
+                let call = UnparsedCall {
+                    action: "Tokenize",
+                    customer_id: &req.customer_id,
+                    fields: &[],
+                    purpose: &req.purpose,
+                };
+                let items = self
+                    .vault
+                    .parsed_or_refused(&caller, call, convert::tokenize_items(req.items))
+                    .await?;
                 let tokens = self
                     .vault
                     .tokenize(

@@ -135,6 +135,26 @@ impl Vault {
         }
     }
 
+    /// What the edge parsed from a request, or its refusal, audited: a call
+    /// with an unknown field kind, token format or export format touched a
+    /// customer as much as any refused one, so it is recorded like them
+    /// (counted past the refusal limits).
+    pub async fn parsed_or_refused<T>(
+        &self,
+        caller: &Caller,
+        call: UnparsedCall<'_>,
+        parsed: Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let entry = self.audit_entry(
+            caller,
+            call.action,
+            call.customer_id,
+            call.fields,
+            call.purpose,
+        );
+        self.audit_refusal(entry, parsed).await
+    }
+
     /// For reads: records the outcome before the caller sees the answer, so no
     /// value leaves the vault unaudited.
     pub(super) async fn audit_outcome<T>(
@@ -342,6 +362,14 @@ fn audit_query(filter: AuditFilter, limit: usize) -> AuditQuery {
         after_seq: filter.after_seq,
         limit,
     }
+}
+
+/// What the audit event of a refused, unparsed call names.
+pub struct UnparsedCall<'a> {
+    pub action: &'a str,
+    pub customer_id: &'a str,
+    pub fields: &'a [String],
+    pub purpose: &'a str,
 }
 
 pub(super) fn with_outcome(mut entry: AuditEntry, error: &VaultError) -> AuditEntry {

@@ -39,7 +39,7 @@ use crate::store::{CommitError, Store};
 
 pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
-pub use audit::{AuditFilter, AuditPage, ChainVerification, VerifyFrom};
+pub use audit::{AuditFilter, AuditPage, ChainVerification, UnparsedCall, VerifyFrom};
 pub use caller::Caller;
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
 pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus};

@@ -1325,3 +1325,95 @@ fn a_policy_file_with_mistakes_stops_the_server_naming_the_line() {
     let process = common::VaultProcess::start(&paths, &dir.path().join("vault.log"));
     process.kill9();
 }
+
+/// A call refused because the edge could not parse it (an unknown field kind,
+/// token format or export format) is audited like any other refusal: it
+/// names its action, customer and outcome, and changes nothing else.
+#[tokio::test]
+async fn refusals_of_unknown_enum_numbers_are_audited() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let refused = [
+        admin
+            .put_fields(pb::PutFieldsRequest {
+                customer_id: "kind-99".into(),
+                fields: vec![pb::Field {
+                    name: "email".into(),
+                    kind: 99,
+                    value: "someone@example.com".into(),
+                }],
+                purpose: "billing".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        admin
+            .put_fields(pb::PutFieldsRequest {
+                customer_id: "format-99".into(),
+                fields: vec![field("email", FieldKind::Email, "someone@example.com")],
+                purpose: "billing".into(),
+                token_format: 99,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        admin
+            .tokenize(pb::TokenizeRequest {
+                customer_id: "tokenize-99".into(),
+                items: vec![pb::TokenizeItem {
+                    kind: FieldKind::Email.into(),
+                    format: 99,
+                    value: "someone@example.com".into(),
+                }],
+                purpose: "billing".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        privacy
+            .export_customer(pb::ExportCustomerRequest {
+                customer_id: "export-99".into(),
+                format: 99,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ];
+    for result in refused {
+        common::expect_code(result, Code::InvalidArgument);
+    }
+
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let events = common::all_audit_events(&mut audit).await;
+    let recorded: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.customer_id.as_str(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("PutFields", "kind-99", "INVALID_ARGUMENT"),
+        ("PutFields", "format-99", "INVALID_ARGUMENT"),
+        ("Tokenize", "tokenize-99", "INVALID_ARGUMENT"),
+        ("ExportCustomer", "export-99", "INVALID_ARGUMENT"),
+    ] {
+        assert!(
+            recorded.contains(&expected),
+            "{expected:?} not audited: {recorded:?}"
+        );
+    }
+    let put_event = events.iter().find(|e| e.customer_id == "kind-99").unwrap();
+    assert_eq!(put_event.fields, ["email"]);
+    assert_eq!(put_event.purpose, "billing");
+    for customer in ["kind-99", "format-99", "tokenize-99"] {
+        common::expect_code(
+            get(&mut admin, customer, &[], "billing").await,
+            Code::NotFound,
+        );
+    }
+}
