@@ -13,6 +13,8 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
+# The workspace names the load generator crate; it is not built into the image.
+COPY bench ./bench
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bin pii-vault \

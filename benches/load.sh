@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The side-by-side load figures of BENCHMARKS.md: a release vault on a fresh
 # dev data directory, a data set of CUSTOMERS synthetic customers (6 fields and
-# 4 standalone tokens each), then `pii-vault bench --baseline` for every
+# 4 standalone tokens each), then `pii-vault-bench --baseline` for every
 # operation at 64 requests in flight (2 connections x 32), once with single
 # items and once with batches of 100, with latency at half the maximum rate;
 # then a restart (time to SERVING), resident memory and store bytes per value.
@@ -25,6 +25,7 @@ OUT=${OUT:-/tmp/pii-vault-bench-out-$CUSTOMERS}
 PORT=${PORT:-50071}
 ADDR=http://127.0.0.1:$PORT
 BIN=${BIN:-target/release/pii-vault}
+BENCH=${BENCH:-target/release/pii-vault-bench}
 export PII_VAULT_BENCH_DATABASE_URL=${DATABASE_URL:-host=127.0.0.1 user=postgres dbname=test}
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked
@@ -58,7 +59,7 @@ trap '[ -n "$SERVER" ] && kill -TERM "$SERVER" 2>/dev/null || true' EXIT
 start_vault
 echo "first start: $STARTUP s" | tee "$OUT/startup.txt"
 export PII_VAULT_API_KEY=$(cat "$DATA/dev-api-key")
-bench() { "$BIN" bench --addr "$ADDR" --customers "$CUSTOMERS" --connections "$CONNECTIONS" \
+bench() { "$BENCH" --addr "$ADDR" --customers "$CUSTOMERS" --connections "$CONNECTIONS" \
   --concurrency "$CONCURRENCY" --duration "${RUN_DURATION:-$DURATION}" --warmup "$WARMUP" "$@"; }
 
 bench --populate-only --json | tee "$OUT/populate.json"

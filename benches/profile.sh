@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a vault operation's time goes, on a running vault (e.g. the one
-# benches/load.sh populated): runs `pii-vault bench` for one operation and,
+# benches/load.sh populated): runs `pii-vault-bench` for one operation and,
 # during it, (1) the server's CPU use from /proc, (2) its disk syncs
 # (strace -T: count and time of fdatasync / sync_file_range), (3) a CPU profile
 # (perf record, software cpu-clock: this machine has no hardware counters).
@@ -9,7 +9,7 @@
 set -euo pipefail
 OP=${1:?op}; BATCH=${2:-1}
 PID=${PID:?pid of the vault}; ADDR=${ADDR:-http://127.0.0.1:50071}
-BIN=${BIN:-target/release/pii-vault}
+BENCH=${BENCH:-target/release/pii-vault-bench}
 OUT=${OUT:-/tmp/pii-vault-profile}/$OP-$BATCH
 CUSTOMERS=${CUSTOMERS:-10000}
 FRAMES=${FRAMES:-sled_writer|sled::tree::Tree::apply_batch|Db::flush|sync_data|aes_gcm|Aes256|GHash|polyval|hmac|h2::|hyper::|tonic::|prost::|unwrap_dek|DekCache|fdatasync|sync_file_range|epoll_wait|malloc|_int_free|sha2|postcard|tokio::runtime::task}
@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 # Nanoseconds on a CPU and waiting for one (run queue), over the server's threads.
 sched() { cat /proc/"$PID"/task/*/schedstat | awk '{ run += $1; wait += $2 } END { print run, wait }'; }
 
-"$BIN" bench --addr "$ADDR" --customers "$CUSTOMERS" --populate never --op "$OP" --batch "$BATCH" --sample "${SAMPLE:-10000}" \
+"$BENCH" --addr "$ADDR" --customers "$CUSTOMERS" --populate never --op "$OP" --batch "$BATCH" --sample "${SAMPLE:-10000}" \
   --duration 12s --warmup 1s --json >"$OUT/bench.json" &
 BENCH=$!
 sleep 2

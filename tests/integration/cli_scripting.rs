@@ -1,6 +1,7 @@
 //! The CLI in scripts: exit codes by class of failure, `--json` errors,
-//! `--timeout`, confirmations of irreversible commands, and `bench` refusing a
-//! vault with other data. The real binary against a real vault.
+//! `--timeout` and confirmations of irreversible commands. The real binary
+//! against a real vault. (The load generator's refusal of a vault with other
+//! data is tested with it, in bench/tests/.)
 
 use crate::common;
 
@@ -220,60 +221,6 @@ async fn irreversible_commands_need_yes_when_stdin_is_not_a_terminal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_refuses_a_vault_that_holds_other_data_unless_allowed() {
-    let vault = common::spawn_vault().await;
-    let addr = addr_of(&vault);
-    let key = Some(common::ADMIN_KEY);
-    let put = pii_vault(
-        &addr,
-        key,
-        &[
-            "put",
-            "real-1",
-            "email:email=r1@example.com",
-            "--purpose",
-            "billing",
-        ],
-    )
-    .await;
-    assert_exit(&put, 0);
-    let bench = [
-        "bench",
-        "--op",
-        "get",
-        "--customers",
-        "5",
-        "--connections",
-        "1",
-        "--concurrency",
-        "1",
-        "--duration",
-        "200ms",
-        "--warmup",
-        "0s",
-        "--json",
-    ];
-
-    let refused = pii_vault(&addr, key, &bench).await;
-    assert_exit(&refused, EXIT_USAGE);
-    assert_eq!(json_of(&refused)["error"]["code"], "VAULT_NOT_EMPTY");
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-existing-data"));
-    let untouched = pii_vault(
-        &addr,
-        key,
-        &["get", "bench-c000000000", "--purpose", "billing"],
-    )
-    .await;
-    assert_exit(&untouched, EXIT_REFUSED);
-
-    let mut allowed = bench.to_vec();
-    allowed.push("--allow-existing-data");
-    let ran = pii_vault(&addr, key, &allowed).await;
-    assert_exit(&ran, 0);
-    assert_eq!(json_of(&ran)["dataset"]["customers"], 5);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_of_a_tampered_log_exits_with_the_integrity_code() {
     if !common::sled_only("audit_verify_of_a_tampered_log_exits_with_the_integrity_code") {
         return;
@@ -313,31 +260,6 @@ async fn audit_verify_of_a_tampered_log_exits_with_the_integrity_code() {
     assert_exit(&broken, EXIT_INTEGRITY);
     // The verification result is the one document on stdout.
     assert_eq!(json_of(&broken)["intact"], false, "{}", describe(&broken));
-}
-
-/// Not a refusal: bench runs again on the data set it populated itself, also
-/// with `--populate always` (a guard for the check above; passes on old code).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_runs_again_on_its_own_data_set() {
-    let vault = common::spawn_vault().await;
-    let addr = addr_of(&vault);
-    let key = Some(common::ADMIN_KEY);
-    let populate = [
-        "bench",
-        "--customers",
-        "5",
-        "--connections",
-        "1",
-        "--concurrency",
-        "1",
-        "--populate-only",
-        "--json",
-    ];
-    assert_exit(&pii_vault(&addr, key, &populate).await, 0);
-    assert_exit(&pii_vault(&addr, key, &populate).await, 0);
-    let mut again = populate.to_vec();
-    again.extend(["--populate", "always"]);
-    assert_exit(&pii_vault(&addr, key, &again).await, 0);
 }
 
 /// At a terminal (a pseudo-terminal from util-linux `script`) the command asks,

@@ -9,7 +9,6 @@ mod common;
 
 mod access;
 mod audit;
-mod bench_cli;
 mod binding;
 mod certificate_identity;
 mod cli;

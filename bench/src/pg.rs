@@ -11,10 +11,10 @@ use anyhow::Context;
 use rand::Rng;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::data;
-use super::stats::Outcome;
-use super::Op;
-use crate::vault::tokens::random_token;
+use crate::data;
+use crate::stats::Outcome;
+use crate::Op;
+use pii_vault::vault::tokens::random_token;
 
 const SCHEMA: &str = "
 DROP SCHEMA IF EXISTS pii_vault_bench CASCADE;
@@ -158,7 +158,7 @@ pub async fn populate(
                     let id = data::customer_id(&prefix, index);
                     let mut rng = data::seeded(index);
                     for field in data::profile(&mut rng) {
-                        let kind = super::kind_label(field.kind);
+                        let kind = crate::kind_label(field.kind);
                         for (column, value) in fields.iter_mut().zip([
                             id.clone(),
                             field.name,
@@ -178,7 +178,7 @@ pub async fn populate(
                         for (column, value) in tokens.iter_mut().zip([
                             token,
                             id.clone(),
-                            super::kind_label(kind as i32),
+                            crate::kind_label(kind as i32),
                             value,
                         ]) {
                             column.push(value);
@@ -229,7 +229,7 @@ impl PgWorkload {
             Op::Put => {
                 let mut columns: [Vec<String>; 5] = Default::default();
                 for field in data::profile(rng) {
-                    let kind = super::kind_label(field.kind);
+                    let kind = crate::kind_label(field.kind);
                     for (column, value) in columns.iter_mut().zip([
                         customer.clone(),
                         field.name,
@@ -258,7 +258,7 @@ impl PgWorkload {
                     for (column, value) in columns.iter_mut().zip([
                         random_token(),
                         customer.clone(),
-                        super::kind_label(kind as i32),
+                        crate::kind_label(kind as i32),
                         value,
                     ]) {
                         column.push(value);

@@ -1,4 +1,4 @@
-//! `pii-vault bench`: a load generator that drives a running vault over N
+//! `pii-vault-bench`: a load generator that drives a running vault over N
 //! connections with C concurrent requests each, for a fixed time, on a
 //! pre-populated data set of synthetic customers, and reports requests/s,
 //! values/s, latency percentiles and errors. With `--baseline` the same load
@@ -29,12 +29,23 @@ use tonic::{Request, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::pb::{
+use pii_vault::pb::{
     self, key_admin_service_client::KeyAdminServiceClient, vault_service_client::VaultServiceClient,
 };
 
-use super::client::{connect, kind_name, ClientArgs};
+use pii_vault::cli::client::{connect, kind_name, ClientArgs};
 use stats::{Outcome, Summary, Tally};
+
+/// Exit codes and `--json` errors are the vault CLI's (docs/cli.md).
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = <BenchArgs as clap::Parser>::parse();
+    let json = args.client.json;
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => std::process::ExitCode::from(pii_vault::cli::report(&error, json)),
+    }
+}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -94,7 +105,9 @@ pub enum Populate {
     Never,
 }
 
-#[derive(clap::Args, Debug)]
+/// Load generator: drives a running vault and reports throughput and latency.
+#[derive(clap::Parser, Debug)]
+#[command(name = "pii-vault-bench", version)]
 pub struct BenchArgs {
     /// Operations to measure, in order (comma separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "tokenize")]
@@ -420,7 +433,7 @@ fn ratios_of(vault: &Summary, health: Option<&Summary>, postgres: Option<&Summar
     })
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.concurrency == 0 || args.batch == 0 || args.customers == 0 {
         bail!("--connections, --concurrency, --batch and --customers must be at least 1");
     }
@@ -435,7 +448,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let vault_for = |index: usize| -> Vault {
         VaultServiceClient::with_interceptor(channels[index % channels.len()].clone(), auth.clone())
-            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(pii_vault::server::MAX_MESSAGE_BYTES)
     };
 
     // The data set.
@@ -626,7 +639,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// The human-readable report: the runs as a table, then the ratios and errors.
 fn print_table(args: &BenchArgs, tokens: &Value, runs: &[Summary], ratios: &[Value]) {
     println!(
-        "pii-vault bench: {} connection(s) x {} concurrent, {:?} (+{:?} warm-up), {} customers, {} tokens",
+        "pii-vault-bench: {} connection(s) x {} concurrent, {:?} (+{:?} warm-up), {} customers, {} tokens",
         args.connections,
         args.concurrency,
         args.duration,
@@ -671,7 +684,9 @@ async fn is_populated(client: &mut Vault, args: &BenchArgs) -> anyhow::Result<bo
             Ok(_) => return Ok(false),
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(false),
             Err(status) => {
-                return Err(super::client::status_error(status).context("checking the data set"))
+                return Err(
+                    pii_vault::cli::client::status_error(status).context("checking the data set")
+                )
             }
         }
     }
@@ -689,7 +704,7 @@ async fn refuse_other_data(
     args: &BenchArgs,
     present: bool,
 ) -> anyhow::Result<()> {
-    use super::client::{CliError, Failure};
+    use pii_vault::cli::client::{CliError, Failure};
     let mut keys = KeyAdminServiceClient::with_interceptor(channel.clone(), auth.clone());
     let customers = match keys
         .get_key_status(pb::GetKeyStatusRequest::default())
@@ -703,7 +718,7 @@ async fn refuse_other_data(
                 format!(
                     "cannot tell whether the vault holds other data ({}); \
                      pass --allow-existing-data to run anyway",
-                    super::client::status_error(status)
+                    pii_vault::cli::client::status_error(status)
                 ),
             )
             .into())
@@ -726,7 +741,7 @@ async fn refuse_other_data(
 }
 
 fn populating_failed(customer_id: &str, status: Status) -> anyhow::Error {
-    super::client::status_error(status).context(format!("populating {customer_id}"))
+    pii_vault::cli::client::status_error(status).context(format!("populating {customer_id}"))
 }
 
 /// Creates customers `0..customers` (6 fields each, then standalone tokens)
@@ -868,7 +883,7 @@ async fn sample_tokens(
                             .filter(|t| !t.is_empty()),
                     ),
                     Err(status) if status.code() == tonic::Code::NotFound => {}
-                    Err(status) => return Err(super::client::status_error(status)),
+                    Err(status) => return Err(pii_vault::cli::client::status_error(status)),
                 }
             }
             Ok(kept)

@@ -6,7 +6,7 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::pb;
+use pii_vault::pb;
 
 const FIRST: [&str; 32] = [
     "James",
@@ -281,8 +281,8 @@ mod tests {
     use time::macros::date;
 
     use super::*;
-    use crate::vault::tokens::is_luhn_valid;
-    use crate::vault::FieldKind;
+    use pii_vault::vault::tokens::is_luhn_valid;
+    use pii_vault::vault::FieldKind;
 
     #[test]
     fn every_synthetic_value_is_accepted_by_its_kind() {
