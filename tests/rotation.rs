@@ -13,7 +13,8 @@ use pii_vault::crypto::{KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind};
 use pii_vault::store::{
     AuditEntry, AuditQuery, AuditRecord, CommitError, CustomerChange, CustomerRecord, FieldRecord,
-    KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationRecord, Store, StoreError, TokenRecord,
+    KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationLease, RotationRecord, Store,
+    StoreError, TokenRecord,
 };
 use tokio::sync::Notify;
 use tonic::Code;
@@ -676,7 +677,9 @@ async fn an_overdue_rotation_does_not_make_an_erasure_cryptographic() {
 }
 
 /// GetKeyStatus shows a master rotation while it runs (its target version,
-/// when it started, and how far it got) and no longer once it is done.
+/// when it started, and how far it got) and no longer once it is done; a
+/// second rotation asked for meanwhile is refused (ROTATION_RUNNING) and
+/// changes nothing. On either engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_status_shows_a_master_rotation_while_it_runs() {
     let gate = Arc::new(Gate {
@@ -684,10 +687,11 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
         ..Gate::holding("nobody")
     });
     let held = Arc::clone(&gate);
-    let vault = common::spawn_vault_on_wrapped_store(move |inner| {
+    let vault = common::spawn_vault_on_wrapped_store_of_the_suite(move |inner| {
         Arc::new(HeldCreation { inner, gate: held })
     })
     .await;
+    assert_eq!(vault.database.is_some(), common::on_postgres());
     let mut admin = vault.admin().await;
     for customer in ["cust-1", "cust-2", "cust-3"] {
         common::put(
@@ -719,6 +723,24 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     assert!(rotation.started.is_some());
     assert!(rotation.progress_known, "{rotation:?}");
     assert_eq!((rotation.rewrapped, rotation.total), (0, 3), "{rotation:?}");
+
+    let refused = keys
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            retire_previous: true,
+        })
+        .await
+        .expect_err("a second rotation started while one ran");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("ROTATION_RUNNING"),
+        "{refused:?}"
+    );
+    assert!(details.retry_info().is_none(), "{refused:?}");
+    let still = key_status(&vault, "").await;
+    assert_eq!(still.master_rotation, Some(rotation), "{still:?}");
+    assert_eq!(still.active_master_version, during.active_master_version);
 
     gate.release.notify_one();
     let mut last = None;
@@ -1107,6 +1129,9 @@ impl Store for HeldCreation {
     }
     async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
         self.inner.rotation().await
+    }
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        self.inner.try_rotation_lease().await
     }
     async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
         if self.gate.stall_rotations {
