@@ -44,6 +44,11 @@ pub struct TokenizeArgs {
     pub purpose: String,
     #[arg(long, default_value = "random")]
     pub format: String,
+    /// A UUID you pick for this request and give again when you retry it:
+    /// the retry gets the first call's tokens and creates none
+    /// (docs/retries-and-limits.md). Without it every call makes new tokens.
+    #[arg(long, default_value = "")]
+    pub request_id: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -191,7 +196,7 @@ pub async fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
         customer_id: args.customer,
         items,
         purpose: args.purpose,
-        request_id: String::new(),
+        request_id: args.request_id,
     };
     let response = vault_client(&args.client)
         .await?

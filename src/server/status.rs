@@ -92,6 +92,26 @@ mod tests {
         }
     }
 
+    /// INTERNAL cannot be provoked through the API (it marks a fault of the
+    /// vault itself): what a client sees of one is checked here.
+    #[test]
+    fn an_internal_fault_reaches_the_client_as_internal_without_its_cause() {
+        let cause = "keyring generation 7 missing from /var/lib/pii-vault";
+        let status = Status::from(VaultError::internal(cause));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "INTERNAL");
+        assert_eq!(details.error_info().unwrap().domain, ERROR_DOMAIN);
+        assert!(details.retry_info().is_none());
+        assert!(details.bad_request().is_none());
+        let sent = [status.message().as_bytes(), status.details()].concat();
+        assert!(
+            !sent.windows(7).any(|window| window == b"keyring"),
+            "{status:?}"
+        );
+    }
+
     #[test]
     fn a_field_at_fault_is_a_bad_request_violation() {
         let status = Status::from(VaultError::invalid_field("customer_id", "too long"));

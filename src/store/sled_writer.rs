@@ -82,6 +82,8 @@ pub struct ChainWriter {
     thread: Option<JoinHandle<()>>,
     sync_failure: SyncFailure,
     busy_since: BusySince,
+    /// `STALLED_AFTER`, shorter in tests.
+    stalled_after: Duration,
 }
 
 impl ChainWriter {
@@ -91,6 +93,17 @@ impl ChainWriter {
         tree: sled::Db,
         sync: SyncFn,
         reserve: DiskReserve,
+    ) -> Result<ChainWriter, StoreError> {
+        ChainWriter::start_stalling_after(tree, sync, reserve, STALLED_AFTER)
+    }
+
+    /// `start`, taking a group that has not been applied and synced within
+    /// `stalled_after` as a stalled store.
+    fn start_stalling_after(
+        tree: sled::Db,
+        sync: SyncFn,
+        reserve: DiskReserve,
+        stalled_after: Duration,
     ) -> Result<ChainWriter, StoreError> {
         let head = match tree.get(keys::AUDIT_HEAD).map_err(engine)? {
             Some(bytes) => decode(&bytes)?,
@@ -119,6 +132,7 @@ impl ChainWriter {
             thread: Some(thread),
             sync_failure,
             busy_since,
+            stalled_after,
         })
     }
 
@@ -137,7 +151,7 @@ impl ChainWriter {
         }
         let busy_since = *lock(&self.busy_since);
         busy_since
-            .filter(|since| since.elapsed() > STALLED_AFTER)
+            .filter(|since| since.elapsed() > self.stalled_after)
             .map(|since| {
                 format!(
                     "a write to disk has not finished in {} s",
@@ -844,6 +858,198 @@ mod tests {
         let writer = ChainWriter::start(tree.clone(), sync, DiskReserve::none()).unwrap();
         let after_restart = writer.write(job("dave", None, "tok-10")).await;
         assert!(matches!(after_restart, Err(CommitError::StaleKeyring)));
+    }
+
+    /// A sync that holds the writer thread until the gate opens, so jobs pile
+    /// up behind the group it syncs; it counts the syncs that began.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+        entered: AtomicU64,
+    }
+
+    impl Gate {
+        fn sync(self: &Arc<Self>, tree: &sled::Db) -> SyncFn {
+            let gate = Arc::clone(self);
+            let tree = tree.clone();
+            Box::new(move || {
+                gate.entered.fetch_add(1, Ordering::SeqCst);
+                let mut open = lock(&gate.open);
+                while !*open {
+                    open = gate
+                        .opened
+                        .wait(open)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                drop(open);
+                tree.flush().map(|_| ()).map_err(std::io::Error::other)
+            })
+        }
+
+        fn open(&self) {
+            *lock(&self.open) = true;
+            self.opened.notify_all();
+        }
+    }
+
+    /// Opens the gate when dropped, so a failing test does not leave the
+    /// writer thread blocked and its drop (which joins the thread) hanging.
+    /// Declared after the writer, it is dropped before it.
+    struct OpenOnDrop(Arc<Gate>);
+
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+
+    /// Polls `condition` until it holds; the deadline only detects a hang.
+    async fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn spawn_write(
+        writer: &Arc<ChainWriter>,
+        write: WriteJob,
+    ) -> tokio::task::JoinHandle<Result<Hashes, CommitError>> {
+        let writer = Arc::clone(writer);
+        tokio::spawn(async move { writer.write(write).await })
+    }
+
+    /// A writer whose syncs wait for the gate, holding `held` in its first
+    /// group once it returns.
+    async fn held_writer(
+        tree: &sled::Db,
+        stalled_after: Duration,
+        held: WriteJob,
+    ) -> (
+        Arc<ChainWriter>,
+        Arc<Gate>,
+        tokio::task::JoinHandle<Result<Hashes, CommitError>>,
+    ) {
+        let gate = Arc::new(Gate::default());
+        let writer = ChainWriter::start_stalling_after(
+            tree.clone(),
+            gate.sync(tree),
+            DiskReserve::none(),
+            stalled_after,
+        )
+        .unwrap();
+        let writer = Arc::new(writer);
+        let first = spawn_write(&writer, held);
+        eventually("the writer syncs its first group", || {
+            gate.entered.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        (writer, gate, first)
+    }
+
+    /// docs/operations.md: "at most 1,024 writes wait for the sled store (more
+    /// wait for room within their deadline)".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_max_queued_a_write_waits_for_room_and_one_that_gives_up_there_writes_nothing() {
+        let tree = tree();
+        let (writer, gate, first) =
+            held_writer(&tree, STALLED_AFTER, job("first", None, "t-first")).await;
+        let _open = OpenOnDrop(Arc::clone(&gate));
+        let queued: Vec<_> = (0..MAX_QUEUED)
+            .map(|i| spawn_write(&writer, job(&format!("c{i}"), None, &format!("t{i}"))))
+            .collect();
+        eventually("the queue is full", || writer.queued() == MAX_QUEUED as u64).await;
+        // A caller whose deadline passes while it waits for room: its job
+        // never enters the queue.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            writer.write(job("late", None, "t-late")),
+        )
+        .await;
+        assert!(gave_up.is_err(), "answered while the writer was held");
+        // A patient caller waits outside the queue, which does not grow.
+        let patient = spawn_write(&writer, job("patient", None, "t-patient"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(writer.queued(), MAX_QUEUED as u64, "the queue grew");
+        assert!(!patient.is_finished());
+        gate.open();
+        first.await.unwrap().unwrap();
+        for job in queued {
+            job.await.unwrap().unwrap();
+        }
+        patient.await.unwrap().unwrap();
+        assert_eq!(revision(&tree, "patient"), Some(1));
+        assert_eq!(revision(&tree, "late"), None);
+        assert!(tree.get(keys::token("t-late")).unwrap().is_none());
+        let head: AuditHead = decode(&tree.get(keys::AUDIT_HEAD).unwrap().unwrap()).unwrap();
+        assert_eq!(head.seq, MAX_QUEUED as u64 + 2);
+        assert_eq!(writer.queued(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_caller_gave_up_before_the_writer_reached_it_is_not_written() {
+        let tree = tree();
+        let (writer, gate, first) =
+            held_writer(&tree, STALLED_AFTER, job("first", None, "t-first")).await;
+        let _open = OpenOnDrop(Arc::clone(&gate));
+        let abandoned = spawn_write(&writer, job("bob", None, "t-bob"));
+        eventually("bob's job is queued", || writer.queued() == 1).await;
+        // Its caller goes away (as a call whose deadline passed does),
+        // dropping the receiver of its answer.
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        let kept = spawn_write(&writer, job("carol", None, "t-carol"));
+        eventually("carol's job is queued", || writer.queued() == 2).await;
+        gate.open();
+        first.await.unwrap().unwrap();
+        kept.await.unwrap().unwrap();
+        assert_eq!(revision(&tree, "bob"), None);
+        assert!(tree.get(keys::token("t-bob")).unwrap().is_none());
+        assert_eq!(revision(&tree, "carol"), Some(1));
+        // Nor did it take a place in the audit chain.
+        let head: AuditHead = decode(&tree.get(keys::AUDIT_HEAD).unwrap().unwrap()).unwrap();
+        assert_eq!(head.seq, 2);
+    }
+
+    /// docs/operations.md: "a write to disk that has not finished in 30 s
+    /// leaves sled unable to promise anything more": the writer reports it as
+    /// its failure, which the store's health turns into `Failed` (and the
+    /// vault into exit status 74).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_not_synced_within_the_stall_limit_is_reported_as_the_writers_failure() {
+        let tree = tree();
+        let stalled_after = Duration::from_millis(300);
+        let gate = Arc::new(Gate::default());
+        gate.open();
+        let writer = ChainWriter::start_stalling_after(
+            tree.clone(),
+            gate.sync(&tree),
+            DiskReserve::none(),
+            stalled_after,
+        )
+        .unwrap();
+        // A healthy writer, idle or after a group, reports nothing.
+        assert_eq!(writer.failure(), None);
+        writer.write(job("a", None, "t-a")).await.unwrap();
+        tokio::time::sleep(stalled_after * 2).await;
+        assert_eq!(writer.failure(), None, "an idle writer is not stalled");
+        drop(writer);
+
+        let (writer, gate, stuck) = held_writer(&tree, stalled_after, job("b", None, "t-b")).await;
+        let _open = OpenOnDrop(Arc::clone(&gate));
+        eventually("the writer reports the stall", || {
+            writer.failure().is_some()
+        })
+        .await;
+        let failure = writer.failure().unwrap();
+        assert!(
+            failure.starts_with("a write to disk has not finished in"),
+            "{failure}"
+        );
+        gate.open();
+        stuck.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -109,6 +109,12 @@ async fn seed_ann(vault: &TestVault) -> BTreeMap<String, String> {
 fn assert_integrity_refusal<T: std::fmt::Debug>(result: Result<T, tonic::Status>) {
     let status = common::expect_code(result, Code::DataLoss);
     assert!(status.message().contains("integrity"), "{status:?}");
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("INTEGRITY_CHECK_FAILED"),
+        "{status:?}"
+    );
     let printed = format!("{status:?}");
     for value in [MOBILE, "555", CONTACT, CARD, "4242"] {
         assert!(!printed.contains(value), "{printed}");

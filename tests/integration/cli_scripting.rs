@@ -345,3 +345,55 @@ async fn health_with_json_answers_one_document() {
     assert_exit(&gone, EXIT_UNAVAILABLE);
     assert!(json_of(&gone)["error"].is_object(), "{}", describe(&gone));
 }
+
+/// docs/cli.md: `tokenize --request-id` makes a retry safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_with_a_request_id_retries_safely() {
+    let vault = common::spawn_vault().await;
+    let addr = addr_of(&vault);
+    let tokenize = |request_id: &'static str, value: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let mut args = vec![
+                "tokenize",
+                "cust-1",
+                value,
+                "--purpose",
+                "billing",
+                "--json",
+            ];
+            if !request_id.is_empty() {
+                args.extend(["--request-id", request_id]);
+            }
+            pii_vault(&addr, Some(common::ADMIN_KEY), &args).await
+        }
+    };
+    let tokens = |output: &Output| -> Vec<String> {
+        assert_exit(output, 0);
+        serde_json::from_value(json_of(output)["tokens"].clone()).unwrap()
+    };
+    const FIRST: &str = "0b6f3a52-8c1d-4f7e-9a2b-1c3d5e7f9a01";
+    const SECOND: &str = "0b6f3a52-8c1d-4f7e-9a2b-1c3d5e7f9a02";
+
+    let first = tokens(&tokenize(FIRST, "generic=v").await);
+    assert_eq!(first.len(), 1);
+    // A retry with the same id gets the same (random) token.
+    assert_eq!(tokens(&tokenize(FIRST, "generic=v").await), first);
+    // Another id, or none, is another request: a new token.
+    let second = tokens(&tokenize(SECOND, "generic=v").await);
+    assert_ne!(second, first);
+    let without = tokens(&tokenize("", "generic=v").await);
+    assert_ne!(without, first);
+    assert_ne!(without, second);
+    // The same id with other values is refused, and the reason says why.
+    let reused = tokenize(FIRST, "generic=w").await;
+    assert_exit(&reused, EXIT_REFUSED);
+    let error = &json_of(&reused)["error"];
+    assert_eq!(error["code"], "ALREADY_EXISTS", "{}", describe(&reused));
+    assert_eq!(
+        error["reason"],
+        "REQUEST_ID_REUSED",
+        "{}",
+        describe(&reused)
+    );
+}

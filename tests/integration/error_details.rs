@@ -468,3 +468,138 @@ fn the_documented_reasons_are_the_ones_the_vault_sends() {
         .collect();
     assert_eq!(documented, sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_fields_token_as_a_standalone_one_is_refused_and_keeps_the_field() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    let written = common::put(&mut admin, "cust-1", one_field())
+        .await
+        .unwrap();
+    let field_token = written.tokens["email"].clone();
+    let standalone = common::tokenize(
+        &mut admin,
+        "cust-1",
+        vec![(FieldKind::Generic, "v", TokenFormat::Random)],
+    )
+    .await
+    .unwrap();
+    let status = admin
+        .delete_tokens(pb::DeleteTokensRequest {
+            customer_id: "cust-1".into(),
+            // The standalone token first: the refusal deletes it neither.
+            tokens: vec![standalone[0].clone(), field_token.clone()],
+        })
+        .await
+        .unwrap_err();
+    let details = assert_reason(&status, Code::FailedPrecondition, "TOKEN_BOUND_TO_FIELD");
+    assert_not_retryable(&details);
+    // Nothing changed: the field and both tokens still open.
+    let read = common::get(&mut admin, "cust-1", &["email"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(
+        common::value_of(&read, "email").value,
+        "ann@example.com",
+        "{read:?}"
+    );
+    let tokens = [field_token, standalone[0].clone()];
+    let results = common::detokenize(&mut admin, &tokens, "billing")
+        .await
+        .unwrap();
+    let values: Vec<&str> = results.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(values, ["ann@example.com", "v"], "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_whose_format_preserving_tokens_are_all_taken_is_refused_and_writes_nothing() {
+    let vault = common::spawn_vault().await;
+    let mut admin = vault.admin().await;
+    // A one-digit value has nine format-preserving tokens (any other digit).
+    let one_digit = (FieldKind::Generic, "7", TokenFormat::FormatPreserving);
+    let mut issued = Vec::new();
+    let status = loop {
+        match common::tokenize(&mut admin, "cust-1", vec![one_digit]).await {
+            Ok(tokens) => issued.extend(tokens),
+            Err(status) => break status,
+        }
+        assert!(issued.len() <= 9, "more tokens than digits: {issued:?}");
+    };
+    assert!(!issued.is_empty());
+    let details = assert_reason(&status, Code::FailedPrecondition, "TOKEN_SPACE_EXHAUSTED");
+    assert_not_retryable(&details);
+    // A refused batch writes none of its items: its request id stays unused,
+    // so a different request may take it.
+    const REQUEST_ID: &str = "5f0c6d1e-0000-4000-8000-00000000000a";
+    let random = (FieldKind::Generic, "x", TokenFormat::Random);
+    let refused = common::tokenize_with_request_id(
+        &mut admin,
+        "cust-1",
+        vec![
+            random, one_digit, one_digit, one_digit, one_digit, one_digit,
+        ],
+        "billing",
+        REQUEST_ID,
+    )
+    .await;
+    // Nine taken (or more than one of them in the batch): refused whatever
+    // the count left.
+    assert_reason(
+        &refused.expect_err("a batch of six one-digit tokens fitted"),
+        Code::FailedPrecondition,
+        "TOKEN_SPACE_EXHAUSTED",
+    );
+    common::tokenize_with_request_id(
+        &mut admin,
+        "cust-1",
+        vec![(FieldKind::Generic, "y", TokenFormat::Random)],
+        "billing",
+        REQUEST_ID,
+    )
+    .await
+    .unwrap();
+    // The tokens issued before still open.
+    let results = common::detokenize(&mut admin, &issued, "billing")
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.value == "7"), "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_no_principal_names_is_refused_and_changes_nothing() {
+    let vault = common::tls::TlsVault::spawn(&common::test_policy()).await;
+    // The admin's API key over mutual TLS (its certificate names no principal).
+    let courier = vault.pki.issue("courier", &[], &[]);
+    let mut admin = VaultServiceClient::with_interceptor(
+        vault.channel(Some(courier)).await.unwrap(),
+        Bearer::new(ADMIN_KEY),
+    );
+    common::put(&mut admin, "cust-1", one_field())
+        .await
+        .unwrap();
+
+    // A certificate the vault's client CA signed, but no principal's
+    // cert_subject or spiffe_id, and no API key.
+    let stranger = vault
+        .pki
+        .issue("stranger", &[], &["spiffe://example.org/stranger"]);
+    let mut stranger = VaultServiceClient::new(vault.channel(Some(stranger)).await.unwrap());
+    let status = stranger
+        .put_fields(pb::PutFieldsRequest {
+            customer_id: "cust-1".into(),
+            fields: vec![field("email", FieldKind::Email, "eve@example.com")],
+            purpose: "billing".into(),
+            token_format: TokenFormat::Random as i32,
+            expected_revision: None,
+        })
+        .await
+        .unwrap_err();
+    let details = assert_reason(&status, Code::Unauthenticated, "CERTIFICATE_UNKNOWN");
+    assert_not_retryable(&details);
+    let read = common::get(&mut admin, "cust-1", &["email"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(read.revision, 1, "{read:?}");
+    assert_eq!(common::value_of(&read, "email").value, "ann@example.com");
+    vault.shutdown().await;
+}

@@ -761,3 +761,92 @@ async fn a_replaced_client_ca_admits_its_clients_and_refuses_the_old_cas() {
     assert!(refused.is_err() || admitted(&refused.unwrap(), WRITER_KEY).await != Code::Ok);
     assert_eq!(admitted(&open, WRITER_KEY).await, Code::Ok);
 }
+
+/// docs/reload.md, "Several replicas (PostgreSQL)": each replica of one
+/// database reads its own copy of the policy file and reloads it by itself,
+/// so until both have reloaded a revoked key is refused by one and still let
+/// in by the other; each reload is its own event in the shared audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_each_enforce_their_own_file_until_each_reloads() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&dir_a).unwrap();
+    std::fs::create_dir(&dir_b).unwrap();
+    let paths_a = common::prepare_dir(&dir_a, &common::test_policy());
+    // One root key (it opens the keyring both share in the database), a
+    // policy file each.
+    std::fs::copy(&paths_a.root_key_file, dir_b.join("root.key")).unwrap();
+    let paths_b = common::prepare_dir(&dir_b, &common::test_policy());
+    assert_ne!(paths_a.policy_file, paths_b.policy_file);
+    // Polling every hour: only the signals reload.
+    let mut args = vec!["--reload-interval", "1h"];
+    args.extend(database.serve_args());
+    let a = VaultProcess::start_with(&paths_a, &dir_a.join("vault.log"), &args);
+    let b = VaultProcess::start_with(&paths_b, &dir_b.join("vault.log"), &args);
+    let (channel_a, channel_b) = (a.channel().await, b.channel().await);
+    assert_eq!(admitted(&channel_a, CHECKOUT_KEY).await, Code::Ok);
+    assert_eq!(admitted(&channel_b, CHECKOUT_KEY).await, Code::Ok);
+
+    // A's file revokes checkout; B's is not updated yet.
+    let revoked = without_principal("checkout");
+    replace_policy(&paths_a, &revoked);
+    hang_up(&a);
+    wait_for_log(&a, "policy reloaded", 1).await;
+    assert_eq!(
+        admitted(&channel_a, CHECKOUT_KEY).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        admitted(&channel_b, CHECKOUT_KEY).await,
+        Code::Ok,
+        "B enforces its own file, which still has checkout"
+    );
+    assert_eq!(admitted(&channel_a, ADMIN_KEY).await, Code::Ok);
+    // A's reload is in the shared log, read through B.
+    let events = reload_events(&channel_b).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let revoked_fields = [
+        format!("sha256:{}", digest(&revoked)),
+        "principals:5".to_owned(),
+        "purposes:3".to_owned(),
+    ];
+    assert_eq!(events[0].principal, "pii-vault");
+    assert_eq!(events[0].request_id, "sighup");
+    assert_eq!(events[0].outcome, "ok");
+    assert_eq!(events[0].fields, revoked_fields);
+    assert!(
+        !log_text(&b).contains("policy reloaded"),
+        "B reloaded without a signal"
+    );
+
+    // B gets the same file and reloads it: the two converge.
+    replace_policy(&paths_b, &revoked);
+    hang_up(&b);
+    wait_for_log(&b, "policy reloaded", 1).await;
+    for channel in [&channel_a, &channel_b] {
+        assert_eq!(admitted(channel, CHECKOUT_KEY).await, Code::Unauthenticated);
+        assert_eq!(admitted(channel, ADMIN_KEY).await, Code::Ok);
+    }
+    let events = reload_events(&channel_a).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert_eq!(event.request_id, "sighup");
+        assert_eq!(event.outcome, "ok");
+        assert_eq!(event.fields, revoked_fields);
+    }
+    assert_ne!(events[0].seq, events[1].seq);
+    // Each replica logged its own reload once.
+    for process in [&a, &b] {
+        let log = log_text(process);
+        assert_eq!(
+            log.lines()
+                .filter(|line| line.contains("policy reloaded"))
+                .count(),
+            1,
+            "{log}"
+        );
+    }
+}

@@ -12,7 +12,8 @@ use pii_vault::crypto::{KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind};
 use pii_vault::store::{
     AuditEntry, AuditQuery, AuditRecord, CommitError, CustomerChange, CustomerRecord, FieldRecord,
-    KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationRecord, Store, StoreError, TokenRecord,
+    KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationLease, RotationRecord, Store,
+    StoreError, TokenRecord,
 };
 use tokio::sync::Notify;
 use tonic::Code;
@@ -675,7 +676,9 @@ async fn an_overdue_rotation_does_not_make_an_erasure_cryptographic() {
 }
 
 /// GetKeyStatus shows a master rotation while it runs (its target version,
-/// when it started, and how far it got) and no longer once it is done.
+/// when it started, and how far it got) and no longer once it is done; a
+/// second rotation asked for meanwhile is refused (ROTATION_RUNNING) and
+/// changes nothing. On either engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_status_shows_a_master_rotation_while_it_runs() {
     let gate = Arc::new(Gate {
@@ -683,10 +686,11 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
         ..Gate::holding("nobody")
     });
     let held = Arc::clone(&gate);
-    let vault = common::spawn_vault_on_wrapped_store(move |inner| {
+    let vault = common::spawn_vault_on_wrapped_store_of_the_suite(move |inner| {
         Arc::new(HeldCreation { inner, gate: held })
     })
     .await;
+    assert_eq!(vault.database.is_some(), common::on_postgres());
     let mut admin = vault.admin().await;
     for customer in ["cust-1", "cust-2", "cust-3"] {
         common::put(
@@ -719,6 +723,24 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     assert!(rotation.progress_known, "{rotation:?}");
     assert_eq!((rotation.rewrapped, rotation.total), (0, 3), "{rotation:?}");
 
+    let refused = keys
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            retire_previous: true,
+        })
+        .await
+        .expect_err("a second rotation started while one ran");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("ROTATION_RUNNING"),
+        "{refused:?}"
+    );
+    assert!(details.retry_info().is_none(), "{refused:?}");
+    let still = key_status(&vault, "").await;
+    assert_eq!(still.master_rotation, Some(rotation), "{still:?}");
+    assert_eq!(still.active_master_version, during.active_master_version);
+
     gate.release.notify_one();
     let mut last = None;
     while let Some(progress) = stream.message().await.unwrap() {
@@ -728,6 +750,95 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     let after = key_status(&vault, "").await;
     assert_eq!(after.master_rotation, None, "{after:?}");
     assert_eq!(after.active_master_version, rotation.target_version);
+}
+
+/// A master rotation whose lease is lost (its database session ended, as in
+/// a failover) stops with UNAVAILABLE, reason ROTATION_INCOMPLETE and a
+/// retry delay, since another replica may have started rotating; the data
+/// stays readable. PostgreSQL only: sled's lease is the process itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_rotation_that_loses_its_lease_is_rotation_incomplete() {
+    if !common::on_postgres() {
+        eprintln!("skipped: a PostgreSQL test; it runs with PII_VAULT_TEST_STORE=postgres");
+        return;
+    }
+    let gate = Arc::new(Gate {
+        hold_rewraps: true,
+        ..Gate::holding("nobody")
+    });
+    let held = Arc::clone(&gate);
+    let vault = common::spawn_vault_on_wrapped_store_of_the_suite(move |inner| {
+        Arc::new(HeldCreation { inner, gate: held })
+    })
+    .await;
+    let database = vault.database.as_ref().expect("a database of its own");
+    let mut admin = vault.admin().await;
+    for customer in ["cust-1", "cust-2"] {
+        common::put(
+            &mut admin,
+            customer,
+            vec![field("f", FieldKind::Generic, "v")],
+        )
+        .await
+        .unwrap();
+    }
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let mut stream = keys
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            retire_previous: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived.notified())
+        .await
+        .expect("the rotation never re-wrapped a batch");
+
+    // The lease is the one session of this database holding an advisory
+    // lock while the rotation waits at the gate: end it.
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
+             JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1",
+            &[&database.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "the rotation's lease session was not found");
+    gate.release.notify_one();
+
+    let failed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(progress)) => assert!(!progress.done, "{progress:?}"),
+                Ok(None) => panic!("the rotation ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the rotation never noticed its lease was gone");
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    let details = tonic_types::StatusExt::get_error_details(&failed);
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("ROTATION_INCOMPLETE"),
+        "{failed:?}"
+    );
+    assert!(details.retry_info().is_some(), "{failed:?}");
+    for customer in ["cust-1", "cust-2"] {
+        let read = common::get(&mut admin, customer, &["f"], "billing")
+            .await
+            .unwrap();
+        assert_eq!(common::value_of(&read, "f").value, "v");
+    }
 }
 
 /// Every 32-byte blind index an attacker can compute with today's keyring for
@@ -1106,6 +1217,9 @@ impl Store for HeldCreation {
     }
     async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
         self.inner.rotation().await
+    }
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        self.inner.try_rotation_lease().await
     }
     async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
         if self.gate.stall_rotations {
