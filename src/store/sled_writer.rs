@@ -49,6 +49,16 @@ pub struct WriteJob {
     pub receipt: Option<ReceiptRecord>,
     /// A new key anchor: jobs after this one are checked against it.
     pub anchor: Option<KeyAnchor>,
+    /// A trim of the audit log: checked against the chain as the jobs before
+    /// this one leave it; its deletions are the job's `changes`.
+    pub trim: Option<TrimCheck>,
+}
+
+/// What must still hold for a trim to apply: the anchor it was verified from,
+/// and the event it trims through, with its hash, not the newest.
+pub struct TrimCheck {
+    pub expected_anchor: AuditHead,
+    pub through: AuditHead,
 }
 
 struct Job {
@@ -63,6 +73,7 @@ impl WriteJob {
             && self.entries.is_empty()
             && self.receipt.is_none()
             && self.anchor.is_none()
+            && self.trim.is_none()
     }
 }
 
@@ -346,6 +357,13 @@ fn stage_job(
     job: &WriteJob,
 ) -> Result<Hashes, CommitError> {
     let mut own = Staged::default();
+    if let Some(trim) = &job.trim {
+        check_trim(tree, group, *head, trim)?;
+        own.writes.insert(
+            keys::AUDIT_ANCHOR.to_vec(),
+            Some(encode(&trim.through)?.into()),
+        );
+    }
     for change in &job.changes {
         let customer = check(tree, &[&own, group], anchor, change)?;
         stage_change(&mut own, change, customer)?;
@@ -396,6 +414,28 @@ fn check(
         }
     }
     Ok(entry)
+}
+
+/// A trim applies only to the chain it was verified against: the same
+/// anchor, its last event still held with the same hash, and a newer event.
+fn check_trim(
+    tree: &sled::Db,
+    group: &Staged,
+    head: AuditHead,
+    trim: &TrimCheck,
+) -> Result<(), CommitError> {
+    let anchor = current(tree, &[group], keys::AUDIT_ANCHOR)?
+        .map(|bytes| decode::<AuditHead>(&bytes))
+        .transpose()?
+        .unwrap_or_default();
+    let through = current(tree, &[group], &keys::audit_event(trim.through.seq))?
+        .map(|bytes| decode::<AuditRecord>(&bytes))
+        .transpose()?;
+    let held = through.is_some_and(|event| event.hash == trim.through.hash);
+    if anchor != trim.expected_anchor || !held || head.seq <= trim.through.seq {
+        return Err(CommitError::Conflict);
+    }
+    Ok(())
 }
 
 fn stage_change(
@@ -492,6 +532,16 @@ struct CustomerUpdate {
 }
 
 impl EncodedChange {
+    /// Keys to remove, of no customer (a trim's audit events).
+    pub fn removals(removes: Vec<Vec<u8>>) -> EncodedChange {
+        EncodedChange {
+            customer: None,
+            inserts: Vec::new(),
+            must_be_new: Vec::new(),
+            removes,
+        }
+    }
+
     /// Records that must all be new (a policy version's keys).
     pub fn new_records(inserts: Vec<(Vec<u8>, Vec<u8>)>) -> EncodedChange {
         EncodedChange {
@@ -587,6 +637,7 @@ mod tests {
             }],
             receipt: None,
             anchor: None,
+            trim: None,
         }
     }
 
