@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Runs the vault server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Asks a vault whether it is serving (exit code 0 when it is).
     Health(health::HealthArgs),
     /// Writes a new random root key to a file (mode 0600).
@@ -105,7 +105,7 @@ pub fn report(error: &anyhow::Error, json: bool) -> u8 {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Keygen { out } => keygen::run(&out),
         Command::Health(args) => health::run(args).await,
         Command::Put(args) => data::put(args).await,
