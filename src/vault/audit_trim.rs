@@ -107,6 +107,12 @@ impl Vault {
     ) -> Result<AuditHead, VaultError> {
         let anchor = self.store.audit_anchor().await?;
         let (head_seq, _) = self.store.audit_head().await?;
+        if through_seq == 0 {
+            return Err(refused(
+                "through_seq 0 is not held: audit events are numbered from 1".into(),
+            )
+            .in_field("through_seq"));
+        }
         if through_seq <= anchor.seq {
             return Err(refused(format!(
                 "through_seq {through_seq} is not held: the audit events up to {} were trimmed \
