@@ -796,3 +796,57 @@ async fn a_broken_chain_is_not_trimmed() {
     );
     assert_eq!(verification.anchor_seq, 0);
 }
+
+/// Replaces the stored anchor, on either engine.
+async fn rewrite_anchor(vault: &mut TestVault, anchor: pii_vault::store::AuditHead) {
+    if let Some(database) = &vault.database {
+        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute(
+                "UPDATE audit_anchor SET seq = $1, hash = $2 WHERE id = 1",
+                &[&(anchor.seq as i64), &&anchor.hash[..]],
+            )
+            .await
+            .unwrap();
+        return;
+    }
+    vault.stop().await;
+    {
+        let db = common::open_sled_when_released(&vault.paths.data_dir);
+        db.insert(b"T", postcard::to_stdvec(&anchor).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    vault.start_again().await;
+}
+
+#[tokio::test]
+async fn the_first_held_event_must_link_to_the_anchor() {
+    let mut vault = vault_without_retention().await;
+    calls(&vault, 8).await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let events = all_audit_events(&mut audit).await;
+    trim(&mut audit, 4, &events[3].hash).await.unwrap();
+    assert!(verify_audit_log(&mut audit).await.unwrap().intact);
+
+    // An anchor that is not the hash the first held event links to.
+    let forged = pii_vault::store::AuditHead {
+        seq: 4,
+        hash: [7; 32],
+    };
+    rewrite_anchor(&mut vault, forged).await;
+    let mut audit = vault.audit(ADMIN_KEY).await;
+    let verification = verify_audit_log(&mut audit).await.unwrap();
+    assert_eq!(
+        (verification.intact, verification.first_bad_seq),
+        (false, 5),
+        "{verification:?}"
+    );
+    assert_eq!(verification.anchor_hash, "07".repeat(32));
+    // Nor is more trimmed from a chain that does not verify.
+    let status = expect_code(trim(&mut audit, 6, &events[5].hash).await, Code::DataLoss);
+    assert!(status.message().contains("broken at event 5"), "{status:?}");
+}
