@@ -809,6 +809,60 @@ mod tests {
         assert_eq!(prev, head.hash);
     }
 
+    #[test]
+    fn a_trim_applies_only_to_the_anchor_it_was_checked_against_even_within_a_group() {
+        let tree = tree();
+        let (_, head) = group(
+            &tree,
+            AuditHead::default(),
+            vec![
+                job("a", None, "t1"),
+                job("b", None, "t2"),
+                job("c", None, "t3"),
+            ],
+        );
+        let event = |seq: u64| -> AuditRecord {
+            decode(&tree.get(keys::audit_event(seq)).unwrap().unwrap()).unwrap()
+        };
+        let through = AuditHead {
+            seq: 2,
+            hash: event(2).hash,
+        };
+        let trim_job = || WriteJob {
+            changes: vec![EncodedChange::removals(vec![
+                keys::audit_event(1),
+                keys::audit_event(2),
+            ])],
+            entries: vec![AuditEntry {
+                action: "TrimAuditLog".into(),
+                ..AuditEntry::default()
+            }],
+            trim: Some(TrimCheck {
+                expected_anchor: AuditHead::default(),
+                through,
+            }),
+            ..WriteJob::default()
+        };
+        // The second sees the anchor the first moved, and is refused.
+        let (outcomes, head) = group(&tree, head, vec![trim_job(), trim_job()]);
+        assert_eq!(outcomes, [true, false]);
+        let anchor: AuditHead = decode(&tree.get(keys::AUDIT_ANCHOR).unwrap().unwrap()).unwrap();
+        assert_eq!(anchor, through);
+        assert!(tree.get(keys::audit_event(1)).unwrap().is_none());
+        assert!(tree.get(keys::audit_event(2)).unwrap().is_none());
+        assert_eq!(event(3).prev_hash, through.hash);
+        assert_eq!((head.seq, event(4).action.as_str()), (4, "TrimAuditLog"));
+        // Through the head: refused.
+        let at_head = WriteJob {
+            trim: Some(TrimCheck {
+                expected_anchor: through,
+                through: head,
+            }),
+            ..WriteJob::default()
+        };
+        assert_eq!(group(&tree, head, vec![at_head]).0, [false]);
+    }
+
     #[tokio::test]
     async fn the_thread_answers_jobs_and_stops_when_dropped() {
         let tree = tree();
