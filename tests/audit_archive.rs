@@ -852,3 +852,67 @@ async fn the_first_held_event_must_link_to_the_anchor() {
     let status = expect_code(trim(&mut audit, 6, &events[5].hash).await, Code::DataLoss);
     assert!(status.message().contains("broken at event 5"), "{status:?}");
 }
+
+async fn audit_of(process: &common::VaultProcess) -> AuditClient {
+    pb::audit_service_client::AuditServiceClient::with_interceptor(
+        process.channel().await,
+        common::Bearer::new(ADMIN_KEY),
+    )
+}
+
+/// The real binary, with `extra` serve arguments, on this pass's store.
+fn serve(
+    paths: &pii_vault::app::VaultPaths,
+    log: &Path,
+    database: Option<&common::TestDatabase>,
+    extra: &[&str],
+) -> common::VaultProcess {
+    let mut args: Vec<&str> = extra.to_vec();
+    if let Some(database) = database {
+        args.extend(database.serve_args());
+    }
+    common::VaultProcess::start_with(paths, log, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_flag_sets_the_minimum_retention_and_defaults_to_7_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &policy());
+    let database = if common::on_postgres() {
+        Some(common::TestDatabase::create().await.unwrap())
+    } else {
+        None
+    };
+    let log = dir.path().join("vault.log");
+    let process = serve(&paths, &log, database.as_ref(), &[]);
+    let mut admin = process.vault(ADMIN_KEY).await;
+    for customer in ["flag-1", "flag-2", "flag-3"] {
+        put(
+            &mut admin,
+            customer,
+            vec![field("email", FieldKind::Email, "f@example.com")],
+        )
+        .await
+        .unwrap();
+    }
+    let mut audit = audit_of(&process).await;
+    let events = all_audit_events(&mut audit).await;
+    let status = expect_code(
+        trim(&mut audit, 1, &events[0].hash).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("7days"), "{status:?}");
+    assert!(process.terminate().success());
+
+    let process = serve(
+        &paths,
+        &log,
+        database.as_ref(),
+        &["--audit-min-retention", "0s"],
+    );
+    let mut audit = audit_of(&process).await;
+    let trimmed = trim(&mut audit, 2, &events[1].hash).await.unwrap();
+    assert_eq!((trimmed.events_trimmed, trimmed.anchor_seq), (2, 2));
+    assert!(verify_audit_log(&mut audit).await.unwrap().intact);
+    assert!(process.terminate().success());
+}
