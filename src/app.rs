@@ -67,6 +67,8 @@ pub struct VaultOptions {
     /// PostgreSQL sessions' timeouts (the isolation level and
     /// `synchronous_commit` are pinned whatever these say).
     pub database_session: PgSessionSettings,
+    /// Audit events younger than this are never trimmed (TrimAuditLog).
+    pub audit_min_retention: Duration,
 }
 
 impl Default for VaultOptions {
@@ -82,6 +84,7 @@ impl Default for VaultOptions {
             key_file_access: KeyFileAccess::OwnerOnly,
             erasure_journal: None,
             database_session: PgSessionSettings::default(),
+            audit_min_retention: crate::vault::DEFAULT_AUDIT_MIN_RETENTION,
         }
     }
 }
@@ -135,6 +138,7 @@ pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::R
         options.limits.clone(),
         options.rotation.clone(),
     );
+    vault.set_audit_min_retention(options.audit_min_retention);
     if let Some(journal_path) = erasure_journal_path(paths, options) {
         let (journal, receipts) = ErasureJournal::open(&journal_path)
             .with_context(|| format!("opening the erasure journal {}", journal_path.display()))?;

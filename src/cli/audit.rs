@@ -1,4 +1,5 @@
-//! Audit commands for security teams: list events, verify the hash chain.
+//! Audit commands for security teams: list events, verify the hash chain,
+//! archive and trim the oldest events, verify archives.
 
 use serde_json::json;
 
@@ -12,6 +13,12 @@ pub enum AuditCommand {
     List(AuditListArgs),
     /// Walks the hash chain and reports the first broken link.
     Verify(AuditVerifyArgs),
+    /// Writes the events older than --before to a file (JSON lines), then
+    /// trims them from the vault (TrimAuditLog).
+    Archive(super::audit_archive::AuditArchiveArgs),
+    /// Checks archive files offline: every event's hash, and the chain across
+    /// the files; prints the last hash, which is the vault's anchor hash.
+    VerifyArchive(super::audit_archive::AuditVerifyArchiveArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,6 +47,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::List(args) => list(args).await,
         AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Archive(args) => super::audit_archive::archive(args).await,
+        AuditCommand::VerifyArchive(args) => super::audit_archive::verify_archive(args),
     }
 }
 
@@ -146,6 +155,7 @@ async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
             json!({
                 "intact": result.intact, "events_checked": result.events_checked,
                 "first_bad_seq": result.first_bad_seq, "head_hash": result.head_hash,
+                "anchor_seq": result.anchor_seq, "anchor_hash": result.anchor_hash,
             })
         );
     } else if result.intact {
@@ -153,6 +163,13 @@ async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
             "audit log intact: {} events, head {}",
             result.events_checked, result.head_hash
         );
+        if result.anchor_seq > 0 {
+            println!(
+                "it starts after the events up to {} trimmed into the archive, whose last \
+                 hash must be {}",
+                result.anchor_seq, result.anchor_hash
+            );
+        }
     } else {
         println!("audit log BROKEN at event {}", result.first_bad_seq);
     }

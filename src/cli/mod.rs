@@ -1,6 +1,7 @@
 //! The command line: `serve`, `keygen`, and client commands for people.
 
 mod audit;
+mod audit_archive;
 pub mod client;
 mod data;
 mod health;
@@ -57,7 +58,7 @@ pub enum Command {
     Consent(privacy::ConsentCommand),
     /// Exports everything held about a customer (JSON, or a plain-English report).
     Export(privacy::ExportArgs),
-    /// Lists or verifies the audit log.
+    /// Lists, verifies or archives the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Publishes and lists privacy-policy versions.

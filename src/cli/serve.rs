@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// that covered it were destroyed; 0s declares that no backup is kept.
     #[arg(long, env = "PII_VAULT_BACKUP_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub backup_retention: std::time::Duration,
+    /// How old an audit event must be before TrimAuditLog may delete it (e.g.
+    /// 7d, 90d, 0s): recent history stays in the live log whoever asks, so a
+    /// stolen admin credential cannot wipe it (docs/audit-retention.md).
+    #[arg(long, env = "PII_VAULT_AUDIT_MIN_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub audit_min_retention: std::time::Duration,
     /// The erasure journal: every erasure's receipt, kept apart from the store
     /// so that restoring an old store does not bring erased customers back.
     /// Default on sled: the keyring file's path with `.erasures` appended; on
@@ -225,6 +230,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             backup_retention: args.backup_retention,
         },
         erasure_journal: args.erasure_journal.clone(),
+        audit_min_retention: args.audit_min_retention,
         database_session: crate::store::PgSessionSettings {
             statement_timeout: args.database_statement_timeout,
             lock_timeout: args.database_lock_timeout,

@@ -8,7 +8,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, audit_service_server::AuditService};
-use crate::vault::{AuditFilter, Vault, VerifyFrom};
+use crate::vault::{AuditFilter, TrimRequest, Vault, VerifyFrom};
 
 use super::call::handle;
 use super::convert;
@@ -124,6 +124,33 @@ impl AuditService for AuditApi {
                     head_hash: verification.head_hash,
                     complete: verification.complete,
                     next_after_seq: verification.next_after_seq,
+                    anchor_seq: verification.anchor_seq,
+                    anchor_hash: verification.anchor_hash,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn trim_audit_log(
+        &self,
+        request: Request<pb::TrimAuditLogRequest>,
+    ) -> Result<Response<pb::TrimAuditLogResponse>, Status> {
+        handle(
+            self.vault.policy(),
+            &self.metrics,
+            "TrimAuditLog",
+            request,
+            |caller, req| async move {
+                let request = TrimRequest {
+                    through_seq: req.through_seq,
+                    through_hash: req.through_hash,
+                };
+                let trimmed = self.vault.trim_audit_log(&caller, request).await?;
+                Ok(pb::TrimAuditLogResponse {
+                    events_trimmed: trimmed.events_trimmed,
+                    anchor_seq: trimmed.anchor_seq,
+                    anchor_hash: trimmed.anchor_hash,
                 })
             },
         )

@@ -123,6 +123,7 @@ impl PrivacyService for PrivacyApi {
                     document: document.bytes,
                     content_type: document.content_type.to_owned(),
                     next_access_history_page_token: document.next_page_token.unwrap_or_default(),
+                    audit_trimmed_through_seq: document.audit_trimmed_through_seq,
                 })
             },
         )

@@ -145,6 +145,19 @@ pub struct AuditHead {
     pub hash: [u8; 32],
 }
 
+/// A trim of the audit log's oldest events (`Store::trim_audit`).
+#[derive(Clone, Debug)]
+pub struct AuditTrim {
+    /// The anchor the caller verified the chain from: the trim is refused
+    /// (`CommitError::Conflict`) if another trim moved it since.
+    pub expected_anchor: AuditHead,
+    /// The last event to delete, with the hash it must still have: it becomes
+    /// the new anchor. It must not be the newest event.
+    pub through: AuditHead,
+    /// The event recording the trim, chained in the same atomic write.
+    pub event: AuditEntry,
+}
+
 /// Which events `Store::audit_events` returns.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {

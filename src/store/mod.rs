@@ -12,7 +12,7 @@ mod sled_keys;
 mod sled_upgrade;
 mod sled_writer;
 
-pub use audit::{AuditEntry, AuditQuery, AuditRecord, Counted, GENESIS_HASH};
+pub use audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim, Counted, GENESIS_HASH};
 pub use disk_reserve::DiskReserve;
 pub use erasure_journal::ErasureJournal;
 pub use postgres::{PgStore, SessionSettings as PgSessionSettings};
@@ -186,6 +186,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// The last event's sequence number and hash (0 and the genesis hash when empty).
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError>;
+    /// Where the held audit log starts: the last event trimmed from it, whose
+    /// hash the first held event's `prev_hash` must equal (seq 0 and the
+    /// genesis hash before any trim).
+    async fn audit_anchor(&self) -> Result<AuditHead, StoreError>;
+    /// Under the chain's lock, in one atomic, durable write: if the anchor is
+    /// still `trim.expected_anchor`, the event `trim.through.seq` is held with
+    /// the hash `trim.through.hash` and a newer event exists, deletes every
+    /// event up to it (with their index entries), records it as the anchor
+    /// and chains `trim.event`. Otherwise `CommitError::Conflict`, and nothing
+    /// changes. Returns how many events were deleted. The caller verified the
+    /// chain up to `through` beforehand: held events never change, and the
+    /// anchor check makes sure no other trim came in between.
+    async fn trim_audit(&self, trim: AuditTrim) -> Result<u64, CommitError>;
     /// What the store knows of its keyring; `None` before the first start
     /// that recorded it.
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError>;

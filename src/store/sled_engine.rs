@@ -9,12 +9,12 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord};
+use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
 use super::disk_reserve::DiskReserve;
 use super::records::{decode, encode, engine};
 use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
 use super::sled_upgrade::upgrade_on_open;
-use super::sled_writer::{ChainWriter, EncodedChange, WriteJob};
+use super::sled_writer::{ChainWriter, EncodedChange, TrimCheck, WriteJob};
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
     ReceiptRecord, RotationRecord, Store, StoreError, StoreHealth, StorePressure, TokenRecord,
@@ -194,6 +194,7 @@ impl Store for SledStore {
             entries,
             receipt,
             anchor: None,
+            trim: None,
         };
         let hashes = self.writer.write(job).await?;
         Ok(hashes.first().copied())
@@ -215,6 +216,7 @@ impl Store for SledStore {
             entries,
             receipt: None,
             anchor: None,
+            trim: None,
         };
         self.writer.write(job).await?;
         Ok(())
@@ -276,6 +278,7 @@ impl Store for SledStore {
             entries: vec![audit],
             receipt: None,
             anchor: None,
+            trim: None,
         };
         self.writer.write(job).await?;
         Ok(())
@@ -298,6 +301,7 @@ impl Store for SledStore {
             entries,
             receipt: None,
             anchor: None,
+            trim: None,
         };
         self.writer.write(job).await.map_err(|error| match error {
             CommitError::Store(error) => error,
@@ -365,6 +369,40 @@ impl Store for SledStore {
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         let head = SledStore::audit_head(self)?;
         Ok((head.seq, head.hash))
+    }
+
+    async fn audit_anchor(&self) -> Result<AuditHead, StoreError> {
+        Ok(self.get(keys::AUDIT_ANCHOR)?.unwrap_or_default())
+    }
+
+    async fn trim_audit(&self, trim: AuditTrim) -> Result<u64, CommitError> {
+        // Held events never change: their keys are gathered here, off the
+        // writer thread, which only checks that the chain is still the one
+        // verified and applies the removals.
+        let from = keys::audit_event(trim.expected_anchor.seq.saturating_add(1));
+        let through = keys::audit_event(trim.through.seq);
+        let mut removes = Vec::new();
+        let mut trimmed = 0;
+        for entry in self.tree.range(from..=through) {
+            let (key, value) = entry.map_err(engine)?;
+            let record: AuditRecord = decode(&value)?;
+            if !record.customer_id.is_empty() {
+                removes.push(keys::customer_audit_event(&record.customer_id, record.seq));
+            }
+            removes.push(key.to_vec());
+            trimmed += 1;
+        }
+        let job = WriteJob {
+            changes: vec![EncodedChange::removals(removes)],
+            entries: vec![trim.event],
+            trim: Some(TrimCheck {
+                expected_anchor: trim.expected_anchor,
+                through: trim.through,
+            }),
+            ..WriteJob::default()
+        };
+        self.writer.write(job).await?;
+        Ok(trimmed)
     }
 
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {

@@ -10,6 +10,7 @@
 //! - `a` seq                           -> AuditRecord
 //! - `b` customer NUL seq              -> ()  (a customer's audit events)
 //! - `A`                               -> AuditHead
+//! - `T`                               -> AuditHead of the audit anchor (the last trimmed event)
 //! - `R`                               -> RotationRecord (an unfinished rotation)
 //! - `p` seq                           -> PolicyVersionRecord
 //! - `P` version                       -> ()  (versions are never reused)
@@ -100,6 +101,8 @@ pub fn receipt(receipt_id: &str) -> Vec<u8> {
 }
 
 pub const AUDIT_HEAD: &[u8] = b"A";
+/// The last event trimmed from the audit log: the held log chains from its hash.
+pub const AUDIT_ANCHOR: &[u8] = b"T";
 pub const ROTATION: &[u8] = b"R";
 pub const CUSTOMERS: &[u8] = b"F";
 pub const KEY_ANCHOR: &[u8] = b"K";

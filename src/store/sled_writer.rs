@@ -49,6 +49,16 @@ pub struct WriteJob {
     pub receipt: Option<ReceiptRecord>,
     /// A new key anchor: jobs after this one are checked against it.
     pub anchor: Option<KeyAnchor>,
+    /// A trim of the audit log: checked against the chain as the jobs before
+    /// this one leave it; its deletions are the job's `changes`.
+    pub trim: Option<TrimCheck>,
+}
+
+/// What must still hold for a trim to apply: the anchor it was verified from,
+/// and the event it trims through, with its hash, not the newest.
+pub struct TrimCheck {
+    pub expected_anchor: AuditHead,
+    pub through: AuditHead,
 }
 
 struct Job {
@@ -63,6 +73,7 @@ impl WriteJob {
             && self.entries.is_empty()
             && self.receipt.is_none()
             && self.anchor.is_none()
+            && self.trim.is_none()
     }
 }
 
@@ -360,6 +371,13 @@ fn stage_job(
     job: &WriteJob,
 ) -> Result<Hashes, CommitError> {
     let mut own = Staged::default();
+    if let Some(trim) = &job.trim {
+        check_trim(tree, group, *head, trim)?;
+        own.writes.insert(
+            keys::AUDIT_ANCHOR.to_vec(),
+            Some(encode(&trim.through)?.into()),
+        );
+    }
     for change in &job.changes {
         let customer = check(tree, &[&own, group], anchor, change)?;
         stage_change(&mut own, change, customer)?;
@@ -410,6 +428,28 @@ fn check(
         }
     }
     Ok(entry)
+}
+
+/// A trim applies only to the chain it was verified against: the same
+/// anchor, its last event still held with the same hash, and a newer event.
+fn check_trim(
+    tree: &sled::Db,
+    group: &Staged,
+    head: AuditHead,
+    trim: &TrimCheck,
+) -> Result<(), CommitError> {
+    let anchor = current(tree, &[group], keys::AUDIT_ANCHOR)?
+        .map(|bytes| decode::<AuditHead>(&bytes))
+        .transpose()?
+        .unwrap_or_default();
+    let through = current(tree, &[group], &keys::audit_event(trim.through.seq))?
+        .map(|bytes| decode::<AuditRecord>(&bytes))
+        .transpose()?;
+    let held = through.is_some_and(|event| event.hash == trim.through.hash);
+    if anchor != trim.expected_anchor || !held || head.seq <= trim.through.seq {
+        return Err(CommitError::Conflict);
+    }
+    Ok(())
 }
 
 fn stage_change(
@@ -506,6 +546,16 @@ struct CustomerUpdate {
 }
 
 impl EncodedChange {
+    /// Keys to remove, of no customer (a trim's audit events).
+    pub fn removals(removes: Vec<Vec<u8>>) -> EncodedChange {
+        EncodedChange {
+            customer: None,
+            inserts: Vec::new(),
+            must_be_new: Vec::new(),
+            removes,
+        }
+    }
+
     /// Records that must all be new (a policy version's keys).
     pub fn new_records(inserts: Vec<(Vec<u8>, Vec<u8>)>) -> EncodedChange {
         EncodedChange {
@@ -601,6 +651,7 @@ mod tests {
             }],
             receipt: None,
             anchor: None,
+            trim: None,
         }
     }
 
@@ -770,6 +821,60 @@ mod tests {
             prev = record.hash;
         }
         assert_eq!(prev, head.hash);
+    }
+
+    #[test]
+    fn a_trim_applies_only_to_the_anchor_it_was_checked_against_even_within_a_group() {
+        let tree = tree();
+        let (_, head) = group(
+            &tree,
+            AuditHead::default(),
+            vec![
+                job("a", None, "t1"),
+                job("b", None, "t2"),
+                job("c", None, "t3"),
+            ],
+        );
+        let event = |seq: u64| -> AuditRecord {
+            decode(&tree.get(keys::audit_event(seq)).unwrap().unwrap()).unwrap()
+        };
+        let through = AuditHead {
+            seq: 2,
+            hash: event(2).hash,
+        };
+        let trim_job = || WriteJob {
+            changes: vec![EncodedChange::removals(vec![
+                keys::audit_event(1),
+                keys::audit_event(2),
+            ])],
+            entries: vec![AuditEntry {
+                action: "TrimAuditLog".into(),
+                ..AuditEntry::default()
+            }],
+            trim: Some(TrimCheck {
+                expected_anchor: AuditHead::default(),
+                through,
+            }),
+            ..WriteJob::default()
+        };
+        // The second sees the anchor the first moved, and is refused.
+        let (outcomes, head) = group(&tree, head, vec![trim_job(), trim_job()]);
+        assert_eq!(outcomes, [true, false]);
+        let anchor: AuditHead = decode(&tree.get(keys::AUDIT_ANCHOR).unwrap().unwrap()).unwrap();
+        assert_eq!(anchor, through);
+        assert!(tree.get(keys::audit_event(1)).unwrap().is_none());
+        assert!(tree.get(keys::audit_event(2)).unwrap().is_none());
+        assert_eq!(event(3).prev_hash, through.hash);
+        assert_eq!((head.seq, event(4).action.as_str()), (4, "TrimAuditLog"));
+        // Through the head: refused.
+        let at_head = WriteJob {
+            trim: Some(TrimCheck {
+                expected_anchor: through,
+                through: head,
+            }),
+            ..WriteJob::default()
+        };
+        assert_eq!(group(&tree, head, vec![at_head]).0, [false]);
     }
 
     #[tokio::test]

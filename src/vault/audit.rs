@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::policy::Scope;
-use crate::store::{hex, AuditEntry, AuditQuery, AuditRecord, GENESIS_HASH};
+use crate::store::{hex, AuditEntry, AuditQuery, AuditRecord};
 
-use super::{now_ms, Caller, CustomerId, FieldName, Vault, VaultError};
+use super::{now_ms, Caller, CustomerId, FieldName, Reason, Vault, VaultError};
 
 /// Events returned by one ListAuditEvents call when the caller sets no limit,
 /// and the most it may ask for: on the stream, and in one page.
@@ -35,6 +35,10 @@ pub struct ChainVerification {
     pub complete: bool,
     /// When not complete: the last event checked, to go on from.
     pub next_after_seq: u64,
+    /// Where the held log starts: the last event trimmed from it (0 and the
+    /// genesis hash before any trim), as its archive ends.
+    pub anchor_seq: u64,
+    pub anchor_hash: String,
 }
 
 /// Where a verification starts and how far it may go.
@@ -256,9 +260,10 @@ impl Vault {
     }
 
     /// Walks the chain from `from.after_seq` (whose event must still be there
-    /// with the hash it had) for at most `from.max_events` events, up to the
-    /// head as it was when the call began, and reports the first event whose
-    /// link or hash is wrong, or where to go on from.
+    /// with the hash it had; 0: from the anchor, where the held log starts)
+    /// for at most `from.max_events` events, up to the head as it was when the
+    /// call began, and reports the first event whose link or hash is wrong,
+    /// or where to go on from. The first held event must link to the anchor.
     pub async fn verify_audit_log(
         &self,
         caller: &Caller,
@@ -270,25 +275,37 @@ impl Vault {
             max => max.min(MAX_VERIFY_EVENTS),
         };
         // Events appended while the walk runs come after this head: they are
-        // for the next verification, never mistaken for a cut-off chain.
+        // for the next verification, never mistaken for a cut-off chain. The
+        // anchor is read after it: a trim in between moves both, and the
+        // head stays past the anchor.
         let (head_seq, head_hash) = self.store.audit_head().await?;
+        let anchor = self.store.audit_anchor().await?;
         if from.after_seq > head_seq {
             return Err(VaultError::invalid(format!(
                 "after_seq {} is past the newest audit event, {head_seq}",
                 from.after_seq
             )));
         }
-        let broken = |first_bad_seq: u64, events_checked: u64| ChainVerification {
-            intact: false,
+        if from.after_seq != 0 && from.after_seq < anchor.seq {
+            return Err(trimmed_through(anchor.seq, from.after_seq));
+        }
+        let verification = |intact: bool, events_checked: u64| ChainVerification {
+            intact,
             events_checked,
-            first_bad_seq,
+            first_bad_seq: 0,
             head_hash: hex(&head_hash),
             complete: true,
             next_after_seq: 0,
+            anchor_seq: anchor.seq,
+            anchor_hash: hex(&anchor.hash),
         };
-        let mut last_seq = from.after_seq;
-        let mut prev_hash = GENESIS_HASH;
-        if last_seq > 0 {
+        let broken = |first_bad_seq: u64, events_checked: u64| ChainVerification {
+            first_bad_seq,
+            ..verification(false, events_checked)
+        };
+        let mut last_seq = from.after_seq.max(anchor.seq);
+        let mut prev_hash = anchor.hash;
+        if last_seq > anchor.seq {
             let query = AuditQuery {
                 after_seq: last_seq - 1,
                 limit: 1,
@@ -298,7 +315,11 @@ impl Vault {
                 Some(event) if event.seq == last_seq && event.hash == event.computed_hash() => {
                     prev_hash = event.hash;
                 }
-                _ => return Ok(broken(last_seq, 0)),
+                _ => {
+                    return self
+                        .unless_trimmed_since(anchor.seq, broken(last_seq, 0))
+                        .await
+                }
             }
         }
         let mut checked = 0;
@@ -320,7 +341,8 @@ impl Vault {
                     && event.prev_hash == prev_hash
                     && event.hash == event.computed_hash();
                 if !intact {
-                    return Ok(broken(expected_seq, checked));
+                    let result = broken(expected_seq, checked);
+                    return self.unless_trimmed_since(anchor.seq, result).await;
                 }
                 prev_hash = event.hash;
                 last_seq = expected_seq;
@@ -328,28 +350,52 @@ impl Vault {
         }
         if last_seq < head_seq && checked == max_events {
             return Ok(ChainVerification {
-                intact: true,
-                events_checked: checked,
-                first_bad_seq: 0,
-                head_hash: hex(&head_hash),
                 complete: false,
                 next_after_seq: last_seq,
+                ..verification(true, checked)
             });
         }
         // Events missing before the head, or a head pointing elsewhere: the
         // chain was cut or its head rewritten.
         if last_seq != head_seq || prev_hash != head_hash {
-            return Ok(broken(last_seq + 1, checked));
+            let result = broken(last_seq + 1, checked);
+            return self.unless_trimmed_since(anchor.seq, result).await;
         }
-        Ok(ChainVerification {
-            intact: true,
-            events_checked: checked,
-            first_bad_seq: 0,
-            head_hash: hex(&head_hash),
-            complete: true,
-            next_after_seq: 0,
-        })
+        Ok(verification(true, checked))
     }
+
+    /// A break found while a trim deleted the events being walked is no
+    /// break: the caller is told to verify again.
+    async fn unless_trimmed_since(
+        &self,
+        anchor_seq: u64,
+        result: ChainVerification,
+    ) -> Result<ChainVerification, VaultError> {
+        let now = self.store.audit_anchor().await?;
+        if now.seq != anchor_seq {
+            return Err(VaultError::new(
+                Reason::AuditEventsTrimmed,
+                format!(
+                    "the audit events up to {} were trimmed while the log was verified; \
+                     verify again",
+                    now.seq
+                ),
+            ));
+        }
+        Ok(result)
+    }
+}
+
+/// A resume point among the events a trim deleted.
+fn trimmed_through(anchor_seq: u64, after_seq: u64) -> VaultError {
+    VaultError::new(
+        Reason::AuditEventsTrimmed,
+        format!(
+            "after_seq {after_seq}: the audit events up to {anchor_seq} were trimmed (they are \
+             in the audit archive); verify from 0, which starts at the anchor"
+        ),
+    )
+    .in_field("after_seq")
 }
 
 /// The store query for a listing of at most `limit` events.

@@ -44,11 +44,13 @@ pub enum Reason {
     StoreFull,
     RotationIncomplete,
     IntegrityCheckFailed,
+    AuditTrimRefused,
+    AuditEventsTrimmed,
     Internal,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 38] = [
         Reason::InvalidArgument,
         Reason::RequestTooLarge,
         Reason::PurposeUnknown,
@@ -84,6 +86,8 @@ impl Reason {
         Reason::StoreFull,
         Reason::RotationIncomplete,
         Reason::IntegrityCheckFailed,
+        Reason::AuditTrimRefused,
+        Reason::AuditEventsTrimmed,
         Reason::Internal,
     ];
 
@@ -125,6 +129,8 @@ impl Reason {
             Reason::StoreFull => "STORE_FULL",
             Reason::RotationIncomplete => "ROTATION_INCOMPLETE",
             Reason::IntegrityCheckFailed => "INTEGRITY_CHECK_FAILED",
+            Reason::AuditTrimRefused => "AUDIT_TRIM_REFUSED",
+            Reason::AuditEventsTrimmed => "AUDIT_EVENTS_TRIMMED",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -136,7 +142,8 @@ impl Reason {
     pub fn code_name(self) -> &'static str {
         use Reason::*;
         match self {
-            InvalidArgument | RequestTooLarge | PurposeUnknown => "INVALID_ARGUMENT",
+            InvalidArgument | RequestTooLarge | PurposeUnknown | AuditTrimRefused
+            | AuditEventsTrimmed => "INVALID_ARGUMENT",
             CredentialsMissing | ApiKeyInvalid | CertificateUnknown => "UNAUTHENTICATED",
             ScopeMissing | PurposeNotAllowed | FieldNotVisible | ConsentMissing
             | ConsentWithdrawn | ConsentOutdated => "PERMISSION_DENIED",

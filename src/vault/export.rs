@@ -42,6 +42,8 @@ pub struct ExportDocument {
     pub content_type: &'static str,
     /// For the page of older access events, when this document left them out.
     pub next_page_token: Option<String>,
+    /// Audit events up to this seq were trimmed into the archive (0: none).
+    pub audit_trimmed_through_seq: u64,
 }
 
 /// The JSON export (documented in docs/privacy.md; `version` changes with its shape).
@@ -159,6 +161,8 @@ impl Vault {
             let page = self.access_page(incarnation, access, budget).await?;
             export.access_history = page.events;
             export.access_history_page = page.page;
+            export.access_history_page.audit_trimmed_through_seq =
+                self.audit_trimmed_through().await?;
             let document = render(&export, format)?;
             if format == ExportFormat::Json && document.bytes.len() > self.limits.max_export_bytes {
                 return Err(VaultError::internal(
@@ -187,6 +191,7 @@ impl Vault {
         // The longest description a page can have.
         export.access_history_page =
             AccessHistoryPage::new(false, false, Some(incarnation.longest_token()));
+        export.access_history_page.audit_trimmed_through_seq = u64::MAX;
         let without_history =
             render(export, ExportFormat::Json)?.bytes.len() + NON_EMPTY_ARRAY_COST;
         let max = self.limits.max_export_bytes;
@@ -432,11 +437,13 @@ fn render(export: &CustomerExport, format: ExportFormat) -> Result<ExportDocumen
                 .map_err(|_| VaultError::internal("export does not serialize"))?,
             content_type: "application/json",
             next_page_token: export.access_history_page.next_page_token.clone(),
+            audit_trimmed_through_seq: export.access_history_page.audit_trimmed_through_seq,
         }),
         ExportFormat::Text => Ok(ExportDocument {
             bytes: report::plain_english(export).into_bytes(),
             content_type: "text/plain; charset=utf-8",
             next_page_token: export.access_history_page.next_page_token.clone(),
+            audit_trimmed_through_seq: export.access_history_page.audit_trimmed_through_seq,
         }),
     }
 }

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod audit;
+mod audit_trim;
 mod caller;
 mod consent;
 mod customer_keys;
@@ -40,6 +41,7 @@ use crate::store::{CommitError, Store};
 pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
 pub use audit::{AuditFilter, AuditPage, ChainVerification, UnparsedCall, VerifyFrom};
+pub use audit_trim::{TrimRequest, TrimmedLog, DEFAULT_AUDIT_MIN_RETENTION};
 pub use caller::Caller;
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
 pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus};
@@ -118,6 +120,10 @@ pub struct Vault {
     refusals: refusals::RefusalGate,
     /// Where erasures are journaled outside the store (none in some tests).
     erasure_journal: Option<Arc<crate::store::ErasureJournal>>,
+    /// How old an audit event must be before TrimAuditLog may delete it.
+    audit_min_retention: std::time::Duration,
+    /// Held by the one trim of the audit log this process runs at a time.
+    audit_trim_lock: tokio::sync::Mutex<()>,
 }
 
 impl Vault {
@@ -140,7 +146,15 @@ impl Vault {
             stats: stats::VaultStats::default(),
             abuse: abuse::AbuseGuard::default(),
             erasure_journal: None,
+            audit_min_retention: audit_trim::DEFAULT_AUDIT_MIN_RETENTION,
+            audit_trim_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Events younger than `retention` are never trimmed from the audit log
+    /// (`--audit-min-retention`).
+    pub fn set_audit_min_retention(&mut self, retention: std::time::Duration) {
+        self.audit_min_retention = retention;
     }
 
     /// The policy in force now: a call takes it once and keeps it.

@@ -562,6 +562,9 @@ async fn an_untouched_log_verifies_as_intact_up_to_its_newest_event() {
             head_hash: GENESIS.into(),
             complete: true,
             next_after_seq: 0,
+            // Nothing trimmed: the chain starts at the genesis hash.
+            anchor_seq: 0,
+            anchor_hash: GENESIS.into(),
         }
     );
 
@@ -577,6 +580,9 @@ async fn an_untouched_log_verifies_as_intact_up_to_its_newest_event() {
             head_hash: events.last().unwrap().hash.clone(),
             complete: true,
             next_after_seq: 0,
+            // Nothing trimmed: the chain starts at the genesis hash.
+            anchor_seq: 0,
+            anchor_hash: GENESIS.into(),
         }
     );
     // Verifying and listing record nothing themselves.

@@ -9,6 +9,7 @@ mod common;
 
 mod access;
 mod audit;
+mod audit_archive;
 mod binding;
 mod certificate_identity;
 mod cli;

@@ -1256,6 +1256,12 @@ impl Store for HeldCreation {
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         self.inner.audit_head().await
     }
+    async fn audit_anchor(&self) -> Result<pii_vault::store::AuditHead, StoreError> {
+        self.inner.audit_anchor().await
+    }
+    async fn trim_audit(&self, trim: pii_vault::store::AuditTrim) -> Result<u64, CommitError> {
+        self.inner.trim_audit(trim).await
+    }
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
         self.inner.key_anchor().await
     }

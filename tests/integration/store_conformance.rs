@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pii_vault::store::{
-    AuditEntry, AuditQuery, CommitError, CustomerChange, CustomerRecord, FieldRecord, IndexEntry,
-    PgStore, PolicyVersionRecord, ReceiptRecord, RotationRecord, SledStore, Store, TokenRecord,
-    TokenTarget, WrappedDekRecord, GENESIS_HASH,
+    AuditEntry, AuditHead, AuditQuery, AuditTrim, CommitError, CustomerChange, CustomerRecord,
+    FieldRecord, IndexEntry, PgStore, PolicyVersionRecord, ReceiptRecord, RotationRecord,
+    SledStore, Store, TokenRecord, TokenTarget, WrappedDekRecord, GENESIS_HASH,
 };
 
 fn customer(revision: u64, master_version: u32) -> CustomerRecord {
@@ -427,8 +427,74 @@ async fn conformance(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(all.len() as u64, head, "no gaps in the chain");
 
+    trim_conformance(store.as_ref(), &all).await;
+
     assert!(store.size_on_disk().await.unwrap() > 0);
     store.flush().await.unwrap();
+}
+
+/// Trims refuse, changing nothing, unless the anchor and the event are the
+/// ones named and the event is not the head; a trim deletes what it names,
+/// moves the anchor and chains its own event.
+async fn trim_conformance(store: &dyn Store, all: &[pii_vault::store::AuditRecord]) {
+    assert_eq!(store.audit_anchor().await.unwrap(), AuditHead::default());
+    let at = |index: usize| AuditHead {
+        seq: all[index].seq,
+        hash: all[index].hash,
+    };
+    let trim = |expected_anchor: AuditHead, through: AuditHead| AuditTrim {
+        expected_anchor,
+        through,
+        event: entry("", "TrimAuditLog"),
+    };
+    let head = at(all.len() - 1);
+    let wrong_hash = AuditHead {
+        hash: all[0].hash,
+        ..at(3)
+    };
+    let missing = AuditHead {
+        seq: head.seq + 10,
+        hash: head.hash,
+    };
+    for refused in [
+        trim(AuditHead::default(), head),
+        trim(AuditHead::default(), wrong_hash),
+        trim(AuditHead::default(), missing),
+        trim(at(1), at(3)),
+    ] {
+        assert!(
+            matches!(store.trim_audit(refused).await, Err(CommitError::Conflict)),
+            "a trim was applied that should have been refused"
+        );
+    }
+    assert_eq!(store.audit_head().await.unwrap().0, head.seq);
+    assert_eq!(store.audit_anchor().await.unwrap(), AuditHead::default());
+
+    let trimmed = store
+        .trim_audit(trim(AuditHead::default(), at(3)))
+        .await
+        .unwrap();
+    assert_eq!(trimmed, 4);
+    assert_eq!(store.audit_anchor().await.unwrap(), at(3));
+    let held = store
+        .audit_events(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(held[0].seq, all[4].seq);
+    assert_eq!(held[0].prev_hash, all[3].hash);
+    assert_eq!(held.len(), all.len() - 4 + 1);
+    let trim_event = held.last().unwrap();
+    assert_eq!(trim_event.action, "TrimAuditLog");
+    assert_eq!(trim_event.prev_hash, head.hash);
+    // A second trim from the old anchor (another process got there first).
+    assert!(matches!(
+        store.trim_audit(trim(AuditHead::default(), at(5))).await,
+        Err(CommitError::Conflict)
+    ));
+    assert_eq!(store.audit_anchor().await.unwrap(), at(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

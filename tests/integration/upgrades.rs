@@ -187,7 +187,7 @@ async fn a_database_migrated_by_a_newer_release_is_refused_and_left_unchanged() 
     };
     assert!(
         error.contains("newer pii-vault (schema version 1000)")
-            && error.contains("knows up to schema version 3"),
+            && error.contains("knows up to schema version 4"),
         "{error}"
     );
     assert_eq!(schema_state(&database.url).await, before);

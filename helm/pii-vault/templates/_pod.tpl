@@ -115,6 +115,9 @@ spec:
         # key versions were destroyed.
         - --backup-retention
         - {{ .Values.backup.retention | quote }}
+        # Audit events younger than this are never trimmed.
+        - --audit-min-retention
+        - {{ .Values.audit.minRetention | quote }}
         - --root-key-file
         - /etc/pii-vault/root-key/root.key
         - --policy

@@ -6,7 +6,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{lock_ids, pg, statement_name};
-use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use crate::store::audit::{AuditEntry, AuditHead, AuditRecord, AuditTrim, GENESIS_HASH};
 use crate::store::records::{encode, CUSTOMER_FORMAT};
 use crate::store::{CommitError, CustomerChange, IndexEntry, PolicyVersionRecord, StoreError};
 
@@ -98,6 +98,64 @@ pub async fn audit_head(client: &impl GenericClient) -> Result<(u64, [u8; 32]), 
         }
         None => Ok((0, GENESIS_HASH)),
     }
+}
+
+pub async fn audit_anchor(client: &impl GenericClient) -> Result<AuditHead, StoreError> {
+    let row = client
+        .query_opt("SELECT seq, hash FROM audit_anchor WHERE id = 1", &[])
+        .await
+        .map_err(pg("audit anchor"))?;
+    match row {
+        Some(row) => {
+            let hash: Vec<u8> = row.get(1);
+            let hash = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("audit anchor hash is not 32 bytes"))?;
+            Ok(AuditHead {
+                seq: row.get::<_, i64>(0) as u64,
+                hash,
+            })
+        }
+        None => Ok(AuditHead::default()),
+    }
+}
+
+/// One transaction under the chain's lock: the checks `Store::trim_audit`
+/// names, the deletion, the new anchor and the trim's own event.
+pub async fn trim_audit(client: &mut Object, trim: AuditTrim) -> Result<u64, CommitError> {
+    let transaction = client.transaction().await.map_err(pg("trim audit"))?;
+    lock_chain(&transaction).await?;
+    let anchor = audit_anchor(&transaction).await?;
+    let (head_seq, _) = audit_head(&transaction).await?;
+    let through_seq = trim.through.seq.min(i64::MAX as u64) as i64;
+    let through = transaction
+        .query_opt(
+            "SELECT record FROM audit_events WHERE seq = $1",
+            &[&through_seq],
+        )
+        .await
+        .map_err(pg("trim audit"))?
+        .map(|row| crate::store::records::decode::<AuditRecord>(row.get::<_, &[u8]>(0)))
+        .transpose()?;
+    let held = through.is_some_and(|event| event.hash == trim.through.hash);
+    if anchor != trim.expected_anchor || !held || head_seq <= trim.through.seq {
+        return Err(CommitError::Conflict);
+    }
+    let trimmed = transaction
+        .execute("DELETE FROM audit_events WHERE seq <= $1", &[&through_seq])
+        .await
+        .map_err(pg("trim audit"))?;
+    transaction
+        .execute(
+            "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+            &[&through_seq, &&trim.through.hash[..]],
+        )
+        .await
+        .map_err(pg("trim audit"))?;
+    append_chained(&transaction, vec![trim.event]).await?;
+    transaction.commit().await.map_err(pg("trim audit"))?;
+    Ok(trimmed)
 }
 
 pub(super) async fn append_chained(

@@ -19,7 +19,7 @@ use std::path::Path;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::audit::{AuditEntry, AuditQuery, AuditRecord};
+use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
 use super::records::{decode, decode_customer, encode};
 use super::{
     CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
@@ -485,6 +485,15 @@ impl Store for PgStore {
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         let client = self.client().await?;
         commit::audit_head(&client).await
+    }
+
+    async fn audit_anchor(&self) -> Result<AuditHead, StoreError> {
+        let client = self.client().await?;
+        commit::audit_anchor(&client).await
+    }
+
+    async fn trim_audit(&self, trim: AuditTrim) -> Result<u64, CommitError> {
+        commit::trim_audit(&mut self.client().await?, trim).await
     }
 
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {

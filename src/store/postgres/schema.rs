@@ -80,6 +80,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
     CREATE INDEX customers_by_master_version ON customers (master_version);
     "#,
     ),
+    (
+        4,
+        // The last event trimmed from the audit log: the held log chains
+        // from its hash.
+        r#"
+    CREATE TABLE audit_anchor (
+        id integer PRIMARY KEY CHECK (id = 1),
+        seq bigint NOT NULL,
+        hash bytea NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -45,6 +45,10 @@ pub struct AccessHistoryPage {
     pub last_page: bool,
     /// For the next, older page; none on the last page.
     pub next_page_token: Option<String>,
+    /// The audit events up to this seq were trimmed from the live log into
+    /// the operator's audit archive: older accesses are there, not here. 0
+    /// when nothing was ever trimmed.
+    pub audit_trimmed_through_seq: u64,
 }
 
 impl AccessHistoryPage {
@@ -54,6 +58,7 @@ impl AccessHistoryPage {
             first_page,
             last_page,
             next_page_token,
+            audit_trimmed_through_seq: 0,
         }
     }
 }

@@ -131,8 +131,9 @@ fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
     // Every read of the period is counted when the page starts at the newest
     // event and reaches the oldest, or an event from before the period.
     let page = &export.access_history_page;
+    // Events trimmed into the audit archive are not in the live log.
     let whole_period = page.first_page
-        && (page.last_page
+        && ((page.last_page && page.audit_trimmed_through_seq == 0)
             || export
                 .access_history
                 .last()
@@ -170,6 +171,13 @@ fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
     }
     if !whole_period {
         write_left_out(text, export)?;
+    }
+    if page.audit_trimmed_through_seq > 0 {
+        writeln!(
+            text,
+            "Older records of how your information was used were moved to our audit \
+             archive; ask us if you want them too."
+        )?;
     }
     Ok(())
 }
