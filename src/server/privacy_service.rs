@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, privacy_service_server::PrivacyService};
-use crate::vault::{AccessHistoryRequest, ConsentRequest, PolicyChange, UnparsedCall, Vault};
+use crate::vault::{
+    AccessHistoryRequest, Action, ConsentRequest, PolicyChange, UnparsedCall, Vault,
+};
 
 use super::call::handle;
 use super::convert;
@@ -102,7 +104,7 @@ impl PrivacyService for PrivacyApi {
             request,
             |caller, req| async move {
                 let call = UnparsedCall {
-                    action: "ExportCustomer",
+                    action: Action::ExportCustomer,
                     customer_id: &req.customer_id,
                     fields: &[],
                     purpose: "",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, vault_service_server::VaultService};
-use crate::vault::{SearchRequest, UnparsedCall, Vault};
+use crate::vault::{Action, SearchRequest, UnparsedCall, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -30,7 +30,7 @@ impl VaultService for VaultApi {
             |caller, req| async move {
                 let names: Vec<String> = req.fields.iter().map(|f| f.name.clone()).collect();
                 let call = UnparsedCall {
-                    action: "PutFields",
+                    action: Action::PutFields,
                     customer_id: &req.customer_id,
                     fields: &names,
                     purpose: &req.purpose,
@@ -140,7 +140,7 @@ impl VaultService for VaultApi {
             request,
             |caller, req| async move {
                 let call = UnparsedCall {
-                    action: "Tokenize",
+                    action: Action::Tokenize,
                     customer_id: &req.customer_id,
                     fields: &[],
                     purpose: &req.purpose,

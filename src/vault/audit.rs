@@ -4,6 +4,7 @@
 //! the caller sees the answer; refusals are recorded at once or counted into
 //! a later event (`refusals.rs`).
 
+use crate::vault::Action;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,11 +71,11 @@ pub struct AuditPage {
 
 /// An event of work the vault does by itself (principal `pii-vault`), such as
 /// a scheduled rotation; `request_id` says what started it.
-pub(super) fn system_entry(action: &str, customer_id: &str, request_id: &str) -> AuditEntry {
+pub(super) fn system_entry(action: Action, customer_id: &str, request_id: &str) -> AuditEntry {
     AuditEntry {
         at_ms: now_ms(),
         principal: "pii-vault".into(),
-        action: action.into(),
+        action: action.name().into(),
         customer_id: customer_id.into(),
         outcome: "ok".into(),
         request_id: request_id.into(),
@@ -96,7 +97,7 @@ impl Vault {
     pub(super) fn audit_entry(
         &self,
         caller: &Caller,
-        action: &str,
+        action: Action,
         customer_id: &str,
         fields: &[String],
         purpose: &str,
@@ -104,7 +105,7 @@ impl Vault {
         AuditEntry {
             at_ms: now_ms(),
             principal: caller.name().to_owned(),
-            action: action.to_owned(),
+            action: action.name().to_owned(),
             customer_id: CustomerId::parse(customer_id)
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
@@ -412,7 +413,7 @@ fn audit_query(filter: AuditFilter, limit: usize) -> AuditQuery {
 
 /// What the audit event of a refused, unparsed call names.
 pub struct UnparsedCall<'a> {
-    pub action: &'a str,
+    pub action: Action,
     pub customer_id: &'a str,
     pub fields: &'a [String],
     pub purpose: &'a str,

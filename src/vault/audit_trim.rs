@@ -11,6 +11,7 @@
 //! verify from the anchor through the event is DATA_LOSS, and nothing is
 //! deleted.
 
+use crate::vault::Action;
 use std::time::Duration;
 
 use crate::policy::Scope;
@@ -55,7 +56,7 @@ impl Vault {
         caller: &Caller,
         request: TrimRequest,
     ) -> Result<TrimmedLog, VaultError> {
-        let entry = self.audit_entry(caller, "TrimAuditLog", "", &[], "");
+        let entry = self.audit_entry(caller, Action::TrimAuditLog, "", &[], "");
         let result = async {
             caller.require_scope(Scope::KeysAdmin)?;
             caller.require_scope(Scope::AuditRead)?;

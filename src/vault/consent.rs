@@ -2,6 +2,7 @@
 //! customer's own key (they are the customer's data), and enforced for every
 //! purpose whose legal basis is consent.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use serde::{Deserialize, Serialize};
 
@@ -224,7 +225,7 @@ impl Vault {
     ) -> Result<ConsentEvent, VaultError> {
         let entry = self.audit_entry(
             caller,
-            "SetConsent",
+            Action::SetConsent,
             &request.customer_id,
             &[],
             &request.purpose,
@@ -310,7 +311,7 @@ impl Vault {
         customer_id: &str,
         include_history: bool,
     ) -> Result<Vec<ConsentEvent>, VaultError> {
-        let entry = self.audit_entry(caller, "ListConsents", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::ListConsents, customer_id, &[], "");
         let result = async {
             caller.require_scope(Scope::ConsentWrite)?;
             let customer = CustomerId::parse(customer_id)?;

@@ -4,6 +4,7 @@
 use crate::crypto::{Binding, DataCipher};
 use crate::policy::Scope;
 use crate::store::{AuditEntry, CustomerChange, CustomerRecord, TokenTarget, BINDING_BOUND};
+use crate::vault::Action;
 
 use super::fields::integrity_failure;
 use super::sealing::Sealing;
@@ -49,7 +50,7 @@ impl Vault {
         caller: &Caller,
         customer_id: &str,
     ) -> Result<(u32, u64), VaultError> {
-        let entry = self.audit_entry(caller, "RotateCustomerKey", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::RotateCustomerKey, customer_id, &[], "");
         let result = async {
             caller.require_scope(Scope::KeysAdmin)?;
             let customer = CustomerId::parse(customer_id)?;
@@ -168,7 +169,7 @@ impl Vault {
         caller: &Caller,
         customer_id: &str,
     ) -> Result<KeyStatus, VaultError> {
-        let entry = self.audit_entry(caller, "GetKeyStatus", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::GetKeyStatus, customer_id, &[], "");
         let result = async {
             caller.require_scope(Scope::KeysAdmin)?;
             let customer_key = match customer_id {

@@ -2,6 +2,7 @@
 //! caller may see, each item allowed or refused on its own, and audited per
 //! customer it touched.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::BTreeMap;
 
@@ -77,7 +78,7 @@ impl Vault {
         tokens: &[String],
         purpose: &str,
     ) -> Result<Vec<DetokenizedValue>, VaultError> {
-        let entry = self.audit_entry(caller, "Detokenize", "", &[], purpose);
+        let entry = self.audit_entry(caller, Action::Detokenize, "", &[], purpose);
         let purpose = match self.check_detokenize(caller, tokens, purpose) {
             Ok(purpose) => purpose,
             Err(error) => return self.audit_outcome(entry, Err(error)).await,

@@ -2,6 +2,7 @@
 //! the erasure journal that keeps an erasure erased when an old copy of the
 //! store is restored.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::sync::Arc;
 
@@ -46,7 +47,7 @@ impl Vault {
         customer_id: &str,
         reason: &str,
     ) -> Result<DeletionReceipt, VaultError> {
-        let entry = self.audit_entry(caller, "DeleteCustomer", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::DeleteCustomer, customer_id, &[], "");
         let result = self.erase(caller, customer_id, reason, &entry).await;
         self.audit_refusal(entry, result).await
     }
@@ -139,8 +140,11 @@ impl Vault {
         customer: &CustomerId,
         receipt: &ReceiptRecord,
     ) -> Result<(), Attempt> {
-        let audit =
-            super::audit::system_entry("DeleteCustomer", customer.as_str(), "erasure-journal");
+        let audit = super::audit::system_entry(
+            Action::DeleteCustomer,
+            customer.as_str(),
+            "erasure-journal",
+        );
         let record = self.store.customer(customer.as_str()).await?;
         let mut change = self
             .erasure_change(customer, record.map(|r| r.revision))
@@ -232,7 +236,7 @@ impl Vault {
         caller: &Caller,
         receipt_id: &str,
     ) -> Result<DeletionReceipt, VaultError> {
-        let mut entry = self.audit_entry(caller, "GetDeletionStatus", "", &[], "");
+        let mut entry = self.audit_entry(caller, Action::GetDeletionStatus, "", &[], "");
         let result = async {
             caller.require_scope(Scope::PrivacyAdmin)?;
             if receipt_id.is_empty() || receipt_id.len() > 64 {

@@ -4,6 +4,7 @@
 //! privacy:admin alone gets each value as its disclosure rules allow, as a read
 //! would. Either way the export is audited as an access of what it disclosed.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use serde::Serialize;
 
@@ -142,7 +143,7 @@ impl Vault {
         format: ExportFormat,
         access: &AccessHistoryRequest,
     ) -> Result<ExportDocument, VaultError> {
-        let entry = self.audit_entry(caller, "ExportCustomer", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::ExportCustomer, customer_id, &[], "");
         let result = async {
             let plaintext = check_export_scope(caller)?;
             self.abuse.read(caller)?;

@@ -1,5 +1,6 @@
 //! PutFields, GetFields and DeleteFields: a customer's named profile fields.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -93,7 +94,7 @@ impl Vault {
         expected_revision: Option<u64>,
     ) -> Result<FieldsWritten, VaultError> {
         let names: Vec<String> = inputs.iter().map(|input| input.name.clone()).collect();
-        let entry = self.audit_entry(caller, "PutFields", customer_id, &names, purpose);
+        let entry = self.audit_entry(caller, Action::PutFields, customer_id, &names, purpose);
         let result = async {
             caller.require_scope(Scope::DataWrite)?;
             let customer = CustomerId::parse(customer_id)?;
@@ -284,7 +285,7 @@ impl Vault {
         field_names: &[String],
         purpose: &str,
     ) -> Result<FieldsRead, VaultError> {
-        let entry = self.audit_entry(caller, "GetFields", customer_id, field_names, purpose);
+        let entry = self.audit_entry(caller, Action::GetFields, customer_id, field_names, purpose);
         let result = self
             .read_fields(caller, customer_id, field_names, purpose)
             .await;
@@ -427,7 +428,7 @@ impl Vault {
         customer_id: &str,
         field_names: &[String],
     ) -> Result<u32, VaultError> {
-        let entry = self.audit_entry(caller, "DeleteFields", customer_id, field_names, "");
+        let entry = self.audit_entry(caller, Action::DeleteFields, customer_id, field_names, "");
         let result = self
             .remove_fields(caller, customer_id, field_names, &entry)
             .await;

@@ -3,6 +3,7 @@
 //! `VaultError`; it knows nothing of gRPC.
 
 mod abuse;
+mod action;
 mod audit;
 mod audit_trim;
 mod caller;
@@ -40,6 +41,7 @@ use crate::store::{CommitError, Store};
 
 pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
+pub use action::Action;
 pub use audit::{AuditFilter, AuditPage, ChainVerification, UnparsedCall, VerifyFrom};
 pub use audit_trim::{TrimRequest, TrimmedLog, DEFAULT_AUDIT_MIN_RETENTION};
 pub use caller::Caller;

@@ -1,6 +1,7 @@
 //! Privacy-policy versions, plain-English notices of what changed, and the
 //! re-consent a changed purpose asks for.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 
@@ -101,7 +102,7 @@ impl Vault {
         caller: &Caller,
         change: PolicyChange,
     ) -> Result<PolicyVersionRecord, VaultError> {
-        let entry = self.audit_entry(caller, "PublishPolicy", "", &[], "");
+        let entry = self.audit_entry(caller, Action::PublishPolicy, "", &[], "");
         // Only declared purposes: the audit log never holds raw input.
         let entry = AuditEntry {
             fields: change
@@ -196,7 +197,7 @@ impl Vault {
         caller: &Caller,
         customer_id: &str,
     ) -> Result<Vec<Notice>, VaultError> {
-        let entry = self.audit_entry(caller, "ListNotices", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::ListNotices, customer_id, &[], "");
         let result = async {
             caller.require_scope(Scope::ConsentWrite)?;
             let customer = CustomerId::parse(customer_id)?;
@@ -220,7 +221,7 @@ impl Vault {
         customer_id: &str,
         version: &str,
     ) -> Result<(), VaultError> {
-        let entry = self.audit_entry(caller, "AcknowledgeNotice", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::AcknowledgeNotice, customer_id, &[], "");
         let result = async {
             caller.require_scope(Scope::ConsentWrite)?;
             let customer = CustomerId::parse(customer_id)?;

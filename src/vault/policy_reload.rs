@@ -3,6 +3,7 @@
 //! on, or none of it. Every attempt is logged, counted and audited, naming
 //! the file's sha256, never its content.
 
+use crate::vault::Action;
 use std::sync::Arc;
 
 use crate::policy::{Policy, PolicyError, PolicyText};
@@ -35,7 +36,7 @@ impl Vault {
         trigger: ReloadTrigger,
     ) -> Result<(), PolicyError> {
         let sha256 = read.as_ref().ok().map(|read| read.sha256.clone());
-        let mut audit = super::audit::system_entry("ReloadPolicy", "", trigger.name());
+        let mut audit = super::audit::system_entry(Action::ReloadPolicy, "", trigger.name());
         audit
             .fields
             .extend(sha256.iter().map(|sha256| format!("sha256:{sha256}")));

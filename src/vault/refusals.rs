@@ -307,6 +307,7 @@ mod tests {
 
     use super::*;
     use crate::store::AuditRecord;
+    use crate::vault::Action;
 
     const WINDOW: Duration = Duration::from_secs(60);
 
@@ -329,7 +330,7 @@ mod tests {
         AuditEntry {
             at_ms,
             principal: principal.into(),
-            action: "GetFields".into(),
+            action: Action::GetFields.name().into(),
             customer_id: customer.into(),
             fields: vec!["email".into()],
             purpose: "billing".into(),

@@ -2,6 +2,7 @@
 //! optionally destroy the old versions) and customer-key rotation (a new DEK,
 //! every value re-encrypted). Both run while the vault keeps serving.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -167,7 +168,7 @@ impl Vault {
         caller: &Caller,
         retire_previous: bool,
     ) -> Result<ProgressWatch, VaultError> {
-        let entry = self.audit_entry(caller, "RotateMasterKey", "", &[], "");
+        let entry = self.audit_entry(caller, Action::RotateMasterKey, "", &[], "");
         let guard = match caller.require_scope(Scope::KeysAdmin) {
             Ok(()) => self.rotation_guard().await,
             Err(refusal) => Err(refusal),

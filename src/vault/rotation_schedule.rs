@@ -2,6 +2,7 @@
 //! rotation whose process died, rotating on the policy's schedule, following
 //! keyring changes other replicas make, and dropping expired cached keys.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +79,7 @@ impl Vault {
             self.finish_rotation(&guard, &rotation, None).await?;
         } else if self.until_rotation_due().is_zero() {
             let (progress, _) = watch::channel(None);
-            let entry = super::audit::system_entry("RotateMasterKey", "", "scheduled");
+            let entry = super::audit::system_entry(Action::RotateMasterKey, "", "scheduled");
             self.rotate_master(guard, true, &progress, entry).await?;
         }
         Ok(Duration::ZERO)

@@ -3,6 +3,7 @@
 //! order of the customer ids, and a page never ends silently: the response
 //! says when more customers may match.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 
@@ -89,7 +90,7 @@ impl Vault {
     ) -> Result<SearchPage, VaultError> {
         let entry = self.audit_entry(
             caller,
-            "FindCustomers",
+            Action::FindCustomers,
             "",
             std::slice::from_ref(&request.field_name),
             &request.purpose,

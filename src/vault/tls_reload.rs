@@ -3,6 +3,7 @@
 //! fingerprint and expiry, never key material.
 
 use super::{ReloadTrigger, Vault};
+use crate::vault::Action;
 
 /// What became of new TLS files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ impl Vault {
     /// Counts the reload and writes its audit event: principal `pii-vault`,
     /// action `ReloadTls`.
     pub async fn record_tls_reload(&self, reload: TlsReload, trigger: ReloadTrigger) {
-        let mut audit = super::audit::system_entry("ReloadTls", "", trigger.name());
+        let mut audit = super::audit::system_entry(Action::ReloadTls, "", trigger.name());
         match reload {
             TlsReload::InForce {
                 fingerprint,

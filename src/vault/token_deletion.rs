@@ -3,6 +3,7 @@
 //! a customer no longer needs, such as the orphan a retried Tokenize left.
 //! A field's token goes with its field (DeleteFields), never alone.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 
@@ -22,7 +23,7 @@ impl Vault {
         customer_id: &str,
         tokens: &[String],
     ) -> Result<u32, VaultError> {
-        let entry = self.audit_entry(caller, "DeleteTokens", customer_id, &[], "");
+        let entry = self.audit_entry(caller, Action::DeleteTokens, customer_id, &[], "");
         let result = self
             .remove_tokens(caller, customer_id, tokens, &entry)
             .await;

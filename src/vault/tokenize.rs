@@ -1,6 +1,7 @@
 //! Tokenize and Detokenize: standalone values behind tokens, and resolving any
 //! token (field or standalone) back to a value the caller may see.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::HashSet;
 
@@ -184,7 +185,7 @@ impl Vault {
             .iter()
             .map(|item| item.kind.name().to_owned())
             .collect();
-        let entry = self.audit_entry(caller, "Tokenize", customer_id, &kinds, purpose);
+        let entry = self.audit_entry(caller, Action::Tokenize, customer_id, &kinds, purpose);
         let result = self
             .store_values(caller, customer_id, items, purpose, request_id, &entry)
             .await;

@@ -4,6 +4,7 @@
 //! more would not fit the document's byte budget; the page then carries a
 //! token for the next one.
 
+use crate::vault::Action;
 use crate::vault::Reason;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -203,7 +204,7 @@ impl Vault {
 
 /// An erasure that went through: the events before it are another person's.
 fn is_erasure(record: &AuditRecord) -> bool {
-    record.action == "DeleteCustomer" && record.outcome == "ok"
+    record.action == Action::DeleteCustomer.name() && record.outcome == "ok"
 }
 
 fn exported_access(record: AuditRecord) -> ExportedAccess {
@@ -239,7 +240,7 @@ mod tests {
         ExportedAccess {
             at: "2026-12-03T10:00:00.123Z".into(),
             principal: "checkout".into(),
-            action: "GetFields".into(),
+            action: Action::GetFields.name().into(),
             fields: fields.iter().map(|f| f.to_string()).collect(),
             purpose: "billing".into(),
             outcome: "ok".into(),

@@ -1,5 +1,6 @@
 //! The plain-English export: what a customer can read in a minute.
 
+use crate::vault::Action;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -11,7 +12,7 @@ use super::{basis_in_words, kind_in_words, CustomerExport, ExportedConsent};
 /// How far back the report counts uses of the customer's information.
 const REPORT_DAYS: i64 = 90;
 /// Actions that read a customer's values.
-const READ_ACTIONS: [&str; 2] = ["GetFields", "Detokenize"];
+const READ_ACTIONS: [&str; 2] = [Action::GetFields.name(), Action::Detokenize.name()];
 
 pub fn plain_english(export: &CustomerExport) -> String {
     let mut text = String::new();
