@@ -373,6 +373,58 @@ mod tests {
         }
     }
 
+    fn purpose(name: &str, basis: LegalBasis) -> Purpose {
+        Purpose {
+            name: name.into(),
+            description: String::new(),
+            basis,
+        }
+    }
+
+    fn reason_of(refusal: Option<VaultError>) -> Option<Reason> {
+        refusal.map(|error| error.reason())
+    }
+
+    #[test]
+    fn consent_is_needed_only_for_consent_purposes_and_only_while_granted_and_current() {
+        let marketing = purpose("marketing", LegalBasis::Consent);
+        let versions = [PolicyVersionRecord {
+            seq: 1,
+            version: "v1".into(),
+            summary: "marketing changed".into(),
+            changed_purposes: vec!["marketing".into()],
+            requires_reconsent: true,
+            published_at_ms: 10,
+        }];
+        let mut ledger = PrivacyLedger::default();
+        let contract = purpose("billing", LegalBasis::Contract);
+        assert!(consent_refusal(&contract, &ledger, &versions).is_none());
+        assert_eq!(
+            reason_of(consent_refusal(&marketing, &ledger, &versions)),
+            Some(Reason::ConsentMissing)
+        );
+
+        let mut given = consent("marketing", 2);
+        given.policy_version = String::new();
+        ledger.consents.push(given.clone());
+        assert_eq!(
+            reason_of(consent_refusal(&marketing, &ledger, &versions)),
+            Some(Reason::ConsentOutdated),
+            "given before v1 asked again"
+        );
+
+        given.policy_version = "v1".into();
+        ledger.consents.push(given.clone());
+        assert!(consent_refusal(&marketing, &ledger, &versions).is_none());
+
+        given.granted = false;
+        ledger.consents.push(given);
+        assert_eq!(
+            reason_of(consent_refusal(&marketing, &ledger, &versions)),
+            Some(Reason::ConsentWithdrawn)
+        );
+    }
+
     #[test]
     fn compaction_keeps_every_current_state_and_the_newest_history() {
         let mut ledger = PrivacyLedger::default();

@@ -280,3 +280,98 @@ fn already_published(version: &str) -> VaultError {
         format!("policy version \"{version}\" is already published; versions are never reused"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::dev_policy_toml;
+    use crate::vault::{Acknowledgement, ConsentEvent};
+
+    fn version(seq: u64, changed: &[&str], reconsent: bool, at_ms: i64) -> PolicyVersionRecord {
+        PolicyVersionRecord {
+            seq,
+            version: format!("v{seq}"),
+            summary: format!("what changed in v{seq}"),
+            changed_purposes: changed.iter().map(|p| (*p).to_owned()).collect(),
+            requires_reconsent: reconsent,
+            published_at_ms: at_ms,
+        }
+    }
+
+    fn granted(purpose: &str, under: &str) -> ConsentEvent {
+        ConsentEvent {
+            purpose: purpose.into(),
+            granted: true,
+            policy_version: under.into(),
+            source: "app".into(),
+            recorded_at_ms: 0,
+        }
+    }
+
+    /// The dev policy: "marketing" rests on consent, "support" does not.
+    fn policy() -> Policy {
+        Policy::parse(&dev_policy_toml(&"0".repeat(64))).expect("the dev policy parses")
+    }
+
+    #[test]
+    fn renewal_is_due_only_for_a_consent_older_than_the_version_that_asked_again() {
+        let versions = [
+            version(1, &[], false, 10),
+            version(2, &["marketing"], true, 20),
+            version(3, &["marketing"], false, 30),
+        ];
+        let due = |under: &str| renewal_due("marketing", under, &versions).map(|v| v.seq);
+        assert_eq!(due("v1"), Some(2));
+        assert_eq!(due(""), Some(2), "no version counts as older than any");
+        assert_eq!(due("unpublished"), Some(2));
+        assert_eq!(due("v2"), None);
+        assert_eq!(
+            due("v3"),
+            None,
+            "v3 changed the purpose without asking again"
+        );
+        assert_eq!(renewal_due("support", "v1", &versions), None);
+    }
+
+    #[test]
+    fn notices_start_at_joining_and_after_the_last_acknowledgement() {
+        let versions = [
+            version(1, &[], false, 10),
+            version(2, &[], false, 20),
+            version(3, &[], false, 30),
+        ];
+        let seqs = |ledger: &PrivacyLedger, since_ms| -> Vec<u64> {
+            pending_notices(ledger, since_ms, &versions, &policy())
+                .iter()
+                .map(|notice| notice.version.seq)
+                .collect()
+        };
+        let mut ledger = PrivacyLedger::default();
+        assert_eq!(seqs(&ledger, 0), [1, 2, 3]);
+        assert_eq!(seqs(&ledger, 20), [2, 3], "a tie with joining is told");
+        ledger.acknowledged.push(Acknowledgement {
+            policy_version: "v2".into(),
+            at_ms: 25,
+        });
+        assert_eq!(seqs(&ledger, 0), [3]);
+    }
+
+    #[test]
+    fn a_notice_asks_again_only_for_granted_consent_purposes_it_changed() {
+        let versions = [
+            version(1, &[], false, 10),
+            version(2, &["marketing", "support"], true, 20),
+        ];
+        let mut ledger = PrivacyLedger::default();
+        ledger.consents.push(granted("marketing", "v1"));
+        ledger.consents.push(granted("support", "v1"));
+        let notices = pending_notices(&ledger, 15, &versions, &policy());
+        assert_eq!(notices.len(), 1);
+        // "support" rests on legitimate interest: no consent to renew.
+        assert_eq!(notices[0].purposes_needing_consent, ["marketing"]);
+
+        ledger.consents.push(granted("marketing", "v2"));
+        let notices = pending_notices(&ledger, 15, &versions, &policy());
+        assert!(notices[0].purposes_needing_consent.is_empty());
+    }
+}
