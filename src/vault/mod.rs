@@ -2,37 +2,24 @@
 //! records it hands to the store. It takes and returns plain Rust types and
 //! `VaultError`; it knows nothing of gRPC.
 
-mod abuse;
-mod action;
+// By capability; each directory's mod.rs says what it holds.
 mod audit;
-mod audit_trim;
-mod caller;
-mod consent;
-mod customer_keys;
-mod detokenize;
-mod erasure;
-mod error;
-mod export;
-mod fields;
-mod ids;
-mod keyring_store;
+mod common;
+mod data;
 mod keys;
-pub mod kinds;
-mod limits;
-mod notices;
-mod policy_reload;
-mod refusals;
-mod request_ids;
-mod rotation;
-mod rotation_schedule;
-mod rule_names;
-mod sealing;
-mod search;
-mod stats;
-mod tls_reload;
-mod token_deletion;
-mod tokenize;
-pub mod tokens;
+mod privacy;
+mod reload;
+mod values;
+
+// The operations' modules by their own names, so each names the others
+// without knowing the directory they live in.
+use audit::{action, refusals, trim as audit_trim};
+use common::{abuse, caller, error, ids, limits, rule_names, sealing, stats};
+use data::{detokenize, fields, request_ids, search, tokenize};
+use keys::{customer_keys, keyring_store, rotation};
+use privacy::{consent, erasure, export, notices};
+use reload::{policy_reload, tls_reload};
+pub use values::{kinds, tokens};
 
 use std::sync::Arc;
 

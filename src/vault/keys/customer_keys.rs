@@ -1,0 +1,212 @@
+//! One customer's key: RotateCustomerKey (a new DEK, every value re-encrypted
+//! under it in one commit, the old DEK gone) and GetKeyStatus.
+
+use crate::crypto::{Binding, DataCipher};
+use crate::policy::Scope;
+use crate::store::{AuditEntry, CustomerChange, CustomerRecord, TokenTarget, BINDING_BOUND};
+use crate::vault::Action;
+
+use crate::vault::fields::integrity_failure;
+use crate::vault::sealing::Sealing;
+use crate::vault::{now_ms, Attempt, Caller, CustomerId, PrivacyLedger, Vault, VaultError};
+
+/// What GetKeyStatus reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub active_master_version: u32,
+    pub master_versions: Vec<u32>,
+    pub customers: u64,
+    pub last_master_rotation_ms: i64,
+    /// Set when a customer was asked about.
+    pub customer_key: Option<CustomerKeyStatus>,
+    /// Set while a master rotation has started and not finished.
+    pub master_rotation: Option<MasterRotationStatus>,
+}
+
+/// A master rotation started and not finished: running, or cut short (by a
+/// crash or an error) and waiting to be resumed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MasterRotationStatus {
+    pub target_version: u32,
+    pub retire_previous: bool,
+    pub started_at_ms: i64,
+    /// Known only to the process running it; `None` elsewhere.
+    pub rewrapped: Option<u64>,
+    pub total: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CustomerKeyStatus {
+    pub version: u32,
+    pub created_at_ms: i64,
+    pub encryptions: u64,
+}
+
+impl Vault {
+    /// Gives a customer a new DEK; returns its version and how many values were
+    /// re-encrypted under it.
+    pub async fn rotate_customer_key(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+    ) -> Result<(u32, u64), VaultError> {
+        let entry = self.audit_entry(caller, Action::RotateCustomerKey, customer_id, &[], "");
+        let result = async {
+            caller.require_scope(Scope::KeysAdmin)?;
+            let customer = CustomerId::parse(customer_id)?;
+            self.retry_commit(|| self.try_rekey(&customer, Some(&entry)))
+                .await
+        }
+        .await;
+        self.audit_refusal(entry, result).await
+    }
+
+    /// Re-keys a customer whose DEK has done its share of encryptions.
+    pub(in crate::vault) async fn rekey_if_worn(&self, customer: &CustomerId, encryptions: u64) {
+        if encryptions < self.rotation_policy.dek_max_encryptions {
+            return;
+        }
+        match self.retry_commit(|| self.try_rekey(customer, None)).await {
+            Ok((version, _)) => {
+                tracing::info!(customer = %customer, version, "data key rotated after its encryption limit")
+            }
+            Err(error) => {
+                tracing::error!(customer = %customer, %error, "automatic data key rotation failed")
+            }
+        }
+    }
+
+    /// Migrates a customer written before the bound layout: a re-key, which
+    /// opens every value with the unbound layout their record names and seals
+    /// it again in the bound one. Returns their record as it is now.
+    pub(in crate::vault) async fn migrate_binding(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<CustomerRecord, Attempt> {
+        self.try_rekey(customer, None).await?;
+        tracing::info!(customer = %customer, "customer migrated to the bound associated data");
+        Ok(self
+            .store
+            .customer(customer.as_str())
+            .await?
+            .ok_or_else(VaultError::customer_not_found)?)
+    }
+
+    /// A new DEK, every value re-encrypted under it, in the bound layout
+    /// whichever layout the values were read with.
+    async fn try_rekey(
+        &self,
+        customer: &CustomerId,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(u32, u64), Attempt> {
+        let id = customer.as_str();
+        let mut record = self
+            .store
+            .customer(id)
+            .await?
+            .ok_or_else(VaultError::customer_not_found)?;
+        let old = self.keys.cipher(customer, &record).await?;
+        let (dek, new) = self
+            .keys
+            .new_dek(customer, record.dek.version + 1, now_ms());
+        let mut change = CustomerChange {
+            customer_id: id.to_owned(),
+            expected_revision: Some(record.revision),
+            audit: audit.cloned(),
+            ..CustomerChange::default()
+        };
+        let sealing = Sealing::of(&record)?;
+        let mut reencrypted = 0;
+        for (name, mut field) in self.store.fields(id).await? {
+            let from = sealing.field(id, &name, &field.kind, &field.token);
+            let to = Sealing::Bound.field(id, &name, &field.kind, &field.token);
+            field.ciphertext = reencrypt((&old, &from), (&new, &to), &field.ciphertext)
+                .map_err(|error| integrity_failure(&name, error))?;
+            change.put_fields.push((name, field));
+            reencrypted += 1;
+        }
+        for token in self.store.customer_tokens(id).await? {
+            // Field tokens point at their field, re-encrypted above.
+            let Some(mut token_record) = self.store.token(&token).await? else {
+                continue;
+            };
+            let TokenTarget::Value(ciphertext) = &token_record.target else {
+                continue;
+            };
+            let kind = &token_record.kind;
+            let format = &token_record.format;
+            let from = sealing.token(id, &token, kind, format);
+            let to = Sealing::Bound.token(id, &token, kind, format);
+            let value = reencrypt((&old, &from), (&new, &to), ciphertext)
+                .map_err(|error| integrity_failure(kind, error))?;
+            token_record.target = TokenTarget::Value(value);
+            change.put_tokens.push((token, token_record));
+            reencrypted += 1;
+        }
+        let ledger = match record.privacy {
+            Some(_) => Some(PrivacyLedger::open(customer, &record, &old)?),
+            None => None,
+        };
+        record.binding_version = BINDING_BOUND;
+        record.revision += 1;
+        if let Some(ledger) = ledger {
+            ledger.seal_into(customer, &mut record, &new)?;
+            reencrypted += 1;
+        }
+        let version = dek.version;
+        record.wrapped_under.insert(dek.master_version);
+        record.dek = dek;
+        record.encryptions = reencrypted;
+        change.customer = Some(record);
+        self.store.commit(change).await?;
+        self.stats.customer_rotated();
+        Ok((version, reencrypted))
+    }
+
+    /// The vault's keys, and one customer's when `customer_id` is not empty.
+    pub async fn key_status(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+    ) -> Result<KeyStatus, VaultError> {
+        let entry = self.audit_entry(caller, Action::GetKeyStatus, customer_id, &[], "");
+        let result = async {
+            caller.require_scope(Scope::KeysAdmin)?;
+            let customer_key = match customer_id {
+                "" => None,
+                id => {
+                    let customer = CustomerId::parse(id)?;
+                    let record = self
+                        .store
+                        .customer(customer.as_str())
+                        .await?
+                        .ok_or_else(VaultError::customer_not_found)?;
+                    Some(CustomerKeyStatus {
+                        version: record.dek.version,
+                        created_at_ms: record.dek.created_at_ms,
+                        encryptions: record.encryptions,
+                    })
+                }
+            };
+            Ok(KeyStatus {
+                active_master_version: self.keys.active_master_version(),
+                master_versions: self.keys.master_versions(),
+                customers: self.store.customer_count().await?,
+                last_master_rotation_ms: self.keys.last_rotation_ms(),
+                customer_key,
+                master_rotation: self.master_rotation_status().await?,
+            })
+        }
+        .await;
+        self.audit_outcome(entry, result).await
+    }
+}
+
+fn reencrypt(
+    (old, from): (&DataCipher, &Binding),
+    (new, to): (&DataCipher, &Binding),
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+    let plaintext = old.decrypt(from, ciphertext)?;
+    Ok(new.encrypt(to, &plaintext))
+}

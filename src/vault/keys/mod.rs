@@ -1,0 +1,422 @@
+//! The vault's use of the key hierarchy: creating, unwrapping and re-wrapping
+//! customer DEKs and token keys, caching DEK ciphers, changing the keyring (new
+//! and destroyed master versions), the keyed hashes behind blind indexes and
+//! deterministic tokens, and what the keyring says of an erasure.
+
+pub(super) mod customer_keys;
+pub(super) mod keyring_store;
+pub(super) mod rotation;
+pub(super) mod rotation_schedule;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use crate::crypto::{CryptoError, DataCipher, Dek, DekCache, Keyring, KeyringId, TokenKey};
+use crate::store::{CustomerRecord, KeyAnchor, WrappedDekRecord, WrappedKeyRecord};
+
+use super::keyring_store::KeyringStore;
+use super::{CustomerId, FieldKind, VaultError};
+
+pub struct KeyManager {
+    keyring: RwLock<Keyring>,
+    /// Where the keyring is kept; its lock also serializes keyring changes.
+    keyring_store: tokio::sync::Mutex<Box<dyn KeyringStore>>,
+    cache: DekCache,
+}
+
+impl KeyManager {
+    pub fn new(
+        keyring: Keyring,
+        keyring_store: Box<dyn KeyringStore>,
+        cache: DekCache,
+    ) -> KeyManager {
+        KeyManager {
+            keyring: RwLock::new(keyring),
+            keyring_store: tokio::sync::Mutex::new(keyring_store),
+            cache,
+        }
+    }
+
+    fn keyring(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
+        self.keyring.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn replace_keyring(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = keyring;
+    }
+
+    /// Changes a copy of the keyring, saves it and only then puts it in use, so
+    /// memory never runs ahead of what is stored.
+    async fn change_keyring<T>(
+        &self,
+        change: impl FnOnce(&mut Keyring) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        let mut next = self.keyring().clone();
+        let outcome = change(&mut next)?;
+        store.save(&next).await?;
+        self.replace_keyring(next);
+        Ok(outcome)
+    }
+
+    /// Picks up a keyring another process changed (shared keyrings only).
+    pub async fn reload(&self) -> Result<(), VaultError> {
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        Ok(())
+    }
+
+    /// How long other processes may still use a keyring older than a change.
+    pub async fn propagation_delay(&self) -> std::time::Duration {
+        self.keyring_store.lock().await.propagation_delay()
+    }
+
+    /// Adds a master key version and makes it active for new wraps at once.
+    pub async fn add_master_version(&self, now_ms: i64) -> Result<u32, VaultError> {
+        self.change_keyring(|keyring| Ok(keyring.add_version(now_ms)))
+            .await
+    }
+
+    /// Destroys every master version below `keep_from`, with its index key:
+    /// overwritten where the keyring is kept. Returns the versions destroyed.
+    pub async fn destroy_master_versions_below(
+        &self,
+        keep_from: u32,
+        now_ms: i64,
+    ) -> Result<Vec<u32>, VaultError> {
+        self.change_keyring(|keyring| {
+            let doomed = versions_below(keyring, keep_from);
+            for version in &doomed {
+                keyring.destroy_version(*version, now_ms)?;
+            }
+            Ok(doomed)
+        })
+        .await
+    }
+
+    /// The live master versions below `keep_from`.
+    pub fn master_versions_below(&self, keep_from: u32) -> Vec<u32> {
+        versions_below(&self.keyring(), keep_from)
+    }
+
+    pub fn keyring_id(&self) -> KeyringId {
+        self.keyring().id()
+    }
+
+    /// Why this keyring may not serve a store with `anchor`, if it may not:
+    /// another keyring's store, or a keyring older than the store has seen.
+    pub fn check_anchor(&self, anchor: &KeyAnchor) -> Result<(), String> {
+        let keyring = self.keyring();
+        if anchor.keyring_id != keyring.id().0 {
+            return Err(format!(
+                "the keyring (id {}) does not belong to this store, which was written with keyring {}: \
+                 use that store's own keyring",
+                keyring.id(),
+                KeyringId(anchor.keyring_id)
+            ));
+        }
+        let still_live: Vec<u32> = anchor
+            .destroyed
+            .iter()
+            .copied()
+            .filter(|v| !keyring.is_destroyed(*v))
+            .collect();
+        if keyring.next_version() < anchor.next_version || !still_live.is_empty() {
+            return Err(format!(
+                "the keyring is older than the store: the store has seen master versions up to {} \
+                 and the destruction of {:?}, the keyring knows versions up to {} and still holds {:?}; \
+                 restore the newest keyring, never an older backup of it",
+                anchor.next_version.saturating_sub(1),
+                anchor.destroyed,
+                keyring.next_version().saturating_sub(1),
+                still_live
+            ));
+        }
+        Ok(())
+    }
+
+    /// The anchor that records the keyring as it is now in its store, with
+    /// `retiring` refused for new wraps.
+    pub fn anchor(&self, retiring: BTreeSet<u32>) -> KeyAnchor {
+        let keyring = self.keyring();
+        KeyAnchor {
+            keyring_id: keyring.id().0,
+            next_version: keyring.next_version(),
+            destroyed: (1..keyring.next_version())
+                .filter(|v| keyring.is_destroyed(*v))
+                .collect(),
+            retiring,
+        }
+    }
+
+    pub fn active_master_version(&self) -> u32 {
+        self.keyring().active().version()
+    }
+
+    pub fn last_rotation_ms(&self) -> i64 {
+        self.keyring().last_rotation_ms()
+    }
+
+    /// The customer's DEK and token key wrapped under the active master
+    /// version instead, which joins `wrapped_under`.
+    pub fn rewrap(
+        &self,
+        customer: &CustomerId,
+        record: &mut CustomerRecord,
+    ) -> Result<(), VaultError> {
+        let keyring = self.keyring();
+        let id = customer.as_str();
+        let dek = &record.dek;
+        let plain_dek = keyring.unwrap_dek(&dek.wrapped, id, dek.version)?;
+        let master = keyring.active();
+        let token_key = match &record.token_key {
+            Some(wrapped) => keyring.unwrap_token_key(&wrapped.wrapped, id)?,
+            None => TokenKey::generate(),
+        };
+        record.dek = WrappedDekRecord {
+            version: dek.version,
+            master_version: master.version(),
+            created_at_ms: dek.created_at_ms,
+            wrapped: master.wrap_dek(&plain_dek, id, dek.version),
+        };
+        record.token_key = Some(WrappedKeyRecord {
+            master_version: master.version(),
+            wrapped: master.wrap_token_key(&token_key, id),
+        });
+        record.wrapped_under.insert(master.version());
+        Ok(())
+    }
+
+    /// A fresh DEK of the given version, wrapped under the active master key, and
+    /// its cipher (cached at once: a racing writer that wins has other wrapped bytes).
+    pub fn new_dek(
+        &self,
+        customer: &CustomerId,
+        dek_version: u32,
+        now_ms: i64,
+    ) -> (WrappedDekRecord, Arc<DataCipher>) {
+        let dek = Dek::generate();
+        let keyring = self.keyring();
+        let master = keyring.active();
+        let wrapped = WrappedDekRecord {
+            version: dek_version,
+            master_version: master.version(),
+            created_at_ms: now_ms,
+            wrapped: master.wrap_dek(&dek, customer.as_str(), dek_version),
+        };
+        let cipher = Arc::new(DataCipher::new(&dek, dek_version));
+        self.cache
+            .insert(customer.as_str(), &wrapped.wrapped, Arc::clone(&cipher));
+        (wrapped, cipher)
+    }
+
+    /// Whether the customer's DEK and token key still unwrap: not when a
+    /// version that wrapped them was destroyed, or the stored bytes are bad.
+    pub fn check_unwrappable(&self, id: &str, record: &CustomerRecord) -> Result<(), CryptoError> {
+        let keyring = self.keyring();
+        keyring.unwrap_dek(&record.dek.wrapped, id, record.dek.version)?;
+        if let Some(token_key) = &record.token_key {
+            keyring.unwrap_token_key(&token_key.wrapped, id)?;
+        }
+        Ok(())
+    }
+
+    /// A first customer record with a fresh DEK (version 1) and token key,
+    /// and the DEK's cipher.
+    pub fn new_customer(
+        &self,
+        customer: &CustomerId,
+        now_ms: i64,
+    ) -> Result<(CustomerRecord, Arc<DataCipher>), VaultError> {
+        let (dek, cipher) = self.new_dek(customer, 1, now_ms);
+        let mut record = CustomerRecord {
+            revision: 0,
+            created_at_ms: now_ms,
+            wrapped_under: BTreeSet::from([dek.master_version]),
+            dek,
+            token_key: None,
+            encryptions: 0,
+            privacy: None,
+            binding_version: crate::store::BINDING_BOUND,
+            requests: Vec::new(),
+        };
+        self.give_token_key(customer, &mut record);
+        Ok((record, cipher))
+    }
+
+    /// Gives a customer stored before token keys a token key of their own,
+    /// wrapped under the active version (no-op for everyone else).
+    pub fn give_token_key(&self, customer: &CustomerId, record: &mut CustomerRecord) {
+        if record.token_key.is_some() {
+            return;
+        }
+        let keyring = self.keyring();
+        let master = keyring.active();
+        record.token_key = Some(WrappedKeyRecord {
+            master_version: master.version(),
+            wrapped: master.wrap_token_key(&TokenKey::generate(), customer.as_str()),
+        });
+        record.wrapped_under.insert(master.version());
+    }
+
+    /// The customer's token key, unwrapped (cheap: it is not cached).
+    pub async fn token_key(
+        &self,
+        customer: &CustomerId,
+        record: &CustomerRecord,
+    ) -> Result<TokenKey, VaultError> {
+        let wrapped = record
+            .token_key
+            .as_ref()
+            .ok_or_else(|| VaultError::internal("the customer has no token key"))?;
+        let unwrap = || {
+            self.keyring()
+                .unwrap_token_key(&wrapped.wrapped, customer.as_str())
+        };
+        match unwrap() {
+            // Another replica re-wrapped it under a version this one has not loaded.
+            Err(CryptoError::UnknownMasterVersion(_)) => {
+                self.reload().await?;
+                Ok(unwrap()?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The cipher of the customer's current DEK, from the cache or by unwrapping.
+    pub async fn cipher(
+        &self,
+        customer: &CustomerId,
+        record: &CustomerRecord,
+    ) -> Result<Arc<DataCipher>, VaultError> {
+        let id = customer.as_str();
+        if let Some(cipher) = self.cache.get(id, &record.dek.wrapped) {
+            return Ok(cipher);
+        }
+        let unwrap = || {
+            self.keyring()
+                .unwrap_dek(&record.dek.wrapped, id, record.dek.version)
+        };
+        let first_try = unwrap();
+        let dek = match first_try {
+            // Another replica re-wrapped it under a version this one has not loaded.
+            Err(CryptoError::UnknownMasterVersion(_)) => {
+                self.reload().await?;
+                unwrap()?
+            }
+            other => other?,
+        };
+        let cipher = Arc::new(DataCipher::new(&dek, record.dek.version));
+        self.cache
+            .insert(id, &record.dek.wrapped, Arc::clone(&cipher));
+        Ok(cipher)
+    }
+
+    /// Drops every cached cipher of the customer (erasure, re-keying).
+    pub fn forget(&self, customer: &CustomerId) {
+        self.cache.purge_customer(customer.as_str());
+    }
+
+    /// Drops cached ciphers past their TTL, every sweep period, for as long as
+    /// it runs (the vault's key work stops it at shutdown).
+    pub async fn sweep_cache(&self) {
+        let mut sweeps = tokio::time::interval(self.cache.sweep_period());
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            sweeps.tick().await;
+            let dropped = self.cache.sweep_expired();
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired customer keys dropped from the cache");
+            }
+        }
+    }
+
+    /// The blind index of a value under the active version's index key, and
+    /// that version (which joins the customer's `wrapped_under`).
+    pub fn blind_index(&self, field: &str, kind: FieldKind, normalized: &str) -> (u32, [u8; 32]) {
+        let keyring = self.keyring();
+        let master = keyring.active();
+        let index = master
+            .index_key()
+            .blind_index(field, kind.name(), normalized);
+        (master.version(), index)
+    }
+
+    /// The blind index of a value under every live index key: during a
+    /// rotation a customer's entries are under the old or the new one.
+    pub fn blind_indexes(&self, field: &str, kind: FieldKind, normalized: &str) -> Vec<[u8; 32]> {
+        self.keyring()
+            .index_keys()
+            .into_iter()
+            .map(|key| key.blind_index(field, kind.name(), normalized))
+            .collect()
+    }
+
+    /// When an erasure whose keys were wrapped (and values indexed) under
+    /// `wrapped_under` became or becomes cryptographic: once every covering
+    /// version is destroyed and `backup_retention` has passed since (backups
+    /// taken before still hold them until then). A version still live is
+    /// destroyed at the next scheduled rotation, `next_rotation_ms` at the
+    /// earliest; until it is, the erasure is not cryptographic however
+    /// overdue that rotation is.
+    pub fn cryptographic_erasure(
+        &self,
+        wrapped_under: &BTreeSet<u32>,
+        next_rotation_ms: i64,
+        backup_retention: Duration,
+    ) -> ErasureDue {
+        let keyring = self.keyring();
+        let covering = keyring.covering_versions(wrapped_under);
+        let destroyed_at = covering
+            .iter()
+            .map(|v| keyring.destroyed_at_ms(*v))
+            .try_fold(0i64, |latest, at| at.map(|at| latest.max(at)));
+        let retention_ms = i64::try_from(backup_retention.as_millis()).unwrap_or(i64::MAX);
+        match destroyed_at {
+            Some(at) => ErasureDue {
+                keys_destroyed: true,
+                at_ms: at.saturating_add(retention_ms),
+            },
+            None => ErasureDue {
+                keys_destroyed: false,
+                at_ms: next_rotation_ms.saturating_add(retention_ms),
+            },
+        }
+    }
+
+    pub fn next_master_version(&self) -> u32 {
+        self.keyring().next_version()
+    }
+
+    pub fn cache_hits_and_misses(&self) -> (u64, u64) {
+        (self.cache.hits(), self.cache.misses())
+    }
+
+    /// Master key versions that still exist.
+    pub fn master_versions(&self) -> Vec<u32> {
+        self.keyring().versions()
+    }
+}
+
+/// When an erasure is (or is expected to become) cryptographic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErasureDue {
+    /// Every master version that wrapped the customer's keys is destroyed.
+    pub keys_destroyed: bool,
+    /// Then plus the backup retention; an estimate while keys remain.
+    pub at_ms: i64,
+}
+
+fn versions_below(keyring: &Keyring, keep_from: u32) -> Vec<u32> {
+    keyring
+        .versions()
+        .into_iter()
+        .filter(|v| *v < keep_from)
+        .collect()
+}
