@@ -51,6 +51,7 @@ impl AuditService for AuditApi {
             |caller, req| async move {
                 let events = self
                     .vault
+                    .audit()
                     .list_audit_events(&caller, audit_filter(req))
                     .await?;
                 let stream =
@@ -73,6 +74,7 @@ impl AuditService for AuditApi {
             |caller, req| async move {
                 let page = self
                     .vault
+                    .audit()
                     .list_audit_page(&caller, audit_filter(req))
                     .await?;
                 let mut events = Vec::with_capacity(page.events.len());
@@ -116,7 +118,7 @@ impl AuditService for AuditApi {
                     after_seq: req.after_seq,
                     max_events: req.max_events,
                 };
-                let verification = self.vault.verify_audit_log(&caller, from).await?;
+                let verification = self.vault.audit().verify_audit_log(&caller, from).await?;
                 Ok(pb::VerifyAuditLogResponse {
                     intact: verification.intact,
                     events_checked: verification.events_checked,
@@ -146,7 +148,7 @@ impl AuditService for AuditApi {
                     through_seq: req.through_seq,
                     through_hash: req.through_hash,
                 };
-                let trimmed = self.vault.trim_audit_log(&caller, request).await?;
+                let trimmed = self.vault.audit().trim_audit_log(&caller, request).await?;
                 Ok(pb::TrimAuditLogResponse {
                     events_trimmed: trimmed.events_trimmed,
                     anchor_seq: trimmed.anchor_seq,

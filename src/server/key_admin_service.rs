@@ -83,6 +83,7 @@ impl KeyAdminService for KeyAdminApi {
             |caller, req| async move {
                 let (new_key_version, values_reencrypted) = self
                     .vault
+                    .keys()
                     .rotate_customer_key(&caller, &req.customer_id)
                     .await?;
                 Ok(pb::RotateCustomerKeyResponse {
@@ -104,7 +105,11 @@ impl KeyAdminService for KeyAdminApi {
             "GetKeyStatus",
             request,
             |caller, req| async move {
-                let status = self.vault.key_status(&caller, &req.customer_id).await?;
+                let status = self
+                    .vault
+                    .keys()
+                    .key_status(&caller, &req.customer_id)
+                    .await?;
                 let customer = status.customer_key.unwrap_or_default();
                 Ok(pb::KeyStatus {
                     active_master_version: status.active_master_version,

@@ -33,6 +33,7 @@ impl PrivacyService for PrivacyApi {
                 Ok(pb::ListPurposesResponse {
                     purposes: self
                         .vault
+                        .privacy()
                         .list_purposes(&caller)
                         .iter()
                         .map(convert::purpose)
@@ -61,7 +62,7 @@ impl PrivacyService for PrivacyApi {
                     policy_version: req.policy_version,
                     source: req.source,
                 };
-                let event = self.vault.set_consent(&caller, consent).await?;
+                let event = self.vault.privacy().set_consent(&caller, consent).await?;
                 Ok(convert::consent_record(&customer_id, event))
             },
         )
@@ -80,6 +81,7 @@ impl PrivacyService for PrivacyApi {
             |caller, req| async move {
                 let events = self
                     .vault
+                    .privacy()
                     .list_consents(&caller, &req.customer_id, req.include_history)
                     .await?;
                 Ok(pb::ListConsentsResponse {
@@ -119,6 +121,7 @@ impl PrivacyService for PrivacyApi {
                 };
                 let document = self
                     .vault
+                    .privacy()
                     .export_customer(&caller, &req.customer_id, format, &access)
                     .await?;
                 Ok(pb::ExportCustomerResponse {
@@ -144,6 +147,7 @@ impl PrivacyService for PrivacyApi {
             |caller, req| async move {
                 let receipt = self
                     .vault
+                    .privacy()
                     .delete_customer(&caller, &req.customer_id, &req.reason)
                     .await?;
                 Ok(convert::receipt(receipt))
@@ -162,7 +166,11 @@ impl PrivacyService for PrivacyApi {
             "GetDeletionStatus",
             request,
             |caller, req| async move {
-                let receipt = self.vault.deletion_status(&caller, &req.receipt_id).await?;
+                let receipt = self
+                    .vault
+                    .privacy()
+                    .deletion_status(&caller, &req.receipt_id)
+                    .await?;
                 Ok(convert::receipt(receipt))
             },
         )
@@ -185,7 +193,7 @@ impl PrivacyService for PrivacyApi {
                     changed_purposes: req.changed_purposes,
                     requires_reconsent: req.requires_reconsent,
                 };
-                let published = self.vault.publish_policy(&caller, change).await?;
+                let published = self.vault.privacy().publish_policy(&caller, change).await?;
                 Ok(convert::policy_version(published))
             },
         )
@@ -202,7 +210,7 @@ impl PrivacyService for PrivacyApi {
             "ListPolicyVersions",
             request,
             |caller, _req| async move {
-                let versions = self.vault.policy_versions(&caller).await?;
+                let versions = self.vault.privacy().policy_versions(&caller).await?;
                 Ok(pb::ListPolicyVersionsResponse {
                     versions: versions.into_iter().map(convert::policy_version).collect(),
                 })
@@ -221,7 +229,11 @@ impl PrivacyService for PrivacyApi {
             "ListNotices",
             request,
             |caller, req| async move {
-                let notices = self.vault.list_notices(&caller, &req.customer_id).await?;
+                let notices = self
+                    .vault
+                    .privacy()
+                    .list_notices(&caller, &req.customer_id)
+                    .await?;
                 Ok(pb::ListNoticesResponse {
                     notices: notices.into_iter().map(convert::notice).collect(),
                 })
@@ -241,6 +253,7 @@ impl PrivacyService for PrivacyApi {
             request,
             |caller, req| async move {
                 self.vault
+                    .privacy()
                     .acknowledge_notice(&caller, &req.customer_id, &req.policy_version)
                     .await?;
                 Ok(pb::AcknowledgeNoticeResponse {})

@@ -47,6 +47,7 @@ impl VaultService for VaultApi {
                     .await?;
                 let written = self
                     .vault
+                    .data()
                     .put_fields(
                         &caller,
                         &req.customer_id,
@@ -77,6 +78,7 @@ impl VaultService for VaultApi {
             |caller, req| async move {
                 let read = self
                     .vault
+                    .data()
                     .get_fields(&caller, &req.customer_id, &req.field_names, &req.purpose)
                     .await?;
                 Ok(pb::GetFieldsResponse {
@@ -101,6 +103,7 @@ impl VaultService for VaultApi {
             |caller, req| async move {
                 let deleted = self
                     .vault
+                    .data()
                     .delete_fields(&caller, &req.customer_id, &req.field_names)
                     .await?;
                 Ok(pb::DeleteFieldsResponse { deleted })
@@ -121,6 +124,7 @@ impl VaultService for VaultApi {
             |caller, req| async move {
                 let deleted = self
                     .vault
+                    .data()
                     .delete_tokens(&caller, &req.customer_id, &req.tokens)
                     .await?;
                 Ok(pb::DeleteTokensResponse { deleted })
@@ -151,6 +155,7 @@ impl VaultService for VaultApi {
                     .await?;
                 let tokens = self
                     .vault
+                    .data()
                     .tokenize(
                         &caller,
                         &req.customer_id,
@@ -177,6 +182,7 @@ impl VaultService for VaultApi {
             |caller, req| async move {
                 let results = self
                     .vault
+                    .data()
                     .detokenize(&caller, &req.tokens, &req.purpose)
                     .await?;
                 Ok(pb::DetokenizeResponse {
@@ -207,7 +213,7 @@ impl VaultService for VaultApi {
                     page_size: req.page_size,
                     page_token: req.page_token,
                 };
-                let page = self.vault.find_customers(&caller, &search).await?;
+                let page = self.vault.data().find_customers(&caller, &search).await?;
                 Ok(pb::FindCustomersResponse {
                     customer_ids: page.customer_ids,
                     next_page_token: page.next_page_token.unwrap_or_default(),

@@ -29,11 +29,13 @@ use crate::store::{CommitError, Store};
 pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
 pub use action::Action;
+pub use audit::Audit;
 pub use audit::{AuditFilter, AuditPage, ChainVerification, UnparsedCall, VerifyFrom};
 pub use audit_trim::{TrimRequest, TrimmedLog, DEFAULT_AUDIT_MIN_RETENTION};
 pub use caller::Caller;
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
 pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus};
+pub use data::Data;
 pub use detokenize::DetokenizedValue;
 pub use erasure::{DeletionReceipt, ErasureState};
 pub use error::{Reason, VaultError};
@@ -42,10 +44,12 @@ pub use fields::{FieldInput, FieldView, FieldsRead, FieldsWritten};
 pub use ids::{personal_shape, CustomerId, FieldName};
 pub use keyring_store::{FileKeyring, KeyringStore, TableKeyring, KEYRING_POLL};
 pub use keys::KeyManager;
+pub use keys::Keys;
 pub use kinds::FieldKind;
 pub use limits::{Limits, RefusalBudget, RefusalLimits};
 pub use notices::{Notice, PolicyChange};
 pub use policy_reload::ReloadTrigger;
+pub use privacy::Privacy;
 pub use rotation::{ProgressWatch, RotationPolicy, RotationProgress};
 pub use rule_names::kind_named_rule_warnings;
 pub use search::{SearchPage, SearchRequest};
@@ -147,6 +151,26 @@ impl Vault {
     }
 
     /// The policy in force now: a call takes it once and keeps it.
+    /// The data plane: fields, tokens and search.
+    pub fn data(&self) -> Data<'_> {
+        Data::of(self)
+    }
+
+    /// Consent, notices, export and erasure.
+    pub fn privacy(&self) -> Privacy<'_> {
+        Privacy::of(self)
+    }
+
+    /// Rotations and key status.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys::of(self)
+    }
+
+    /// Listing, verifying and trimming the audit log.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit::of(self)
+    }
+
     pub fn policy(&self) -> Arc<Policy> {
         Arc::clone(
             &self

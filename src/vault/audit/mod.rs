@@ -8,6 +8,26 @@ pub(super) mod action;
 pub(super) mod refusals;
 pub(super) mod trim;
 
+/// The audit log (`AuditService`): listing, verification and trimming. A view of the vault that
+/// offers only this capability's operations.
+pub struct Audit<'a> {
+    vault: &'a super::Vault,
+}
+
+impl<'a> Audit<'a> {
+    pub(super) fn of(vault: &'a super::Vault) -> Self {
+        Audit { vault }
+    }
+}
+
+impl std::ops::Deref for Audit<'_> {
+    type Target = super::Vault;
+
+    fn deref(&self) -> &super::Vault {
+        self.vault
+    }
+}
+
 use crate::vault::Action;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +112,143 @@ fn list_limit(asked: u32, max: usize) -> usize {
     match asked as usize {
         0 => DEFAULT_LIST_LIMIT,
         limit => limit.min(max),
+    }
+}
+
+impl crate::vault::Audit<'_> {
+    /// Audit events, oldest first, filtered by customer, principal and time.
+    pub async fn list_audit_events(
+        &self,
+        caller: &Caller,
+        filter: AuditFilter,
+    ) -> Result<Vec<AuditRecord>, VaultError> {
+        caller.require_scope(Scope::AuditRead)?;
+        let limit = list_limit(filter.limit, MAX_LIST_LIMIT);
+        Ok(self.store.audit_events(&audit_query(filter, limit)).await?)
+    }
+
+    /// One page of `list_audit_events`, at most `MAX_PAGE_LIMIT` events, and
+    /// whether more match after it.
+    pub async fn list_audit_page(
+        &self,
+        caller: &Caller,
+        filter: AuditFilter,
+    ) -> Result<AuditPage, VaultError> {
+        caller.require_scope(Scope::AuditRead)?;
+        let limit = list_limit(filter.limit, MAX_PAGE_LIMIT);
+        // One more than the page: whether it exists says if another page does.
+        let mut events = self
+            .store
+            .audit_events(&audit_query(filter, limit + 1))
+            .await?;
+        let more = events.len() > limit;
+        events.truncate(limit);
+        Ok(AuditPage { events, more })
+    }
+
+    /// Walks the chain from `from.after_seq` (whose event must still be there
+    /// with the hash it had; 0: from the anchor, where the held log starts)
+    /// for at most `from.max_events` events, up to the head as it was when the
+    /// call began, and reports the first event whose link or hash is wrong,
+    /// or where to go on from. The first held event must link to the anchor.
+    pub async fn verify_audit_log(
+        &self,
+        caller: &Caller,
+        from: VerifyFrom,
+    ) -> Result<ChainVerification, VaultError> {
+        caller.require_scope(Scope::AuditRead)?;
+        let max_events = match u64::from(from.max_events) {
+            0 => MAX_VERIFY_EVENTS,
+            max => max.min(MAX_VERIFY_EVENTS),
+        };
+        // Events appended while the walk runs come after this head: they are
+        // for the next verification, never mistaken for a cut-off chain. The
+        // anchor is read after it: a trim in between moves both, and the
+        // head stays past the anchor.
+        let (head_seq, head_hash) = self.store.audit_head().await?;
+        let anchor = self.store.audit_anchor().await?;
+        if from.after_seq > head_seq {
+            return Err(VaultError::invalid(format!(
+                "after_seq {} is past the newest audit event, {head_seq}",
+                from.after_seq
+            )));
+        }
+        if from.after_seq != 0 && from.after_seq < anchor.seq {
+            return Err(trimmed_through(anchor.seq, from.after_seq));
+        }
+        let verification = |intact: bool, events_checked: u64| ChainVerification {
+            intact,
+            events_checked,
+            first_bad_seq: 0,
+            head_hash: hex(&head_hash),
+            complete: true,
+            next_after_seq: 0,
+            anchor_seq: anchor.seq,
+            anchor_hash: hex(&anchor.hash),
+        };
+        let broken = |first_bad_seq: u64, events_checked: u64| ChainVerification {
+            first_bad_seq,
+            ..verification(false, events_checked)
+        };
+        let mut last_seq = from.after_seq.max(anchor.seq);
+        let mut prev_hash = anchor.hash;
+        if last_seq > anchor.seq {
+            let query = AuditQuery {
+                after_seq: last_seq - 1,
+                limit: 1,
+                ..AuditQuery::default()
+            };
+            match self.store.audit_events(&query).await?.first() {
+                Some(event) if event.seq == last_seq && event.hash == event.computed_hash() => {
+                    prev_hash = event.hash;
+                }
+                _ => {
+                    return self
+                        .unless_trimmed_since(anchor.seq, broken(last_seq, 0))
+                        .await
+                }
+            }
+        }
+        let mut checked = 0;
+        while last_seq < head_seq && checked < max_events {
+            let wanted = (head_seq - last_seq).min(max_events - checked);
+            let query = AuditQuery {
+                after_seq: last_seq,
+                limit: (wanted as usize).min(VERIFY_PAGE),
+                ..AuditQuery::default()
+            };
+            let page = self.store.audit_events(&query).await?;
+            if page.is_empty() {
+                break;
+            }
+            for event in page {
+                checked += 1;
+                let expected_seq = last_seq + 1;
+                let intact = event.seq == expected_seq
+                    && event.prev_hash == prev_hash
+                    && event.hash == event.computed_hash();
+                if !intact {
+                    let result = broken(expected_seq, checked);
+                    return self.unless_trimmed_since(anchor.seq, result).await;
+                }
+                prev_hash = event.hash;
+                last_seq = expected_seq;
+            }
+        }
+        if last_seq < head_seq && checked == max_events {
+            return Ok(ChainVerification {
+                complete: false,
+                next_after_seq: last_seq,
+                ..verification(true, checked)
+            });
+        }
+        // Events missing before the head, or a head pointing elsewhere: the
+        // chain was cut or its head rewritten.
+        if last_seq != head_seq || prev_hash != head_hash {
+            let result = broken(last_seq + 1, checked);
+            return self.unless_trimmed_since(anchor.seq, result).await;
+        }
+        Ok(verification(true, checked))
     }
 }
 
@@ -232,141 +389,6 @@ impl Vault {
 
     pub(super) async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), VaultError> {
         Ok(self.store.append_audit(entries).await?)
-    }
-
-    /// Audit events, oldest first, filtered by customer, principal and time.
-    pub async fn list_audit_events(
-        &self,
-        caller: &Caller,
-        filter: AuditFilter,
-    ) -> Result<Vec<AuditRecord>, VaultError> {
-        caller.require_scope(Scope::AuditRead)?;
-        let limit = list_limit(filter.limit, MAX_LIST_LIMIT);
-        Ok(self.store.audit_events(&audit_query(filter, limit)).await?)
-    }
-
-    /// One page of `list_audit_events`, at most `MAX_PAGE_LIMIT` events, and
-    /// whether more match after it.
-    pub async fn list_audit_page(
-        &self,
-        caller: &Caller,
-        filter: AuditFilter,
-    ) -> Result<AuditPage, VaultError> {
-        caller.require_scope(Scope::AuditRead)?;
-        let limit = list_limit(filter.limit, MAX_PAGE_LIMIT);
-        // One more than the page: whether it exists says if another page does.
-        let mut events = self
-            .store
-            .audit_events(&audit_query(filter, limit + 1))
-            .await?;
-        let more = events.len() > limit;
-        events.truncate(limit);
-        Ok(AuditPage { events, more })
-    }
-
-    /// Walks the chain from `from.after_seq` (whose event must still be there
-    /// with the hash it had; 0: from the anchor, where the held log starts)
-    /// for at most `from.max_events` events, up to the head as it was when the
-    /// call began, and reports the first event whose link or hash is wrong,
-    /// or where to go on from. The first held event must link to the anchor.
-    pub async fn verify_audit_log(
-        &self,
-        caller: &Caller,
-        from: VerifyFrom,
-    ) -> Result<ChainVerification, VaultError> {
-        caller.require_scope(Scope::AuditRead)?;
-        let max_events = match u64::from(from.max_events) {
-            0 => MAX_VERIFY_EVENTS,
-            max => max.min(MAX_VERIFY_EVENTS),
-        };
-        // Events appended while the walk runs come after this head: they are
-        // for the next verification, never mistaken for a cut-off chain. The
-        // anchor is read after it: a trim in between moves both, and the
-        // head stays past the anchor.
-        let (head_seq, head_hash) = self.store.audit_head().await?;
-        let anchor = self.store.audit_anchor().await?;
-        if from.after_seq > head_seq {
-            return Err(VaultError::invalid(format!(
-                "after_seq {} is past the newest audit event, {head_seq}",
-                from.after_seq
-            )));
-        }
-        if from.after_seq != 0 && from.after_seq < anchor.seq {
-            return Err(trimmed_through(anchor.seq, from.after_seq));
-        }
-        let verification = |intact: bool, events_checked: u64| ChainVerification {
-            intact,
-            events_checked,
-            first_bad_seq: 0,
-            head_hash: hex(&head_hash),
-            complete: true,
-            next_after_seq: 0,
-            anchor_seq: anchor.seq,
-            anchor_hash: hex(&anchor.hash),
-        };
-        let broken = |first_bad_seq: u64, events_checked: u64| ChainVerification {
-            first_bad_seq,
-            ..verification(false, events_checked)
-        };
-        let mut last_seq = from.after_seq.max(anchor.seq);
-        let mut prev_hash = anchor.hash;
-        if last_seq > anchor.seq {
-            let query = AuditQuery {
-                after_seq: last_seq - 1,
-                limit: 1,
-                ..AuditQuery::default()
-            };
-            match self.store.audit_events(&query).await?.first() {
-                Some(event) if event.seq == last_seq && event.hash == event.computed_hash() => {
-                    prev_hash = event.hash;
-                }
-                _ => {
-                    return self
-                        .unless_trimmed_since(anchor.seq, broken(last_seq, 0))
-                        .await
-                }
-            }
-        }
-        let mut checked = 0;
-        while last_seq < head_seq && checked < max_events {
-            let wanted = (head_seq - last_seq).min(max_events - checked);
-            let query = AuditQuery {
-                after_seq: last_seq,
-                limit: (wanted as usize).min(VERIFY_PAGE),
-                ..AuditQuery::default()
-            };
-            let page = self.store.audit_events(&query).await?;
-            if page.is_empty() {
-                break;
-            }
-            for event in page {
-                checked += 1;
-                let expected_seq = last_seq + 1;
-                let intact = event.seq == expected_seq
-                    && event.prev_hash == prev_hash
-                    && event.hash == event.computed_hash();
-                if !intact {
-                    let result = broken(expected_seq, checked);
-                    return self.unless_trimmed_since(anchor.seq, result).await;
-                }
-                prev_hash = event.hash;
-                last_seq = expected_seq;
-            }
-        }
-        if last_seq < head_seq && checked == max_events {
-            return Ok(ChainVerification {
-                complete: false,
-                next_after_seq: last_seq,
-                ..verification(true, checked)
-            });
-        }
-        // Events missing before the head, or a head pointing elsewhere: the
-        // chain was cut or its head rewritten.
-        if last_seq != head_seq || prev_hash != head_hash {
-            let result = broken(last_seq + 1, checked);
-            return self.unless_trimmed_since(anchor.seq, result).await;
-        }
-        Ok(verification(true, checked))
     }
 
     /// A break found while a trim deleted the events being walked is no

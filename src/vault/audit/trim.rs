@@ -45,7 +45,7 @@ fn refused(message: String) -> VaultError {
     VaultError::new(Reason::AuditTrimRefused, message)
 }
 
-impl Vault {
+impl crate::vault::Audit<'_> {
     /// Deletes every audit event up to `request.through_seq` and makes it the
     /// anchor, with an event of its own, in one atomic write. Needs both
     /// keys:admin (the vault's administrative scope) and audit:read (whoever
@@ -98,7 +98,9 @@ impl Vault {
         // A trim records its own event in its write; only refusals are left.
         self.audit_refusal(entry, result).await
     }
+}
 
+impl Vault {
     /// The event to trim through, if it is held with this hash, is not the
     /// newest and is old enough.
     async fn check_trim(

@@ -70,7 +70,7 @@ impl Resolution {
     }
 }
 
-impl Vault {
+impl crate::vault::Data<'_> {
     /// Resolves tokens in order; each is allowed or refused on its own.
     pub async fn detokenize(
         &self,
@@ -113,7 +113,9 @@ impl Vault {
             })
             .collect())
     }
+}
 
+impl Vault {
     fn check_detokenize<'c>(
         &self,
         caller: &'c Caller,

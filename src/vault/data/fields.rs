@@ -80,7 +80,7 @@ impl std::fmt::Debug for FieldView {
     }
 }
 
-impl Vault {
+impl crate::vault::Data<'_> {
     /// Stores (inserts or replaces) fields of one customer; returns each field's
     /// token. Any invalid field rejects the whole request with nothing written,
     /// and so does a customer no longer at `expected_revision` (ABORTED).
@@ -122,6 +122,45 @@ impl Vault {
         self.audit_refusal(entry, result).await
     }
 
+    /// Reads fields of one customer, each disclosed as the caller's policy allows.
+    pub async fn get_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        field_names: &[String],
+        purpose: &str,
+    ) -> Result<FieldsRead, VaultError> {
+        let entry = self.audit_entry(caller, Action::GetFields, customer_id, field_names, purpose);
+        let result = self
+            .read_fields(caller, customer_id, field_names, purpose)
+            .await;
+        let entry = match &result {
+            // An "all fields" read records the names it returned.
+            Ok(read) if field_names.is_empty() => AuditEntry {
+                fields: read.fields.iter().map(|view| view.name.clone()).collect(),
+                ..entry
+            },
+            _ => entry,
+        };
+        self.audit_outcome(entry, result).await
+    }
+
+    /// Deletes named fields (their values, tokens and index entries) of one customer.
+    pub async fn delete_fields(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        field_names: &[String],
+    ) -> Result<u32, VaultError> {
+        let entry = self.audit_entry(caller, Action::DeleteFields, customer_id, field_names, "");
+        let result = self
+            .remove_fields(caller, customer_id, field_names, &entry)
+            .await;
+        self.audit_refusal(entry, result).await
+    }
+}
+
+impl Vault {
     fn validate_fields(&self, inputs: Vec<FieldInput>) -> Result<Vec<ValidField>, VaultError> {
         if inputs.is_empty() {
             return Err(VaultError::invalid(
@@ -277,29 +316,6 @@ impl Vault {
         })
     }
 
-    /// Reads fields of one customer, each disclosed as the caller's policy allows.
-    pub async fn get_fields(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        field_names: &[String],
-        purpose: &str,
-    ) -> Result<FieldsRead, VaultError> {
-        let entry = self.audit_entry(caller, Action::GetFields, customer_id, field_names, purpose);
-        let result = self
-            .read_fields(caller, customer_id, field_names, purpose)
-            .await;
-        let entry = match &result {
-            // An "all fields" read records the names it returned.
-            Ok(read) if field_names.is_empty() => AuditEntry {
-                fields: read.fields.iter().map(|view| view.name.clone()).collect(),
-                ..entry
-            },
-            _ => entry,
-        };
-        self.audit_outcome(entry, result).await
-    }
-
     async fn read_fields(
         &self,
         caller: &Caller,
@@ -419,20 +435,6 @@ impl Vault {
             error,
             updated_at_ms: field.updated_at_ms,
         })
-    }
-
-    /// Deletes named fields (their values, tokens and index entries) of one customer.
-    pub async fn delete_fields(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        field_names: &[String],
-    ) -> Result<u32, VaultError> {
-        let entry = self.audit_entry(caller, Action::DeleteFields, customer_id, field_names, "");
-        let result = self
-            .remove_fields(caller, customer_id, field_names, &entry)
-            .await;
-        self.audit_refusal(entry, result).await
     }
 
     async fn remove_fields(

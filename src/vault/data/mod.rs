@@ -8,3 +8,23 @@ pub(super) mod request_ids;
 pub(super) mod search;
 pub(super) mod token_deletion;
 pub(super) mod tokenize;
+
+/// The data plane (`VaultService`): fields, tokens and search. A view of the vault that
+/// offers only this capability's operations.
+pub struct Data<'a> {
+    vault: &'a super::Vault,
+}
+
+impl<'a> Data<'a> {
+    pub(super) fn of(vault: &'a super::Vault) -> Self {
+        Data { vault }
+    }
+}
+
+impl std::ops::Deref for Data<'_> {
+    type Target = super::Vault;
+
+    fn deref(&self) -> &super::Vault {
+        self.vault
+    }
+}

@@ -82,7 +82,7 @@ fn search_tag(field: &FieldName, purpose: &str) -> [u8; 8] {
     tag
 }
 
-impl Vault {
+impl crate::vault::Data<'_> {
     /// One page of the customers whose field `field_name` holds `value`
     /// (normalized as on write).
     pub async fn find_customers(
@@ -116,7 +116,9 @@ impl Vault {
             result => self.audit_outcome(entry, result).await,
         }
     }
+}
 
+impl Vault {
     async fn search(
         &self,
         caller: &Caller,

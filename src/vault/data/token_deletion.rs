@@ -13,7 +13,7 @@ use crate::store::{AuditEntry, CustomerChange, TokenTarget};
 use crate::vault::sealing::Sealing;
 use crate::vault::{Attempt, Caller, CustomerId, Limits, Vault, VaultError};
 
-impl Vault {
+impl crate::vault::Data<'_> {
     /// Deletes standalone tokens of one customer; returns how many existed.
     /// A token that does not exist (already deleted, or another customer's)
     /// is skipped, so a retried call is safe.
@@ -29,7 +29,9 @@ impl Vault {
             .await;
         self.audit_refusal(entry, result).await
     }
+}
 
+impl Vault {
     async fn remove_tokens(
         &self,
         caller: &Caller,

@@ -168,7 +168,7 @@ pub(in crate::vault) fn check_deterministic<'a>(
     Ok(count)
 }
 
-impl Vault {
+impl crate::vault::Data<'_> {
     /// Stores standalone values of one customer and returns a token for each, in
     /// order. Any invalid item rejects the whole request with nothing written.
     /// A non-empty `request_id` makes a retry of the request return the same
@@ -191,7 +191,9 @@ impl Vault {
             .await;
         self.audit_refusal(entry, result).await
     }
+}
 
+impl Vault {
     async fn store_values(
         &self,
         caller: &Caller,

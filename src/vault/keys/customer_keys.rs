@@ -42,7 +42,7 @@ pub struct CustomerKeyStatus {
     pub encryptions: u64,
 }
 
-impl Vault {
+impl crate::vault::Keys<'_> {
     /// Gives a customer a new DEK; returns its version and how many values were
     /// re-encrypted under it.
     pub async fn rotate_customer_key(
@@ -61,6 +61,46 @@ impl Vault {
         self.audit_refusal(entry, result).await
     }
 
+    /// The vault's keys, and one customer's when `customer_id` is not empty.
+    pub async fn key_status(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+    ) -> Result<KeyStatus, VaultError> {
+        let entry = self.audit_entry(caller, Action::GetKeyStatus, customer_id, &[], "");
+        let result = async {
+            caller.require_scope(Scope::KeysAdmin)?;
+            let customer_key = match customer_id {
+                "" => None,
+                id => {
+                    let customer = CustomerId::parse(id)?;
+                    let record = self
+                        .store
+                        .customer(customer.as_str())
+                        .await?
+                        .ok_or_else(VaultError::customer_not_found)?;
+                    Some(CustomerKeyStatus {
+                        version: record.dek.version,
+                        created_at_ms: record.dek.created_at_ms,
+                        encryptions: record.encryptions,
+                    })
+                }
+            };
+            Ok(KeyStatus {
+                active_master_version: self.keys.active_master_version(),
+                master_versions: self.keys.master_versions(),
+                customers: self.store.customer_count().await?,
+                last_master_rotation_ms: self.keys.last_rotation_ms(),
+                customer_key,
+                master_rotation: self.master_rotation_status().await?,
+            })
+        }
+        .await;
+        self.audit_outcome(entry, result).await
+    }
+}
+
+impl Vault {
     /// Re-keys a customer whose DEK has done its share of encryptions.
     pub(in crate::vault) async fn rekey_if_worn(&self, customer: &CustomerId, encryptions: u64) {
         if encryptions < self.rotation_policy.dek_max_encryptions {
@@ -161,44 +201,6 @@ impl Vault {
         self.store.commit(change).await?;
         self.stats.customer_rotated();
         Ok((version, reencrypted))
-    }
-
-    /// The vault's keys, and one customer's when `customer_id` is not empty.
-    pub async fn key_status(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-    ) -> Result<KeyStatus, VaultError> {
-        let entry = self.audit_entry(caller, Action::GetKeyStatus, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::KeysAdmin)?;
-            let customer_key = match customer_id {
-                "" => None,
-                id => {
-                    let customer = CustomerId::parse(id)?;
-                    let record = self
-                        .store
-                        .customer(customer.as_str())
-                        .await?
-                        .ok_or_else(VaultError::customer_not_found)?;
-                    Some(CustomerKeyStatus {
-                        version: record.dek.version,
-                        created_at_ms: record.dek.created_at_ms,
-                        encryptions: record.encryptions,
-                    })
-                }
-            };
-            Ok(KeyStatus {
-                active_master_version: self.keys.active_master_version(),
-                master_versions: self.keys.master_versions(),
-                customers: self.store.customer_count().await?,
-                last_master_rotation_ms: self.keys.last_rotation_ms(),
-                customer_key,
-                master_rotation: self.master_rotation_status().await?,
-            })
-        }
-        .await;
-        self.audit_outcome(entry, result).await
     }
 }
 

@@ -8,6 +8,26 @@ pub(super) mod keyring_store;
 pub(super) mod rotation;
 pub(super) mod rotation_schedule;
 
+/// Key administration (`KeyAdminService`): rotations and key status. A view of the vault that
+/// offers only this capability's operations.
+pub struct Keys<'a> {
+    vault: &'a super::Vault,
+}
+
+impl<'a> Keys<'a> {
+    pub(super) fn of(vault: &'a super::Vault) -> Self {
+        Keys { vault }
+    }
+}
+
+impl std::ops::Deref for Keys<'_> {
+    type Target = super::Vault;
+
+    fn deref(&self) -> &super::Vault {
+        self.vault
+    }
+}
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;

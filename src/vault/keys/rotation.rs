@@ -132,34 +132,9 @@ impl RotationGuard {
     }
 }
 
+// On the vault itself, not the `Keys` view: the rotation runs on in a task
+// of its own, which holds the vault (`Arc`) after the call returns.
 impl Vault {
-    /// The master rotation started and not finished, if any (on any process
-    /// on the store), with its counts when this process runs it.
-    pub(in crate::vault) async fn master_rotation_status(
-        &self,
-    ) -> Result<Option<crate::vault::MasterRotationStatus>, VaultError> {
-        let Some(rotation) = self.store.rotation().await? else {
-            return Ok(None);
-        };
-        let counts =
-            (*lock_counts(self)).filter(|counts| counts.target_version == rotation.target_version);
-        Ok(Some(crate::vault::MasterRotationStatus {
-            target_version: rotation.target_version,
-            retire_previous: rotation.retire_previous,
-            started_at_ms: rotation.started_at_ms,
-            rewrapped: counts.map(|counts| counts.rewrapped),
-            total: counts.map(|counts| counts.total),
-        }))
-    }
-
-    fn show_rewrap_counts(&self, report: &RotationProgress) {
-        *lock_counts(self) = Some(RewrapCounts {
-            target_version: report.new_master_version,
-            rewrapped: report.rewrapped,
-            total: report.total,
-        });
-    }
-
     /// Starts a master rotation in the background and shows its progress. The
     /// rotation finishes even if the caller goes away or stops reading. A second rotation while
     /// one runs, in this process or another on the same store, is refused with
@@ -187,6 +162,35 @@ impl Vault {
             }
         });
         Ok(receiver)
+    }
+}
+
+impl Vault {
+    /// The master rotation started and not finished, if any (on any process
+    /// on the store), with its counts when this process runs it.
+    pub(in crate::vault) async fn master_rotation_status(
+        &self,
+    ) -> Result<Option<crate::vault::MasterRotationStatus>, VaultError> {
+        let Some(rotation) = self.store.rotation().await? else {
+            return Ok(None);
+        };
+        let counts =
+            (*lock_counts(self)).filter(|counts| counts.target_version == rotation.target_version);
+        Ok(Some(crate::vault::MasterRotationStatus {
+            target_version: rotation.target_version,
+            retire_previous: rotation.retire_previous,
+            started_at_ms: rotation.started_at_ms,
+            rewrapped: counts.map(|counts| counts.rewrapped),
+            total: counts.map(|counts| counts.total),
+        }))
+    }
+
+    fn show_rewrap_counts(&self, report: &RotationProgress) {
+        *lock_counts(self) = Some(RewrapCounts {
+            target_version: report.new_master_version,
+            rewrapped: report.rewrapped,
+            total: report.total,
+        });
     }
 
     /// This process's lock, then the store's lease; either refused is

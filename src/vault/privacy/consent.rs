@@ -197,6 +197,52 @@ pub struct ConsentRequest {
     pub source: String,
 }
 
+impl crate::vault::Privacy<'_> {
+    /// Records an opt-in or opt-out; it takes effect on the very next call.
+    pub async fn set_consent(
+        &self,
+        caller: &Caller,
+        request: ConsentRequest,
+    ) -> Result<ConsentEvent, VaultError> {
+        let entry = self.audit_entry(
+            caller,
+            Action::SetConsent,
+            &request.customer_id,
+            &[],
+            &request.purpose,
+        );
+        let result = self.try_set_consent(caller, &request, &entry).await;
+        self.audit_refusal(entry, result).await
+    }
+
+    /// The customer's consents: the current state per purpose, or every event.
+    pub async fn list_consents(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        include_history: bool,
+    ) -> Result<Vec<ConsentEvent>, VaultError> {
+        let entry = self.audit_entry(caller, Action::ListConsents, customer_id, &[], "");
+        let result = async {
+            caller.require_scope(Scope::ConsentWrite)?;
+            let customer = CustomerId::parse(customer_id)?;
+            let (ledger, _) = self.ledger_of(&customer).await?;
+            Ok(if include_history {
+                ledger.consents
+            } else {
+                ledger.current().into_iter().cloned().collect()
+            })
+        }
+        .await;
+        self.audit_outcome(entry, result).await
+    }
+
+    /// The purposes of the caller's policy, for anyone authenticated.
+    pub fn list_purposes<'c>(&self, caller: &'c Caller) -> &'c [Purpose] {
+        caller.policy.purposes()
+    }
+}
+
 impl Vault {
     /// Checks that this customer allows `purpose` (a no-op unless its basis is consent).
     pub(in crate::vault) async fn check_consent(
@@ -215,23 +261,6 @@ impl Vault {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
-    }
-
-    /// Records an opt-in or opt-out; it takes effect on the very next call.
-    pub async fn set_consent(
-        &self,
-        caller: &Caller,
-        request: ConsentRequest,
-    ) -> Result<ConsentEvent, VaultError> {
-        let entry = self.audit_entry(
-            caller,
-            Action::SetConsent,
-            &request.customer_id,
-            &[],
-            &request.purpose,
-        );
-        let result = self.try_set_consent(caller, &request, &entry).await;
-        self.audit_refusal(entry, result).await
     }
 
     async fn try_set_consent(
@@ -304,28 +333,6 @@ impl Vault {
         Ok(())
     }
 
-    /// The customer's consents: the current state per purpose, or every event.
-    pub async fn list_consents(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        include_history: bool,
-    ) -> Result<Vec<ConsentEvent>, VaultError> {
-        let entry = self.audit_entry(caller, Action::ListConsents, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::ConsentWrite)?;
-            let customer = CustomerId::parse(customer_id)?;
-            let (ledger, _) = self.ledger_of(&customer).await?;
-            Ok(if include_history {
-                ledger.consents
-            } else {
-                ledger.current().into_iter().cloned().collect()
-            })
-        }
-        .await;
-        self.audit_outcome(entry, result).await
-    }
-
     /// A customer's ledger and when they joined; NOT_FOUND for a customer the
     /// vault does not hold.
     pub(in crate::vault) async fn ledger_of(
@@ -342,11 +349,6 @@ impl Vault {
             PrivacyLedger::open(customer, &record, &cipher)?,
             record.created_at_ms,
         ))
-    }
-
-    /// The purposes of the caller's policy, for anyone authenticated.
-    pub fn list_purposes<'c>(&self, caller: &'c Caller) -> &'c [Purpose] {
-        caller.policy.purposes()
     }
 }
 

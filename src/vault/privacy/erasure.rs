@@ -38,7 +38,7 @@ pub struct DeletionReceipt {
     pub audit_hash: String,
 }
 
-impl Vault {
+impl crate::vault::Privacy<'_> {
     /// Erases a customer: data keys, fields, tokens and index entries in one commit.
     /// Idempotent: erasing an erased customer returns the original receipt.
     pub async fn delete_customer(
@@ -52,6 +52,35 @@ impl Vault {
         self.audit_refusal(entry, result).await
     }
 
+    /// The current state of an erasure, by receipt id.
+    pub async fn deletion_status(
+        &self,
+        caller: &Caller,
+        receipt_id: &str,
+    ) -> Result<DeletionReceipt, VaultError> {
+        let mut entry = self.audit_entry(caller, Action::GetDeletionStatus, "", &[], "");
+        let result = async {
+            caller.require_scope(Scope::PrivacyAdmin)?;
+            if receipt_id.is_empty() || receipt_id.len() > 64 {
+                return Err(VaultError::invalid_field(
+                    "receipt_id",
+                    "receipt_id must be 1-64 bytes",
+                ));
+            }
+            let receipt = self.store.receipt(receipt_id).await?.ok_or_else(|| {
+                VaultError::new(Reason::ReceiptNotFound, "no erasure has this receipt id")
+            })?;
+            Ok(self.receipt_view(receipt))
+        }
+        .await;
+        if let Ok(receipt) = &result {
+            entry.customer_id = receipt.customer_id.clone();
+        }
+        self.audit_outcome(entry, result).await
+    }
+}
+
+impl Vault {
     async fn erase(
         &self,
         caller: &Caller,
@@ -228,33 +257,6 @@ impl Vault {
             .receipt(&receipt_id)
             .await?
             .ok_or_else(|| VaultError::internal("erasure marker without a receipt"))
-    }
-
-    /// The current state of an erasure, by receipt id.
-    pub async fn deletion_status(
-        &self,
-        caller: &Caller,
-        receipt_id: &str,
-    ) -> Result<DeletionReceipt, VaultError> {
-        let mut entry = self.audit_entry(caller, Action::GetDeletionStatus, "", &[], "");
-        let result = async {
-            caller.require_scope(Scope::PrivacyAdmin)?;
-            if receipt_id.is_empty() || receipt_id.len() > 64 {
-                return Err(VaultError::invalid_field(
-                    "receipt_id",
-                    "receipt_id must be 1-64 bytes",
-                ));
-            }
-            let receipt = self.store.receipt(receipt_id).await?.ok_or_else(|| {
-                VaultError::new(Reason::ReceiptNotFound, "no erasure has this receipt id")
-            })?;
-            Ok(self.receipt_view(receipt))
-        }
-        .await;
-        if let Ok(receipt) = &result {
-            entry.customer_id = receipt.customer_id.clone();
-        }
-        self.audit_outcome(entry, result).await
     }
 
     fn receipt_view(&self, receipt: ReceiptRecord) -> DeletionReceipt {

@@ -135,7 +135,7 @@ pub struct ExportedPurpose {
     pub basis: &'static str,
 }
 
-impl Vault {
+impl crate::vault::Privacy<'_> {
     pub async fn export_customer(
         &self,
         caller: &Caller,
@@ -180,7 +180,9 @@ impl Vault {
         };
         self.audit_outcome(entry, result).await
     }
+}
 
+impl Vault {
     /// Bytes the access history may take in the JSON document: what is left of
     /// `max_export_bytes` once everything else, and the longest page
     /// description, is counted.

@@ -95,7 +95,7 @@ pub fn pending_notices(
         .collect()
 }
 
-impl Vault {
+impl crate::vault::Privacy<'_> {
     /// Publishes a new policy version; versions are never reused.
     pub async fn publish_policy(
         &self,
@@ -115,70 +115,12 @@ impl Vault {
         };
         let result = async {
             caller.require_scope(Scope::PrivacyAdmin)?;
-            Self::validate_policy_change(&caller.policy, &change)?;
+            Vault::validate_policy_change(&caller.policy, &change)?;
             self.retry_commit(|| self.try_publish(&change, &entry))
                 .await
         }
         .await;
         self.audit_refusal(entry, result).await
-    }
-
-    fn validate_policy_change(policy: &Policy, change: &PolicyChange) -> Result<(), VaultError> {
-        let version_ok = !change.version.is_empty()
-            && change.version.len() <= 64
-            && change
-                .version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !version_ok {
-            return Err(VaultError::invalid(
-                "version must be 1-64 letters, digits, '.', '_' or '-'",
-            ));
-        }
-        if change.summary.trim().is_empty()
-            || change.summary.len() > MAX_SUMMARY_LEN
-            || change.summary.chars().any(|c| c.is_control() && c != '\n')
-        {
-            return Err(VaultError::invalid(format!(
-                "summary must be plain text of 1-{MAX_SUMMARY_LEN} bytes"
-            )));
-        }
-        for purpose in &change.changed_purposes {
-            if policy.purpose(purpose).is_none() {
-                return Err(VaultError::invalid(format!(
-                    "changed_purposes: {}",
-                    crate::vault::unknown_purpose(purpose)
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn try_publish(
-        &self,
-        change: &PolicyChange,
-        audit: &AuditEntry,
-    ) -> Result<PolicyVersionRecord, Attempt> {
-        let versions = self.store.policy_versions().await?;
-        if seq_of(&change.version, &versions).is_some() {
-            return Err(already_published(&change.version).into());
-        }
-        let purposes: BTreeSet<&String> = change.changed_purposes.iter().collect();
-        let record = PolicyVersionRecord {
-            seq: versions.len() as u64 + 1,
-            version: change.version.clone(),
-            summary: change.summary.clone(),
-            changed_purposes: purposes.into_iter().cloned().collect(),
-            requires_reconsent: change.requires_reconsent,
-            published_at_ms: now_ms(),
-        };
-        // `Taken` means a concurrent publish won: the retry re-reads and names
-        // the version as already published when it was this one.
-        self.store
-            .publish_policy_version(record.clone(), audit.clone())
-            .await
-            .map_err(Attempt::Commit)?;
-        Ok(record)
     }
 
     /// Every published version, oldest first.
@@ -237,6 +179,66 @@ impl Vault {
         }
         .await;
         self.audit_refusal(entry, result).await
+    }
+}
+
+impl Vault {
+    fn validate_policy_change(policy: &Policy, change: &PolicyChange) -> Result<(), VaultError> {
+        let version_ok = !change.version.is_empty()
+            && change.version.len() <= 64
+            && change
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !version_ok {
+            return Err(VaultError::invalid(
+                "version must be 1-64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if change.summary.trim().is_empty()
+            || change.summary.len() > MAX_SUMMARY_LEN
+            || change.summary.chars().any(|c| c.is_control() && c != '\n')
+        {
+            return Err(VaultError::invalid(format!(
+                "summary must be plain text of 1-{MAX_SUMMARY_LEN} bytes"
+            )));
+        }
+        for purpose in &change.changed_purposes {
+            if policy.purpose(purpose).is_none() {
+                return Err(VaultError::invalid(format!(
+                    "changed_purposes: {}",
+                    crate::vault::unknown_purpose(purpose)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_publish(
+        &self,
+        change: &PolicyChange,
+        audit: &AuditEntry,
+    ) -> Result<PolicyVersionRecord, Attempt> {
+        let versions = self.store.policy_versions().await?;
+        if seq_of(&change.version, &versions).is_some() {
+            return Err(already_published(&change.version).into());
+        }
+        let purposes: BTreeSet<&String> = change.changed_purposes.iter().collect();
+        let record = PolicyVersionRecord {
+            seq: versions.len() as u64 + 1,
+            version: change.version.clone(),
+            summary: change.summary.clone(),
+            changed_purposes: purposes.into_iter().cloned().collect(),
+            requires_reconsent: change.requires_reconsent,
+            published_at_ms: now_ms(),
+        };
+        // `Taken` means a concurrent publish won: the retry re-reads and names
+        // the version as already published when it was this one.
+        self.store
+            .publish_policy_version(record.clone(), audit.clone())
+            .await
+            .map_err(Attempt::Commit)?;
+        Ok(record)
     }
 
     async fn try_acknowledge(
