@@ -57,7 +57,9 @@ impl From<VaultError> for Status {
 
 fn log_cause(error: &VaultError) {
     let reason = error.reason().name();
-    match (error.reason(), error.cause()) {
+    let cause = error.cause_chain();
+    let cause = cause.as_deref();
+    match (error.reason(), cause) {
         (Reason::Internal, cause) => tracing::error!(cause, "internal error"),
         (Reason::IntegrityCheckFailed, cause) => {
             tracing::error!(

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::crypto::CryptoError;
@@ -181,16 +182,47 @@ impl Reason {
 
 /// Every way a vault operation can fail: why (the reason), the message a
 /// client sees (it names the problem and never contains a value), the request
-/// field at fault if one is, and a cause that is logged and never sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// field at fault if one is, and the error that caused it, which is logged
+/// (with its own sources) and never sent.
+#[derive(Debug, Clone)]
 pub struct VaultError {
     reason: Reason,
     message: String,
     field: Option<&'static str>,
     metadata: Vec<(&'static str, String)>,
-    cause: Option<String>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+impl std::fmt::Display for VaultError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// By hand rather than derived: the source is the cause itself, not the `Arc`
+/// around it, so the log (and a test) can see what it is.
+impl std::error::Error for VaultError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause: &(dyn std::error::Error + 'static) = self.cause.as_deref()?;
+        Some(cause)
+    }
+}
+
+/// Two errors are the same refusal when all a client sees of them is: the
+/// cause is for the log.
+impl PartialEq for VaultError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.reason, &self.message, self.field, &self.metadata)
+            == (other.reason, &other.message, other.field, &other.metadata)
+    }
+}
+
+impl Eq for VaultError {}
+
+/// A cause known only as text: a fault the vault found in itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Detail(String);
 
 impl VaultError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
@@ -228,9 +260,9 @@ impl VaultError {
         )
     }
 
-    /// A fault of the vault itself; `cause` is logged, and clients see no detail.
-    pub fn internal(cause: impl Into<String>) -> Self {
-        VaultError::new(Reason::Internal, "internal error").caused_by(cause)
+    /// A fault of the vault itself; `detail` is logged, and clients see none.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        VaultError::new(Reason::Internal, "internal error").caused_by(Detail(detail.into()))
     }
 
     /// Names the request field at fault (a field path such as `customer_id`).
@@ -246,9 +278,9 @@ impl VaultError {
         self
     }
 
-    /// Detail for the log only (an engine's error text, say).
-    pub fn caused_by(mut self, cause: impl Into<String>) -> Self {
-        self.cause = Some(cause.into());
+    /// The error behind this one (a store's failure, say), for the log only.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
         self
     }
 
@@ -268,8 +300,18 @@ impl VaultError {
         &self.metadata
     }
 
-    pub fn cause(&self) -> Option<&str> {
-        self.cause.as_deref()
+    /// The cause and each of its sources, outermost first, joined by ": ",
+    /// as the log shows them.
+    pub fn cause_chain(&self) -> Option<String> {
+        let cause: &(dyn std::error::Error + 'static) = self.cause.as_deref()?;
+        let mut text = cause.to_string();
+        let mut source = cause.source();
+        while let Some(error) = source {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            source = error.source();
+        }
+        Some(text)
     }
 
     /// The status code's name, as audit events record a refusal.
@@ -281,8 +323,7 @@ impl VaultError {
 /// Engine text goes to the log only: clients see a stable message.
 impl From<StoreError> for VaultError {
     fn from(error: StoreError) -> Self {
-        let cause = error.to_string();
-        let refusal = match error {
+        let refusal = match &error {
             StoreError::Engine(_) => {
                 VaultError::new(Reason::StoreUnavailable, "storage unavailable; retry later")
             }
@@ -292,11 +333,11 @@ impl From<StoreError> for VaultError {
                  more writes until it restarts",
             ),
             // The message names no path and no engine detail: it is the store's own.
-            StoreError::DiskFull { .. } => VaultError::new(Reason::StoreFull, cause.clone()),
+            StoreError::DiskFull { .. } => VaultError::new(Reason::StoreFull, error.to_string()),
             // A permanent failure: retrying cannot cure it.
             StoreError::Corrupt(what) => VaultError::integrity(format!("a stored {what}")),
         };
-        refusal.caused_by(cause)
+        refusal.caused_by(error)
     }
 }
 
@@ -342,6 +383,26 @@ mod tests {
     }
 
     #[test]
+    fn the_store_error_behind_a_refusal_is_its_source_for_the_log() {
+        let refusal = VaultError::from(StoreError::Corrupt("customer record"));
+        let source = std::error::Error::source(&refusal).expect("a source");
+        assert!(
+            source.downcast_ref::<StoreError>().is_some(),
+            "the store's own error, not its text: {source:?}"
+        );
+        assert_eq!(
+            refusal.cause_chain().as_deref(),
+            Some("stored record is corrupt: customer record")
+        );
+        let internal = VaultError::internal("an access event does not serialize");
+        assert_eq!(
+            internal.cause_chain().as_deref(),
+            Some("an access event does not serialize")
+        );
+        assert!(!internal.message().contains("serialize"));
+    }
+
+    #[test]
     fn store_errors_reach_clients_without_engine_text() {
         let engine = VaultError::from(CommitError::Store(StoreError::Engine(
             "postgres: db error: No space left on device (os error 28)".into(),
@@ -350,7 +411,7 @@ mod tests {
         assert_eq!(engine.reason(), Reason::StoreUnavailable);
         assert!(!engine.message().contains("postgres"), "{engine}");
         assert!(!engine.message().contains("os error"), "{engine}");
-        assert!(engine.cause().unwrap().contains("os error 28"));
+        assert!(engine.cause_chain().unwrap().contains("os error 28"));
 
         let not_durable = VaultError::from(StoreError::NotDurable("EIO on /data".into()));
         assert_eq!(not_durable.reason(), Reason::StoreUnavailable);
