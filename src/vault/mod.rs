@@ -24,7 +24,7 @@ pub use values::{kinds, tokens};
 use std::sync::Arc;
 
 use crate::policy::{Disclosure, Policy, Purpose};
-use crate::store::{CommitError, Store};
+use crate::store::{CommitError, CustomerRecord, Store};
 
 pub use crate::store::PolicyVersionRecord;
 pub use crate::store::{hex, AuditRecord};
@@ -151,6 +151,14 @@ impl Vault {
     }
 
     /// The policy in force now: a call takes it once and keeps it.
+    /// The customer's record, or NOT_FOUND: no such customer, or erased.
+    async fn existing_customer(&self, id: &str) -> Result<CustomerRecord, VaultError> {
+        self.store
+            .customer(id)
+            .await?
+            .ok_or_else(VaultError::customer_not_found)
+    }
+
     /// The data plane: fields, tokens and search.
     pub fn data(&self) -> Data<'_> {
         Data::of(self)

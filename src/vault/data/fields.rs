@@ -336,11 +336,7 @@ impl Vault {
             .iter()
             .map(|name| FieldName::parse(name))
             .collect::<Result<Vec<_>, _>>()?;
-        let record = self
-            .store
-            .customer(customer.as_str())
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?;
+        let record = self.existing_customer(customer.as_str()).await?;
         let stored: BTreeMap<String, FieldRecord> = self
             .store
             .fields(customer.as_str())
@@ -472,11 +468,7 @@ impl Vault {
         audit: &AuditEntry,
     ) -> Result<u32, Attempt> {
         let id = customer.as_str();
-        let mut record = self
-            .store
-            .customer(id)
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?;
+        let mut record = self.existing_customer(id).await?;
         if Sealing::of(&record)? == Sealing::Unbound {
             record = self.migrate_binding(customer).await?;
         }

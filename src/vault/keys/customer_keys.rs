@@ -74,11 +74,7 @@ impl crate::vault::Keys<'_> {
                 "" => None,
                 id => {
                     let customer = CustomerId::parse(id)?;
-                    let record = self
-                        .store
-                        .customer(customer.as_str())
-                        .await?
-                        .ok_or_else(VaultError::customer_not_found)?;
+                    let record = self.existing_customer(customer.as_str()).await?;
                     Some(CustomerKeyStatus {
                         version: record.dek.version,
                         created_at_ms: record.dek.created_at_ms,
@@ -125,11 +121,7 @@ impl Vault {
     ) -> Result<CustomerRecord, Attempt> {
         self.try_rekey(customer, None).await?;
         tracing::info!(customer = %customer, "customer migrated to the bound associated data");
-        Ok(self
-            .store
-            .customer(customer.as_str())
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?)
+        Ok(self.existing_customer(customer.as_str()).await?)
     }
 
     /// A new DEK, every value re-encrypted under it, in the bound layout
@@ -140,11 +132,7 @@ impl Vault {
         audit: Option<&AuditEntry>,
     ) -> Result<(u32, u64), Attempt> {
         let id = customer.as_str();
-        let mut record = self
-            .store
-            .customer(id)
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?;
+        let mut record = self.existing_customer(id).await?;
         let old = self.keys.cipher(customer, &record).await?;
         let (dek, new) = self
             .keys

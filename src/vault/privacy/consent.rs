@@ -339,11 +339,7 @@ impl Vault {
         &self,
         customer: &CustomerId,
     ) -> Result<(PrivacyLedger, i64), VaultError> {
-        let record = self
-            .store
-            .customer(customer.as_str())
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?;
+        let record = self.existing_customer(customer.as_str()).await?;
         let cipher = self.keys.cipher(customer, &record).await?;
         Ok((
             PrivacyLedger::open(customer, &record, &cipher)?,

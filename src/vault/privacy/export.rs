@@ -217,11 +217,7 @@ impl Vault {
         customer: &CustomerId,
     ) -> Result<(CustomerExport, i64), VaultError> {
         let id = customer.as_str();
-        let record = self
-            .store
-            .customer(id)
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?;
+        let record = self.existing_customer(id).await?;
         let cipher = self.keys.cipher(customer, &record).await?;
         let ledger = PrivacyLedger::open(customer, &record, &cipher)?;
         let shown = |field: Option<&str>, kind: FieldKind| {

@@ -247,11 +247,7 @@ impl Vault {
         version: &str,
         audit: &AuditEntry,
     ) -> Result<(), Attempt> {
-        let mut record = self
-            .store
-            .customer(customer.as_str())
-            .await?
-            .ok_or_else(VaultError::customer_not_found)?;
+        let mut record = self.existing_customer(customer.as_str()).await?;
         if crate::vault::sealing::Sealing::of(&record)? == crate::vault::sealing::Sealing::Unbound {
             record = self.migrate_binding(customer).await?;
         }
