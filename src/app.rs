@@ -90,6 +90,18 @@ impl Default for VaultOptions {
 }
 
 pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<Vault> {
+    open_vault_wrapped(paths, options, |store| store).await
+}
+
+/// `open_vault`, with the store the vault serves from passed through `wrap`
+/// first: tests put a store of their own around the real one to order events
+/// the API cannot order. The keyring and the start-up checks use the real
+/// store.
+pub async fn open_vault_wrapped(
+    paths: &VaultPaths,
+    options: &VaultOptions,
+    wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> anyhow::Result<Vault> {
     let policy = Policy::load(&paths.policy_file)?;
     for warning in crate::vault::kind_named_rule_warnings(&policy) {
         tracing::warn!("policy: {warning}");
@@ -132,7 +144,7 @@ pub async fn open_vault(paths: &VaultPaths, options: &VaultOptions) -> anyhow::R
     };
     check_key_anchor(store.as_ref(), &keys).await?;
     let mut vault = Vault::new(
-        store,
+        wrap(store),
         keys,
         Arc::new(policy),
         options.limits.clone(),

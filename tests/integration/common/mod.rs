@@ -339,32 +339,10 @@ pub async fn spawn_vault_on_wrapped_store_with(
 ) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let paths = prepare_dir(dir.path(), &test_policy());
-    let store = pii_vault::store::SledStore::open(&paths.data_dir, 16 << 20).unwrap();
-    let root = RootKey::load(&paths.root_key_file).unwrap();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let (keyring_file, keyring) =
-        pii_vault::crypto::KeyringFile::open_or_create(&paths.keyring_file, &root, now_ms).unwrap();
-    let keys = pii_vault::vault::KeyManager::new(
-        keyring,
-        Box::new(pii_vault::vault::FileKeyring::new(keyring_file)),
-        pii_vault::crypto::DekCache::new(1000, Duration::from_secs(60)),
-    );
-    let vault = pii_vault::vault::Vault::new(
-        wrap(Arc::new(store)),
-        keys,
-        Arc::new(pii_vault::policy::Policy::load(&paths.policy_file).unwrap()),
-        options.limits.clone(),
-        options.rotation.clone(),
-    );
-    let server = pii_vault::server::start(
-        Arc::new(vault),
-        pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let vault = app::open_vault_wrapped(&paths, &options, wrap)
+        .await
+        .unwrap();
+    let server = serve(vault).await;
     TestVault {
         addr: server.local_addr,
         paths,
@@ -376,8 +354,7 @@ pub async fn spawn_vault_on_wrapped_store_with(
 }
 
 /// `spawn_vault_on_wrapped_store` on the engine the suite runs on: in the
-/// PostgreSQL pass a fresh database of its own (the keyring in its table),
-/// wired as `open_vault` does.
+/// PostgreSQL pass a fresh database of its own (the keyring in its table).
 pub async fn spawn_vault_on_wrapped_store_of_the_suite(
     wrap: impl FnOnce(Arc<dyn pii_vault::store::Store>) -> Arc<dyn pii_vault::store::Store>,
 ) -> TestVault {
@@ -387,74 +364,20 @@ pub async fn spawn_vault_on_wrapped_store_of_the_suite(
     let database = TestDatabase::create()
         .await
         .expect("PII_VAULT_TEST_STORE=postgres needs a reachable PostgreSQL");
-    let dir = tempfile::tempdir().unwrap();
-    let paths = prepare_dir(dir.path(), &test_policy());
     let options = VaultOptions {
         storage: database.storage(),
         ..VaultOptions::default()
     };
-    let app::StorageBackend::Postgres {
-        url,
-        pool_size,
-        ca_file,
-        allow_plaintext,
-    } = &options.storage
-    else {
-        unreachable!("a TestDatabase's storage is PostgreSQL")
-    };
-    let store = Arc::new(
-        pii_vault::store::PgStore::connect_with(
-            url,
-            *pool_size,
-            ca_file.as_deref(),
-            *allow_plaintext,
-            &options.database_session,
-        )
-        .await
-        .unwrap(),
-    );
-    let root = RootKey::load(&paths.root_key_file).unwrap();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let (table, keyring) = pii_vault::vault::TableKeyring::open(
-        Arc::clone(&store),
-        root,
-        pii_vault::crypto::Keyring::generate(now_ms),
-    )
-    .await
-    .unwrap();
-    let keys = pii_vault::vault::KeyManager::new(
-        keyring,
-        Box::new(table),
-        pii_vault::crypto::DekCache::new(1000, Duration::from_secs(60)),
-    );
-    let vault = pii_vault::vault::Vault::new(
-        wrap(store),
-        keys,
-        Arc::new(pii_vault::policy::Policy::load(&paths.policy_file).unwrap()),
-        options.limits.clone(),
-        options.rotation.clone(),
-    );
-    let server = pii_vault::server::start(
-        Arc::new(vault),
-        pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    TestVault {
-        addr: server.local_addr,
-        paths,
-        options,
-        server: Some(server),
-        database: Some(database),
-        dir,
-    }
+    let mut vault = spawn_vault_on_wrapped_store_with(options, wrap).await;
+    vault.database = Some(database);
+    vault
 }
 
 async fn start_server(paths: &VaultPaths, options: &VaultOptions) -> RunningServer {
-    let vault = app::open_vault(paths, options).await.unwrap();
+    serve(app::open_vault(paths, options).await.unwrap()).await
+}
+
+async fn serve(vault: pii_vault::vault::Vault) -> RunningServer {
     pii_vault::server::start(
         Arc::new(vault),
         pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
