@@ -28,24 +28,6 @@ fn two_replicas(dir: &std::path::Path, database: &TestDatabase) -> (VaultProcess
     )
 }
 
-async fn key_admin(process: &VaultProcess) -> common::KeyAdminClient {
-    pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
-        process.channel().await,
-        common::Bearer::new(ADMIN_KEY),
-    )
-}
-
-async fn verify_audit(process: &VaultProcess) -> pb::VerifyAuditLogResponse {
-    pb::audit_service_client::AuditServiceClient::with_interceptor(
-        process.channel().await,
-        common::Bearer::new(ADMIN_KEY),
-    )
-    .verify_audit_log(pb::VerifyAuditLogRequest::default())
-    .await
-    .unwrap()
-    .into_inner()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
     let Some(database) = TestDatabase::create().await else {
@@ -108,7 +90,7 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
             }
         })
     };
-    let mut keys = key_admin(&a).await;
+    let mut keys = a.key_admin(ADMIN_KEY).await;
     let mut rotation = keys
         .rotate_master_key(pb::RotateMasterKeyRequest {
             retire_previous: true,
@@ -154,7 +136,8 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
     let deadline = Instant::now() + Duration::from_secs(10);
     for process in [&a, &b] {
         loop {
-            let status = key_admin(process)
+            let status = process
+                .key_admin(ADMIN_KEY)
                 .await
                 .get_key_status(pb::GetKeyStatusRequest::default())
                 .await
@@ -188,7 +171,7 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
         }
     }
     for process in [&a, &b] {
-        let verified = verify_audit(process).await;
+        let verified = process.verify_audit_log().await;
         assert!(verified.intact, "{verified:?}");
         assert!(verified.events_checked > (WRITERS * CUSTOMERS * 3) as u64);
     }
@@ -294,7 +277,7 @@ async fn an_audit_event_altered_in_the_database_is_reported() {
         .await
         .unwrap();
     }
-    assert!(verify_audit(&process).await.intact);
+    assert!(process.verify_audit_log().await.intact);
 
     let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
         .await
@@ -314,7 +297,7 @@ async fn an_audit_event_altered_in_the_database_is_reported() {
         )
         .await
         .unwrap();
-    let verified = verify_audit(&process).await;
+    let verified = process.verify_audit_log().await;
     assert!(!verified.intact);
     assert_eq!(verified.first_bad_seq, 2);
     process.kill9();
@@ -326,7 +309,8 @@ async fn start_rotation(
     process: &VaultProcess,
     retire_previous: bool,
 ) -> Result<tonic::Streaming<pb::RotationProgress>, tonic::Status> {
-    key_admin(process)
+    process
+        .key_admin(ADMIN_KEY)
         .await
         .rotate_master_key(pb::RotateMasterKeyRequest { retire_previous })
         .await
@@ -391,7 +375,8 @@ async fn seed(process: &VaultProcess, customers: usize) {
 }
 
 async fn master_versions(process: &VaultProcess) -> Vec<u32> {
-    key_admin(process)
+    process
+        .key_admin(ADMIN_KEY)
         .await
         .get_key_status(pb::GetKeyStatusRequest::default())
         .await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{field, TestDatabase, VaultProcess, ADMIN_KEY};
-use pii_vault::pb::{self, FieldKind};
+use pii_vault::pb::FieldKind;
 use tonic::Code;
 
 /// The audit chain's advisory lock key ("piiv" 0002), as `pg_locks` shows a
@@ -54,25 +54,6 @@ fn log_lines(process: &VaultProcess, message: &str) -> Vec<serde_json::Value> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["message"] == message)
         .collect()
-}
-
-fn signal(process: &VaultProcess, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &process.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn verify_audit(process: &VaultProcess) -> pb::VerifyAuditLogResponse {
-    pb::audit_service_client::AuditServiceClient::with_interceptor(
-        process.channel().await,
-        common::Bearer::new(ADMIN_KEY),
-    )
-    .verify_audit_log(pb::VerifyAuditLogRequest::default())
-    .await
-    .unwrap()
-    .into_inner()
 }
 
 /// A database whose defaults say REPEATABLE READ and `synchronous_commit =
@@ -149,7 +130,7 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
         WRITERS * CUSTOMERS * 8,
         failures.first()
     );
-    assert!(verify_audit(&a).await.intact);
+    assert!(a.verify_audit_log().await.intact);
 
     // What the vault's own sessions run with, as each process read it back.
     for process in [&a, &b] {
@@ -231,13 +212,13 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     let observer = connect(&database).await;
     let mut frozen_holder = None;
     for _ in 0..40 {
-        signal(&a, "-STOP");
+        a.signal(nix::sys::signal::Signal::SIGSTOP);
         tokio::time::sleep(Duration::from_millis(400)).await;
         if let Some(pid) = idle_chain_lock_holder(&observer).await {
             frozen_holder = Some(pid);
             break;
         }
-        signal(&a, "-CONT");
+        a.signal(nix::sys::signal::Signal::SIGCONT);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let holder = frozen_holder.expect("A was never caught holding the chain lock");
@@ -259,7 +240,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
         .await
         .unwrap()
         .is_some();
-    signal(&a, "-CONT");
+    a.signal(nix::sys::signal::Signal::SIGCONT);
     let written = written.expect("B's write waited for the frozen replica's lock");
     written.unwrap();
     assert!(
@@ -296,7 +277,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
             .await
             .unwrap();
     }
-    assert!(verify_audit(&b).await.intact);
+    assert!(b.verify_audit_log().await.intact);
     a.kill9();
     b.kill9();
 }

@@ -73,11 +73,6 @@ fn replace_policy(paths: &VaultPaths, policy: &str) {
     std::fs::rename(&next, &paths.policy_file).unwrap();
 }
 
-fn hang_up(process: &VaultProcess) {
-    let pid = nix::unistd::Pid::from_raw(process.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-}
-
 fn log_text(process: &VaultProcess) -> String {
     String::from_utf8_lossy(&std::fs::read(&process.log_file).unwrap()).into_owned()
 }
@@ -220,7 +215,7 @@ async fn a_key_revoked_in_the_file_is_refused_on_an_open_connection_after_sighup
         Code::Ok,
         "the file alone, not yet polled, changed nothing"
     );
-    hang_up(&vault.process);
+    vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "policy reloaded", 1).await;
 
     assert_eq!(
@@ -302,7 +297,7 @@ async fn changed_scopes_apply_to_the_next_call_on_the_same_connection() {
     );
     assert_ne!(granted, common::test_policy());
     replace_policy(&vault.paths, &granted);
-    hang_up(&vault.process);
+    vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "policy reloaded", 1).await;
 
     let read = common::get(&mut writer, "cust-none", &["email"], "billing").await;
@@ -371,7 +366,7 @@ async fn an_unreadable_policy_file_is_refused_and_the_old_one_stays() {
     let channel = vault.process.channel().await;
 
     std::fs::remove_file(&vault.paths.policy_file).unwrap();
-    hang_up(&vault.process);
+    vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "new policy refused", 1).await;
 
     assert_eq!(admitted(&channel, CHECKOUT_KEY).await, Code::Ok);
@@ -454,7 +449,7 @@ async fn certificate_identities_follow_a_reloaded_policy() {
             "{policy_with_mesh}\n[[principals]]\nname = \"newcomer\"\nspiffe_id = \"{newcomer}\"\nscopes = [\"data:read\"]\n"
         ),
     );
-    hang_up(&process);
+    process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&process, "policy reloaded", 1).await;
 
     assert_eq!(by_certificate(&newcomer_channel).await, Code::Ok);
@@ -628,7 +623,7 @@ async fn a_renewed_server_certificate_is_served_to_new_connections_after_sighup(
     let (new_cert, new_key) = pki.issue("vault", &["localhost"], &[]);
     replace_file(&vault.key, &new_key);
     replace_file(&vault.cert, &new_cert);
-    hang_up(&vault.process);
+    vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "TLS certificate reloaded", 1).await;
 
     let served = served_fingerprint(vault.process.addr, &pki, &client).await;
@@ -720,7 +715,7 @@ async fn an_unreadable_tls_key_is_refused_and_the_old_certificate_stays() {
     let old_cert = std::fs::read_to_string(&vault.cert).unwrap();
 
     std::fs::remove_file(&vault.key).unwrap();
-    hang_up(&vault.process);
+    vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "new TLS files refused", 1).await;
 
     let served = served_fingerprint(vault.process.addr, &pki, &client).await;
@@ -752,7 +747,7 @@ async fn a_replaced_client_ca_admits_its_clients_and_refuses_the_old_cas() {
     assert!(refused.is_err() || admitted(&refused.unwrap(), WRITER_KEY).await != Code::Ok);
 
     replace_file(&vault.client_ca, &new_clients.ca.pem());
-    hang_up(&vault.process);
+    vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "TLS certificate reloaded", 1).await;
 
     let admitted_now = tls_channel(addr, &server_pki, &new_client).await.unwrap();
@@ -793,7 +788,7 @@ async fn two_replicas_each_enforce_their_own_file_until_each_reloads() {
     // A's file revokes checkout; B's is not updated yet.
     let revoked = without_principal("checkout");
     replace_policy(&paths_a, &revoked);
-    hang_up(&a);
+    a.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&a, "policy reloaded", 1).await;
     assert_eq!(
         admitted(&channel_a, CHECKOUT_KEY).await,
@@ -824,7 +819,7 @@ async fn two_replicas_each_enforce_their_own_file_until_each_reloads() {
 
     // B gets the same file and reloads it: the two converge.
     replace_policy(&paths_b, &revoked);
-    hang_up(&b);
+    b.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&b, "policy reloaded", 1).await;
     for channel in [&channel_a, &channel_b] {
         assert_eq!(admitted(channel, CHECKOUT_KEY).await, Code::Unauthenticated);

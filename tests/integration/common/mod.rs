@@ -628,11 +628,32 @@ impl VaultProcess {
         self.child.wait().unwrap();
     }
 
+    pub async fn audit(&self, api_key: &str) -> AuditClient {
+        AuditServiceClient::with_interceptor(self.channel().await, Bearer::new(api_key))
+    }
+
+    pub async fn key_admin(&self, api_key: &str) -> KeyAdminClient {
+        pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(api_key),
+        )
+    }
+
+    /// The whole audit log's verification, as the admin sees it.
+    pub async fn verify_audit_log(&self) -> pb::VerifyAuditLogResponse {
+        verify_audit_log(&mut self.audit(ADMIN_KEY).await)
+            .await
+            .unwrap()
+    }
+
+    /// Sends `signal` to the vault (SIGHUP to reload, SIGSTOP to freeze it).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         self.child.wait().unwrap()
     }
 }
