@@ -8,7 +8,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, audit_service_server::AuditService};
-use crate::vault::{AuditFilter, TrimRequest, Vault, VerifyFrom};
+use crate::vault::{Action, AuditFilter, CallNames, TrimRequest, Vault, VerifyFrom};
 
 use super::call::handle;
 use super::convert;
@@ -148,7 +148,13 @@ impl AuditService for AuditApi {
                     through_seq: req.through_seq,
                     through_hash: req.through_hash,
                 };
-                let trimmed = self.vault.audit().trim_audit_log(&caller, request).await?;
+                let call =
+                    (self.vault).audited(&caller, Action::TrimAuditLog, CallNames::default());
+                let trimmed =
+                    call.run(|call| async move {
+                        self.vault.audit().trim_audit_log(&call, request).await
+                    })
+                    .await?;
                 Ok(pb::TrimAuditLogResponse {
                     events_trimmed: trimmed.events_trimmed,
                     anchor_seq: trimmed.anchor_seq,

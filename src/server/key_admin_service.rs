@@ -8,7 +8,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, key_admin_service_server::KeyAdminService};
-use crate::vault::{MasterRotationStatus, RotationProgress, Vault};
+use crate::vault::{Action, CallNames, CustomerId, MasterRotationStatus, RotationProgress, Vault};
 
 use super::call::handle;
 use super::convert::timestamp;
@@ -56,9 +56,12 @@ impl KeyAdminService for KeyAdminApi {
             "RotateMasterKey",
             request,
             |caller, req| async move {
-                let receiver = self
-                    .vault
-                    .start_master_rotation(&caller, req.retire_previous)
+                let names = CallNames::default();
+                let call = self.vault.audited(&caller, Action::RotateMasterKey, names);
+                let receiver = call
+                    .run(|call| async move {
+                        (self.vault.start_master_rotation(call, req.retire_previous)).await
+                    })
                     .await?;
                 // Each message is the latest progress; steps a slow reader
                 // missed are skipped, the last one (done or failed) never is.
@@ -81,10 +84,18 @@ impl KeyAdminService for KeyAdminApi {
             "RotateCustomerKey",
             request,
             |caller, req| async move {
-                let (new_key_version, values_reencrypted) = self
+                let names = CallNames::customer(&req.customer_id);
+                let call = self
                     .vault
-                    .keys()
-                    .rotate_customer_key(&caller, &req.customer_id)
+                    .audited(&caller, Action::RotateCustomerKey, names);
+                let (new_key_version, values_reencrypted) = call
+                    .run(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        self.vault
+                            .keys()
+                            .rotate_customer_key(&call, &customer)
+                            .await
+                    })
                     .await?;
                 Ok(pb::RotateCustomerKeyResponse {
                     new_key_version,
@@ -105,10 +116,17 @@ impl KeyAdminService for KeyAdminApi {
             "GetKeyStatus",
             request,
             |caller, req| async move {
-                let status = self
-                    .vault
-                    .keys()
-                    .key_status(&caller, &req.customer_id)
+                let names = CallNames::customer(&req.customer_id);
+                let call = self.vault.audited(&caller, Action::GetKeyStatus, names);
+                let status = call
+                    .read(|call| async move {
+                        // An empty id asks about the vault's keys alone.
+                        let customer = match req.customer_id.as_str() {
+                            "" => None,
+                            id => Some(CustomerId::parse(id)?),
+                        };
+                        self.vault.keys().key_status(&call, customer.as_ref()).await
+                    })
                     .await?;
                 let customer = status.customer_key.unwrap_or_default();
                 Ok(pb::KeyStatus {

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::pb::{self, privacy_service_server::PrivacyService};
 use crate::vault::{
-    AccessHistoryRequest, Action, ConsentRequest, PolicyChange, UnparsedCall, Vault,
+    AccessHistoryRequest, Action, CallNames, ConsentRequest, CustomerId, PolicyChange, Vault,
 };
 
 use super::call::handle;
@@ -54,15 +54,26 @@ impl PrivacyService for PrivacyApi {
             "SetConsent",
             request,
             |caller, req| async move {
-                let customer_id = req.customer_id.clone();
-                let consent = ConsentRequest {
-                    customer_id: req.customer_id,
-                    purpose: req.purpose,
-                    granted: req.granted,
-                    policy_version: req.policy_version,
-                    source: req.source,
+                let names = CallNames {
+                    customer_id: &req.customer_id,
+                    purpose: &req.purpose,
+                    ..CallNames::default()
                 };
-                let event = self.vault.privacy().set_consent(&caller, consent).await?;
+                let call = self.vault.audited(&caller, Action::SetConsent, names);
+                let customer_id = req.customer_id.clone();
+                let event = call
+                    .run(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let consent = ConsentRequest {
+                            purpose: req.purpose,
+                            granted: req.granted,
+                            policy_version: req.policy_version,
+                            source: req.source,
+                        };
+                        let privacy = self.vault.privacy();
+                        privacy.set_consent(&call, &customer, consent).await
+                    })
+                    .await?;
                 Ok(convert::consent_record(&customer_id, event))
             },
         )
@@ -79,10 +90,18 @@ impl PrivacyService for PrivacyApi {
             "ListConsents",
             request,
             |caller, req| async move {
-                let events = self
-                    .vault
-                    .privacy()
-                    .list_consents(&caller, &req.customer_id, req.include_history)
+                let req = &req;
+                let call = self.vault.audited(
+                    &caller,
+                    Action::ListConsents,
+                    CallNames::customer(&req.customer_id),
+                );
+                let events = call
+                    .read(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let privacy = self.vault.privacy();
+                        (privacy.list_consents(&call, &customer, req.include_history)).await
+                    })
                     .await?;
                 Ok(pb::ListConsentsResponse {
                     consents: events
@@ -105,24 +124,22 @@ impl PrivacyService for PrivacyApi {
             "ExportCustomer",
             request,
             |caller, req| async move {
-                let call = UnparsedCall {
-                    action: Action::ExportCustomer,
-                    customer_id: &req.customer_id,
-                    fields: &[],
-                    purpose: "",
-                };
-                let format = self
-                    .vault
-                    .parsed_or_refused(&caller, call, convert::export_format(req.format))
-                    .await?;
-                let access = AccessHistoryRequest {
-                    page_token: req.access_history_page_token,
-                    page_size: req.access_history_page_size,
-                };
-                let document = self
-                    .vault
-                    .privacy()
-                    .export_customer(&caller, &req.customer_id, format, &access)
+                let call = self.vault.audited(
+                    &caller,
+                    Action::ExportCustomer,
+                    CallNames::customer(&req.customer_id),
+                );
+                let document = call
+                    .read(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let format = convert::export_format(req.format)?;
+                        let access = AccessHistoryRequest {
+                            page_token: req.access_history_page_token,
+                            page_size: req.access_history_page_size,
+                        };
+                        let privacy = self.vault.privacy();
+                        (privacy.export_customer(&call, &customer, format, &access)).await
+                    })
                     .await?;
                 Ok(pb::ExportCustomerResponse {
                     document: document.bytes,
@@ -145,10 +162,18 @@ impl PrivacyService for PrivacyApi {
             "DeleteCustomer",
             request,
             |caller, req| async move {
-                let receipt = self
-                    .vault
-                    .privacy()
-                    .delete_customer(&caller, &req.customer_id, &req.reason)
+                let call = self.vault.audited(
+                    &caller,
+                    Action::DeleteCustomer,
+                    CallNames::customer(&req.customer_id),
+                );
+                // Erasure parses its id itself: a customer stored before ids
+                // shaped like personal data were refused can still be erased.
+                let receipt = call
+                    .run(|call| async move {
+                        let privacy = self.vault.privacy();
+                        (privacy.delete_customer(&call, &req.customer_id, &req.reason)).await
+                    })
                     .await?;
                 Ok(convert::receipt(receipt))
             },
@@ -166,10 +191,15 @@ impl PrivacyService for PrivacyApi {
             "GetDeletionStatus",
             request,
             |caller, req| async move {
-                let receipt = self
+                let names = CallNames::default();
+                let call = self
                     .vault
-                    .privacy()
-                    .deletion_status(&caller, &req.receipt_id)
+                    .audited(&caller, Action::GetDeletionStatus, names);
+                let receipt = call
+                    .read(|call| async move {
+                        let privacy = self.vault.privacy();
+                        privacy.deletion_status(&call, &req.receipt_id).await
+                    })
                     .await?;
                 Ok(convert::receipt(receipt))
             },
@@ -187,13 +217,22 @@ impl PrivacyService for PrivacyApi {
             "PublishPolicy",
             request,
             |caller, req| async move {
+                let names = CallNames {
+                    purposes: &req.changed_purposes,
+                    ..CallNames::default()
+                };
+                let call = self.vault.audited(&caller, Action::PublishPolicy, names);
                 let change = PolicyChange {
                     version: req.version,
                     summary: req.summary,
                     changed_purposes: req.changed_purposes,
                     requires_reconsent: req.requires_reconsent,
                 };
-                let published = self.vault.privacy().publish_policy(&caller, change).await?;
+                let published =
+                    call.run(|call| async move {
+                        self.vault.privacy().publish_policy(&call, change).await
+                    })
+                    .await?;
                 Ok(convert::policy_version(published))
             },
         )
@@ -229,10 +268,16 @@ impl PrivacyService for PrivacyApi {
             "ListNotices",
             request,
             |caller, req| async move {
-                let notices = self
-                    .vault
-                    .privacy()
-                    .list_notices(&caller, &req.customer_id)
+                let call = self.vault.audited(
+                    &caller,
+                    Action::ListNotices,
+                    CallNames::customer(&req.customer_id),
+                );
+                let notices = call
+                    .read(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        self.vault.privacy().list_notices(&call, &customer).await
+                    })
                     .await?;
                 Ok(pb::ListNoticesResponse {
                     notices: notices.into_iter().map(convert::notice).collect(),
@@ -252,10 +297,17 @@ impl PrivacyService for PrivacyApi {
             "AcknowledgeNotice",
             request,
             |caller, req| async move {
-                self.vault
-                    .privacy()
-                    .acknowledge_notice(&caller, &req.customer_id, &req.policy_version)
-                    .await?;
+                let call = self.vault.audited(
+                    &caller,
+                    Action::AcknowledgeNotice,
+                    CallNames::customer(&req.customer_id),
+                );
+                call.run(|call| async move {
+                    let customer = CustomerId::parse(&req.customer_id)?;
+                    let privacy = self.vault.privacy();
+                    (privacy.acknowledge_notice(&call, &customer, &req.policy_version)).await
+                })
+                .await?;
                 Ok(pb::AcknowledgeNoticeResponse {})
             },
         )

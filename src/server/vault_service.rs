@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, vault_service_server::VaultService};
-use crate::vault::{Action, SearchRequest, UnparsedCall, Vault};
+use crate::vault::{Action, CallNames, CustomerId, SearchRequest, Vault};
 
 use super::call::handle;
 use super::convert;
@@ -29,33 +29,23 @@ impl VaultService for VaultApi {
             request,
             |caller, req| async move {
                 let names: Vec<String> = req.fields.iter().map(|f| f.name.clone()).collect();
-                let call = UnparsedCall {
-                    action: Action::PutFields,
+                let names = CallNames {
                     customer_id: &req.customer_id,
                     fields: &names,
                     purpose: &req.purpose,
+                    ..CallNames::default()
                 };
-                let (fields, format) = self
-                    .vault
-                    .parsed_or_refused(
-                        &caller,
-                        call,
-                        convert::field_inputs(req.fields).and_then(|fields| {
-                            Ok((fields, convert::token_format(req.token_format)?))
-                        }),
-                    )
-                    .await?;
-                let written = self
-                    .vault
-                    .data()
-                    .put_fields(
-                        &caller,
-                        &req.customer_id,
-                        fields,
-                        &req.purpose,
-                        format,
-                        req.expected_revision,
-                    )
+                let call = self.vault.audited(&caller, Action::PutFields, names);
+                let written = call
+                    .run(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let fields = convert::field_inputs(req.fields)?;
+                        let format = convert::token_format(req.token_format)?;
+                        let data = self.vault.data();
+                        let revision = req.expected_revision;
+                        (data.put_fields(&call, &customer, fields, &req.purpose, format, revision))
+                            .await
+                    })
                     .await?;
                 Ok(pb::PutFieldsResponse {
                     tokens: written.tokens.into_iter().collect(),
@@ -76,13 +66,23 @@ impl VaultService for VaultApi {
             "GetFields",
             request,
             |caller, req| async move {
-                let read = self
-                    .vault
-                    .data()
-                    .get_fields(&caller, &req.customer_id, &req.field_names, &req.purpose)
+                let names = CallNames {
+                    customer_id: &req.customer_id,
+                    fields: &req.field_names,
+                    purpose: &req.purpose,
+                    ..CallNames::default()
+                };
+                let req = &req;
+                let call = self.vault.audited(&caller, Action::GetFields, names);
+                let read = call
+                    .read(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let data = self.vault.data();
+                        (data.get_fields(&call, &customer, &req.field_names, &req.purpose)).await
+                    })
                     .await?;
                 Ok(pb::GetFieldsResponse {
-                    customer_id: req.customer_id,
+                    customer_id: req.customer_id.clone(),
                     fields: read.fields.into_iter().map(convert::field_value).collect(),
                     revision: read.revision,
                 })
@@ -101,10 +101,19 @@ impl VaultService for VaultApi {
             "DeleteFields",
             request,
             |caller, req| async move {
-                let deleted = self
-                    .vault
-                    .data()
-                    .delete_fields(&caller, &req.customer_id, &req.field_names)
+                let names = CallNames {
+                    customer_id: &req.customer_id,
+                    fields: &req.field_names,
+                    ..CallNames::default()
+                };
+                let req = &req;
+                let call = self.vault.audited(&caller, Action::DeleteFields, names);
+                let deleted = call
+                    .run(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let data = self.vault.data();
+                        data.delete_fields(&call, &customer, &req.field_names).await
+                    })
                     .await?;
                 Ok(pb::DeleteFieldsResponse { deleted })
             },
@@ -122,10 +131,18 @@ impl VaultService for VaultApi {
             "DeleteTokens",
             request,
             |caller, req| async move {
-                let deleted = self
-                    .vault
-                    .data()
-                    .delete_tokens(&caller, &req.customer_id, &req.tokens)
+                let names = CallNames {
+                    customer_id: &req.customer_id,
+                    ..CallNames::default()
+                };
+                let req = &req;
+                let call = self.vault.audited(&caller, Action::DeleteTokens, names);
+                let deleted = call
+                    .run(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let data = self.vault.data();
+                        data.delete_tokens(&call, &customer, &req.tokens).await
+                    })
                     .await?;
                 Ok(pb::DeleteTokensResponse { deleted })
             },
@@ -143,26 +160,26 @@ impl VaultService for VaultApi {
             "Tokenize",
             request,
             |caller, req| async move {
-                let call = UnparsedCall {
-                    action: Action::Tokenize,
+                // The event names the kinds of the values, never the values.
+                let kinds: Vec<String> = (req.items.iter())
+                    .filter_map(|item| convert::field_kind(item.kind).ok())
+                    .map(|kind| kind.name().to_owned())
+                    .collect();
+                let names = CallNames {
                     customer_id: &req.customer_id,
-                    fields: &[],
+                    fields: &kinds,
                     purpose: &req.purpose,
+                    ..CallNames::default()
                 };
-                let items = self
-                    .vault
-                    .parsed_or_refused(&caller, call, convert::tokenize_items(req.items))
-                    .await?;
-                let tokens = self
-                    .vault
-                    .data()
-                    .tokenize(
-                        &caller,
-                        &req.customer_id,
-                        items,
-                        &req.purpose,
-                        &req.request_id,
-                    )
+                let call = self.vault.audited(&caller, Action::Tokenize, names);
+                let tokens = call
+                    .run(|call| async move {
+                        let customer = CustomerId::parse(&req.customer_id)?;
+                        let items = convert::tokenize_items(req.items)?;
+                        let data = self.vault.data();
+                        (data.tokenize(&call, &customer, items, &req.purpose, &req.request_id))
+                            .await
+                    })
                     .await?;
                 Ok(pb::TokenizeResponse { tokens })
             },
@@ -180,10 +197,17 @@ impl VaultService for VaultApi {
             "Detokenize",
             request,
             |caller, req| async move {
-                let results = self
-                    .vault
-                    .data()
-                    .detokenize(&caller, &req.tokens, &req.purpose)
+                let names = CallNames {
+                    purpose: &req.purpose,
+                    ..CallNames::default()
+                };
+                let req = &req;
+                let call = self.vault.audited(&caller, Action::Detokenize, names);
+                let results = call
+                    .run(|call| async move {
+                        let data = self.vault.data();
+                        data.detokenize(&call, &req.tokens, &req.purpose).await
+                    })
                     .await?;
                 Ok(pb::DetokenizeResponse {
                     results: results
@@ -206,6 +230,13 @@ impl VaultService for VaultApi {
             "FindCustomers",
             request,
             |caller, req| async move {
+                let field_name = std::slice::from_ref(&req.field_name);
+                let names = CallNames {
+                    fields: field_name,
+                    purpose: &req.purpose,
+                    ..CallNames::default()
+                };
+                let call = self.vault.audited(&caller, Action::FindCustomers, names);
                 let search = SearchRequest {
                     field_name: req.field_name,
                     value: req.value,
@@ -213,7 +244,11 @@ impl VaultService for VaultApi {
                     page_size: req.page_size,
                     page_token: req.page_token,
                 };
-                let page = self.vault.data().find_customers(&caller, &search).await?;
+                let page =
+                    call.run(|call| async move {
+                        self.vault.data().find_customers(&call, &search).await
+                    })
+                    .await?;
                 Ok(pb::FindCustomersResponse {
                     customer_ids: page.customer_ids,
                     next_page_token: page.next_page_token.unwrap_or_default(),

@@ -5,6 +5,7 @@
 //! a later event (`refusals.rs`).
 
 pub(super) mod action;
+pub(super) mod call;
 pub(super) mod refusals;
 pub(super) mod trim;
 
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::policy::Scope;
 use crate::store::{hex, AuditEntry, AuditQuery, AuditRecord};
 
-use super::{now_ms, Caller, CustomerId, FieldName, Reason, Vault, VaultError};
+use super::{now_ms, CallNames, Caller, CustomerId, FieldName, Reason, Vault, VaultError};
 
 /// Events returned by one ListAuditEvents call when the caller sets no limit,
 /// and the most it may ask for: on the stream, and in one page.
@@ -255,29 +256,23 @@ impl crate::vault::Audit<'_> {
 impl Vault {
     /// An event for this call, outcome "ok" until told otherwise. Only
     /// well-formed ids and names are recorded: the log never holds raw input.
-    pub(super) fn audit_entry(
-        &self,
-        caller: &Caller,
-        action: Action,
-        customer_id: &str,
-        fields: &[String],
-        purpose: &str,
-    ) -> AuditEntry {
+    fn audit_entry(&self, caller: &Caller, action: Action, names: CallNames<'_>) -> AuditEntry {
+        let declared = |purpose: &String| caller.policy.purpose(purpose).is_some();
         AuditEntry {
             at_ms: now_ms(),
             principal: caller.name().to_owned(),
             action: action.name().to_owned(),
-            customer_id: CustomerId::parse(customer_id)
+            customer_id: CustomerId::parse(names.customer_id)
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
-            fields: fields
-                .iter()
+            fields: (names.fields.iter())
                 .filter(|name| FieldName::parse(name).is_ok())
+                .chain(names.purposes.iter().filter(|purpose| declared(purpose)))
                 .cloned()
                 .collect(),
             purpose: caller
                 .policy
-                .purpose(purpose)
+                .purpose(names.purpose)
                 .map(|known| known.name.clone())
                 .unwrap_or_default(),
             outcome: "ok".to_owned(),
@@ -287,7 +282,7 @@ impl Vault {
     }
 
     /// For writes, whose success is audited in their own commit: records a refusal.
-    pub(super) async fn audit_refusal<T>(
+    async fn audit_refusal<T>(
         &self,
         entry: AuditEntry,
         result: Result<T, VaultError>,
@@ -301,29 +296,9 @@ impl Vault {
         }
     }
 
-    /// What the edge parsed from a request, or its refusal, audited: a call
-    /// with an unknown field kind, token format or export format touched a
-    /// customer as much as any refused one, so it is recorded like them
-    /// (counted past the refusal limits).
-    pub async fn parsed_or_refused<T>(
-        &self,
-        caller: &Caller,
-        call: UnparsedCall<'_>,
-        parsed: Result<T, VaultError>,
-    ) -> Result<T, VaultError> {
-        let entry = self.audit_entry(
-            caller,
-            call.action,
-            call.customer_id,
-            call.fields,
-            call.purpose,
-        );
-        self.audit_refusal(entry, parsed).await
-    }
-
     /// For reads: records the outcome before the caller sees the answer, so no
     /// value leaves the vault unaudited.
-    pub(super) async fn audit_outcome<T>(
+    async fn audit_outcome<T>(
         &self,
         entry: AuditEntry,
         result: Result<T, VaultError>,
@@ -435,14 +410,6 @@ fn audit_query(filter: AuditFilter, limit: usize) -> AuditQuery {
         after_seq: filter.after_seq,
         limit,
     }
-}
-
-/// What the audit event of a refused, unparsed call names.
-pub struct UnparsedCall<'a> {
-    pub action: Action,
-    pub customer_id: &'a str,
-    pub fields: &'a [String],
-    pub purpose: &'a str,
 }
 
 pub(super) fn with_outcome(mut entry: AuditEntry, error: &VaultError) -> AuditEntry {

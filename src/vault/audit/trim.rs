@@ -11,13 +11,13 @@
 //! verify from the anchor through the event is DATA_LOSS, and nothing is
 //! deleted.
 
-use crate::vault::Action;
+use crate::vault::Call;
 use std::time::Duration;
 
 use crate::policy::Scope;
 use crate::store::{hex, AuditHead, AuditQuery, AuditTrim, CommitError};
 
-use crate::vault::{now_ms, Caller, Reason, Vault, VaultError};
+use crate::vault::{now_ms, Reason, Vault, VaultError};
 
 /// `--audit-min-retention`'s default: a week of history no trim can touch.
 pub const DEFAULT_AUDIT_MIN_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -53,50 +53,44 @@ impl crate::vault::Audit<'_> {
     /// are audited.
     pub async fn trim_audit_log(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
         request: TrimRequest,
     ) -> Result<TrimmedLog, VaultError> {
-        let entry = self.audit_entry(caller, Action::TrimAuditLog, "", &[], "");
-        let result = async {
-            caller.require_scope(Scope::KeysAdmin)?;
-            caller.require_scope(Scope::AuditRead)?;
-            let through_hash = parse_hash(&request.through_hash)?;
-            // One trim at a time in this process; the store's anchor check
-            // refuses one that another process ran in between.
-            let _trimming = self.audit_trim_lock.lock().await;
-            let through = self.check_trim(request.through_seq, through_hash).await?;
-            let anchor = self.store.audit_anchor().await?;
-            if let Some(bad_seq) = self.first_break(anchor, through.seq).await? {
-                return Err(VaultError::integrity(format!(
-                    "the audit chain is broken at event {bad_seq}; nothing was trimmed"
-                )));
-            }
-            let trim = AuditTrim {
-                expected_anchor: anchor,
-                through,
-                event: entry.clone(),
-            };
-            let events_trimmed =
-                self.store
-                    .trim_audit(trim)
-                    .await
-                    .map_err(|error| match error {
-                        CommitError::Conflict => refused(format!(
-                            "the audit log changed while the trim through event {} was checked \
-                     (another trim ran); read the log again",
-                            through.seq
-                        )),
-                        other => other.into(),
-                    })?;
-            Ok(TrimmedLog {
-                events_trimmed,
-                anchor_seq: through.seq,
-                anchor_hash: hex(&through.hash),
-            })
+        call.caller.require_scope(Scope::KeysAdmin)?;
+        call.caller.require_scope(Scope::AuditRead)?;
+        let through_hash = parse_hash(&request.through_hash)?;
+        // One trim at a time in this process; the store's anchor check
+        // refuses one that another process ran in between.
+        let _trimming = self.audit_trim_lock.lock().await;
+        let through = self.check_trim(request.through_seq, through_hash).await?;
+        let anchor = self.store.audit_anchor().await?;
+        if let Some(bad_seq) = self.first_break(anchor, through.seq).await? {
+            return Err(VaultError::integrity(format!(
+                "the audit chain is broken at event {bad_seq}; nothing was trimmed"
+            )));
         }
-        .await;
-        // A trim records its own event in its write; only refusals are left.
-        self.audit_refusal(entry, result).await
+        let trim = AuditTrim {
+            expected_anchor: anchor,
+            through,
+            event: call.event.clone(),
+        };
+        let events_trimmed = self
+            .store
+            .trim_audit(trim)
+            .await
+            .map_err(|error| match error {
+                CommitError::Conflict => refused(format!(
+                    "the audit log changed while the trim through event {} was checked \
+                     (another trim ran); read the log again",
+                    through.seq
+                )),
+                other => other.into(),
+            })?;
+        Ok(TrimmedLog {
+            events_trimmed,
+            anchor_seq: through.seq,
+            anchor_hash: hex(&through.hash),
+        })
     }
 }
 

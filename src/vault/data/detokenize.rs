@@ -2,7 +2,7 @@
 //! caller may see, each item allowed or refused on its own, and audited per
 //! customer it touched.
 
-use crate::vault::Action;
+use crate::vault::Call;
 use crate::vault::Reason;
 use std::collections::BTreeMap;
 
@@ -74,15 +74,12 @@ impl crate::vault::Data<'_> {
     /// Resolves tokens in order; each is allowed or refused on its own.
     pub async fn detokenize(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
         tokens: &[String],
         purpose: &str,
     ) -> Result<Vec<DetokenizedValue>, VaultError> {
-        let entry = self.audit_entry(caller, Action::Detokenize, "", &[], purpose);
-        let purpose = match self.check_detokenize(caller, tokens, purpose) {
-            Ok(purpose) => purpose,
-            Err(error) => return self.audit_outcome(entry, Err(error)).await,
-        };
+        let caller = call.caller;
+        let purpose = self.check_detokenize(caller, tokens, purpose)?;
         let mut resolutions = Vec::with_capacity(tokens.len());
         for token in tokens {
             let resolution = self.resolve(caller, token, purpose).await;
@@ -90,18 +87,16 @@ impl crate::vault::Data<'_> {
             // token fails only its item.
             if let Err(error) = &resolution.result {
                 if matches!(error.code_name(), "INTERNAL" | "UNAVAILABLE") {
-                    return self.audit_outcome(entry, Err(error.clone())).await;
+                    return Err(error.clone());
                 }
             }
             resolutions.push(resolution);
         }
         // Checked before anything is audited: a reply the gRPC layer would
         // not send must not be recorded as a disclosure.
-        if let Err(error) = self.check_reply_size(tokens, &resolutions) {
-            return self.audit_outcome(entry, Err(error)).await;
-        }
+        self.check_reply_size(tokens, &resolutions)?;
         // Refused tokens are refusals too: past the first few, counted.
-        let events = self.to_record_now(per_customer_events(&entry, &resolutions));
+        let events = self.to_record_now(per_customer_events(&call.event, &resolutions));
         self.append_audit(events).await?;
         Ok(resolutions
             .into_iter()

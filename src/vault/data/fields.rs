@@ -1,6 +1,5 @@
 //! PutFields, GetFields and DeleteFields: a customer's named profile fields.
 
-use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,8 +12,8 @@ use crate::store::{
 use crate::vault::sealing::{advance_revision, Sealing};
 use crate::vault::tokenize::{check_deterministic, TokenMinter};
 use crate::vault::{
-    now_ms, reveal, shown_for, stored_kind, today, Attempt, Caller, CustomerId, FieldKind,
-    FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
+    now_ms, reveal, shown_for, stored_kind, today, Attempt, AuditedAnswer, Call, Caller,
+    CustomerId, FieldKind, FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
 };
 
 /// One field as a client sent it.
@@ -86,77 +85,135 @@ impl crate::vault::Data<'_> {
     /// and so does a customer no longer at `expected_revision` (ABORTED).
     pub async fn put_fields(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         inputs: Vec<FieldInput>,
         purpose: &str,
         format: TokenFormat,
         expected_revision: Option<u64>,
     ) -> Result<FieldsWritten, VaultError> {
-        let names: Vec<String> = inputs.iter().map(|input| input.name.clone()).collect();
-        let entry = self.audit_entry(caller, Action::PutFields, customer_id, &names, purpose);
-        let result = async {
-            caller.require_scope(Scope::DataWrite)?;
-            let customer = CustomerId::parse(customer_id)?;
-            let purpose = self.check_purpose(caller, purpose)?;
-            let fields = self.validate_fields(inputs)?;
-            if format == TokenFormat::Deterministic {
-                let asked = fields.iter().map(|field| {
-                    let what = format!("field \"{}\" ({})", field.name, field.kind.name());
-                    (what, Some(field.name.as_str()), field.kind)
-                });
-                let count = check_deterministic(caller, asked)?;
-                self.spend_detokenize_budget(caller, count)?;
-            }
-            let write = FieldWrite {
-                customer: &customer,
-                fields: &fields,
-                format,
-                purpose,
-                audit: &entry,
-                expected_revision,
-            };
-            self.retry_commit(|| self.try_put_fields(&write)).await
+        let caller = call.caller;
+        caller.require_scope(Scope::DataWrite)?;
+        let purpose = self.check_purpose(caller, purpose)?;
+        let fields = self.validate_fields(inputs)?;
+        if format == TokenFormat::Deterministic {
+            let asked = fields.iter().map(|field| {
+                let what = format!("field \"{}\" ({})", field.name, field.kind.name());
+                (what, Some(field.name.as_str()), field.kind)
+            });
+            let count = check_deterministic(caller, asked)?;
+            self.spend_detokenize_budget(caller, count)?;
         }
-        .await;
-        self.audit_refusal(entry, result).await
+        let write = FieldWrite {
+            customer,
+            fields: &fields,
+            format,
+            purpose,
+            audit: &call.event,
+            expected_revision,
+        };
+        self.retry_commit(|| self.try_put_fields(&write)).await
     }
 
-    /// Reads fields of one customer, each disclosed as the caller's policy allows.
+    /// Reads fields of one customer (all of them when `field_names` is
+    /// empty), each disclosed as the caller's policy allows.
     pub async fn get_fields(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         field_names: &[String],
         purpose: &str,
     ) -> Result<FieldsRead, VaultError> {
-        let entry = self.audit_entry(caller, Action::GetFields, customer_id, field_names, purpose);
-        let result = self
-            .read_fields(caller, customer_id, field_names, purpose)
-            .await;
-        let entry = match &result {
-            // An "all fields" read records the names it returned.
-            Ok(read) if field_names.is_empty() => AuditEntry {
-                fields: read.fields.iter().map(|view| view.name.clone()).collect(),
-                ..entry
-            },
-            _ => entry,
+        call.caller.require_scope(Scope::DataRead)?;
+        self.abuse.read(call.caller)?;
+        let purpose = self.check_purpose(call.caller, purpose)?;
+        Limits::check_count(
+            "field_names",
+            field_names.len(),
+            self.limits.max_fields_per_request,
+        )?;
+        let wanted = field_names
+            .iter()
+            .map(|name| FieldName::parse(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let record = self.existing_customer(customer.as_str()).await?;
+        let stored: BTreeMap<String, FieldRecord> = self
+            .store
+            .fields(customer.as_str())
+            .await?
+            .into_iter()
+            .collect();
+        let selected: Vec<(String, Option<FieldRecord>)> = if wanted.is_empty() {
+            stored
+                .into_iter()
+                .map(|(name, field)| (name, Some(field)))
+                .collect()
+        } else {
+            wanted
+                .into_iter()
+                .map(|name| {
+                    // `get`, not `remove`: a name asked for twice is there both times.
+                    let field = stored.get(name.as_str()).cloned();
+                    (name.as_str().to_owned(), field)
+                })
+                .collect()
         };
-        self.audit_outcome(entry, result).await
+        let cipher = self.keys.cipher(customer, &record).await?;
+        self.check_consent(purpose, customer, &record, &cipher)
+            .await?;
+        let sealing = Sealing::of(&record)?;
+        let fields = selected
+            .into_iter()
+            .map(|(name, field)| match field {
+                Some(field) => {
+                    let opener = Opener {
+                        customer,
+                        cipher: &cipher,
+                        sealing,
+                    };
+                    self.view_field(call.caller, &opener, name, field)
+                }
+                None => Ok(missing_field(name)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FieldsRead {
+            fields,
+            revision: record.revision,
+        })
     }
 
     /// Deletes named fields (their values, tokens and index entries) of one customer.
     pub async fn delete_fields(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         field_names: &[String],
     ) -> Result<u32, VaultError> {
-        let entry = self.audit_entry(caller, Action::DeleteFields, customer_id, field_names, "");
-        let result = self
-            .remove_fields(caller, customer_id, field_names, &entry)
-            .await;
-        self.audit_refusal(entry, result).await
+        call.caller.require_scope(Scope::DataWrite)?;
+        if field_names.is_empty() {
+            return Err(VaultError::invalid_field(
+                "field_names",
+                "field_names: name at least one field",
+            ));
+        }
+        Limits::check_count(
+            "field_names",
+            field_names.len(),
+            self.limits.max_fields_per_request,
+        )?;
+        let names = field_names
+            .iter()
+            .map(|name| FieldName::parse(name))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        self.retry_commit(|| self.try_delete_fields(customer, &names, &call.event))
+            .await
+    }
+}
+
+/// An "all fields" read names in its event the fields it returned.
+impl AuditedAnswer for FieldsRead {
+    fn note_in(&self, event: &mut AuditEntry) {
+        event.fields = self.fields.iter().map(|view| view.name.clone()).collect();
     }
 }
 
@@ -316,72 +373,6 @@ impl Vault {
         })
     }
 
-    async fn read_fields(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        field_names: &[String],
-        purpose: &str,
-    ) -> Result<FieldsRead, VaultError> {
-        caller.require_scope(Scope::DataRead)?;
-        self.abuse.read(caller)?;
-        let customer = CustomerId::parse(customer_id)?;
-        let purpose = self.check_purpose(caller, purpose)?;
-        Limits::check_count(
-            "field_names",
-            field_names.len(),
-            self.limits.max_fields_per_request,
-        )?;
-        let wanted = field_names
-            .iter()
-            .map(|name| FieldName::parse(name))
-            .collect::<Result<Vec<_>, _>>()?;
-        let record = self.existing_customer(customer.as_str()).await?;
-        let stored: BTreeMap<String, FieldRecord> = self
-            .store
-            .fields(customer.as_str())
-            .await?
-            .into_iter()
-            .collect();
-        let selected: Vec<(String, Option<FieldRecord>)> = if wanted.is_empty() {
-            stored
-                .into_iter()
-                .map(|(name, field)| (name, Some(field)))
-                .collect()
-        } else {
-            wanted
-                .into_iter()
-                .map(|name| {
-                    // `get`, not `remove`: a name asked for twice is there both times.
-                    let field = stored.get(name.as_str()).cloned();
-                    (name.as_str().to_owned(), field)
-                })
-                .collect()
-        };
-        let cipher = self.keys.cipher(&customer, &record).await?;
-        self.check_consent(purpose, &customer, &record, &cipher)
-            .await?;
-        let sealing = Sealing::of(&record)?;
-        let fields = selected
-            .into_iter()
-            .map(|(name, field)| match field {
-                Some(field) => {
-                    let opener = Opener {
-                        customer: &customer,
-                        cipher: &cipher,
-                        sealing,
-                    };
-                    self.view_field(caller, &opener, name, field)
-                }
-                None => Ok(missing_field(name)),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(FieldsRead {
-            fields,
-            revision: record.revision,
-        })
-    }
-
     fn view_field(
         &self,
         caller: &Caller,
@@ -431,34 +422,6 @@ impl Vault {
             error,
             updated_at_ms: field.updated_at_ms,
         })
-    }
-
-    async fn remove_fields(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        field_names: &[String],
-        audit: &AuditEntry,
-    ) -> Result<u32, VaultError> {
-        caller.require_scope(Scope::DataWrite)?;
-        let customer = CustomerId::parse(customer_id)?;
-        if field_names.is_empty() {
-            return Err(VaultError::invalid_field(
-                "field_names",
-                "field_names: name at least one field",
-            ));
-        }
-        Limits::check_count(
-            "field_names",
-            field_names.len(),
-            self.limits.max_fields_per_request,
-        )?;
-        let names = field_names
-            .iter()
-            .map(|name| FieldName::parse(name))
-            .collect::<Result<BTreeSet<_>, _>>()?;
-        self.retry_commit(|| self.try_delete_fields(&customer, &names, audit))
-            .await
     }
 
     async fn try_delete_fields(

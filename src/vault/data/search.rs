@@ -3,7 +3,7 @@
 //! order of the customer ids, and a page never ends silently: the response
 //! says when more customers may match.
 
-use crate::vault::Action;
+use crate::vault::Call;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 
@@ -87,34 +87,26 @@ impl crate::vault::Data<'_> {
     /// (normalized as on write).
     pub async fn find_customers(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
         request: &SearchRequest,
     ) -> Result<SearchPage, VaultError> {
-        let entry = self.audit_entry(
-            caller,
-            Action::FindCustomers,
-            "",
-            std::slice::from_ref(&request.field_name),
-            &request.purpose,
-        );
-        match self.search(caller, request).await {
-            // Each customer found has the search in their own history, as
-            // Detokenize records each customer it touched: it confirmed
-            // their value to the caller.
-            Ok(page) if !page.customer_ids.is_empty() => {
-                let events = page
-                    .customer_ids
-                    .iter()
-                    .map(|customer_id| AuditEntry {
-                        customer_id: customer_id.clone(),
-                        ..entry.clone()
-                    })
-                    .collect();
-                self.append_audit(events).await?;
-                Ok(page)
-            }
-            result => self.audit_outcome(entry, result).await,
-        }
+        let page = self.search(call.caller, request).await?;
+        // Each customer found has the search in their own history, as
+        // Detokenize records each customer it touched: it confirmed their
+        // value to the caller. A search that found none is one event.
+        let events = if page.customer_ids.is_empty() {
+            vec![call.event.clone()]
+        } else {
+            page.customer_ids
+                .iter()
+                .map(|customer_id| AuditEntry {
+                    customer_id: customer_id.clone(),
+                    ..call.event.clone()
+                })
+                .collect()
+        };
+        self.append_audit(events).await?;
+        Ok(page)
     }
 }
 

@@ -3,7 +3,6 @@
 //! a customer no longer needs, such as the orphan a retried Tokenize left.
 //! A field's token goes with its field (DeleteFields), never alone.
 
-use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 
@@ -11,7 +10,7 @@ use crate::policy::Scope;
 use crate::store::{AuditEntry, CustomerChange, TokenTarget};
 
 use crate::vault::sealing::Sealing;
-use crate::vault::{Attempt, Caller, CustomerId, Limits, Vault, VaultError};
+use crate::vault::{Attempt, Call, CustomerId, Limits, Vault, VaultError};
 
 impl crate::vault::Data<'_> {
     /// Deletes standalone tokens of one customer; returns how many existed.
@@ -19,28 +18,11 @@ impl crate::vault::Data<'_> {
     /// is skipped, so a retried call is safe.
     pub async fn delete_tokens(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         tokens: &[String],
     ) -> Result<u32, VaultError> {
-        let entry = self.audit_entry(caller, Action::DeleteTokens, customer_id, &[], "");
-        let result = self
-            .remove_tokens(caller, customer_id, tokens, &entry)
-            .await;
-        self.audit_refusal(entry, result).await
-    }
-}
-
-impl Vault {
-    async fn remove_tokens(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        tokens: &[String],
-        audit: &AuditEntry,
-    ) -> Result<u32, VaultError> {
-        caller.require_scope(Scope::DataWrite)?;
-        let customer = CustomerId::parse(customer_id)?;
+        call.caller.require_scope(Scope::DataWrite)?;
         if tokens.is_empty() {
             return Err(VaultError::invalid_field(
                 "tokens",
@@ -57,10 +39,12 @@ impl Vault {
             )));
         }
         let tokens: BTreeSet<&str> = tokens.iter().map(String::as_str).collect();
-        self.retry_commit(|| self.try_delete_tokens(&customer, &tokens, audit))
+        self.retry_commit(|| self.try_delete_tokens(customer, &tokens, &call.event))
             .await
     }
+}
 
+impl Vault {
     async fn try_delete_tokens(
         &self,
         customer: &CustomerId,

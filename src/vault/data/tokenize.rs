@@ -1,7 +1,6 @@
 //! Tokenize and Detokenize: standalone values behind tokens, and resolving any
 //! token (field or standalone) back to a value the caller may see.
 
-use crate::vault::Action;
 use crate::vault::Reason;
 use std::collections::HashSet;
 
@@ -14,7 +13,7 @@ use crate::vault::sealing::Sealing;
 use crate::vault::request_ids::RequestId;
 use crate::vault::tokens::{self, TokenFormat};
 use crate::vault::{
-    now_ms, shown_for, today, Attempt, Caller, CustomerId, FieldKind, Limits, Shown, Vault,
+    now_ms, shown_for, today, Attempt, Call, Caller, CustomerId, FieldKind, Limits, Shown, Vault,
     VaultError,
 };
 
@@ -175,36 +174,14 @@ impl crate::vault::Data<'_> {
     /// tokens (see `request_ids`).
     pub async fn tokenize(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         items: Vec<TokenizeItem>,
         purpose: &str,
         request_id: &str,
     ) -> Result<Vec<String>, VaultError> {
-        let kinds: Vec<String> = items
-            .iter()
-            .map(|item| item.kind.name().to_owned())
-            .collect();
-        let entry = self.audit_entry(caller, Action::Tokenize, customer_id, &kinds, purpose);
-        let result = self
-            .store_values(caller, customer_id, items, purpose, request_id, &entry)
-            .await;
-        self.audit_refusal(entry, result).await
-    }
-}
-
-impl Vault {
-    async fn store_values(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        items: Vec<TokenizeItem>,
-        purpose: &str,
-        request_id: &str,
-        audit: &AuditEntry,
-    ) -> Result<Vec<String>, VaultError> {
+        let (caller, audit) = (call.caller, &call.event);
         caller.require_scope(Scope::DataWrite)?;
-        let customer = CustomerId::parse(customer_id)?;
         let purpose = self.check_purpose(caller, purpose)?;
         let request_id = RequestId::parse(request_id, caller.name())?;
         if items.is_empty() {
@@ -246,11 +223,13 @@ impl Vault {
             self.spend_detokenize_budget(caller, deterministic)?;
         }
         self.retry_commit(|| {
-            self.try_tokenize(&customer, &items, purpose, request_id.as_ref(), audit)
+            self.try_tokenize(customer, &items, purpose, request_id.as_ref(), audit)
         })
         .await
     }
+}
 
+impl Vault {
     async fn try_tokenize(
         &self,
         customer: &CustomerId,

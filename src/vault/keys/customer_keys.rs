@@ -4,11 +4,12 @@
 use crate::crypto::{Binding, DataCipher};
 use crate::policy::Scope;
 use crate::store::{AuditEntry, CustomerChange, CustomerRecord, TokenTarget, BINDING_BOUND};
-use crate::vault::Action;
 
 use crate::vault::fields::integrity_failure;
 use crate::vault::sealing::Sealing;
-use crate::vault::{now_ms, Attempt, Caller, CustomerId, PrivacyLedger, Vault, VaultError};
+use crate::vault::{
+    now_ms, Attempt, AuditedAnswer, Call, CustomerId, PrivacyLedger, Vault, VaultError,
+};
 
 /// What GetKeyStatus reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,53 +48,46 @@ impl crate::vault::Keys<'_> {
     /// re-encrypted under it.
     pub async fn rotate_customer_key(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
     ) -> Result<(u32, u64), VaultError> {
-        let entry = self.audit_entry(caller, Action::RotateCustomerKey, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::KeysAdmin)?;
-            let customer = CustomerId::parse(customer_id)?;
-            self.retry_commit(|| self.try_rekey(&customer, Some(&entry)))
-                .await
-        }
-        .await;
-        self.audit_refusal(entry, result).await
+        call.caller.require_scope(Scope::KeysAdmin)?;
+        self.retry_commit(|| self.try_rekey(customer, Some(&call.event)))
+            .await
     }
 
-    /// The vault's keys, and one customer's when `customer_id` is not empty.
+    /// The vault's keys, and `customer`'s when named.
     pub async fn key_status(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: Option<&CustomerId>,
     ) -> Result<KeyStatus, VaultError> {
-        let entry = self.audit_entry(caller, Action::GetKeyStatus, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::KeysAdmin)?;
-            let customer_key = match customer_id {
-                "" => None,
-                id => {
-                    let customer = CustomerId::parse(id)?;
-                    let record = self.existing_customer(customer.as_str()).await?;
-                    Some(CustomerKeyStatus {
-                        version: record.dek.version,
-                        created_at_ms: record.dek.created_at_ms,
-                        encryptions: record.encryptions,
-                    })
-                }
-            };
-            Ok(KeyStatus {
-                active_master_version: self.keys.active_master_version(),
-                master_versions: self.keys.master_versions(),
-                customers: self.store.customer_count().await?,
-                last_master_rotation_ms: self.keys.last_rotation_ms(),
-                customer_key,
-                master_rotation: self.master_rotation_status().await?,
-            })
-        }
-        .await;
-        self.audit_outcome(entry, result).await
+        call.caller.require_scope(Scope::KeysAdmin)?;
+        let customer_key = match customer {
+            None => None,
+            Some(customer) => {
+                let record = self.existing_customer(customer.as_str()).await?;
+                Some(CustomerKeyStatus {
+                    version: record.dek.version,
+                    created_at_ms: record.dek.created_at_ms,
+                    encryptions: record.encryptions,
+                })
+            }
+        };
+        Ok(KeyStatus {
+            active_master_version: self.keys.active_master_version(),
+            master_versions: self.keys.master_versions(),
+            customers: self.store.customer_count().await?,
+            last_master_rotation_ms: self.keys.last_rotation_ms(),
+            customer_key,
+            master_rotation: self.master_rotation_status().await?,
+        })
     }
+}
+
+/// The key status names its customer, if any, as the request did.
+impl AuditedAnswer for KeyStatus {
+    fn note_in(&self, _event: &mut AuditEntry) {}
 }
 
 impl Vault {

@@ -2,7 +2,7 @@
 //! optionally destroy the old versions) and customer-key rotation (a new DEK,
 //! every value re-encrypted). Both run while the vault keeps serving.
 
-use crate::vault::Action;
+use crate::vault::Call;
 use crate::vault::Reason;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::store::{
 };
 use crate::vault::sealing::{advance_revision, Sealing};
 
-use crate::vault::{now_ms, Attempt, Caller, CustomerId, FieldKind, Vault, VaultError};
+use crate::vault::{now_ms, Attempt, CustomerId, FieldKind, Vault, VaultError};
 
 /// Customers re-wrapped per transaction: large enough to amortize the disk
 /// sync, small enough to keep each commit short for concurrent writers.
@@ -141,15 +141,12 @@ impl Vault {
     /// FAILED_PRECONDITION.
     pub async fn start_master_rotation(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: Call<'_>,
         retire_previous: bool,
     ) -> Result<ProgressWatch, VaultError> {
-        let entry = self.audit_entry(caller, Action::RotateMasterKey, "", &[], "");
-        let guard = match caller.require_scope(Scope::KeysAdmin) {
-            Ok(()) => self.rotation_guard().await,
-            Err(refusal) => Err(refusal),
-        };
-        let guard = self.audit_refusal(entry.clone(), guard).await?;
+        call.caller.require_scope(Scope::KeysAdmin)?;
+        let guard = self.rotation_guard().await?;
+        let entry = call.event;
         let (progress, receiver) = watch::channel(None);
         let vault = Arc::clone(self);
         tokio::spawn(async move {

@@ -2,8 +2,9 @@
 //! customer's own key (they are the customer's data), and enforced for every
 //! purpose whose legal basis is consent.
 
-use crate::vault::Action;
+use crate::store::AuditEntry;
 use crate::vault::Reason;
+use crate::vault::{AuditedAnswer, Call};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::DataCipher;
@@ -190,7 +191,6 @@ pub fn consent_refusal(
 
 /// A consent change as a client asks for it.
 pub struct ConsentRequest {
-    pub customer_id: String,
     pub purpose: String,
     pub granted: bool,
     pub policy_version: String,
@@ -201,77 +201,13 @@ impl crate::vault::Privacy<'_> {
     /// Records an opt-in or opt-out; it takes effect on the very next call.
     pub async fn set_consent(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
+        customer: &CustomerId,
         request: ConsentRequest,
     ) -> Result<ConsentEvent, VaultError> {
-        let entry = self.audit_entry(
-            caller,
-            Action::SetConsent,
-            &request.customer_id,
-            &[],
-            &request.purpose,
-        );
-        let result = self.try_set_consent(caller, &request, &entry).await;
-        self.audit_refusal(entry, result).await
-    }
-
-    /// The customer's consents: the current state per purpose, or every event.
-    pub async fn list_consents(
-        &self,
-        caller: &Caller,
-        customer_id: &str,
-        include_history: bool,
-    ) -> Result<Vec<ConsentEvent>, VaultError> {
-        let entry = self.audit_entry(caller, Action::ListConsents, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::ConsentWrite)?;
-            let customer = CustomerId::parse(customer_id)?;
-            let (ledger, _) = self.ledger_of(&customer).await?;
-            Ok(if include_history {
-                ledger.consents
-            } else {
-                ledger.current().into_iter().cloned().collect()
-            })
-        }
-        .await;
-        self.audit_outcome(entry, result).await
-    }
-
-    /// The purposes of the caller's policy, for anyone authenticated.
-    pub fn list_purposes<'c>(&self, caller: &'c Caller) -> &'c [Purpose] {
-        caller.policy.purposes()
-    }
-}
-
-impl Vault {
-    /// Checks that this customer allows `purpose` (a no-op unless its basis is consent).
-    pub(in crate::vault) async fn check_consent(
-        &self,
-        purpose: &Purpose,
-        customer: &CustomerId,
-        record: &CustomerRecord,
-        cipher: &DataCipher,
-    ) -> Result<(), VaultError> {
-        if purpose.basis != LegalBasis::Consent {
-            return Ok(());
-        }
-        let ledger = PrivacyLedger::open(customer, record, cipher)?;
-        let versions = self.store.policy_versions().await?;
-        match consent_refusal(purpose, &ledger, &versions) {
-            Some(refusal) => Err(refusal),
-            None => Ok(()),
-        }
-    }
-
-    async fn try_set_consent(
-        &self,
-        caller: &Caller,
-        request: &ConsentRequest,
-        entry: &crate::store::AuditEntry,
-    ) -> Result<ConsentEvent, VaultError> {
-        caller.require_scope(Scope::ConsentWrite)?;
-        let customer = CustomerId::parse(&request.customer_id)?;
-        let purpose = caller
+        call.caller.require_scope(Scope::ConsentWrite)?;
+        let purpose = call
+            .caller
             .policy
             .purpose(&request.purpose)
             .ok_or_else(|| crate::vault::unknown_purpose(&request.purpose))?;
@@ -308,16 +244,63 @@ impl Vault {
             source: request.source.clone(),
             recorded_at_ms: now_ms(),
         };
-        self.retry_commit(|| self.try_record_consent(&customer, &event, entry))
+        self.retry_commit(|| self.try_record_consent(customer, &event, &call.event))
             .await?;
         Ok(event)
+    }
+
+    /// The customer's consents: the current state per purpose, or every event.
+    pub async fn list_consents(
+        &self,
+        call: &Call<'_>,
+        customer: &CustomerId,
+        include_history: bool,
+    ) -> Result<Vec<ConsentEvent>, VaultError> {
+        call.caller.require_scope(Scope::ConsentWrite)?;
+        let (ledger, _) = self.ledger_of(customer).await?;
+        Ok(if include_history {
+            ledger.consents
+        } else {
+            ledger.current().into_iter().cloned().collect()
+        })
+    }
+
+    /// The purposes of the caller's policy, for anyone authenticated.
+    pub fn list_purposes<'c>(&self, caller: &'c Caller) -> &'c [Purpose] {
+        caller.policy.purposes()
+    }
+}
+
+/// The consents name nothing the request did not.
+impl AuditedAnswer for Vec<ConsentEvent> {
+    fn note_in(&self, _event: &mut AuditEntry) {}
+}
+
+impl Vault {
+    /// Checks that this customer allows `purpose` (a no-op unless its basis is consent).
+    pub(in crate::vault) async fn check_consent(
+        &self,
+        purpose: &Purpose,
+        customer: &CustomerId,
+        record: &CustomerRecord,
+        cipher: &DataCipher,
+    ) -> Result<(), VaultError> {
+        if purpose.basis != LegalBasis::Consent {
+            return Ok(());
+        }
+        let ledger = PrivacyLedger::open(customer, record, cipher)?;
+        let versions = self.store.policy_versions().await?;
+        match consent_refusal(purpose, &ledger, &versions) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     async fn try_record_consent(
         &self,
         customer: &CustomerId,
         event: &ConsentEvent,
-        entry: &crate::store::AuditEntry,
+        entry: &AuditEntry,
     ) -> Result<(), Attempt> {
         let mut writable = self
             .customer_for_write(customer, event.recorded_at_ms)

@@ -2,8 +2,8 @@
 //! the erasure journal that keeps an erasure erased when an old copy of the
 //! store is restored.
 
-use crate::vault::Action;
 use crate::vault::Reason;
+use crate::vault::{Action, AuditedAnswer, Call};
 use std::sync::Arc;
 
 use crate::policy::Scope;
@@ -43,40 +43,38 @@ impl crate::vault::Privacy<'_> {
     /// Idempotent: erasing an erased customer returns the original receipt.
     pub async fn delete_customer(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
         customer_id: &str,
         reason: &str,
     ) -> Result<DeletionReceipt, VaultError> {
-        let entry = self.audit_entry(caller, Action::DeleteCustomer, customer_id, &[], "");
-        let result = self.erase(caller, customer_id, reason, &entry).await;
-        self.audit_refusal(entry, result).await
+        self.erase(call.caller, customer_id, reason, &call.event)
+            .await
     }
 
     /// The current state of an erasure, by receipt id.
     pub async fn deletion_status(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
         receipt_id: &str,
     ) -> Result<DeletionReceipt, VaultError> {
-        let mut entry = self.audit_entry(caller, Action::GetDeletionStatus, "", &[], "");
-        let result = async {
-            caller.require_scope(Scope::PrivacyAdmin)?;
-            if receipt_id.is_empty() || receipt_id.len() > 64 {
-                return Err(VaultError::invalid_field(
-                    "receipt_id",
-                    "receipt_id must be 1-64 bytes",
-                ));
-            }
-            let receipt = self.store.receipt(receipt_id).await?.ok_or_else(|| {
-                VaultError::new(Reason::ReceiptNotFound, "no erasure has this receipt id")
-            })?;
-            Ok(self.receipt_view(receipt))
+        call.caller.require_scope(Scope::PrivacyAdmin)?;
+        if receipt_id.is_empty() || receipt_id.len() > 64 {
+            return Err(VaultError::invalid_field(
+                "receipt_id",
+                "receipt_id must be 1-64 bytes",
+            ));
         }
-        .await;
-        if let Ok(receipt) = &result {
-            entry.customer_id = receipt.customer_id.clone();
-        }
-        self.audit_outcome(entry, result).await
+        let receipt = self.store.receipt(receipt_id).await?.ok_or_else(|| {
+            VaultError::new(Reason::ReceiptNotFound, "no erasure has this receipt id")
+        })?;
+        Ok(self.receipt_view(receipt))
+    }
+}
+
+/// A receipt's event names the customer it belongs to.
+impl AuditedAnswer for DeletionReceipt {
+    fn note_in(&self, event: &mut AuditEntry) {
+        event.customer_id = self.customer_id.clone();
     }
 }
 

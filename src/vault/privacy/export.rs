@@ -4,8 +4,8 @@
 //! privacy:admin alone gets each value as its disclosure rules allow, as a read
 //! would. Either way the export is audited as an access of what it disclosed.
 
-use crate::vault::Action;
 use crate::vault::Reason;
+use crate::vault::{AuditedAnswer, Call};
 use serde::Serialize;
 
 use crate::crypto::DataCipher;
@@ -45,6 +45,8 @@ pub struct ExportDocument {
     pub next_page_token: Option<String>,
     /// Audit events up to this seq were trimmed into the archive (0: none).
     pub audit_trimmed_through_seq: u64,
+    /// The fields whose values it holds, for the audit event.
+    pub disclosed_fields: Vec<String>,
 }
 
 /// The JSON export (documented in docs/privacy.md; `version` changes with its shape).
@@ -138,47 +140,43 @@ pub struct ExportedPurpose {
 impl crate::vault::Privacy<'_> {
     pub async fn export_customer(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         format: ExportFormat,
         access: &AccessHistoryRequest,
     ) -> Result<ExportDocument, VaultError> {
-        let entry = self.audit_entry(caller, Action::ExportCustomer, customer_id, &[], "");
-        let result = async {
-            let plaintext = check_export_scope(caller)?;
-            self.abuse.read(caller)?;
-            let customer = CustomerId::parse(customer_id)?;
-            let (mut export, created_at_ms) =
-                self.collect_export(caller, plaintext, &customer).await?;
-            let incarnation = Incarnation {
-                customer: &customer,
-                created_at_ms,
-            };
-            let budget = match format {
-                ExportFormat::Json => self.access_history_budget(&mut export, incarnation)?,
-                // The report counts events; it does not list them.
-                ExportFormat::Text => usize::MAX,
-            };
-            let page = self.access_page(incarnation, access, budget).await?;
-            export.access_history = page.events;
-            export.access_history_page = page.page;
-            export.access_history_page.audit_trimmed_through_seq =
-                self.audit_trimmed_through().await?;
-            let document = render(&export, format)?;
-            if format == ExportFormat::Json && document.bytes.len() > self.limits.max_export_bytes {
-                return Err(VaultError::internal(
-                    "an export outgrew the size it was budgeted",
-                ));
-            }
-            Ok((document, export.disclosed_names()))
-        }
-        .await;
-        // Like an "all fields" GetFields, the event names what was disclosed.
-        let (entry, result) = match result {
-            Ok((document, fields)) => (AuditEntry { fields, ..entry }, Ok(document)),
-            Err(error) => (entry, Err(error)),
+        let caller = call.caller;
+        let plaintext = check_export_scope(caller)?;
+        self.abuse.read(caller)?;
+        let (mut export, created_at_ms) = self.collect_export(caller, plaintext, customer).await?;
+        let incarnation = Incarnation {
+            customer,
+            created_at_ms,
         };
-        self.audit_outcome(entry, result).await
+        let budget = match format {
+            ExportFormat::Json => self.access_history_budget(&mut export, incarnation)?,
+            // The report counts events; it does not list them.
+            ExportFormat::Text => usize::MAX,
+        };
+        let page = self.access_page(incarnation, access, budget).await?;
+        export.access_history = page.events;
+        export.access_history_page = page.page;
+        export.access_history_page.audit_trimmed_through_seq = self.audit_trimmed_through().await?;
+        let document = render(&export, format)?;
+        if format == ExportFormat::Json && document.bytes.len() > self.limits.max_export_bytes {
+            return Err(VaultError::internal(
+                "an export outgrew the size it was budgeted",
+            ));
+        }
+        Ok(document)
+    }
+}
+
+/// Like an "all fields" GetFields, an export names in its event the fields
+/// it disclosed.
+impl AuditedAnswer for ExportDocument {
+    fn note_in(&self, event: &mut AuditEntry) {
+        event.fields = self.disclosed_fields.clone();
     }
 }
 
@@ -437,12 +435,14 @@ fn render(export: &CustomerExport, format: ExportFormat) -> Result<ExportDocumen
             content_type: "application/json",
             next_page_token: export.access_history_page.next_page_token.clone(),
             audit_trimmed_through_seq: export.access_history_page.audit_trimmed_through_seq,
+            disclosed_fields: export.disclosed_names(),
         }),
         ExportFormat::Text => Ok(ExportDocument {
             bytes: report::plain_english(export).into_bytes(),
             content_type: "text/plain; charset=utf-8",
             next_page_token: export.access_history_page.next_page_token.clone(),
             audit_trimmed_through_seq: export.access_history_page.audit_trimmed_through_seq,
+            disclosed_fields: export.disclosed_names(),
         }),
     }
 }

@@ -1,8 +1,8 @@
 //! Privacy-policy versions, plain-English notices of what changed, and the
 //! re-consent a changed purpose asks for.
 
-use crate::vault::Action;
 use crate::vault::Reason;
+use crate::vault::{AuditedAnswer, Call};
 use std::collections::BTreeSet;
 
 use crate::policy::{LegalBasis, Policy, Scope};
@@ -99,28 +99,13 @@ impl crate::vault::Privacy<'_> {
     /// Publishes a new policy version; versions are never reused.
     pub async fn publish_policy(
         &self,
-        caller: &Caller,
+        call: &Call<'_>,
         change: PolicyChange,
     ) -> Result<PolicyVersionRecord, VaultError> {
-        let entry = self.audit_entry(caller, Action::PublishPolicy, "", &[], "");
-        // Only declared purposes: the audit log never holds raw input.
-        let entry = AuditEntry {
-            fields: change
-                .changed_purposes
-                .iter()
-                .filter(|purpose| caller.policy.purpose(purpose).is_some())
-                .cloned()
-                .collect(),
-            ..entry
-        };
-        let result = async {
-            caller.require_scope(Scope::PrivacyAdmin)?;
-            Vault::validate_policy_change(&caller.policy, &change)?;
-            self.retry_commit(|| self.try_publish(&change, &entry))
-                .await
-        }
-        .await;
-        self.audit_refusal(entry, result).await
+        call.caller.require_scope(Scope::PrivacyAdmin)?;
+        Vault::validate_policy_change(&call.caller.policy, &change)?;
+        self.retry_commit(|| self.try_publish(&change, &call.event))
+            .await
     }
 
     /// Every published version, oldest first.
@@ -136,50 +121,43 @@ impl crate::vault::Privacy<'_> {
     /// joined), oldest first, with the consents they must renew.
     pub async fn list_notices(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
     ) -> Result<Vec<Notice>, VaultError> {
-        let entry = self.audit_entry(caller, Action::ListNotices, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::ConsentWrite)?;
-            let customer = CustomerId::parse(customer_id)?;
-            let (ledger, customer_since_ms) = self.ledger_of(&customer).await?;
-            let versions = self.store.policy_versions().await?;
-            Ok(pending_notices(
-                &ledger,
-                customer_since_ms,
-                &versions,
-                &caller.policy,
-            ))
-        }
-        .await;
-        self.audit_outcome(entry, result).await
+        call.caller.require_scope(Scope::ConsentWrite)?;
+        let (ledger, customer_since_ms) = self.ledger_of(customer).await?;
+        let versions = self.store.policy_versions().await?;
+        Ok(pending_notices(
+            &ledger,
+            customer_since_ms,
+            &versions,
+            &call.caller.policy,
+        ))
     }
 
     /// Records that the customer saw `version` (and so every earlier one).
     pub async fn acknowledge_notice(
         &self,
-        caller: &Caller,
-        customer_id: &str,
+        call: &Call<'_>,
+        customer: &CustomerId,
         version: &str,
     ) -> Result<(), VaultError> {
-        let entry = self.audit_entry(caller, Action::AcknowledgeNotice, customer_id, &[], "");
-        let result = async {
-            caller.require_scope(Scope::ConsentWrite)?;
-            let customer = CustomerId::parse(customer_id)?;
-            let versions = self.store.policy_versions().await?;
-            if seq_of(version, &versions).is_none() {
-                return Err(VaultError::new(
-                    Reason::PolicyVersionNotFound,
-                    "no published policy version has this name",
-                ));
-            }
-            self.retry_commit(|| self.try_acknowledge(&customer, version, &entry))
-                .await
+        call.caller.require_scope(Scope::ConsentWrite)?;
+        let versions = self.store.policy_versions().await?;
+        if seq_of(version, &versions).is_none() {
+            return Err(VaultError::new(
+                Reason::PolicyVersionNotFound,
+                "no published policy version has this name",
+            ));
         }
-        .await;
-        self.audit_refusal(entry, result).await
+        self.retry_commit(|| self.try_acknowledge(customer, version, &call.event))
+            .await
     }
+}
+
+/// The notices name nothing the request did not.
+impl AuditedAnswer for Vec<Notice> {
+    fn note_in(&self, _event: &mut AuditEntry) {}
 }
 
 impl Vault {
