@@ -14,7 +14,9 @@ use anyhow::Context;
 use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
 use crate::store::{ErasureJournal, PgSessionSettings, PgStore, SledStore, Store};
-use crate::vault::{FileKeyring, KeyManager, Limits, RotationPolicy, TableKeyring, Vault};
+use crate::vault::{
+    Clock, FileKeyring, KeyManager, Limits, RotationPolicy, SystemClock, TableKeyring, Vault,
+};
 
 /// The files a vault runs on.
 #[derive(Clone, Debug)]
@@ -69,6 +71,9 @@ pub struct VaultOptions {
     pub database_session: PgSessionSettings,
     /// Audit events younger than this are never trimmed (TrimAuditLog).
     pub audit_min_retention: Duration,
+    /// Where the vault's timestamps come from: the system's clock, or a
+    /// test's `ManualClock`.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for VaultOptions {
@@ -85,6 +90,7 @@ impl Default for VaultOptions {
             erasure_journal: None,
             database_session: PgSessionSettings::default(),
             audit_min_retention: crate::vault::DEFAULT_AUDIT_MIN_RETENTION,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -151,6 +157,7 @@ pub async fn open_vault_wrapped(
         options.rotation.clone(),
     );
     vault.set_audit_min_retention(options.audit_min_retention);
+    vault.set_clock(Arc::clone(&options.clock));
     if let Some(journal_path) = erasure_journal_path(paths, options) {
         let (journal, receipts) = ErasureJournal::open(&journal_path)
             .with_context(|| format!("opening the erasure journal {}", journal_path.display()))?;

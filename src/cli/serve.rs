@@ -244,6 +244,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ledger_history: args.consent_history,
             ..crate::vault::Limits::default()
         },
+        clock: std::sync::Arc::new(crate::vault::SystemClock),
     };
     let server_options = ServerOptions {
         listen: args.listen,

@@ -9,12 +9,14 @@ mod data;
 mod keys;
 mod privacy;
 mod reload;
+#[cfg(test)]
+pub(crate) mod testing;
 mod values;
 
 // The operations' modules by their own names, so each names the others
 // without knowing the directory they live in.
 use audit::{action, refusals, trim as audit_trim};
-use common::{abuse, caller, error, ids, limits, rule_names, sealing, stats};
+use common::{abuse, caller, clock, error, ids, limits, rule_names, sealing, stats};
 use data::{detokenize, fields, request_ids, search, tokenize};
 use keys::{customer_keys, keyring_store, rotation};
 use privacy::{consent, erasure, export, notices};
@@ -34,6 +36,7 @@ pub use audit::Audit;
 pub use audit::{AuditFilter, AuditPage, ChainVerification, VerifyFrom};
 pub use audit_trim::{TrimRequest, TrimmedLog, DEFAULT_AUDIT_MIN_RETENTION};
 pub use caller::Caller;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
 pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus};
 pub use data::Data;
@@ -118,6 +121,8 @@ pub struct Vault {
     audit_min_retention: std::time::Duration,
     /// Held by the one trim of the audit log this process runs at a time.
     audit_trim_lock: tokio::sync::Mutex<()>,
+    /// Where every timestamp the vault records comes from.
+    clock: Arc<dyn Clock>,
 }
 
 impl Vault {
@@ -142,7 +147,21 @@ impl Vault {
             erasure_journal: None,
             audit_min_retention: audit_trim::DEFAULT_AUDIT_MIN_RETENTION,
             audit_trim_lock: tokio::sync::Mutex::new(()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Takes the time from `clock` instead of the system's (tests).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn today(&self) -> time::Date {
+        self.clock.today()
     }
 
     /// Events younger than `retention` are never trimmed from the audit log
@@ -393,15 +412,6 @@ fn reveal(shown: Shown, kind: FieldKind, plaintext: &str) -> Option<String> {
         Shown::Masked => Some(kind.mask(plaintext)),
         Shown::TokenOnly | Shown::Denied => None,
     }
-}
-
-fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn today() -> time::Date {
-    time::OffsetDateTime::now_utc().date()
 }
 
 /// A stored kind name back into the kind; unknown names mean a corrupt record.

@@ -107,3 +107,139 @@ impl<'a> AuditedCall<'a> {
 pub trait AuditedAnswer {
     fn note_in(&self, event: &mut AuditEntry);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::vault::testing::TestVault;
+    use crate::vault::{
+        Action, AuditFilter, AuditRecord, CallNames, Clock, CustomerId, FieldInput, FieldKind,
+        TokenFormat, VaultError,
+    };
+
+    fn email(value: &str) -> Vec<FieldInput> {
+        vec![FieldInput {
+            name: "email".into(),
+            kind: FieldKind::Email,
+            value: value.into(),
+        }]
+    }
+
+    async fn put_email(
+        test: &TestVault,
+        customer_id: &str,
+        value: &str,
+    ) -> Result<u64, VaultError> {
+        let admin = test.admin();
+        let names = CallNames {
+            customer_id,
+            fields: &["email".to_owned()],
+            purpose: "billing",
+            ..CallNames::default()
+        };
+        let call = test.vault.audited(&admin, Action::PutFields, names);
+        call.run(|call| async move {
+            let customer = CustomerId::parse(customer_id)?;
+            let data = test.vault.data();
+            let written = data
+                .put_fields(
+                    &call,
+                    &customer,
+                    email(value),
+                    "billing",
+                    TokenFormat::Random,
+                    None,
+                )
+                .await?;
+            Ok(written.revision)
+        })
+        .await
+    }
+
+    async fn events(test: &TestVault) -> Vec<AuditRecord> {
+        let filter = AuditFilter {
+            limit: 1_000,
+            ..AuditFilter::default()
+        };
+        (test.vault.audit().list_audit_events(&test.admin(), filter))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_is_audited_once_with_the_time_of_the_clock() {
+        let test = &TestVault::open().await;
+        test.advance(Duration::from_secs(3_600));
+        let at_ms = test.clock.now_ms();
+        put_email(test, "cust-1", "ann@example.com").await.unwrap();
+
+        let events = events(test).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        let event = &events[0];
+        assert_eq!(event.action, "PutFields");
+        assert_eq!(event.customer_id, "cust-1");
+        assert_eq!(event.fields, ["email"]);
+        assert_eq!(event.purpose, "billing");
+        assert_eq!(event.outcome, "ok");
+        assert_eq!(event.at_ms, at_ms);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_while_parsing_is_audited_once_without_the_raw_id() {
+        let test = &TestVault::open().await;
+        // Shaped like an SSN: refused, and never written to the log.
+        let refused = put_email(test, "123-45-6789", "ann@example.com").await;
+        assert_eq!(refused.unwrap_err().code_name(), "INVALID_ARGUMENT");
+
+        let events = events(test).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].outcome, "INVALID_ARGUMENT");
+        assert_eq!(events[0].customer_id, "");
+        assert_eq!(events[0].fields, ["email"]);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_all_fields_names_the_fields_it_returned() {
+        let test = &TestVault::open().await;
+        put_email(test, "cust-1", "ann@example.com").await.unwrap();
+        let admin = test.admin();
+        let call = test.call(&admin, Action::GetFields, "cust-1");
+        let read = call
+            .read(|call| async move {
+                let customer = CustomerId::parse("cust-1")?;
+                let data = test.vault.data();
+                data.get_fields(&call, &customer, &[], "billing").await
+            })
+            .await
+            .unwrap();
+        assert_eq!(read.fields.len(), 1);
+
+        let events = events(test).await;
+        let read_event = events.last().unwrap();
+        assert_eq!(read_event.action, "GetFields");
+        assert_eq!(read_event.fields, ["email"], "the request named none");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_field_carries_the_time_it_was_replaced() {
+        let test = &TestVault::open().await;
+        put_email(test, "cust-1", "ann@example.com").await.unwrap();
+        let first_ms = test.clock.now_ms();
+        test.advance(Duration::from_secs(60));
+        put_email(test, "cust-1", "ann@example.org").await.unwrap();
+
+        let admin = test.admin();
+        let call = test.call(&admin, Action::GetFields, "cust-1");
+        let read = call
+            .read(|call| async move {
+                let customer = CustomerId::parse("cust-1")?;
+                let data = test.vault.data();
+                data.get_fields(&call, &customer, &[], "billing").await
+            })
+            .await
+            .unwrap();
+        assert_eq!(read.fields[0].updated_at_ms, first_ms + 60_000);
+        assert_eq!(read.revision, 2);
+    }
+}

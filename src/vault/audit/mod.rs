@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::policy::Scope;
 use crate::store::{hex, AuditEntry, AuditQuery, AuditRecord};
 
-use super::{now_ms, CallNames, Caller, CustomerId, FieldName, Reason, Vault, VaultError};
+use super::{CallNames, Caller, CustomerId, FieldName, Reason, Vault, VaultError};
 
 /// Events returned by one ListAuditEvents call when the caller sets no limit,
 /// and the most it may ask for: on the stream, and in one page.
@@ -92,20 +92,6 @@ pub struct AuditFilter {
 pub struct AuditPage {
     pub events: Vec<AuditRecord>,
     pub more: bool,
-}
-
-/// An event of work the vault does by itself (principal `pii-vault`), such as
-/// a scheduled rotation; `request_id` says what started it.
-pub(super) fn system_entry(action: Action, customer_id: &str, request_id: &str) -> AuditEntry {
-    AuditEntry {
-        at_ms: now_ms(),
-        principal: "pii-vault".into(),
-        action: action.name().into(),
-        customer_id: customer_id.into(),
-        outcome: "ok".into(),
-        request_id: request_id.into(),
-        ..AuditEntry::default()
-    }
 }
 
 /// The limit a listing asked for, within `max`.
@@ -254,12 +240,31 @@ impl crate::vault::Audit<'_> {
 }
 
 impl Vault {
+    /// An event of work the vault does by itself (principal `pii-vault`), such as
+    /// a scheduled rotation; `request_id` says what started it.
+    pub(super) fn system_entry(
+        &self,
+        action: Action,
+        customer_id: &str,
+        request_id: &str,
+    ) -> AuditEntry {
+        AuditEntry {
+            at_ms: self.now_ms(),
+            principal: "pii-vault".into(),
+            action: action.name().into(),
+            customer_id: customer_id.into(),
+            outcome: "ok".into(),
+            request_id: request_id.into(),
+            ..AuditEntry::default()
+        }
+    }
+
     /// An event for this call, outcome "ok" until told otherwise. Only
     /// well-formed ids and names are recorded: the log never holds raw input.
     fn audit_entry(&self, caller: &Caller, action: Action, names: CallNames<'_>) -> AuditEntry {
         let declared = |purpose: &String| caller.policy.purpose(purpose).is_some();
         AuditEntry {
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
             principal: caller.name().to_owned(),
             action: action.name().to_owned(),
             customer_id: CustomerId::parse(names.customer_id)
@@ -332,7 +337,7 @@ impl Vault {
     /// again next time.
     pub async fn write_counted_refusals(&self, all: bool) -> Result<(), VaultError> {
         let _writing = self.refusals.writing.lock().await;
-        let due = self.refusals.take_due(Instant::now(), now_ms(), all);
+        let due = self.refusals.take_due(Instant::now(), self.now_ms(), all);
         if due.is_empty() {
             return Ok(());
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::policy::Scope;
 use crate::store::{hex, AuditHead, AuditQuery, AuditTrim, CommitError};
 
-use crate::vault::{now_ms, Reason, Vault, VaultError};
+use crate::vault::{Reason, Vault, VaultError};
 
 /// `--audit-min-retention`'s default: a week of history no trim can touch.
 pub const DEFAULT_AUDIT_MIN_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -156,7 +156,7 @@ impl Vault {
             .in_field("through_hash"));
         }
         let retention_ms = i64::try_from(self.audit_min_retention.as_millis()).unwrap_or(i64::MAX);
-        if event.at_ms > now_ms().saturating_sub(retention_ms) {
+        if event.at_ms > self.now_ms().saturating_sub(retention_ms) {
             return Err(refused(format!(
                 "audit event {through_seq} is younger than the minimum retention of {} \
                  (--audit-min-retention): it cannot be trimmed yet",

@@ -4,6 +4,7 @@
 
 pub(super) mod abuse;
 pub(super) mod caller;
+pub(super) mod clock;
 pub(super) mod error;
 pub(super) mod ids;
 pub(super) mod limits;

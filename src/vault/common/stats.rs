@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::store::StorePressure;
-use crate::vault::{now_ms, TokenFormat, Vault};
+use crate::vault::{TokenFormat, Vault};
 
 /// How often the store's size on disk is measured.
 const STORE_SIZE_EVERY: Duration = Duration::from_secs(30);
@@ -118,7 +118,10 @@ impl Vault {
         let stats = &self.stats;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (dek_cache_hits, dek_cache_misses) = self.keys.cache_hits_and_misses();
-        let age_ms = now_ms().saturating_sub(self.keys.last_rotation_ms()).max(0);
+        let age_ms = self
+            .now_ms()
+            .saturating_sub(self.keys.last_rotation_ms())
+            .max(0);
         StatsSnapshot {
             tokens_issued: vec![
                 (TokenFormat::Random, load(&stats.tokens_random)),

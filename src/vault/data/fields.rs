@@ -12,8 +12,8 @@ use crate::store::{
 use crate::vault::sealing::{advance_revision, Sealing};
 use crate::vault::tokenize::{check_deterministic, TokenMinter};
 use crate::vault::{
-    now_ms, reveal, shown_for, stored_kind, today, Attempt, AuditedAnswer, Call, Caller,
-    CustomerId, FieldKind, FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
+    reveal, shown_for, stored_kind, Attempt, AuditedAnswer, Call, Caller, CustomerId, FieldKind,
+    FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
 };
 
 /// One field as a client sent it.
@@ -225,7 +225,7 @@ impl Vault {
             ));
         }
         Limits::check_count("fields", inputs.len(), self.limits.max_fields_per_request)?;
-        let today = today();
+        let today = self.today();
         let mut seen = BTreeSet::new();
         inputs
             .into_iter()
@@ -258,7 +258,7 @@ impl Vault {
             format,
             ..
         } = *write;
-        let now = now_ms();
+        let now = self.now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
         let current = writable.expected_revision.unwrap_or(0);

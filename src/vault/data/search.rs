@@ -12,9 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::policy::{LegalBasis, Purpose, Scope};
 use crate::store::AuditEntry;
 
-use crate::vault::{
-    shown_for, today, Caller, CustomerId, FieldKind, FieldName, Shown, Vault, VaultError,
-};
+use crate::vault::{shown_for, Caller, CustomerId, FieldKind, FieldName, Shown, Vault, VaultError};
 
 /// One FindCustomers call.
 pub struct SearchRequest {
@@ -158,7 +156,7 @@ impl Vault {
         after: &str,
         most: usize,
     ) -> Result<Vec<String>, VaultError> {
-        let today = today();
+        let today = self.today();
         // A value is looked up as every searchable kind it is valid as; the kinds'
         // shapes do not overlap, so this is at most one in practice.
         let candidates: Vec<(FieldKind, String)> = FieldKind::ALL

@@ -13,8 +13,7 @@ use crate::vault::sealing::Sealing;
 use crate::vault::request_ids::RequestId;
 use crate::vault::tokens::{self, TokenFormat};
 use crate::vault::{
-    now_ms, shown_for, today, Attempt, Call, Caller, CustomerId, FieldKind, Limits, Shown, Vault,
-    VaultError,
+    shown_for, Attempt, Call, Caller, CustomerId, FieldKind, Limits, Shown, Vault, VaultError,
 };
 
 /// How many format-preserving candidates are drawn before giving up: a short
@@ -205,7 +204,7 @@ impl crate::vault::Data<'_> {
                     )
                 }),
         )?;
-        let today = today();
+        let today = self.today();
         let items = items
             .into_iter()
             .enumerate()
@@ -238,7 +237,7 @@ impl Vault {
         request_id: Option<&RequestId<'_>>,
         audit: &AuditEntry,
     ) -> Result<Vec<String>, Attempt> {
-        let now = now_ms();
+        let now = self.now_ms();
         let id = customer.as_str();
         let mut writable = self.customer_for_write(customer, now).await?;
         self.check_consent(purpose, customer, &writable.record, &writable.cipher)

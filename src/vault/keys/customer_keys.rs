@@ -7,9 +7,7 @@ use crate::store::{AuditEntry, CustomerChange, CustomerRecord, TokenTarget, BIND
 
 use crate::vault::fields::integrity_failure;
 use crate::vault::sealing::Sealing;
-use crate::vault::{
-    now_ms, Attempt, AuditedAnswer, Call, CustomerId, PrivacyLedger, Vault, VaultError,
-};
+use crate::vault::{Attempt, AuditedAnswer, Call, CustomerId, PrivacyLedger, Vault, VaultError};
 
 /// What GetKeyStatus reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,7 +128,7 @@ impl Vault {
         let old = self.keys.cipher(customer, &record).await?;
         let (dek, new) = self
             .keys
-            .new_dek(customer, record.dek.version + 1, now_ms());
+            .new_dek(customer, record.dek.version + 1, self.now_ms());
         let mut change = CustomerChange {
             customer_id: id.to_owned(),
             expected_revision: Some(record.revision),

@@ -17,7 +17,7 @@ use crate::store::{
 };
 use crate::vault::sealing::{advance_revision, Sealing};
 
-use crate::vault::{now_ms, Attempt, CustomerId, FieldKind, Vault, VaultError};
+use crate::vault::{Attempt, CustomerId, FieldKind, Vault, VaultError};
 
 /// Customers re-wrapped per transaction: large enough to amortize the disk
 /// sync, small enough to keep each commit short for concurrent writers.
@@ -228,7 +228,7 @@ impl Vault {
                 .rotation()
                 .await?
                 .is_some_and(|unfinished| unfinished.retire_previous);
-        let target_version = self.keys.add_master_version(now_ms()).await?;
+        let target_version = self.keys.add_master_version(self.now_ms()).await?;
         tracing::info!(
             target_version,
             retire_previous,
@@ -237,7 +237,7 @@ impl Vault {
         let rotation = RotationRecord {
             target_version,
             retire_previous,
-            started_at_ms: now_ms(),
+            started_at_ms: self.now_ms(),
         };
         self.store.set_rotation(Some(rotation.clone())).await?;
         // Other replicas keep wrapping new keys under the old version until they
@@ -336,7 +336,7 @@ impl Vault {
             )));
         }
         self.keys
-            .destroy_master_versions_below(rotation.target_version, now_ms())
+            .destroy_master_versions_below(rotation.target_version, self.now_ms())
             .await
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::vault::{now_ms, Vault, VaultError};
+use crate::vault::{Vault, VaultError};
 
 /// How long the schedule waits after another rotation held the lease, or after
 /// a failure, before it tries again.
@@ -79,7 +79,7 @@ impl Vault {
             self.finish_rotation(&guard, &rotation, None).await?;
         } else if self.until_rotation_due().is_zero() {
             let (progress, _) = watch::channel(None);
-            let entry = crate::vault::audit::system_entry(Action::RotateMasterKey, "", "scheduled");
+            let entry = self.system_entry(Action::RotateMasterKey, "", "scheduled");
             self.rotate_master(guard, true, &progress, entry).await?;
         }
         Ok(Duration::ZERO)
@@ -90,6 +90,6 @@ impl Vault {
             .keys
             .last_rotation_ms()
             .saturating_add(self.rotation_policy.master_interval_ms());
-        Duration::from_millis(due_ms.saturating_sub(now_ms()).max(0) as u64)
+        Duration::from_millis(due_ms.saturating_sub(self.now_ms()).max(0) as u64)
     }
 }

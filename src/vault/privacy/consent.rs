@@ -12,7 +12,7 @@ use crate::policy::{LegalBasis, Purpose, Scope};
 use crate::store::{CustomerRecord, PolicyVersionRecord};
 
 use crate::vault::sealing::Sealing;
-use crate::vault::{notices, now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
+use crate::vault::{notices, Attempt, Caller, CustomerId, Vault, VaultError};
 
 /// Longest accepted policy version and consent source, in bytes.
 const MAX_LABEL_LEN: usize = 128;
@@ -242,7 +242,7 @@ impl crate::vault::Privacy<'_> {
             granted: request.granted,
             policy_version: request.policy_version.clone(),
             source: request.source.clone(),
-            recorded_at_ms: now_ms(),
+            recorded_at_ms: self.now_ms(),
         };
         self.retry_commit(|| self.try_record_consent(customer, &event, &call.event))
             .await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::policy::Scope;
 use crate::store::{hex, AuditEntry, CustomerChange, ErasureJournal, IndexEntry, ReceiptRecord};
 
-use crate::vault::{now_ms, Attempt, Caller, CustomerId, Vault, VaultError};
+use crate::vault::{Attempt, Caller, CustomerId, Vault, VaultError};
 
 /// How final an erasure is (docs/architecture.md, "Erasure").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,11 +167,7 @@ impl Vault {
         customer: &CustomerId,
         receipt: &ReceiptRecord,
     ) -> Result<(), Attempt> {
-        let audit = crate::vault::audit::system_entry(
-            Action::DeleteCustomer,
-            customer.as_str(),
-            "erasure-journal",
-        );
+        let audit = self.system_entry(Action::DeleteCustomer, customer.as_str(), "erasure-journal");
         let record = self.store.customer(customer.as_str()).await?;
         let mut change = self
             .erasure_change(customer, record.map(|r| r.revision))
@@ -227,7 +223,7 @@ impl Vault {
         let receipt = ReceiptRecord {
             receipt_id: crate::vault::tokens::random_id("rcpt"),
             customer_id: id.to_owned(),
-            deleted_at_ms: now_ms(),
+            deleted_at_ms: self.now_ms(),
             reason: reason.to_owned(),
             fields_erased: change.delete_fields.len() as u32,
             tokens_erased: change.delete_tokens.len() as u32,
@@ -258,7 +254,7 @@ impl Vault {
     }
 
     fn receipt_view(&self, receipt: ReceiptRecord) -> DeletionReceipt {
-        let now = now_ms();
+        let now = self.now_ms();
         let next_rotation_ms = self
             .keys
             .last_rotation_ms()

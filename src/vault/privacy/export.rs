@@ -243,7 +243,7 @@ impl Vault {
             format: EXPORT_FORMAT_NAME,
             version: EXPORT_VERSION,
             customer_id: id.to_owned(),
-            exported_at: rfc3339(crate::vault::now_ms()),
+            exported_at: rfc3339(self.now_ms()),
             customer_since: rfc3339(record.created_at_ms),
             fields,
             tokens,

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use crate::policy::{LegalBasis, Policy, Scope};
 use crate::store::{AuditEntry, PolicyVersionRecord};
 
-use crate::vault::{now_ms, Attempt, Caller, CustomerId, PrivacyLedger, Vault, VaultError};
+use crate::vault::{Attempt, Caller, CustomerId, PrivacyLedger, Vault, VaultError};
 
 /// Longest summary of a policy change, in bytes.
 const MAX_SUMMARY_LEN: usize = 4096;
@@ -208,7 +208,7 @@ impl Vault {
             summary: change.summary.clone(),
             changed_purposes: purposes.into_iter().cloned().collect(),
             requires_reconsent: change.requires_reconsent,
-            published_at_ms: now_ms(),
+            published_at_ms: self.now_ms(),
         };
         // `Taken` means a concurrent publish won: the retry re-reads and names
         // the version as already published when it was this one.
@@ -233,7 +233,7 @@ impl Vault {
         let mut ledger = PrivacyLedger::open(customer, &record, &cipher)?;
         ledger.acknowledged.push(crate::vault::Acknowledgement {
             policy_version: version.to_owned(),
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
         });
         ledger.compact(self.limits.ledger_history);
         let mut change = crate::store::CustomerChange {

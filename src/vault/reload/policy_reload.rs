@@ -36,7 +36,7 @@ impl Vault {
         trigger: ReloadTrigger,
     ) -> Result<(), PolicyError> {
         let sha256 = read.as_ref().ok().map(|read| read.sha256.clone());
-        let mut audit = crate::vault::audit::system_entry(Action::ReloadPolicy, "", trigger.name());
+        let mut audit = self.system_entry(Action::ReloadPolicy, "", trigger.name());
         audit
             .fields
             .extend(sha256.iter().map(|sha256| format!("sha256:{sha256}")));

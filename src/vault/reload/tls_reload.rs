@@ -25,7 +25,7 @@ impl Vault {
     /// Counts the reload and writes its audit event: principal `pii-vault`,
     /// action `ReloadTls`.
     pub async fn record_tls_reload(&self, reload: TlsReload, trigger: ReloadTrigger) {
-        let mut audit = crate::vault::audit::system_entry(Action::ReloadTls, "", trigger.name());
+        let mut audit = self.system_entry(Action::ReloadTls, "", trigger.name());
         match reload {
             TlsReload::InForce {
                 fingerprint,

@@ -113,9 +113,15 @@ fn consent_status(current: &[ExportedConsent], purpose: &str) -> String {
 }
 
 fn write_uses(text: &mut String, export: &CustomerExport) -> std::fmt::Result {
-    let since = time::OffsetDateTime::now_utc() - time::Duration::days(REPORT_DAYS);
-    let since = since
-        .format(&time::format_description::well_known::Rfc3339)
+    // The window ends when the export was made (the vault's clock).
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let since = time::OffsetDateTime::parse(&export.exported_at, rfc3339)
+        .ok()
+        .and_then(|exported_at| {
+            (exported_at - time::Duration::days(REPORT_DAYS))
+                .format(rfc3339)
+                .ok()
+        })
         .unwrap_or_default();
     // (principal, purpose) -> reads, in the order first seen.
     let mut uses: BTreeMap<(&str, &str), usize> = BTreeMap::new();

@@ -1,0 +1,108 @@
+//! A vault for the domain's unit tests: the real store (sled, in a temporary
+//! directory), the real keys and the real policy parser, opened as `serve`
+//! opens them, with a clock the test moves instead of sleeping. Operations
+//! are called directly, inside the same audited scope the edge opens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::{self, VaultOptions, VaultPaths};
+use crate::crypto::RootKey;
+use crate::policy::{api_key_sha256_hex, Policy};
+
+use super::{Action, AuditedCall, CallNames, Caller, ManualClock, Vault};
+
+/// Two purposes (one by contract, one by consent) and a principal `admin`
+/// with every scope and every purpose, who sees plaintext.
+const POLICY: &str = r#"
+[[purposes]]
+name = "billing"
+description = "Charging you for the orders you place."
+basis = "contract"
+
+[[purposes]]
+name = "marketing"
+description = "Sending you offers picked for you."
+basis = "consent"
+
+[[principals]]
+name = "admin"
+api_key_sha256 = "ADMIN_KEY_SHA256"
+scopes = ["data:write", "data:read", "tokens:detokenize", "consent:write", "privacy:admin",
+          "privacy:export", "keys:admin", "audit:read"]
+purposes = ["*"]
+[principals.disclosure]
+"*" = "plaintext"
+"#;
+
+const ADMIN_KEY: &str = "admin-key";
+
+/// A vault, its clock, and the directory it lives in (removed on drop).
+pub(crate) struct TestVault {
+    pub vault: Vault,
+    pub clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestVault {
+    /// A vault with the default options, its clock at the time it opened.
+    pub async fn open() -> TestVault {
+        TestVault::open_with(VaultOptions::default()).await
+    }
+
+    /// A vault with `options` (and a manual clock whatever they say).
+    pub async fn open_with(options: VaultOptions) -> TestVault {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let paths = VaultPaths {
+            data_dir: dir.path().join("data"),
+            keyring_file: dir.path().join("keyring"),
+            root_key_file: dir.path().join("root.key"),
+            policy_file: dir.path().join("policy.toml"),
+        };
+        RootKey::generate_file(&paths.root_key_file).expect("a root key");
+        let policy = POLICY.replace("ADMIN_KEY_SHA256", &api_key_sha256_hex(ADMIN_KEY));
+        std::fs::write(&paths.policy_file, policy).expect("the policy file");
+        let clock = Arc::new(ManualClock::starting_now());
+        let options = VaultOptions {
+            clock: Arc::clone(&clock) as _,
+            ..options
+        };
+        let vault = app::open_vault(&paths, &options)
+            .await
+            .expect("the vault opens");
+        TestVault {
+            vault,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// The principal `admin`, as the edge would authenticate it.
+    pub fn admin(&self) -> Caller {
+        let policy: Arc<Policy> = self.vault.policy();
+        let principal = policy
+            .authenticate_api_key(ADMIN_KEY)
+            .expect("admin is in the test policy");
+        Caller {
+            principal,
+            policy,
+            request_id: "req-test".into(),
+            source: None,
+        }
+    }
+
+    /// Opens the audited scope of a call about `customer_id`, as the edge does.
+    pub fn call<'a>(
+        &'a self,
+        caller: &'a Caller,
+        action: Action,
+        customer_id: &str,
+    ) -> AuditedCall<'a> {
+        self.vault
+            .audited(caller, action, CallNames::customer(customer_id))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
