@@ -3,16 +3,14 @@
 //! on included: a store job whose caller has gone is skipped) and answered
 //! DEADLINE_EXCEEDED, counted and logged with its method only.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tonic::body::Body;
 use tonic::codegen::http;
-use tower::{Layer, Service};
+use tower::Service;
 
+use super::call_layer::{CallLayer, ResponseFuture};
 use super::metrics::Metrics;
 use crate::vault::{Reason, VaultError};
 
@@ -28,46 +26,18 @@ impl DeadlineLayer {
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-
-    fn layer(&self, inner: S) -> Deadline<S> {
-        Deadline {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(super) struct Deadline<S> {
-    inner: S,
-    layer: DeadlineLayer,
-}
-
-type ResponseFuture<E> =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send + 'static>>;
-
-impl<S> Service<http::Request<Body>> for Deadline<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let limit = client_timeout(request.headers())
-            .map_or(self.layer.limit, |asked| asked.min(self.layer.limit));
+impl CallLayer for DeadlineLayer {
+    fn call<S>(&self, inner: &mut S, request: http::Request<Body>) -> ResponseFuture<S::Error>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>>,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let limit =
+            client_timeout(request.headers()).map_or(self.limit, |asked| asked.min(self.limit));
         let method = loggable_path(request.uri().path());
-        let metrics = Arc::clone(&self.layer.metrics);
-        let answer = self.inner.call(request);
+        let metrics = Arc::clone(&self.metrics);
+        let answer = inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(limit, answer).await {
                 Ok(response) => response,

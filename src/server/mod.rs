@@ -4,6 +4,7 @@
 mod audit_service;
 mod auth;
 mod call;
+mod call_layer;
 mod call_limit;
 mod connections;
 mod convert;
@@ -36,6 +37,7 @@ use crate::pb::vault_service_server::VaultServiceServer;
 use crate::vault::Vault;
 
 use audit_service::AuditApi;
+use call_layer::Framed;
 use call_limit::CallLimitLayer;
 use connections::{ConnectionLimits, Connections};
 use deadline::DeadlineLayer;
@@ -293,12 +295,12 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
     });
     let router = builder
         .layer(connections.first_request_layer())
-        .layer(request_id::RequestIdLayer)
-        .layer(call_limit)
-        .layer(DeadlineLayer::new(
+        .layer(Framed(request_id::RequestIdLayer))
+        .layer(Framed(call_limit))
+        .layer(Framed(DeadlineLayer::new(
             limits.call_timeout,
             Arc::clone(&metrics),
-        ))
+        )))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
