@@ -10,7 +10,10 @@ use crate::app::{self, VaultOptions, VaultPaths};
 use crate::crypto::RootKey;
 use crate::policy::{api_key_sha256_hex, Policy};
 
-use super::{Action, AuditedCall, CallNames, Caller, ManualClock, Vault};
+use super::{
+    Action, AuditedCall, CallNames, Caller, CustomerId, FieldInput, FieldKind, FieldsWritten,
+    ManualClock, TokenFormat, Vault, VaultError,
+};
 
 /// Two purposes (one by contract, one by consent) and a principal `admin`
 /// with every scope and every purpose, who sees plaintext.
@@ -100,6 +103,42 @@ impl TestVault {
     ) -> AuditedCall<'a> {
         self.vault
             .audited(caller, action, CallNames::customer(customer_id))
+    }
+
+    /// PutFields of one field for `billing`, as `admin`, through the edge's scope.
+    pub async fn put(
+        &self,
+        customer_id: &str,
+        (name, kind, value): (&str, FieldKind, &str),
+    ) -> Result<FieldsWritten, VaultError> {
+        let admin = self.admin();
+        let fields = [name.to_owned()];
+        let names = CallNames {
+            customer_id,
+            fields: &fields,
+            purpose: "billing",
+            ..CallNames::default()
+        };
+        let input = FieldInput {
+            name: name.to_owned(),
+            kind,
+            value: value.to_owned(),
+        };
+        let call = self.vault.audited(&admin, Action::PutFields, names);
+        call.run(|call| async move {
+            let customer = CustomerId::parse(customer_id)?;
+            let data = self.vault.data();
+            (data.put_fields(
+                &call,
+                &customer,
+                vec![input],
+                "billing",
+                TokenFormat::Random,
+                None,
+            ))
+            .await
+        })
+        .await
     }
 
     pub fn advance(&self, by: Duration) {

@@ -114,47 +114,18 @@ mod tests {
 
     use crate::vault::testing::TestVault;
     use crate::vault::{
-        Action, AuditFilter, AuditRecord, CallNames, Clock, CustomerId, FieldInput, FieldKind,
-        TokenFormat, VaultError,
+        Action, AuditFilter, AuditRecord, Clock, CustomerId, FieldKind, VaultError,
     };
-
-    fn email(value: &str) -> Vec<FieldInput> {
-        vec![FieldInput {
-            name: "email".into(),
-            kind: FieldKind::Email,
-            value: value.into(),
-        }]
-    }
 
     async fn put_email(
         test: &TestVault,
         customer_id: &str,
         value: &str,
     ) -> Result<u64, VaultError> {
-        let admin = test.admin();
-        let names = CallNames {
-            customer_id,
-            fields: &["email".to_owned()],
-            purpose: "billing",
-            ..CallNames::default()
-        };
-        let call = test.vault.audited(&admin, Action::PutFields, names);
-        call.run(|call| async move {
-            let customer = CustomerId::parse(customer_id)?;
-            let data = test.vault.data();
-            let written = data
-                .put_fields(
-                    &call,
-                    &customer,
-                    email(value),
-                    "billing",
-                    TokenFormat::Random,
-                    None,
-                )
-                .await?;
-            Ok(written.revision)
-        })
-        .await
+        let written = test
+            .put(customer_id, ("email", FieldKind::Email, value))
+            .await?;
+        Ok(written.revision)
     }
 
     async fn events(test: &TestVault) -> Vec<AuditRecord> {

@@ -432,3 +432,61 @@ mod tests {
         assert_eq!(ledger.acknowledged.len(), 3);
     }
 }
+
+/// The operations, on a real vault.
+#[cfg(test)]
+mod operation_tests {
+    use crate::vault::testing::TestVault;
+    use crate::vault::{Action, ConsentRequest, CustomerId, FieldKind, FieldsRead, VaultError};
+
+    async fn set_marketing(test: &TestVault, granted: bool) {
+        let admin = test.admin();
+        let consent = ConsentRequest {
+            purpose: "marketing".into(),
+            granted,
+            policy_version: String::new(),
+            source: "test".into(),
+        };
+        let call = test.call(&admin, Action::SetConsent, "cust-1");
+        call.run(|call| async move {
+            let customer = CustomerId::parse("cust-1")?;
+            (test.vault.privacy())
+                .set_consent(&call, &customer, consent)
+                .await
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn read_for_marketing(test: &TestVault) -> Result<FieldsRead, VaultError> {
+        let admin = test.admin();
+        let call = test.call(&admin, Action::GetFields, "cust-1");
+        call.read(|call| async move {
+            let customer = CustomerId::parse("cust-1")?;
+            (test.vault.data())
+                .get_fields(&call, &customer, &[], "marketing")
+                .await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_consent_based_purpose_works_only_while_the_customer_opts_in() {
+        let test = &TestVault::open().await;
+        test.put("cust-1", ("email", FieldKind::Email, "ann@example.com"))
+            .await
+            .unwrap();
+        let before = read_for_marketing(test).await.err().unwrap();
+        assert_eq!(before.code_name(), "PERMISSION_DENIED", "{before}");
+
+        set_marketing(test, true).await;
+        let read = read_for_marketing(test)
+            .await
+            .map_err(|error| error.to_string());
+        assert_eq!(read.map(|read| read.fields.len()), Ok(1));
+
+        set_marketing(test, false).await;
+        let after = read_for_marketing(test).await.err().unwrap();
+        assert_eq!(after.code_name(), "PERMISSION_DENIED", "{after}");
+    }
+}

@@ -351,3 +351,129 @@ mod tests {
         assert!(notices[0].purposes_needing_consent.is_empty());
     }
 }
+
+/// The operations, on a real vault whose clock the tests move.
+#[cfg(test)]
+mod operation_tests {
+    use std::time::Duration;
+
+    use crate::vault::testing::TestVault;
+    use crate::vault::{
+        Action, ConsentRequest, CustomerId, FieldKind, Notice, PolicyChange, VaultError,
+    };
+
+    async fn publish(test: &TestVault, version: &str, changed: &[&str]) -> Result<(), VaultError> {
+        let admin = test.admin();
+        let change = PolicyChange {
+            version: version.into(),
+            summary: "What changed.".into(),
+            changed_purposes: changed.iter().map(|&purpose| purpose.to_owned()).collect(),
+            requires_reconsent: !changed.is_empty(),
+        };
+        let call = test.call(&admin, Action::PublishPolicy, "");
+        call.run(|call| async move { test.vault.privacy().publish_policy(&call, change).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn notices(test: &TestVault, customer_id: &str) -> Vec<Notice> {
+        let admin = test.admin();
+        let call = test.call(&admin, Action::ListNotices, customer_id);
+        call.read(|call| async move {
+            let customer = CustomerId::parse(customer_id)?;
+            test.vault.privacy().list_notices(&call, &customer).await
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn acknowledge(
+        test: &TestVault,
+        customer_id: &str,
+        version: &str,
+    ) -> Result<(), VaultError> {
+        let admin = test.admin();
+        let call = test.call(&admin, Action::AcknowledgeNotice, customer_id);
+        call.run(|call| async move {
+            let customer = CustomerId::parse(customer_id)?;
+            (test.vault.privacy())
+                .acknowledge_notice(&call, &customer, version)
+                .await
+        })
+        .await
+    }
+
+    async fn grant_marketing(test: &TestVault, customer_id: &str, version: &str) {
+        let admin = test.admin();
+        let consent = ConsentRequest {
+            purpose: "marketing".into(),
+            granted: true,
+            policy_version: version.into(),
+            source: "test".into(),
+        };
+        let call = test.call(&admin, Action::SetConsent, customer_id);
+        call.run(|call| async move {
+            let customer = CustomerId::parse(customer_id)?;
+            (test.vault.privacy())
+                .set_consent(&call, &customer, consent)
+                .await
+        })
+        .await
+        .unwrap();
+    }
+
+    fn versions(notices: &[Notice]) -> Vec<&str> {
+        notices
+            .iter()
+            .map(|notice| notice.version.version.as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_versions_published_after_a_customer_joined_are_pending() {
+        let test = &TestVault::open().await;
+        publish(test, "2025-01", &[]).await.unwrap();
+        test.advance(Duration::from_secs(60));
+        test.put("cust-1", ("email", FieldKind::Email, "ann@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(versions(&notices(test, "cust-1").await), Vec::<&str>::new());
+        grant_marketing(test, "cust-1", "2025-01").await;
+
+        test.advance(Duration::from_secs(60));
+        publish(test, "2025-06", &["marketing"]).await.unwrap();
+        let pending = notices(test, "cust-1").await;
+        assert_eq!(versions(&pending), ["2025-06"]);
+        // Granted under the earlier version: to be asked again.
+        assert_eq!(pending[0].purposes_needing_consent, ["marketing"]);
+    }
+
+    #[tokio::test]
+    async fn acknowledging_a_version_clears_it_and_every_earlier_one() {
+        let test = &TestVault::open().await;
+        test.put("cust-1", ("email", FieldKind::Email, "ann@example.com"))
+            .await
+            .unwrap();
+        for version in ["2025-01", "2025-06"] {
+            test.advance(Duration::from_secs(60));
+            publish(test, version, &[]).await.unwrap();
+        }
+        assert_eq!(
+            versions(&notices(test, "cust-1").await),
+            ["2025-01", "2025-06"]
+        );
+
+        acknowledge(test, "cust-1", "2025-06").await.unwrap();
+        assert_eq!(versions(&notices(test, "cust-1").await), Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn an_unpublished_version_cannot_be_acknowledged() {
+        let test = &TestVault::open().await;
+        test.put("cust-1", ("email", FieldKind::Email, "ann@example.com"))
+            .await
+            .unwrap();
+        let refused = acknowledge(test, "cust-1", "2099-01").await.unwrap_err();
+        assert_eq!(refused.code_name(), "NOT_FOUND", "{refused}");
+    }
+}
