@@ -1,8 +1,8 @@
 //! Identifiers and tokens as clients send them: customer ids, field names,
 //! tokens handed to Detokenize, kind and format names, the Luhn check.
 
-use pii_vault::vault::kinds::FieldKind;
-use pii_vault::vault::tokens::{deterministic_token, is_luhn_valid, validate_token, TokenFormat};
+use pii_vault::vault::kinds::{is_luhn_valid, FieldKind};
+use pii_vault::vault::tokens::{deterministic_token, validate_token, TokenFormat};
 use pii_vault::vault::{CustomerId, FieldName};
 
 pub fn ids_and_tokens(data: &[u8]) {

@@ -263,7 +263,7 @@ impl Vault {
                 };
                 let text = std::str::from_utf8(&plaintext)
                     .map_err(|_| VaultError::internal("stored value is not UTF-8"))?;
-                reveal(shown, kind, text)
+                reveal(shown, kind, text)?
             }
             Shown::TokenOnly | Shown::Denied => None,
         };

@@ -14,8 +14,8 @@ use crate::vault::sealing::Sealing;
 use crate::vault::request_ids::RequestId;
 use crate::vault::tokens::{self, TokenFormat};
 use crate::vault::{
-    now_ms, shown_for, today, Attempt, Caller, CustomerId, FieldKind, Limits, Shown, Vault,
-    VaultError,
+    now_ms, shown_for, today, Attempt, Caller, CustomerId, FieldKind, Limits, Normalized, Shown,
+    Vault, VaultError,
 };
 
 /// How many format-preserving candidates are drawn before giving up: a short
@@ -25,6 +25,12 @@ const FORMAT_PRESERVING_DRAWS: usize = 32;
 pub struct TokenizeItem {
     pub value: String,
     pub kind: FieldKind,
+    pub format: TokenFormat,
+}
+
+/// A Tokenize item after validation: its value normalized.
+pub(in crate::vault) struct ValidItem {
+    pub value: Normalized,
     pub format: TokenFormat,
 }
 
@@ -57,15 +63,12 @@ impl<'a> TokenMinter<'a> {
     /// `what` names the field in error messages.
     pub async fn mint(
         &mut self,
-        kind: FieldKind,
-        normalized: &str,
+        normalized: &Normalized,
         format: TokenFormat,
         scope: &str,
         what: &str,
     ) -> Result<String, Attempt> {
-        let minted = self
-            .mint_or_reuse(kind, normalized, format, scope, what)
-            .await?;
+        let minted = self.mint_or_reuse(normalized, format, scope, what).await?;
         if minted.exists {
             // Only a deterministic token can exist already, and a field's scope
             // makes it unique to the field, which does not exist yet: a race.
@@ -78,12 +81,12 @@ impl<'a> TokenMinter<'a> {
     /// `what` names the field or batch item in error messages, as validation does.
     pub async fn mint_or_reuse(
         &mut self,
-        kind: FieldKind,
-        normalized: &str,
+        normalized: &Normalized,
         format: TokenFormat,
         scope: &str,
         what: &str,
     ) -> Result<Minted, Attempt> {
+        let kind = normalized.kind();
         match format {
             TokenFormat::Random => Ok(self.fresh(tokens::random_token())),
             TokenFormat::Deterministic => {
@@ -91,7 +94,7 @@ impl<'a> TokenMinter<'a> {
                     self.customer.as_str(),
                     scope,
                     kind.name(),
-                    normalized,
+                    normalized.as_str(),
                 );
                 let token = tokens::deterministic_token(&mac);
                 let exists = !self.drawn.insert(token.clone())
@@ -100,7 +103,7 @@ impl<'a> TokenMinter<'a> {
             }
             TokenFormat::FormatPreserving => {
                 for _ in 0..FORMAT_PRESERVING_DRAWS {
-                    let candidate = tokens::format_preserving_token(kind, normalized)
+                    let candidate = tokens::format_preserving_token(normalized)
                         .map_err(|error| VaultError::invalid(format!("{what}: {error}")))?;
                     if !self.drawn.contains(&candidate)
                         && self.vault.store.token(&candidate).await?.is_none()
@@ -236,9 +239,9 @@ impl Vault {
                 let normalized = item.kind.normalize(&item.value, today).map_err(|error| {
                     VaultError::invalid(format!("item {index} ({}): {error}", item.kind.name()))
                 })?;
-                Ok(TokenizeItem {
+                Ok(ValidItem {
                     value: normalized,
-                    ..item
+                    format: item.format,
                 })
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
@@ -254,7 +257,7 @@ impl Vault {
     async fn try_tokenize(
         &self,
         customer: &CustomerId,
-        items: &[TokenizeItem],
+        items: &[ValidItem],
         purpose: &Purpose,
         request_id: Option<&RequestId<'_>>,
         audit: &AuditEntry,
@@ -280,22 +283,25 @@ impl Vault {
         let mut issued = Vec::with_capacity(items.len());
         let mut new_formats = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            let what = format!("item {index} ({})", item.kind.name());
+            let kind = item.value.kind();
+            let what = format!("item {index} ({})", kind.name());
             let minted = minter
-                .mint_or_reuse(item.kind, &item.value, item.format, "value", &what)
+                .mint_or_reuse(&item.value, item.format, "value", &what)
                 .await?;
             if !minted.exists {
                 let binding = Sealing::of(&writable.record)?.token(
                     id,
                     &minted.token,
-                    item.kind.name(),
+                    kind.name(),
                     item.format.name(),
                 );
-                let ciphertext = writable.cipher.encrypt(&binding, item.value.as_bytes());
+                let ciphertext = writable
+                    .cipher
+                    .encrypt(&binding, item.value.as_str().as_bytes());
                 writable.record.encryptions += 1;
                 let token_record = TokenRecord {
                     customer_id: id.to_owned(),
-                    kind: item.kind.name().to_owned(),
+                    kind: kind.name().to_owned(),
                     format: item.format.name().to_owned(),
                     target: TokenTarget::Value(ciphertext),
                 };
