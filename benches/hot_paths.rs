@@ -249,7 +249,7 @@ fn requests(c: &mut Criterion) {
     let detokenized = pb::DetokenizeResponse {
         results: (0..100)
             .map(|i| pb::DetokenizeResult {
-                token: random_token(),
+                token: random_token().into(),
                 customer_id: format!("bench-{i:09}"),
                 kind: pb::FieldKind::CardNumber as i32,
                 value: format!("424242424242{i:04}"),

@@ -126,7 +126,7 @@ fn check_mask(value: &Normalized) {
 fn check_format_preserving_token(value: &Normalized) {
     let (kind, normalized) = (value.kind(), value.as_str());
     let token = match format_preserving_token(value) {
-        Ok(token) => token,
+        Ok(token) => String::from(token),
         // Free text without letters or digits has no shape to keep.
         Err(TokenError::NoShape { .. }) if !normalized.chars().any(char::is_alphanumeric) => return,
         Err(error) => panic!(

@@ -253,6 +253,7 @@ impl Vault {
                     minter
                         .mint(&field.normalized, format, &scope, &what)
                         .await?
+                        .into()
                 }
             };
             let binding = sealing.field(id, name, field.kind.name(), &token);

@@ -12,7 +12,7 @@ use crate::store::{AuditEntry, TokenRecord, TokenTarget};
 use crate::vault::sealing::Sealing;
 
 use crate::vault::request_ids::RequestId;
-use crate::vault::tokens::{self, TokenFormat};
+use crate::vault::tokens::{self, Token, TokenFormat};
 use crate::vault::{
     now_ms, shown_for, today, Attempt, Caller, CustomerId, FieldKind, Limits, Normalized, Shown,
     Vault, VaultError,
@@ -40,12 +40,12 @@ pub(in crate::vault) struct TokenMinter<'a> {
     vault: &'a Vault,
     customer: &'a CustomerId,
     token_key: &'a TokenKey,
-    drawn: HashSet<String>,
+    drawn: HashSet<Token>,
 }
 
 /// A minted token, and whether it already exists in the store.
 pub(in crate::vault) struct Minted {
-    pub token: String,
+    pub token: Token,
     pub exists: bool,
 }
 
@@ -67,7 +67,7 @@ impl<'a> TokenMinter<'a> {
         format: TokenFormat,
         scope: &str,
         what: &str,
-    ) -> Result<String, Attempt> {
+    ) -> Result<Token, Attempt> {
         let minted = self.mint_or_reuse(normalized, format, scope, what).await?;
         if minted.exists {
             // Only a deterministic token can exist already, and a field's scope
@@ -98,7 +98,7 @@ impl<'a> TokenMinter<'a> {
                 );
                 let token = tokens::deterministic_token(&mac);
                 let exists = !self.drawn.insert(token.clone())
-                    || self.vault.store.token(&token).await?.is_some();
+                    || self.vault.store.token(token.as_str()).await?.is_some();
                 Ok(Minted { token, exists })
             }
             TokenFormat::FormatPreserving => {
@@ -106,7 +106,7 @@ impl<'a> TokenMinter<'a> {
                     let candidate = tokens::format_preserving_token(normalized)
                         .map_err(|error| VaultError::invalid(format!("{what}: {error}")))?;
                     if !self.drawn.contains(&candidate)
-                        && self.vault.store.token(&candidate).await?.is_none()
+                        && self.vault.store.token(candidate.as_str()).await?.is_none()
                     {
                         return Ok(self.fresh(candidate));
                     }
@@ -120,7 +120,7 @@ impl<'a> TokenMinter<'a> {
         }
     }
 
-    fn fresh(&mut self, token: String) -> Minted {
+    fn fresh(&mut self, token: Token) -> Minted {
         self.drawn.insert(token.clone());
         Minted {
             token,
@@ -291,7 +291,7 @@ impl Vault {
             if !minted.exists {
                 let binding = Sealing::of(&writable.record)?.token(
                     id,
-                    &minted.token,
+                    minted.token.as_str(),
                     kind.name(),
                     item.format.name(),
                 );
@@ -305,10 +305,12 @@ impl Vault {
                     format: item.format.name().to_owned(),
                     target: TokenTarget::Value(ciphertext),
                 };
-                change.new_tokens.push((minted.token.clone(), token_record));
+                change
+                    .new_tokens
+                    .push((minted.token.clone().into(), token_record));
                 new_formats.push(item.format);
             }
-            issued.push(minted.token);
+            issued.push(minted.token.into());
         }
         if !change.new_tokens.is_empty() && writable.expected_revision.is_some() {
             self.check_token_cap(id, change.new_tokens.len()).await?;

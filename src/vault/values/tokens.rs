@@ -51,9 +51,48 @@ pub enum TokenError {
     ControlCharacter,
 }
 
+/// A token: one this vault drew, or one a client sent that `Token::parse`
+/// let in. A token stands for a value but tells nothing of it, so unlike a
+/// value it may be shown.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(String);
+
+impl Token {
+    /// A token from a request: nothing that could corrupt a log line or a
+    /// store key gets in.
+    pub fn parse(raw: &str) -> Result<Token, TokenError> {
+        if raw.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if raw.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong { max: MAX_TOKEN_LEN });
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(TokenError::ControlCharacter);
+        }
+        Ok(Token(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Token> for String {
+    fn from(token: Token) -> String {
+        token.0
+    }
+}
+
 /// "tok_" + 26 lowercase base32 chars of 128 random bits.
-pub fn random_token() -> String {
-    random_id("tok")
+pub fn random_token() -> Token {
+    Token(random_id("tok"))
 }
 
 /// `prefix` + "_" + 26 lowercase base32 chars of 128 random bits: tokens, receipt
@@ -65,8 +104,8 @@ pub fn random_id(prefix: &str) -> String {
 
 /// "dtk_" + 26 lowercase base32 chars of `mac`, which already binds the
 /// customer, kind and value.
-pub fn deterministic_token(mac: &[u8; 16]) -> String {
-    format!("dtk_{}", lower_base32(mac))
+pub fn deterministic_token(mac: &[u8; 16]) -> Token {
+    Token(format!("dtk_{}", lower_base32(mac)))
 }
 
 fn lower_base32(bytes: &[u8]) -> String {
@@ -76,36 +115,19 @@ fn lower_base32(bytes: &[u8]) -> String {
 /// A format-preserving token for a normalized value: one random candidate of
 /// its kind's shape, never the value itself. The caller checks it against
 /// existing tokens and calls again on a collision.
-pub fn format_preserving_token(normalized: &Normalized) -> Result<String, TokenError> {
+pub fn format_preserving_token(normalized: &Normalized) -> Result<Token, TokenError> {
     let mut rng = rand::rng();
     // Every shape has at least ten possible draws and at most one equals the
     // value, so this ends after a couple of rounds at worst.
     loop {
-        let candidate =
-            normalized
-                .format_preserving_candidate(&mut rng)
-                .ok_or(TokenError::NoShape {
-                    kind: normalized.kind(),
-                })?;
+        let Some(candidate) = normalized.format_preserving_candidate(&mut rng) else {
+            let kind = normalized.kind();
+            return Err(TokenError::NoShape { kind });
+        };
         if candidate != normalized.as_str() {
-            return Ok(candidate);
+            return Ok(Token(candidate));
         }
     }
-}
-
-/// What a client may send to Detokenize: any token this vault ever issued fits,
-/// and nothing that could corrupt a log line or a key does.
-pub fn validate_token(token: &str) -> Result<(), TokenError> {
-    if token.is_empty() {
-        return Err(TokenError::Empty);
-    }
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::TooLong { max: MAX_TOKEN_LEN });
-    }
-    if token.chars().any(char::is_control) {
-        return Err(TokenError::ControlCharacter);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -121,7 +143,7 @@ mod tests {
             Err(error) => panic!("{} rejected a valid value: {error}", kind.name()),
         };
         match format_preserving_token(&normalized) {
-            Ok(token) => token,
+            Ok(token) => token.into(),
             Err(error) => panic!("no {} token: {error}", kind.name()),
         }
     }
@@ -146,7 +168,7 @@ mod tests {
     #[test]
     fn random_tokens_are_tok_and_26_lowercase_base32_chars_and_differ() {
         let first = random_token();
-        let body = first.strip_prefix("tok_").unwrap_or_default();
+        let body = first.as_str().strip_prefix("tok_").unwrap_or_default();
         assert_eq!(body.len(), 26, "{first}");
         assert!(is_lower_base32(body), "{first}");
         assert_ne!(first, random_token());
@@ -158,12 +180,12 @@ mod tests {
         let token = deterministic_token(&mac);
         assert_eq!(token, deterministic_token(&[7u8; 16]));
         assert_ne!(token, deterministic_token(&[8u8; 16]));
-        let body = token.strip_prefix("dtk_").unwrap_or_default();
+        let body = token.as_str().strip_prefix("dtk_").unwrap_or_default();
         assert_eq!(body.len(), 26);
         assert!(is_lower_base32(body));
         // Known answer: a format change would break every stored deterministic token.
         assert_eq!(
-            deterministic_token(&[0u8; 16]),
+            deterministic_token(&[0u8; 16]).as_str(),
             format!("dtk_{}", "a".repeat(26))
         );
     }
@@ -210,18 +232,19 @@ mod tests {
     }
 
     #[test]
-    fn validate_token_accepts_issued_tokens_and_refuses_empty_long_or_control() {
-        assert_eq!(validate_token(&random_token()), Ok(()));
-        assert_eq!(validate_token("123-45-6789"), Ok(()));
-        assert_eq!(validate_token(&"x".repeat(1024)), Ok(()));
-        assert_eq!(validate_token(""), Err(TokenError::Empty));
+    fn parse_accepts_issued_tokens_and_refuses_empty_long_or_control() {
+        let issued = random_token();
+        assert_eq!(Token::parse(issued.as_str()), Ok(issued));
         assert_eq!(
-            validate_token(&"x".repeat(1025)),
+            Token::parse("123-45-6789").map(String::from),
+            Ok("123-45-6789".to_owned())
+        );
+        assert!(Token::parse(&"x".repeat(1024)).is_ok());
+        assert_eq!(Token::parse(""), Err(TokenError::Empty));
+        assert_eq!(
+            Token::parse(&"x".repeat(1025)),
             Err(TokenError::TooLong { max: 1024 })
         );
-        assert_eq!(
-            validate_token("tok_a\nb"),
-            Err(TokenError::ControlCharacter)
-        );
+        assert_eq!(Token::parse("tok_a\nb"), Err(TokenError::ControlCharacter));
     }
 }
