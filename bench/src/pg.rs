@@ -163,7 +163,7 @@ pub async fn populate(
                             id.clone(),
                             field.name,
                             kind,
-                            random_token(),
+                            random_token().into(),
                             field.value,
                         ]) {
                             column.push(value);
@@ -171,7 +171,7 @@ pub async fn populate(
                     }
                     for _ in 0..standalone {
                         let (kind, value) = data::standalone(&mut rng);
-                        let token = random_token();
+                        let token: String = random_token().into();
                         if index % stride == 0 {
                             tokens_kept.push(token.clone());
                         }
@@ -234,7 +234,7 @@ impl PgWorkload {
                         customer.clone(),
                         field.name,
                         kind,
-                        random_token(),
+                        random_token().into(),
                         field.value,
                     ]) {
                         column.push(value);
@@ -256,7 +256,7 @@ impl PgWorkload {
                 for _ in 0..self.batch {
                     let (kind, value) = data::standalone(rng);
                     for (column, value) in columns.iter_mut().zip([
-                        random_token(),
+                        random_token().into(),
                         customer.clone(),
                         crate::kind_label(kind as i32),
                         value,

@@ -49,7 +49,7 @@ pub use ids::{personal_shape, CustomerId, FieldName};
 pub use keyring_store::{FileKeyring, KeyringStore, TableKeyring, KEYRING_POLL};
 pub use keys::KeyManager;
 pub use keys::Keys;
-pub use kinds::FieldKind;
+pub use kinds::{FieldKind, Normalized};
 pub use limits::{Limits, RefusalBudget, RefusalLimits};
 pub use notices::{Notice, PolicyChange};
 pub use policy_reload::ReloadTrigger;
@@ -406,18 +406,27 @@ fn shown_for(caller: &Caller, field: Option<&str>, kind: FieldKind) -> Shown {
 }
 
 /// The value as shown: plaintext, masked, or nothing.
-fn reveal(shown: Shown, kind: FieldKind, plaintext: &str) -> Option<String> {
-    match shown {
+fn reveal(shown: Shown, kind: FieldKind, plaintext: &str) -> Result<Option<String>, VaultError> {
+    Ok(match shown {
         Shown::Plaintext => Some(plaintext.to_owned()),
-        Shown::Masked => Some(kind.mask(plaintext)),
+        Shown::Masked => Some(stored_value(kind, plaintext)?.mask()),
         Shown::TokenOnly | Shown::Denied => None,
-    }
+    })
 }
 
 /// A stored kind name back into the kind; unknown names mean a corrupt record.
 fn stored_kind(name: &str) -> Result<FieldKind, VaultError> {
     FieldKind::from_name(name)
         .ok_or_else(|| VaultError::internal("stored record has an unknown kind"))
+}
+
+/// A decrypted value back into its normalized form; values are normalized
+/// before they are stored, so one that is not means a corrupt record. A
+/// stored date of birth was checked against the day it was stored; it is
+/// not checked against any later "today" (hence `Date::MAX`).
+fn stored_value(kind: FieldKind, plaintext: &str) -> Result<Normalized, VaultError> {
+    Normalized::from_stored(kind, plaintext, time::Date::MAX)
+        .ok_or_else(|| VaultError::internal("stored value is not in its kind's normalized form"))
 }
 
 #[cfg(test)]

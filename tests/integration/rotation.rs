@@ -930,7 +930,7 @@ fn dob_dictionary(
                         let mac =
                             key.deterministic_token(customer, "value", "date_of_birth", &date);
                         let token = pii_vault::vault::tokens::deterministic_token(&mac);
-                        dictionary.insert(token, format!("{customer} {date}"));
+                        dictionary.insert(token.into(), format!("{customer} {date}"));
                     }
                 }
             }

@@ -102,7 +102,7 @@ fn digit_shape(groups: &[&str]) -> Option<&'static str> {
     if is_date(groups) {
         return Some("date");
     }
-    if (13..=16).contains(&digits.len()) && crate::vault::tokens::is_luhn_valid(&digits) {
+    if (13..=16).contains(&digits.len()) && crate::vault::kinds::is_luhn_valid(&digits) {
         return Some("card number");
     }
     if (10..=15).contains(&digits.len()) {

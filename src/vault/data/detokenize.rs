@@ -12,7 +12,7 @@ use crate::vault::fields::integrity_failure;
 use crate::vault::sealing::Sealing;
 
 use crate::vault::audit::with_outcome;
-use crate::vault::tokens;
+use crate::vault::tokens::Token;
 use crate::vault::{
     reveal, shown_for, stored_kind, Caller, CustomerId, FieldKind, Limits, Shown, Vault, VaultError,
 };
@@ -194,9 +194,13 @@ impl Vault {
         purpose: &Purpose,
         audit: &mut Resolution,
     ) -> Result<DetokenizedValue, VaultError> {
-        tokens::validate_token(token).map_err(|error| VaultError::invalid(error.to_string()))?;
+        let token = Token::parse(token).map_err(|error| VaultError::invalid(error.to_string()))?;
         let unknown = || VaultError::new(Reason::TokenNotFound, "token not found");
-        let record = self.store.token(token).await?.ok_or_else(unknown)?;
+        let record = self
+            .store
+            .token(token.as_str())
+            .await?
+            .ok_or_else(unknown)?;
         let customer = CustomerId::from_stored(&record.customer_id)
             .map_err(|_| VaultError::internal("stored token has a bad customer id"))?;
         let kind = stored_kind(&record.kind)?;
@@ -230,8 +234,12 @@ impl Vault {
             Shown::Plaintext | Shown::Masked => {
                 let plaintext = match &record.target {
                     TokenTarget::Value(ciphertext) => {
-                        let binding =
-                            sealing.token(customer.as_str(), token, &record.kind, &record.format);
+                        let binding = sealing.token(
+                            customer.as_str(),
+                            token.as_str(),
+                            &record.kind,
+                            &record.format,
+                        );
                         cipher
                             .decrypt(&binding, ciphertext)
                             .map_err(|error| integrity_failure(&audit.label, error))?
@@ -245,12 +253,13 @@ impl Vault {
                         // The field must be the one this token stands for, of
                         // the kind the token was disclosed as; in the bound
                         // layout its ciphertext checks both too.
-                        if field.token != token || field.kind != record.kind {
+                        if field.token != token.as_str() || field.kind != record.kind {
                             return Err(VaultError::integrity(format!(
                                 "the token's record does not match field \"{name}\""
                             )));
                         }
-                        let binding = sealing.field(customer.as_str(), name, &record.kind, token);
+                        let binding =
+                            sealing.field(customer.as_str(), name, &record.kind, token.as_str());
                         cipher
                             .decrypt(&binding, &field.ciphertext)
                             .map_err(|error| integrity_failure(name, error))?
@@ -258,12 +267,12 @@ impl Vault {
                 };
                 let text = std::str::from_utf8(&plaintext)
                     .map_err(|_| VaultError::internal("stored value is not UTF-8"))?;
-                reveal(shown, kind, text)
+                reveal(shown, kind, text)?
             }
             Shown::TokenOnly | Shown::Denied => None,
         };
         Ok(DetokenizedValue {
-            token: token.to_owned(),
+            token: token.into(),
             customer_id: record.customer_id,
             kind,
             value,

@@ -13,7 +13,7 @@ use crate::vault::sealing::{advance_revision, Sealing};
 use crate::vault::tokenize::{check_deterministic, TokenMinter};
 use crate::vault::{
     reveal, shown_for, stored_kind, Attempt, AuditedAnswer, Call, Caller, CustomerId, FieldKind,
-    FieldName, Limits, Shown, TokenFormat, Vault, VaultError,
+    FieldName, Limits, Normalized, Shown, TokenFormat, Vault, VaultError,
 };
 
 /// One field as a client sent it.
@@ -27,7 +27,7 @@ pub struct FieldInput {
 struct ValidField {
     name: FieldName,
     kind: FieldKind,
-    normalized: String,
+    normalized: Normalized,
 }
 
 /// Everything one PutFields writes, for each try at committing it.
@@ -308,17 +308,18 @@ impl Vault {
                     let scope = format!("field:{name}");
                     let what = format!("field \"{name}\" ({})", field.kind.name());
                     minter
-                        .mint(field.kind, &field.normalized, format, &scope, &what)
+                        .mint(&field.normalized, format, &scope, &what)
                         .await?
+                        .into()
                 }
             };
             let binding = sealing.field(id, name, field.kind.name(), &token);
             let ciphertext = writable
                 .cipher
-                .encrypt(&binding, field.normalized.as_bytes());
+                .encrypt(&binding, field.normalized.as_str().as_bytes());
             writable.record.encryptions += 1;
             let blind_index = field.kind.is_searchable().then(|| {
-                let (version, index) = self.keys.blind_index(name, field.kind, &field.normalized);
+                let (version, index) = self.keys.blind_index(name, &field.normalized);
                 writable.record.wrapped_under.insert(version);
                 index
             });
@@ -396,7 +397,7 @@ impl Vault {
                     .map_err(|error| integrity_failure(&name, error))?;
                 let text = std::str::from_utf8(&plaintext)
                     .map_err(|_| VaultError::internal("stored value is not UTF-8"))?;
-                reveal(shown, kind, text)
+                reveal(shown, kind, text)?
             }
             Shown::TokenOnly | Shown::Denied => None,
         };

@@ -6,7 +6,7 @@
 use crate::crypto::TokenKey;
 use crate::store::{CustomerRecord, RememberedRequest};
 
-use crate::vault::tokenize::TokenizeItem;
+use crate::vault::tokenize::ValidItem;
 use crate::vault::{Reason, VaultError};
 
 /// How many request ids a customer's record remembers, and how many tokens
@@ -51,12 +51,16 @@ impl<'a> RequestId<'a> {
         token_key: &TokenKey,
         customer_id: &str,
         purpose: &str,
-        items: &[TokenizeItem],
+        items: &[ValidItem],
     ) -> [u8; 32] {
         let head = [self.id.as_str(), self.principal, purpose];
-        let items = items
-            .iter()
-            .flat_map(|item| [item.kind.name(), item.format.name(), &item.value]);
+        let items = items.iter().flat_map(|item| {
+            [
+                item.value.kind().name(),
+                item.format.name(),
+                item.value.as_str(),
+            ]
+        });
         token_key.request_digest(customer_id, head.into_iter().chain(items))
     }
 

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use crate::policy::{LegalBasis, Purpose, Scope};
 use crate::store::AuditEntry;
 
-use crate::vault::{shown_for, Caller, CustomerId, FieldKind, FieldName, Shown, Vault, VaultError};
+use crate::vault::{
+    shown_for, Caller, CustomerId, FieldKind, FieldName, Normalized, Shown, Vault, VaultError,
+};
 
 /// One FindCustomers call.
 pub struct SearchRequest {
@@ -159,10 +161,10 @@ impl Vault {
         let today = self.today();
         // A value is looked up as every searchable kind it is valid as; the kinds'
         // shapes do not overlap, so this is at most one in practice.
-        let candidates: Vec<(FieldKind, String)> = FieldKind::ALL
+        let candidates: Vec<Normalized> = FieldKind::ALL
             .into_iter()
             .filter(|kind| kind.is_searchable())
-            .filter_map(|kind| kind.normalize(value, today).ok().map(|n| (kind, n)))
+            .filter_map(|kind| kind.normalize(value, today).ok())
             .collect();
         if candidates.is_empty() {
             return Err(VaultError::invalid(
@@ -170,8 +172,8 @@ impl Vault {
             ));
         }
         let mut customers = BTreeSet::new();
-        for (kind, normalized) in candidates {
-            if shown_for(caller, Some(field.as_str()), kind) == Shown::Denied {
+        for normalized in candidates {
+            if shown_for(caller, Some(field.as_str()), normalized.kind()) == Shown::Denied {
                 return Err(VaultError::new(
                     Reason::FieldNotVisible,
                     format!(
@@ -183,7 +185,7 @@ impl Vault {
             // Under every live index key: a rotation moves entries from the
             // old one to the new one customer by customer. Each list holds its
             // first `most`, so their union's first `most` are the right ones.
-            for blind_index in self.keys.blind_indexes(field.as_str(), kind, &normalized) {
+            for blind_index in self.keys.blind_indexes(field.as_str(), &normalized) {
                 let found = self
                     .store
                     .find_by_index(field.as_str(), &blind_index, after, most)

@@ -11,9 +11,10 @@ use crate::store::{AuditEntry, TokenRecord, TokenTarget};
 use crate::vault::sealing::Sealing;
 
 use crate::vault::request_ids::RequestId;
-use crate::vault::tokens::{self, TokenFormat};
+use crate::vault::tokens::{self, Token, TokenFormat};
 use crate::vault::{
-    shown_for, Attempt, Call, Caller, CustomerId, FieldKind, Limits, Shown, Vault, VaultError,
+    shown_for, Attempt, Call, Caller, CustomerId, FieldKind, Limits, Normalized, Shown, Vault,
+    VaultError,
 };
 
 /// How many format-preserving candidates are drawn before giving up: a short
@@ -26,18 +27,24 @@ pub struct TokenizeItem {
     pub format: TokenFormat,
 }
 
+/// A Tokenize item after validation: its value normalized.
+pub(in crate::vault) struct ValidItem {
+    pub value: Normalized,
+    pub format: TokenFormat,
+}
+
 /// Draws the tokens of one request, so that two items of the request never get
 /// the same new token and deterministic tokens are reused.
 pub(in crate::vault) struct TokenMinter<'a> {
     vault: &'a Vault,
     customer: &'a CustomerId,
     token_key: &'a TokenKey,
-    drawn: HashSet<String>,
+    drawn: HashSet<Token>,
 }
 
 /// A minted token, and whether it already exists in the store.
 pub(in crate::vault) struct Minted {
-    pub token: String,
+    pub token: Token,
     pub exists: bool,
 }
 
@@ -55,15 +62,12 @@ impl<'a> TokenMinter<'a> {
     /// `what` names the field in error messages.
     pub async fn mint(
         &mut self,
-        kind: FieldKind,
-        normalized: &str,
+        normalized: &Normalized,
         format: TokenFormat,
         scope: &str,
         what: &str,
-    ) -> Result<String, Attempt> {
-        let minted = self
-            .mint_or_reuse(kind, normalized, format, scope, what)
-            .await?;
+    ) -> Result<Token, Attempt> {
+        let minted = self.mint_or_reuse(normalized, format, scope, what).await?;
         if minted.exists {
             // Only a deterministic token can exist already, and a field's scope
             // makes it unique to the field, which does not exist yet: a race.
@@ -76,12 +80,12 @@ impl<'a> TokenMinter<'a> {
     /// `what` names the field or batch item in error messages, as validation does.
     pub async fn mint_or_reuse(
         &mut self,
-        kind: FieldKind,
-        normalized: &str,
+        normalized: &Normalized,
         format: TokenFormat,
         scope: &str,
         what: &str,
     ) -> Result<Minted, Attempt> {
+        let kind = normalized.kind();
         match format {
             TokenFormat::Random => Ok(self.fresh(tokens::random_token())),
             TokenFormat::Deterministic => {
@@ -89,19 +93,19 @@ impl<'a> TokenMinter<'a> {
                     self.customer.as_str(),
                     scope,
                     kind.name(),
-                    normalized,
+                    normalized.as_str(),
                 );
                 let token = tokens::deterministic_token(&mac);
                 let exists = !self.drawn.insert(token.clone())
-                    || self.vault.store.token(&token).await?.is_some();
+                    || self.vault.store.token(token.as_str()).await?.is_some();
                 Ok(Minted { token, exists })
             }
             TokenFormat::FormatPreserving => {
                 for _ in 0..FORMAT_PRESERVING_DRAWS {
-                    let candidate = tokens::format_preserving_token(kind, normalized)
+                    let candidate = tokens::format_preserving_token(normalized)
                         .map_err(|error| VaultError::invalid(format!("{what}: {error}")))?;
                     if !self.drawn.contains(&candidate)
-                        && self.vault.store.token(&candidate).await?.is_none()
+                        && self.vault.store.token(candidate.as_str()).await?.is_none()
                     {
                         return Ok(self.fresh(candidate));
                     }
@@ -115,7 +119,7 @@ impl<'a> TokenMinter<'a> {
         }
     }
 
-    fn fresh(&mut self, token: String) -> Minted {
+    fn fresh(&mut self, token: Token) -> Minted {
         self.drawn.insert(token.clone());
         Minted {
             token,
@@ -212,9 +216,9 @@ impl crate::vault::Data<'_> {
                 let normalized = item.kind.normalize(&item.value, today).map_err(|error| {
                     VaultError::invalid(format!("item {index} ({}): {error}", item.kind.name()))
                 })?;
-                Ok(TokenizeItem {
+                Ok(ValidItem {
                     value: normalized,
-                    ..item
+                    format: item.format,
                 })
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
@@ -232,7 +236,7 @@ impl Vault {
     async fn try_tokenize(
         &self,
         customer: &CustomerId,
-        items: &[TokenizeItem],
+        items: &[ValidItem],
         purpose: &Purpose,
         request_id: Option<&RequestId<'_>>,
         audit: &AuditEntry,
@@ -258,29 +262,34 @@ impl Vault {
         let mut issued = Vec::with_capacity(items.len());
         let mut new_formats = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            let what = format!("item {index} ({})", item.kind.name());
+            let kind = item.value.kind();
+            let what = format!("item {index} ({})", kind.name());
             let minted = minter
-                .mint_or_reuse(item.kind, &item.value, item.format, "value", &what)
+                .mint_or_reuse(&item.value, item.format, "value", &what)
                 .await?;
             if !minted.exists {
                 let binding = Sealing::of(&writable.record)?.token(
                     id,
-                    &minted.token,
-                    item.kind.name(),
+                    minted.token.as_str(),
+                    kind.name(),
                     item.format.name(),
                 );
-                let ciphertext = writable.cipher.encrypt(&binding, item.value.as_bytes());
+                let ciphertext = writable
+                    .cipher
+                    .encrypt(&binding, item.value.as_str().as_bytes());
                 writable.record.encryptions += 1;
                 let token_record = TokenRecord {
                     customer_id: id.to_owned(),
-                    kind: item.kind.name().to_owned(),
+                    kind: kind.name().to_owned(),
                     format: item.format.name().to_owned(),
                     target: TokenTarget::Value(ciphertext),
                 };
-                change.new_tokens.push((minted.token.clone(), token_record));
+                change
+                    .new_tokens
+                    .push((minted.token.clone().into(), token_record));
                 new_formats.push(item.format);
             }
-            issued.push(minted.token);
+            issued.push(minted.token.into());
         }
         if !change.new_tokens.is_empty() && writable.expected_revision.is_some() {
             self.check_token_cap(id, change.new_tokens.len()).await?;

@@ -36,7 +36,7 @@ use crate::crypto::{CryptoError, DataCipher, Dek, DekCache, Keyring, KeyringId, 
 use crate::store::{CustomerRecord, KeyAnchor, WrappedDekRecord, WrappedKeyRecord};
 
 use super::keyring_store::KeyringStore;
-use super::{CustomerId, FieldKind, VaultError};
+use super::{CustomerId, Normalized, VaultError};
 
 pub struct KeyManager {
     keyring: RwLock<Keyring>,
@@ -359,22 +359,24 @@ impl KeyManager {
 
     /// The blind index of a value under the active version's index key, and
     /// that version (which joins the customer's `wrapped_under`).
-    pub fn blind_index(&self, field: &str, kind: FieldKind, normalized: &str) -> (u32, [u8; 32]) {
+    pub fn blind_index(&self, field: &str, normalized: &Normalized) -> (u32, [u8; 32]) {
         let keyring = self.keyring();
         let master = keyring.active();
+        let kind = normalized.kind();
         let index = master
             .index_key()
-            .blind_index(field, kind.name(), normalized);
+            .blind_index(field, kind.name(), normalized.as_str());
         (master.version(), index)
     }
 
     /// The blind index of a value under every live index key: during a
     /// rotation a customer's entries are under the old or the new one.
-    pub fn blind_indexes(&self, field: &str, kind: FieldKind, normalized: &str) -> Vec<[u8; 32]> {
+    pub fn blind_indexes(&self, field: &str, normalized: &Normalized) -> Vec<[u8; 32]> {
+        let kind = normalized.kind();
         self.keyring()
             .index_keys()
             .into_iter()
-            .map(|key| key.blind_index(field, kind.name(), normalized))
+            .map(|key| key.blind_index(field, kind.name(), normalized.as_str()))
             .collect()
     }
 

@@ -17,7 +17,7 @@ use crate::store::{
 };
 use crate::vault::sealing::{advance_revision, Sealing};
 
-use crate::vault::{Attempt, CustomerId, FieldKind, Vault, VaultError};
+use crate::vault::{stored_value, Attempt, CustomerId, FieldKind, Vault, VaultError};
 
 /// Customers re-wrapped per transaction: large enough to amortize the disk
 /// sync, small enough to keep each commit short for concurrent writers.
@@ -531,7 +531,8 @@ impl Vault {
             };
             let normalized = std::str::from_utf8(&value)
                 .map_err(|_| VaultError::internal("stored value is not UTF-8"))?;
-            let (_, new_index) = self.keys.blind_index(&name, kind, normalized);
+            let normalized = stored_value(kind, normalized)?;
+            let (_, new_index) = self.keys.blind_index(&name, &normalized);
             if let Some(old_index) = field.blind_index.filter(|old| *old != new_index) {
                 change.delete_index.push(IndexEntry {
                     field_name: name.clone(),

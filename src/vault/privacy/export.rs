@@ -393,7 +393,7 @@ fn disclose(
     decrypt: impl FnOnce() -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError>,
 ) -> Result<Disclosed, VaultError> {
     let value = match shown {
-        Shown::Plaintext | Shown::Masked => reveal(shown, kind, &utf8(decrypt()?)?),
+        Shown::Plaintext | Shown::Masked => reveal(shown, kind, &utf8(decrypt()?)?)?,
         Shown::TokenOnly | Shown::Denied => None,
     };
     Ok(Disclosed {
