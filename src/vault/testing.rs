@@ -8,37 +8,16 @@ use std::time::Duration;
 
 use crate::app::{self, VaultOptions, VaultPaths};
 use crate::crypto::RootKey;
-use crate::policy::{api_key_sha256_hex, Policy};
+use crate::policy::{api_key_sha256_hex, dev_policy_toml, Policy};
 
 use super::{
-    Action, AuditedCall, CallNames, Caller, CustomerId, FieldInput, FieldKind, FieldsWritten,
-    ManualClock, TokenFormat, Vault, VaultError,
+    Action, AuditedCall, CallNames, Caller, CustomerId, FieldInput, FieldKind, FieldsRead,
+    FieldsWritten, ManualClock, TokenFormat, Vault, VaultError,
 };
 
-/// Two purposes (one by contract, one by consent) and a principal `admin`
-/// with every scope and every purpose, who sees plaintext.
-const POLICY: &str = r#"
-[[purposes]]
-name = "billing"
-description = "Charging you for the orders you place."
-basis = "contract"
-
-[[purposes]]
-name = "marketing"
-description = "Sending you offers picked for you."
-basis = "consent"
-
-[[principals]]
-name = "admin"
-api_key_sha256 = "ADMIN_KEY_SHA256"
-scopes = ["data:write", "data:read", "tokens:detokenize", "consent:write", "privacy:admin",
-          "privacy:export", "keys:admin", "audit:read"]
-purposes = ["*"]
-[principals.disclosure]
-"*" = "plaintext"
-"#;
-
-const ADMIN_KEY: &str = "admin-key";
+/// The key of the one principal of `serve --dev`'s policy, `dev`, who may
+/// call everything, for every purpose, and sees plaintext.
+const DEV_KEY: &str = "dev-key";
 
 /// A vault, its clock, and the directory it lives in (removed on drop).
 pub(crate) struct TestVault {
@@ -63,7 +42,7 @@ impl TestVault {
             policy_file: dir.path().join("policy.toml"),
         };
         RootKey::generate_file(&paths.root_key_file).expect("a root key");
-        let policy = POLICY.replace("ADMIN_KEY_SHA256", &api_key_sha256_hex(ADMIN_KEY));
+        let policy = dev_policy_toml(&api_key_sha256_hex(DEV_KEY));
         std::fs::write(&paths.policy_file, policy).expect("the policy file");
         let clock = Arc::new(ManualClock::starting_now());
         let options = VaultOptions {
@@ -80,12 +59,12 @@ impl TestVault {
         }
     }
 
-    /// The principal `admin`, as the edge would authenticate it.
-    pub fn admin(&self) -> Caller {
+    /// The principal `dev`, as the edge would authenticate it.
+    pub fn dev(&self) -> Caller {
         let policy: Arc<Policy> = self.vault.policy();
         let principal = policy
-            .authenticate_api_key(ADMIN_KEY)
-            .expect("admin is in the test policy");
+            .authenticate_api_key(DEV_KEY)
+            .expect("dev is in the dev policy");
         Caller {
             principal,
             policy,
@@ -105,13 +84,13 @@ impl TestVault {
             .audited(caller, action, CallNames::customer(customer_id))
     }
 
-    /// PutFields of one field for `billing`, as `admin`, through the edge's scope.
+    /// PutFields of one field for `billing`, as `dev`, through the edge's scope.
     pub async fn put(
         &self,
         customer_id: &str,
         (name, kind, value): (&str, FieldKind, &str),
     ) -> Result<FieldsWritten, VaultError> {
-        let admin = self.admin();
+        let dev = self.dev();
         let fields = [name.to_owned()];
         let names = CallNames {
             customer_id,
@@ -124,7 +103,7 @@ impl TestVault {
             kind,
             value: value.to_owned(),
         };
-        let call = self.vault.audited(&admin, Action::PutFields, names);
+        let call = self.vault.audited(&dev, Action::PutFields, names);
         call.run(|call| async move {
             let customer = CustomerId::parse(customer_id)?;
             let data = self.vault.data();
@@ -137,6 +116,24 @@ impl TestVault {
                 None,
             ))
             .await
+        })
+        .await
+    }
+
+    /// GetFields of all of a customer's fields for `purpose`, as `dev`,
+    /// through the edge's scope.
+    pub async fn get(&self, customer_id: &str, purpose: &str) -> Result<FieldsRead, VaultError> {
+        let dev = self.dev();
+        let names = CallNames {
+            customer_id,
+            purpose,
+            ..CallNames::default()
+        };
+        let call = self.vault.audited(&dev, Action::GetFields, names);
+        call.read(|call| async move {
+            let customer = CustomerId::parse(customer_id)?;
+            let data = self.vault.data();
+            data.get_fields(&call, &customer, &[], purpose).await
         })
         .await
     }

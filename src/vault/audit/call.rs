@@ -113,9 +113,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::vault::testing::TestVault;
-    use crate::vault::{
-        Action, AuditFilter, AuditRecord, Clock, CustomerId, FieldKind, VaultError,
-    };
+    use crate::vault::{AuditFilter, AuditRecord, Clock, FieldKind, VaultError};
 
     async fn put_email(
         test: &TestVault,
@@ -133,7 +131,7 @@ mod tests {
             limit: 1_000,
             ..AuditFilter::default()
         };
-        (test.vault.audit().list_audit_events(&test.admin(), filter))
+        (test.vault.audit().list_audit_events(&test.dev(), filter))
             .await
             .unwrap()
     }
@@ -174,16 +172,7 @@ mod tests {
     async fn a_read_of_all_fields_names_the_fields_it_returned() {
         let test = &TestVault::open().await;
         put_email(test, "cust-1", "ann@example.com").await.unwrap();
-        let admin = test.admin();
-        let call = test.call(&admin, Action::GetFields, "cust-1");
-        let read = call
-            .read(|call| async move {
-                let customer = CustomerId::parse("cust-1")?;
-                let data = test.vault.data();
-                data.get_fields(&call, &customer, &[], "billing").await
-            })
-            .await
-            .unwrap();
+        let read = test.get("cust-1", "billing").await.unwrap();
         assert_eq!(read.fields.len(), 1);
 
         let events = events(test).await;
@@ -200,16 +189,7 @@ mod tests {
         test.advance(Duration::from_secs(60));
         put_email(test, "cust-1", "ann@example.org").await.unwrap();
 
-        let admin = test.admin();
-        let call = test.call(&admin, Action::GetFields, "cust-1");
-        let read = call
-            .read(|call| async move {
-                let customer = CustomerId::parse("cust-1")?;
-                let data = test.vault.data();
-                data.get_fields(&call, &customer, &[], "billing").await
-            })
-            .await
-            .unwrap();
+        let read = test.get("cust-1", "billing").await.unwrap();
         assert_eq!(read.fields[0].updated_at_ms, first_ms + 60_000);
         assert_eq!(read.revision, 2);
     }

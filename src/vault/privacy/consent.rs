@@ -440,14 +440,14 @@ mod operation_tests {
     use crate::vault::{Action, ConsentRequest, CustomerId, FieldKind, FieldsRead, VaultError};
 
     async fn set_marketing(test: &TestVault, granted: bool) {
-        let admin = test.admin();
+        let dev = test.dev();
         let consent = ConsentRequest {
             purpose: "marketing".into(),
             granted,
             policy_version: String::new(),
             source: "test".into(),
         };
-        let call = test.call(&admin, Action::SetConsent, "cust-1");
+        let call = test.call(&dev, Action::SetConsent, "cust-1");
         call.run(|call| async move {
             let customer = CustomerId::parse("cust-1")?;
             (test.vault.privacy())
@@ -459,15 +459,7 @@ mod operation_tests {
     }
 
     async fn read_for_marketing(test: &TestVault) -> Result<FieldsRead, VaultError> {
-        let admin = test.admin();
-        let call = test.call(&admin, Action::GetFields, "cust-1");
-        call.read(|call| async move {
-            let customer = CustomerId::parse("cust-1")?;
-            (test.vault.data())
-                .get_fields(&call, &customer, &[], "marketing")
-                .await
-        })
-        .await
+        test.get("cust-1", "marketing").await
     }
 
     #[tokio::test]

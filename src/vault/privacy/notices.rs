@@ -363,22 +363,22 @@ mod operation_tests {
     };
 
     async fn publish(test: &TestVault, version: &str, changed: &[&str]) -> Result<(), VaultError> {
-        let admin = test.admin();
+        let dev = test.dev();
         let change = PolicyChange {
             version: version.into(),
             summary: "What changed.".into(),
             changed_purposes: changed.iter().map(|&purpose| purpose.to_owned()).collect(),
             requires_reconsent: !changed.is_empty(),
         };
-        let call = test.call(&admin, Action::PublishPolicy, "");
+        let call = test.call(&dev, Action::PublishPolicy, "");
         call.run(|call| async move { test.vault.privacy().publish_policy(&call, change).await })
             .await?;
         Ok(())
     }
 
     async fn notices(test: &TestVault, customer_id: &str) -> Vec<Notice> {
-        let admin = test.admin();
-        let call = test.call(&admin, Action::ListNotices, customer_id);
+        let dev = test.dev();
+        let call = test.call(&dev, Action::ListNotices, customer_id);
         call.read(|call| async move {
             let customer = CustomerId::parse(customer_id)?;
             test.vault.privacy().list_notices(&call, &customer).await
@@ -392,8 +392,8 @@ mod operation_tests {
         customer_id: &str,
         version: &str,
     ) -> Result<(), VaultError> {
-        let admin = test.admin();
-        let call = test.call(&admin, Action::AcknowledgeNotice, customer_id);
+        let dev = test.dev();
+        let call = test.call(&dev, Action::AcknowledgeNotice, customer_id);
         call.run(|call| async move {
             let customer = CustomerId::parse(customer_id)?;
             (test.vault.privacy())
@@ -404,14 +404,14 @@ mod operation_tests {
     }
 
     async fn grant_marketing(test: &TestVault, customer_id: &str, version: &str) {
-        let admin = test.admin();
+        let dev = test.dev();
         let consent = ConsentRequest {
             purpose: "marketing".into(),
             granted: true,
             policy_version: version.into(),
             source: "test".into(),
         };
-        let call = test.call(&admin, Action::SetConsent, customer_id);
+        let call = test.call(&dev, Action::SetConsent, customer_id);
         call.run(|call| async move {
             let customer = CustomerId::parse(customer_id)?;
             (test.vault.privacy())
