@@ -5,6 +5,7 @@
 mod audit;
 mod disk_reserve;
 mod erasure_journal;
+mod error;
 mod postgres;
 mod records;
 mod sled_engine;
@@ -15,6 +16,7 @@ mod sled_writer;
 pub use audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim, Counted, GENESIS_HASH};
 pub use disk_reserve::DiskReserve;
 pub use erasure_journal::ErasureJournal;
+pub use error::{with_causes, CommitError, EngineError, StoreError};
 pub use postgres::{PgStore, SessionSettings as PgSessionSettings};
 pub use records::{hex, BINDING_BOUND, BINDING_UNBOUND};
 pub use records::{
@@ -23,22 +25,6 @@ pub use records::{
     WrappedKeyRecord,
 };
 pub use sled_engine::SledStore;
-
-/// Failures of the engine itself (disk, corruption), never of a request.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage engine: {0}")]
-    Engine(String),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(&'static str),
-    #[error("storage is not durable: a flush to disk failed earlier ({0})")]
-    NotDurable(String),
-    #[error(
-        "the store's disk is nearly full ({free_mib} MiB free, {reserve_mib} MiB kept in \
-         reserve): writes, audited reads included, resume once space is freed"
-    )]
-    DiskFull { free_mib: u64, reserve_mib: u64 },
-}
 
 /// How loaded the store is now, for metrics: read without waiting on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,22 +50,6 @@ pub enum StoreHealth {
     Degraded(String),
     /// Not until the process restarts (a sync to disk failed).
     Failed(String),
-}
-
-/// Why a commit was not applied. Conflicts are retried by the domain.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    #[error("the customer changed since it was read")]
-    Conflict,
-    /// A record that must be new exists (a freshly drawn token, a policy version).
-    #[error("a record that must be new already exists")]
-    Taken,
-    /// The change wraps a key under a master version that another process has
-    /// retired: the writer must reload the keyring and try again.
-    #[error("the keyring changed: a master version in use was retired")]
-    StaleKeyring,
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// The right to run the one master-key rotation among every process on the

@@ -40,8 +40,9 @@ pub(super) fn decode_customer(format: i16, bytes: &[u8]) -> Result<CustomerRecor
     }
 }
 
-pub(super) fn engine(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(error.to_string())
+/// A sled error, kept whole as the store error's source.
+pub(super) fn engine(error: sled::Error) -> StoreError {
+    StoreError::engine("sled", error)
 }
 
 /// A hash as lower-case hex, as receipts and audit events show it.

@@ -46,7 +46,8 @@ impl SledStore {
             .flush_every_ms(None);
         let db = open_when_unlocked(&config)?;
         upgrade_on_open(&db)?;
-        let log_file = File::open(dir.join("db")).map_err(engine)?;
+        let log_file = File::open(dir.join("db"))
+            .map_err(|error| StoreError::engine("opening sled's log file to sync it", error))?;
         let sync_db = db.clone();
         // sled's flush ends in sync_file_range on Linux, which promises nothing after
         // a power loss; the fdatasync that follows does.
@@ -206,7 +207,7 @@ impl Store for SledStore {
         for mut change in changes {
             // Receipts are per erasure, never batched.
             if change.receipt.is_some() {
-                return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
+                return Err(StoreError::engine_refused("commit_many takes no erasures").into());
             }
             entries.extend(change.audit.take());
             encoded.push(EncodedChange::encode(change)?);
@@ -303,10 +304,10 @@ impl Store for SledStore {
             anchor: None,
             trim: None,
         };
-        self.writer.write(job).await.map_err(|error| match error {
-            CommitError::Store(error) => error,
-            other => StoreError::Engine(other.to_string()),
-        })?;
+        self.writer
+            .write(job)
+            .await
+            .map_err(CommitError::into_store_error)?;
         Ok(())
     }
 
@@ -415,10 +416,10 @@ impl Store for SledStore {
             anchor: Some(anchor),
             ..WriteJob::default()
         };
-        self.writer.write(job).await.map_err(|error| match error {
-            CommitError::Store(error) => error,
-            other => StoreError::Engine(other.to_string()),
-        })?;
+        self.writer
+            .write(job)
+            .await
+            .map_err(CommitError::into_store_error)?;
         Ok(())
     }
 

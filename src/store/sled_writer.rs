@@ -137,7 +137,7 @@ impl ChainWriter {
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(head, anchor, &mut receiver))
-            .map_err(engine)?;
+            .map_err(|error| StoreError::engine("starting the store writer", error))?;
         Ok(ChainWriter {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -186,11 +186,10 @@ impl ChainWriter {
 
     /// Returns once everything written before the call is on stable storage.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        match self.write(WriteJob::default()).await {
-            Ok(_) => Ok(()),
-            Err(CommitError::Store(error)) => Err(error),
-            Err(other) => Err(StoreError::Engine(other.to_string())),
-        }
+        self.write(WriteJob::default())
+            .await
+            .map(drop)
+            .map_err(CommitError::into_store_error)
     }
 }
 
@@ -205,7 +204,7 @@ impl Drop for ChainWriter {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Engine("the store writer stopped".into())
+    StoreError::engine_refused("the store writer stopped")
 }
 
 fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -310,7 +309,7 @@ fn apply_group(
             if job.reply.is_closed() {
                 // Its caller gave up (its deadline passed): its outcome is
                 // unknown to the caller either way, and skipping it saves the work.
-                return Err(StoreError::Engine("the caller gave up".into()).into());
+                return Err(StoreError::engine_refused("the caller gave up").into());
             }
             stage_job(tree, &mut group, &mut group_head, anchor, &job.write)
         })
@@ -323,9 +322,10 @@ fn apply_group(
         Err(error) => {
             tracing::error!(%error, "store batch failed; its writes were refused");
             *anchor = anchor_before;
+            let failed = engine(error);
             let refused = outcomes
-                .into_iter()
-                .map(|_| Err(StoreError::Engine(error.to_string()).into()))
+                .iter()
+                .map(|_| Err(failed.clone().into()))
                 .collect();
             (head, refused)
         }

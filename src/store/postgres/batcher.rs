@@ -62,7 +62,7 @@ impl Batcher {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Engine("the postgres writer stopped".into())
+    StoreError::engine_refused("the postgres writer stopped")
 }
 
 async fn run(pool: Pool, mut receiver: mpsc::Receiver<Job>) {
@@ -95,15 +95,14 @@ async fn commit_batch(pool: &Pool, jobs: Vec<Job>) {
                         let _ = reply.send(applied.outcome.map(|()| job_hashes));
                     }
                     Job::Audit { reply, .. } => {
-                        let _ = reply.send(applied.outcome.map_err(into_store_error));
+                        let _ = reply.send(applied.outcome.map_err(CommitError::into_store_error));
                     }
                 }
             }
         }
         Err(error) => {
-            let message = error.to_string();
             for job in jobs {
-                let failed = StoreError::Engine(message.clone());
+                let failed = error.clone();
                 match job {
                     Job::Changes { reply, .. } => {
                         let _ = reply.send(Err(failed.into()));
@@ -114,13 +113,6 @@ async fn commit_batch(pool: &Pool, jobs: Vec<Job>) {
                 }
             }
         }
-    }
-}
-
-fn into_store_error(error: CommitError) -> StoreError {
-    match error {
-        CommitError::Store(error) => error,
-        other => StoreError::Engine(other.to_string()),
     }
 }
 

@@ -22,9 +22,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
 use super::records::{decode, decode_customer, encode};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
-    PoolState, ReceiptRecord, RotationLease, RotationRecord, Store, StoreError, StoreHealth,
-    StorePressure, TokenRecord,
+    with_causes, CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor,
+    PolicyVersionRecord, PoolState, ReceiptRecord, RotationLease, RotationRecord, Store,
+    StoreError, StoreHealth, StorePressure, TokenRecord,
 };
 
 /// Advisory lock ids: "piiv" followed by a purpose number.
@@ -42,12 +42,12 @@ pub struct PgStore {
     tls: MakeRustlsConnect,
 }
 
-/// What a failed database call becomes: a store error naming the operation
-/// and the SQLSTATE, logged at warn. Never a value: the server's message and
-/// detail can quote one, so only the SQLSTATE, severity, table and constraint
-/// are kept of an error the server sent.
+/// What a failed database call becomes: a store error naming the operation,
+/// logged at warn, with the driver's error as its source. Never a value: the
+/// server's message and detail can quote one, so of an error the server sent
+/// only the SQLSTATE, severity, table and constraint are kept (`ServerError`).
 fn pg(operation: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
-    move |error| failed(operation, &error)
+    move |error| failed(operation, error)
 }
 
 /// A statement named by its verb and table ("INSERT tokens"), for errors.
@@ -64,55 +64,63 @@ fn statement_name(sql: &str) -> String {
     }
 }
 
-fn failed(operation: &str, error: &tokio_postgres::Error) -> StoreError {
+fn failed(operation: &str, error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => {
-            let sqlstate = db.code().code();
+            let server = ServerError::of(db);
             tracing::warn!(
                 operation,
-                sqlstate,
+                sqlstate = server.sqlstate,
                 severity = db.severity(),
                 table = db.table(),
                 constraint = db.constraint(),
                 "database call failed"
             );
-            StoreError::Engine(format!(
-                "database error (SQLSTATE {sqlstate}) in {operation}"
-            ))
+            StoreError::engine(format!("database error in {operation}"), server)
         }
         None => {
-            let text = describe(error);
+            let text = with_causes(&error);
             tracing::warn!(operation, error = %text, "database call failed");
             // rustls says "certificate not valid for name ..."; the fix is ours to say.
             let fix = if text.contains("not valid for name") {
-                format!(". {}", tls::NAME_MISMATCH_FIX)
+                format!(" ({})", tls::NAME_MISMATCH_FIX)
             } else {
                 String::new()
             };
-            StoreError::Engine(format!("database error in {operation}: {text}{fix}"))
+            StoreError::engine(format!("database error in {operation}{fix}"), error)
         }
     }
 }
 
-/// The driver's message names the failing statement's problem, never its
-/// values. Its causes are added (why a connection or TLS handshake failed);
-/// errors the server sent are described by `failed`.
-fn describe(error: &tokio_postgres::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        text.push_str(&format!(": {inner}"));
-        cause = inner.source();
-    }
-    text
+/// An error the server sent, as far as it can be kept: its SQLSTATE names
+/// the problem, while its message and detail can quote the values written.
+#[derive(Debug)]
+struct ServerError {
+    sqlstate: String,
 }
+
+impl ServerError {
+    fn of(db: &tokio_postgres::error::DbError) -> ServerError {
+        ServerError {
+            sqlstate: db.code().code().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "the server answered SQLSTATE {}", self.sqlstate)
+    }
+}
+
+impl std::error::Error for ServerError {}
 
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
     match error {
-        deadpool_postgres::PoolError::Backend(error) => failed("connect", &error),
+        deadpool_postgres::PoolError::Backend(error) => failed("connect", error),
         other => {
             tracing::warn!(error = %other, "no database connection from the pool");
-            StoreError::Engine(format!("database connection pool: {other}"))
+            StoreError::engine("database connection pool", other)
         }
     }
 }
@@ -167,7 +175,7 @@ impl PgStore {
             .create_timeout(wait)
             .recycle_timeout(wait)
             .build()
-            .map_err(|error| StoreError::Engine(format!("postgres pool: {error}")))?;
+            .map_err(|error| StoreError::engine("building the postgres pool", error))?;
         let mut client = pool.get().await.map_err(pool_error)?;
         settings.check(&client).await?;
         schema::migrate(&mut client).await?;
@@ -332,7 +340,7 @@ impl Store for PgStore {
 
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
         if changes.iter().any(|change| change.receipt.is_some()) {
-            return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
+            return Err(StoreError::engine_refused("commit_many takes no erasures").into());
         }
         self.writer.commit(changes).await?;
         Ok(())
@@ -554,9 +562,10 @@ impl Store for PgStore {
         };
         match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
             Ok(Ok(())) => StoreHealth::Serving,
-            Ok(Err(error)) => {
-                StoreHealth::Degraded(format!("the database does not answer: {error}"))
-            }
+            Ok(Err(error)) => StoreHealth::Degraded(format!(
+                "the database does not answer: {}",
+                with_causes(&error)
+            )),
             Err(_) => StoreHealth::Degraded(format!(
                 "the database did not answer within {} s",
                 HEALTH_TIMEOUT.as_secs()
@@ -631,5 +640,24 @@ impl PgStore {
         }
         transaction.commit().await.map_err(pg("save keyring row"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_error_is_the_store_errors_source() {
+        let driver = "port=not-a-number"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("a bad port");
+        let error = failed("connect", driver);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(
+            source.downcast_ref::<tokio_postgres::Error>().is_some(),
+            "{source:?}"
+        );
+        assert!(with_causes(&error).starts_with("storage engine: database error in connect: "));
     }
 }
