@@ -20,9 +20,9 @@ pub use error::{with_causes, CommitError, EngineError, StoreError};
 pub use postgres::{PgStore, SessionSettings as PgSessionSettings};
 pub use records::{hex, BINDING_BOUND, BINDING_UNBOUND};
 pub use records::{
-    CustomerChange, CustomerRecord, FieldRecord, IndexEntry, KeyAnchor, PolicyVersionRecord,
-    ReceiptRecord, RememberedRequest, RotationRecord, TokenRecord, TokenTarget, WrappedDekRecord,
-    WrappedKeyRecord,
+    CustomerChange, CustomerRecord, CustomerRemoval, Erasure, FieldRecord, IndexEntry, KeyAnchor,
+    PolicyVersionRecord, ReceiptRecord, RememberedRequest, RotationRecord, TokenRecord,
+    TokenTarget, WrappedDekRecord, WrappedKeyRecord,
 };
 pub use sled_engine::SledStore;
 
@@ -50,6 +50,13 @@ pub enum StoreHealth {
     Degraded(String),
     /// Not until the process restarts (a sync to disk failed).
     Failed(String),
+}
+
+/// The hash of an erasure's one audit event, the first its write returned.
+fn erasure_hash(hashes: &[[u8; 32]]) -> Result<[u8; 32], CommitError> {
+    hashes.first().copied().ok_or_else(|| {
+        StoreError::engine_refused("an erasure was written without its audit event").into()
+    })
 }
 
 /// The right to run the one master-key rotation among every process on the
@@ -118,6 +125,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies several customers' changes in one transaction: all or none (a
     /// conflict on any of them fails the whole batch).
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError>;
+    /// Removes the customer if still at `removal.expected_revision`, stores
+    /// the receipt (stamped with the event's hash), marks the customer id as
+    /// erased and chains the event, all at once; durable before it returns.
+    /// Returns the hash of the erasure's audit event.
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError>;
     /// Customers ordered by id, starting after `after`, at most `limit`.
     async fn customers_after(
         &self,

@@ -16,8 +16,9 @@ use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
 use super::sled_upgrade::upgrade_on_open;
 use super::sled_writer::{ChainWriter, EncodedChange, TrimCheck, WriteJob};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
-    ReceiptRecord, RotationRecord, Store, StoreError, StoreHealth, StorePressure, TokenRecord,
+    erasure_hash, CommitError, CustomerChange, CustomerRecord, Erasure, FieldRecord, KeyAnchor,
+    PolicyVersionRecord, ReceiptRecord, RotationRecord, Store, StoreError, StoreHealth,
+    StorePressure, TokenRecord,
 };
 
 pub struct SledStore {
@@ -189,11 +190,10 @@ impl Store for SledStore {
 
     async fn commit(&self, mut change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
         let entries = change.audit.take().into_iter().collect();
-        let receipt = change.receipt.clone();
         let job = WriteJob {
             changes: vec![EncodedChange::encode(change)?],
             entries,
-            receipt,
+            receipt: None,
             anchor: None,
             trim: None,
         };
@@ -201,14 +201,22 @@ impl Store for SledStore {
         Ok(hashes.first().copied())
     }
 
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
+        let job = WriteJob {
+            changes: vec![EncodedChange::erasure(erasure.removal, &erasure.receipt)?],
+            entries: vec![erasure.audit],
+            receipt: Some(erasure.receipt),
+            anchor: None,
+            trim: None,
+        };
+        let hashes = self.writer.write(job).await?;
+        erasure_hash(&hashes)
+    }
+
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
         let mut entries = Vec::new();
         let mut encoded = Vec::with_capacity(changes.len());
         for mut change in changes {
-            // Receipts are per erasure, never batched.
-            if change.receipt.is_some() {
-                return Err(StoreError::engine_refused("commit_many takes no erasures").into());
-            }
             entries.extend(change.audit.take());
             encoded.push(EncodedChange::encode(change)?);
         }

@@ -24,7 +24,8 @@ use super::disk_reserve::DiskReserve;
 use super::records::{decode, encode, engine, hex};
 use super::sled_keys::{self as keys, CustomerEntry};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, ReceiptRecord, StoreError,
+    CommitError, CustomerChange, CustomerRecord, CustomerRemoval, FieldRecord, KeyAnchor,
+    ReceiptRecord, StoreError,
 };
 
 /// Most jobs in one group: bounds how long one group's callers wait for it.
@@ -566,6 +567,19 @@ impl EncodedChange {
         }
     }
 
+    /// Encodes the removal, and marks the customer id as erased by `receipt`.
+    pub fn erasure(
+        removal: CustomerRemoval,
+        receipt: &ReceiptRecord,
+    ) -> Result<EncodedChange, StoreError> {
+        let marker = keys::erasure(&removal.customer_id);
+        let mut change = EncodedChange::encode(removal.into())?;
+        change
+            .inserts
+            .push((marker, receipt.receipt_id.as_bytes().to_vec()));
+        Ok(change)
+    }
+
     /// Encodes the change's records; its audit event is for the job to chain.
     pub fn encode(change: CustomerChange) -> Result<EncodedChange, StoreError> {
         let id = change.customer_id.as_str();
@@ -590,9 +604,6 @@ impl EncodedChange {
         }
         for entry in &change.delete_index {
             removes.push(keys::index(&entry.field_name, &entry.blind_index, id));
-        }
-        if let Some(receipt) = &change.receipt {
-            inserts.push((keys::erasure(id), receipt.receipt_id.as_bytes().to_vec()));
         }
         Ok(EncodedChange {
             customer: Some(CustomerUpdate {

@@ -11,9 +11,9 @@ use common::{field, TestVault, VaultClient, ADMIN_KEY, CHECKOUT_KEY};
 use pii_vault::crypto::{KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind};
 use pii_vault::store::{
-    AuditEntry, AuditQuery, AuditRecord, CommitError, CustomerChange, CustomerRecord, FieldRecord,
-    KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationLease, RotationRecord, Store,
-    StoreError, TokenRecord,
+    AuditEntry, AuditQuery, AuditRecord, CommitError, CustomerChange, CustomerRecord, Erasure,
+    FieldRecord, KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationLease, RotationRecord,
+    Store, StoreError, TokenRecord,
 };
 use tokio::sync::Notify;
 use tonic::Code;
@@ -1196,6 +1196,9 @@ impl Store for HeldCreation {
     }
     async fn receipt(&self, id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
         self.inner.receipt(id).await
+    }
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
+        self.inner.erase(erasure).await
     }
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
         let gate = &self.gate;

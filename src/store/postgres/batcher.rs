@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::commit::{append_chained, apply_change, lock_chain, write_receipt};
 use super::{pg, pool_error};
 use crate::store::audit::AuditEntry;
-use crate::store::{hex, CommitError, CustomerChange, StoreError};
+use crate::store::{hex, CommitError, CustomerChange, ReceiptRecord, StoreError};
 
 /// Most jobs in one transaction: bounds how long the chain lock is held.
 const MAX_BATCH: usize = 128;
@@ -19,9 +19,11 @@ const MAX_BATCH: usize = 128;
 type Hashes = Vec<[u8; 32]>;
 
 enum Job {
-    /// Changes applied all or none, with their audit events.
+    /// Changes applied all or none, with their audit events (and an
+    /// erasure's receipt, stamped with the first event's hash).
     Changes {
         changes: Vec<CustomerChange>,
+        receipt: Option<ReceiptRecord>,
         reply: oneshot::Sender<Result<Hashes, CommitError>>,
     },
     /// Audit events that record no change.
@@ -44,9 +46,18 @@ impl Batcher {
 
     /// Commits `changes` (all or none) with their audit events; returns the
     /// events' hashes once the batch holding them is durable.
-    pub async fn commit(&self, changes: Vec<CustomerChange>) -> Result<Hashes, CommitError> {
+    pub async fn commit(
+        &self,
+        changes: Vec<CustomerChange>,
+        receipt: Option<ReceiptRecord>,
+    ) -> Result<Hashes, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Changes { changes, reply }).await?;
+        let job = Job::Changes {
+            changes,
+            receipt,
+            reply,
+        };
+        self.send(job).await?;
         answer.await.map_err(|_| writer_gone())?
     }
 
@@ -131,15 +142,13 @@ async fn apply_batch(pool: &Pool, jobs: &[Job]) -> Result<(Vec<Applied>, Hashes)
         let first_event = entries.len();
         if outcome.is_ok() {
             match job {
-                Job::Changes { changes, .. } => {
+                Job::Changes {
+                    changes, receipt, ..
+                } => {
+                    if let (Some(receipt), Some(change)) = (receipt, changes.first()) {
+                        receipts.push((entries.len(), change.customer_id.clone(), receipt.clone()));
+                    }
                     for change in changes {
-                        if let Some(receipt) = &change.receipt {
-                            receipts.push((
-                                entries.len(),
-                                change.customer_id.clone(),
-                                receipt.clone(),
-                            ));
-                        }
                         entries.extend(change.audit.clone());
                     }
                 }

@@ -22,8 +22,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
 use super::records::{decode, decode_customer, encode};
 use super::{
-    with_causes, CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor,
-    PolicyVersionRecord, PoolState, ReceiptRecord, RotationLease, RotationRecord, Store,
+    erasure_hash, with_causes, CommitError, CustomerChange, CustomerRecord, Erasure, FieldRecord,
+    KeyAnchor, PolicyVersionRecord, PoolState, ReceiptRecord, RotationLease, RotationRecord, Store,
     StoreError, StoreHealth, StorePressure, TokenRecord,
 };
 
@@ -334,16 +334,25 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let hashes = self.writer.commit(vec![change]).await?;
+        let hashes = self.writer.commit(vec![change], None).await?;
         Ok(hashes.first().copied())
     }
 
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
-        if changes.iter().any(|change| change.receipt.is_some()) {
-            return Err(StoreError::engine_refused("commit_many takes no erasures").into());
-        }
-        self.writer.commit(changes).await?;
+        self.writer.commit(changes, None).await?;
         Ok(())
+    }
+
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
+        let change = CustomerChange {
+            audit: Some(erasure.audit),
+            ..erasure.removal.into()
+        };
+        let hashes = self
+            .writer
+            .commit(vec![change], Some(erasure.receipt))
+            .await?;
+        erasure_hash(&hashes)
     }
 
     async fn customers_after(
