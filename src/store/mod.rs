@@ -3,9 +3,11 @@
 //! cryptography or gRPC. Only `sled_engine.rs` imports sled.
 
 mod audit;
+mod chain;
 mod disk_reserve;
 mod erasure_journal;
 mod error;
+mod group_commit;
 mod postgres;
 mod records;
 mod sled_engine;

@@ -10,7 +10,9 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
+use super::chain::ChainedWrite;
 use super::disk_reserve::DiskReserve;
+use super::group_commit::Answer;
 use super::records::{decode, encode, engine};
 use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
 use super::sled_upgrade::upgrade_on_open;
@@ -101,6 +103,12 @@ impl SledStore {
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
     }
+
+    /// Encodes the customers' changes (off the writer thread) and writes them.
+    async fn write(&self, chained: ChainedWrite<CustomerChange>) -> Answer {
+        let encoded = chained.try_map(EncodedChange::encode)?;
+        self.writer.write(WriteJob::of(encoded)).await
+    }
 }
 
 /// How long opening waits for a process (or a vault in this process) that is
@@ -188,46 +196,18 @@ impl Store for SledStore {
         self.get(&keys::receipt(receipt_id))
     }
 
-    async fn commit(&self, mut change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let entries = change.audit.take().into_iter().collect();
-        let job = WriteJob {
-            changes: vec![EncodedChange::encode(change)?],
-            entries,
-            receipt: None,
-            anchor: None,
-            trim: None,
-        };
-        let hashes = self.writer.write(job).await?;
+    async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
+        let hashes = self.write(ChainedWrite::of_changes(vec![change])).await?;
         Ok(hashes.first().copied())
     }
 
     async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
-        let job = WriteJob {
-            changes: vec![EncodedChange::erasure(erasure.removal, &erasure.receipt)?],
-            entries: vec![erasure.audit],
-            receipt: Some(erasure.receipt),
-            anchor: None,
-            trim: None,
-        };
-        let hashes = self.writer.write(job).await?;
+        let hashes = self.write(ChainedWrite::of_erasure(erasure)).await?;
         erasure_hash(&hashes)
     }
 
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
-        let mut entries = Vec::new();
-        let mut encoded = Vec::with_capacity(changes.len());
-        for mut change in changes {
-            entries.extend(change.audit.take());
-            encoded.push(EncodedChange::encode(change)?);
-        }
-        let job = WriteJob {
-            changes: encoded,
-            entries,
-            receipt: None,
-            anchor: None,
-            trim: None,
-        };
-        self.writer.write(job).await?;
+        self.write(ChainedWrite::of_changes(changes)).await?;
         Ok(())
     }
 
@@ -282,14 +262,12 @@ impl Store for SledStore {
             (keys::policy_version(version.seq), encode(&version)?),
             (keys::policy_version_name(&version.version), Vec::new()),
         ]);
-        let job = WriteJob {
+        let chained = ChainedWrite {
             changes: vec![change],
             entries: vec![audit],
-            receipt: None,
-            anchor: None,
-            trim: None,
+            proof: None,
         };
-        self.writer.write(job).await?;
+        self.writer.write(WriteJob::of(chained)).await?;
         Ok(())
     }
 
@@ -305,15 +283,8 @@ impl Store for SledStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let job = WriteJob {
-            changes: Vec::new(),
-            entries,
-            receipt: None,
-            anchor: None,
-            trim: None,
-        };
         self.writer
-            .write(job)
+            .write(WriteJob::of(ChainedWrite::of_entries(entries)))
             .await
             .map_err(CommitError::into_store_error)?;
         Ok(())
@@ -402,8 +373,11 @@ impl Store for SledStore {
             trimmed += 1;
         }
         let job = WriteJob {
-            changes: vec![EncodedChange::removals(removes)],
-            entries: vec![trim.event],
+            chained: ChainedWrite {
+                changes: vec![EncodedChange::removals(removes)],
+                entries: vec![trim.event],
+                proof: None,
+            },
             trim: Some(TrimCheck {
                 expected_anchor: trim.expected_anchor,
                 through: trim.through,

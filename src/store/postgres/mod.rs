@@ -20,6 +20,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
+use super::chain::ChainedWrite;
 use super::records::{decode, decode_customer, encode};
 use super::{
     erasure_hash, with_causes, CommitError, CustomerChange, CustomerRecord, Erasure, FieldRecord,
@@ -334,25 +335,21 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let hashes = self.writer.commit(vec![change], None).await?;
+        let write = ChainedWrite::of_changes(vec![change]);
+        let hashes = self.writer.commit(write).await?;
         Ok(hashes.first().copied())
     }
 
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
-        self.writer.commit(changes, None).await?;
+        self.writer
+            .commit(ChainedWrite::of_changes(changes))
+            .await?;
         Ok(())
     }
 
     async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
-        let change = CustomerChange {
-            audit: Some(erasure.audit),
-            ..erasure.removal.into()
-        };
-        let hashes = self
-            .writer
-            .commit(vec![change], Some(erasure.receipt))
-            .await?;
-        erasure_hash(&hashes)
+        let write = ChainedWrite::of_erasure(erasure);
+        erasure_hash(&self.writer.commit(write).await?)
     }
 
     async fn customers_after(
@@ -444,7 +441,11 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        self.writer.append(entries).await
+        self.writer
+            .commit(ChainedWrite::of_entries(entries))
+            .await
+            .map(drop)
+            .map_err(CommitError::into_store_error)
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
@@ -501,7 +502,8 @@ impl Store for PgStore {
 
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         let client = self.client().await?;
-        commit::audit_head(&client).await
+        let head = commit::audit_head(&client).await?;
+        Ok((head.seq, head.hash))
     }
 
     async fn audit_anchor(&self) -> Result<AuditHead, StoreError> {
