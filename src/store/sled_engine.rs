@@ -18,9 +18,9 @@ use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
 use super::sled_upgrade::upgrade_on_open;
 use super::sled_writer::{ChainWriter, EncodedChange, TrimCheck, WriteJob};
 use super::{
-    erasure_hash, CommitError, CustomerChange, CustomerRecord, Erasure, FieldRecord, KeyAnchor,
-    PolicyVersionRecord, ReceiptRecord, RotationRecord, Store, StoreError, StoreHealth,
-    StorePressure, TokenRecord,
+    erasure_hash, AuditLog, CommitError, CustomerChange, CustomerRecord, Customers, Erasure,
+    FieldRecord, KeyAnchor, KeyState, PolicyVersionRecord, PolicyVersions, ReceiptRecord,
+    RotationRecord, StoreError, StoreHealth, StorePressure, TokenRecord, Upkeep,
 };
 
 pub struct SledStore {
@@ -136,7 +136,7 @@ fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
 }
 
 #[async_trait::async_trait]
-impl Store for SledStore {
+impl Customers for SledStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
         let entry: Option<CustomerEntryRecord> = self.get(&keys::customer(customer_id))?;
         Ok(entry.map(|entry| entry.record))
@@ -239,46 +239,10 @@ impl Store for SledStore {
     async fn customer_count(&self) -> Result<u64, StoreError> {
         Ok(self.tree.scan_prefix(keys::CUSTOMERS).keys().count() as u64)
     }
+}
 
-    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
-        self.get(keys::ROTATION)
-    }
-
-    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
-        match rotation {
-            Some(rotation) => self.tree.insert(keys::ROTATION, encode(&rotation)?),
-            None => self.tree.remove(keys::ROTATION),
-        }
-        .map_err(engine)?;
-        self.writer.sync().await
-    }
-
-    async fn publish_policy_version(
-        &self,
-        version: PolicyVersionRecord,
-        audit: AuditEntry,
-    ) -> Result<(), CommitError> {
-        let change = EncodedChange::new_records(vec![
-            (keys::policy_version(version.seq), encode(&version)?),
-            (keys::policy_version_name(&version.version), Vec::new()),
-        ]);
-        let chained = ChainedWrite {
-            changes: vec![change],
-            entries: vec![audit],
-            proof: None,
-        };
-        self.writer.write(WriteJob::of(chained)).await?;
-        Ok(())
-    }
-
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-        self.tree
-            .scan_prefix(keys::POLICY_VERSIONS)
-            .values()
-            .map(|value| decode(&value.map_err(engine)?))
-            .collect()
-    }
-
+#[async_trait::async_trait]
+impl AuditLog for SledStore {
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
@@ -387,6 +351,22 @@ impl Store for SledStore {
         self.writer.write(job).await?;
         Ok(trimmed)
     }
+}
+
+#[async_trait::async_trait]
+impl KeyState for SledStore {
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        self.get(keys::ROTATION)
+    }
+
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
+        match rotation {
+            Some(rotation) => self.tree.insert(keys::ROTATION, encode(&rotation)?),
+            None => self.tree.remove(keys::ROTATION),
+        }
+        .map_err(engine)?;
+        self.writer.sync().await
+    }
 
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
         self.get(keys::KEY_ANCHOR)
@@ -404,7 +384,39 @@ impl Store for SledStore {
             .map_err(CommitError::into_store_error)?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl PolicyVersions for SledStore {
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError> {
+        let change = EncodedChange::new_records(vec![
+            (keys::policy_version(version.seq), encode(&version)?),
+            (keys::policy_version_name(&version.version), Vec::new()),
+        ]);
+        let chained = ChainedWrite {
+            changes: vec![change],
+            entries: vec![audit],
+            proof: None,
+        };
+        self.writer.write(WriteJob::of(chained)).await?;
+        Ok(())
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        self.tree
+            .scan_prefix(keys::POLICY_VERSIONS)
+            .values()
+            .map(|value| decode(&value.map_err(engine)?))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Upkeep for SledStore {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.tree.size_on_disk().map_err(engine)
     }

@@ -223,7 +223,7 @@ fn take_split_fields(
 mod tests {
     use super::*;
     use crate::store::records::fixtures::{customer_record, field_record};
-    use crate::store::{CustomerRecord, SledStore, Store};
+    use crate::store::{CustomerRecord, Customers, SledStore};
     use serde::Serialize;
 
     /// A format 1 record as the older releases encoded it.

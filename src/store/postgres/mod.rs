@@ -23,9 +23,10 @@ use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
 use super::chain::ChainedWrite;
 use super::records::{decode, decode_customer, encode};
 use super::{
-    erasure_hash, with_causes, CommitError, CustomerChange, CustomerRecord, Erasure, FieldRecord,
-    KeyAnchor, PolicyVersionRecord, PoolState, ReceiptRecord, RotationLease, RotationRecord, Store,
-    StoreError, StoreHealth, StorePressure, TokenRecord,
+    erasure_hash, with_causes, AuditLog, CommitError, CustomerChange, CustomerRecord, Customers,
+    Erasure, FieldRecord, KeyAnchor, KeyState, KeyringTable, PolicyVersionRecord, PolicyVersions,
+    PoolState, ReceiptRecord, RotationLease, RotationRecord, StoreError, StoreHealth,
+    StorePressure, TokenRecord, Upkeep,
 };
 
 /// Advisory lock ids: "piiv" followed by a purpose number.
@@ -207,25 +208,10 @@ impl PgStore {
             .map_err(pg(&statement_name(sql)))?;
         row.map(|row| decode(row.get::<_, &[u8]>(0))).transpose()
     }
-
-    /// The keyring row: its generation, the lowest master version still live,
-    /// and the keyring sealed by the root key.
-    pub async fn keyring_row(&self) -> Result<Option<(i64, i32, Vec<u8>)>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT generation, retired_below, sealed FROM keyring WHERE id = 1",
-                &[],
-            )
-            .await
-            .map_err(pg("keyring row"))?;
-        Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
-    }
 }
 
 #[async_trait::async_trait]
-impl Store for PgStore {
+impl Customers for PgStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
         let row = self
             .client()
@@ -385,58 +371,10 @@ impl Store for PgStore {
             .map_err(pg("customer count"))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
+}
 
-    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
-        self.record("SELECT record FROM rotation WHERE id = 1", &[])
-            .await
-    }
-
-    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        match rotation {
-            Some(rotation) => {
-                client
-                    .execute(
-                        "INSERT INTO rotation (id, record) VALUES (1, $1)
-                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                        &[&encode(&rotation)?],
-                    )
-                    .await
-            }
-            None => {
-                client
-                    .execute("DELETE FROM rotation WHERE id = 1", &[])
-                    .await
-            }
-        }
-        .map_err(pg("set rotation"))?;
-        Ok(())
-    }
-
-    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
-        lease::try_lease(&self.config, &self.tls).await
-    }
-
-    async fn publish_policy_version(
-        &self,
-        version: PolicyVersionRecord,
-        audit: AuditEntry,
-    ) -> Result<(), CommitError> {
-        commit::publish_policy_version(&mut self.client().await?, version, audit).await
-    }
-
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query("SELECT record FROM policy_versions ORDER BY seq", &[])
-            .await
-            .map_err(pg("policy versions"))?;
-        rows.iter()
-            .map(|row| decode(row.get::<_, &[u8]>(0)))
-            .collect()
-    }
-
+#[async_trait::async_trait]
+impl AuditLog for PgStore {
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
@@ -514,6 +452,40 @@ impl Store for PgStore {
     async fn trim_audit(&self, trim: AuditTrim) -> Result<u64, CommitError> {
         commit::trim_audit(&mut self.client().await?, trim).await
     }
+}
+
+#[async_trait::async_trait]
+impl KeyState for PgStore {
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        self.record("SELECT record FROM rotation WHERE id = 1", &[])
+            .await
+    }
+
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        match rotation {
+            Some(rotation) => {
+                client
+                    .execute(
+                        "INSERT INTO rotation (id, record) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                        &[&encode(&rotation)?],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .execute("DELETE FROM rotation WHERE id = 1", &[])
+                    .await
+            }
+        }
+        .map_err(pg("set rotation"))?;
+        Ok(())
+    }
+
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        lease::try_lease(&self.config, &self.tls).await
+    }
 
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
         self.record("SELECT record FROM key_anchor WHERE id = 1", &[])
@@ -534,7 +506,33 @@ impl Store for PgStore {
             .map_err(pg("set key anchor"))?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl PolicyVersions for PgStore {
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError> {
+        commit::publish_policy_version(&mut self.client().await?, version, audit).await
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT record FROM policy_versions ORDER BY seq", &[])
+            .await
+            .map_err(pg("policy versions"))?;
+        rows.iter()
+            .map(|row| decode(row.get::<_, &[u8]>(0)))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Upkeep for PgStore {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let row = self
             .client()
@@ -588,12 +586,23 @@ impl Store for PgStore {
 /// How long readiness waits for the database to answer `SELECT 1`.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl PgStore {
-    /// Replaces the keyring row if it is still at `expected_generation` (`None`:
-    /// no row yet). Raising `retired_below` succeeds only when no customer is
-    /// still wrapped under a version below it; commits that would wrap under
-    /// one are held off by the row lock and then refused (`StaleKeyring`).
-    pub async fn save_keyring_row(
+/// The keyring row, replaced under its row lock (see `save_keyring_row`).
+#[async_trait::async_trait]
+impl KeyringTable for PgStore {
+    async fn keyring_row(&self) -> Result<Option<(i64, i32, Vec<u8>)>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT generation, retired_below, sealed FROM keyring WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(pg("keyring row"))?;
+        Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
+    }
+
+    async fn save_keyring_row(
         &self,
         expected_generation: Option<i64>,
         generation: i64,
