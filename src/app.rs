@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
-use crate::store::{ErasureJournal, PgSessionSettings, PgStore, SledStore, Store};
+use crate::store::{ErasureJournal, KeyringTable, PgSessionSettings, PgStore, SledStore, Store};
 use crate::vault::{
     Clock, FileKeyring, KeyManager, Limits, RotationPolicy, SystemClock, TableKeyring, Vault,
 };

@@ -33,9 +33,7 @@ impl ErasureJournal {
     /// Opens (or creates, mode 0600) the journal and returns every receipt in
     /// it, oldest first, after cutting off a torn last record.
     pub fn open(path: &Path) -> Result<(ErasureJournal, Vec<ReceiptRecord>), StoreError> {
-        let io = |error: std::io::Error| {
-            StoreError::Engine(format!("erasure journal {}: {error}", path.display()))
-        };
+        let io = |error| StoreError::engine(format!("erasure journal {}", path.display()), error);
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -73,7 +71,7 @@ impl ErasureJournal {
         file.write_all(&record)
             .and_then(|()| file.sync_data())
             .map_err(|error| {
-                StoreError::Engine(format!("erasure journal {}: {error}", self.path.display()))
+                StoreError::engine(format!("erasure journal {}", self.path.display()), error)
             })
     }
 }

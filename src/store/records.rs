@@ -40,8 +40,9 @@ pub(super) fn decode_customer(format: i16, bytes: &[u8]) -> Result<CustomerRecor
     }
 }
 
-pub(super) fn engine(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(error.to_string())
+/// A sled error, kept whole as the store error's source.
+pub(super) fn engine(error: sled::Error) -> StoreError {
+    StoreError::engine("sled", error)
 }
 
 /// A hash as lower-case hex, as receipts and audit events show it.
@@ -289,11 +290,48 @@ pub struct CustomerChange {
     pub delete_tokens: Vec<String>,
     pub put_index: Vec<IndexEntry>,
     pub delete_index: Vec<IndexEntry>,
-    /// An erasure receipt; also marks the customer id as erased. The engine
-    /// fills in its `audit_hash` with the hash of `audit`.
-    pub receipt: Option<ReceiptRecord>,
     /// The audit event that records this change, chained in the same commit.
     pub audit: Option<super::AuditEntry>,
+}
+
+/// Everything of one customer that an erasure removes: their record, with
+/// these fields, tokens and index entries.
+#[derive(Clone, Debug, Default)]
+pub struct CustomerRemoval {
+    pub customer_id: String,
+    /// The revision the domain read; `None` when nothing is stored for the
+    /// customer any more (only the receipt is recorded).
+    pub expected_revision: Option<u64>,
+    pub delete_fields: Vec<String>,
+    pub delete_tokens: Vec<String>,
+    pub delete_index: Vec<IndexEntry>,
+}
+
+/// An erasure (`Store::erase`): the removal, the receipt that proves it and
+/// the event that records it, in one atomic, durable write.
+#[derive(Clone, Debug)]
+pub struct Erasure {
+    pub removal: CustomerRemoval,
+    /// Also marks the customer id as erased. The engine fills in its
+    /// `audit_hash` with the hash of `audit`.
+    pub receipt: ReceiptRecord,
+    pub audit: super::AuditEntry,
+}
+
+/// A removal is the change that deletes the customer's record and the rest
+/// it names; engines apply it as they apply any change.
+impl From<CustomerRemoval> for CustomerChange {
+    fn from(removal: CustomerRemoval) -> CustomerChange {
+        CustomerChange {
+            customer_id: removal.customer_id,
+            expected_revision: removal.expected_revision,
+            customer: None,
+            delete_fields: removal.delete_fields,
+            delete_tokens: removal.delete_tokens,
+            delete_index: removal.delete_index,
+            ..CustomerChange::default()
+        }
+    }
 }
 
 /// A master-key rotation that has made its new version active and not yet

@@ -10,14 +10,17 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
+use super::chain::ChainedWrite;
 use super::disk_reserve::DiskReserve;
+use super::group_commit::Answer;
 use super::records::{decode, encode, engine};
 use super::sled_keys::{self as keys, CustomerEntry, CustomerEntryRecord};
 use super::sled_upgrade::upgrade_on_open;
 use super::sled_writer::{ChainWriter, EncodedChange, TrimCheck, WriteJob};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
-    ReceiptRecord, RotationRecord, Store, StoreError, StoreHealth, StorePressure, TokenRecord,
+    erasure_hash, AuditLog, CommitError, CustomerChange, CustomerRecord, Customers, Erasure,
+    FieldRecord, KeyAnchor, KeyState, PolicyVersionRecord, PolicyVersions, ReceiptRecord,
+    RotationRecord, StoreError, StoreHealth, StorePressure, TokenRecord, Upkeep,
 };
 
 pub struct SledStore {
@@ -46,7 +49,8 @@ impl SledStore {
             .flush_every_ms(None);
         let db = open_when_unlocked(&config)?;
         upgrade_on_open(&db)?;
-        let log_file = File::open(dir.join("db")).map_err(engine)?;
+        let log_file = File::open(dir.join("db"))
+            .map_err(|error| StoreError::engine("opening sled's log file to sync it", error))?;
         let sync_db = db.clone();
         // sled's flush ends in sync_file_range on Linux, which promises nothing after
         // a power loss; the fdatasync that follows does.
@@ -99,6 +103,12 @@ impl SledStore {
     fn audit_head(&self) -> Result<AuditHead, StoreError> {
         Ok(self.get(keys::AUDIT_HEAD)?.unwrap_or_default())
     }
+
+    /// Encodes the customers' changes (off the writer thread) and writes them.
+    async fn write(&self, chained: ChainedWrite<CustomerChange>) -> Answer {
+        let encoded = chained.try_map(EncodedChange::encode)?;
+        self.writer.write(WriteJob::of(encoded)).await
+    }
 }
 
 /// How long opening waits for a process (or a vault in this process) that is
@@ -126,7 +136,7 @@ fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
 }
 
 #[async_trait::async_trait]
-impl Store for SledStore {
+impl Customers for SledStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
         let entry: Option<CustomerEntryRecord> = self.get(&keys::customer(customer_id))?;
         Ok(entry.map(|entry| entry.record))
@@ -186,39 +196,18 @@ impl Store for SledStore {
         self.get(&keys::receipt(receipt_id))
     }
 
-    async fn commit(&self, mut change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let entries = change.audit.take().into_iter().collect();
-        let receipt = change.receipt.clone();
-        let job = WriteJob {
-            changes: vec![EncodedChange::encode(change)?],
-            entries,
-            receipt,
-            anchor: None,
-            trim: None,
-        };
-        let hashes = self.writer.write(job).await?;
+    async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
+        let hashes = self.write(ChainedWrite::of_changes(vec![change])).await?;
         Ok(hashes.first().copied())
     }
 
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
+        let hashes = self.write(ChainedWrite::of_erasure(erasure)).await?;
+        erasure_hash(&hashes)
+    }
+
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
-        let mut entries = Vec::new();
-        let mut encoded = Vec::with_capacity(changes.len());
-        for mut change in changes {
-            // Receipts are per erasure, never batched.
-            if change.receipt.is_some() {
-                return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
-            }
-            entries.extend(change.audit.take());
-            encoded.push(EncodedChange::encode(change)?);
-        }
-        let job = WriteJob {
-            changes: encoded,
-            entries,
-            receipt: None,
-            anchor: None,
-            trim: None,
-        };
-        self.writer.write(job).await?;
+        self.write(ChainedWrite::of_changes(changes)).await?;
         Ok(())
     }
 
@@ -250,63 +239,18 @@ impl Store for SledStore {
     async fn customer_count(&self) -> Result<u64, StoreError> {
         Ok(self.tree.scan_prefix(keys::CUSTOMERS).keys().count() as u64)
     }
+}
 
-    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
-        self.get(keys::ROTATION)
-    }
-
-    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
-        match rotation {
-            Some(rotation) => self.tree.insert(keys::ROTATION, encode(&rotation)?),
-            None => self.tree.remove(keys::ROTATION),
-        }
-        .map_err(engine)?;
-        self.writer.sync().await
-    }
-
-    async fn publish_policy_version(
-        &self,
-        version: PolicyVersionRecord,
-        audit: AuditEntry,
-    ) -> Result<(), CommitError> {
-        let change = EncodedChange::new_records(vec![
-            (keys::policy_version(version.seq), encode(&version)?),
-            (keys::policy_version_name(&version.version), Vec::new()),
-        ]);
-        let job = WriteJob {
-            changes: vec![change],
-            entries: vec![audit],
-            receipt: None,
-            anchor: None,
-            trim: None,
-        };
-        self.writer.write(job).await?;
-        Ok(())
-    }
-
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-        self.tree
-            .scan_prefix(keys::POLICY_VERSIONS)
-            .values()
-            .map(|value| decode(&value.map_err(engine)?))
-            .collect()
-    }
-
+#[async_trait::async_trait]
+impl AuditLog for SledStore {
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let job = WriteJob {
-            changes: Vec::new(),
-            entries,
-            receipt: None,
-            anchor: None,
-            trim: None,
-        };
-        self.writer.write(job).await.map_err(|error| match error {
-            CommitError::Store(error) => error,
-            other => StoreError::Engine(other.to_string()),
-        })?;
+        self.writer
+            .write(WriteJob::of(ChainedWrite::of_entries(entries)))
+            .await
+            .map_err(CommitError::into_store_error)?;
         Ok(())
     }
 
@@ -393,8 +337,11 @@ impl Store for SledStore {
             trimmed += 1;
         }
         let job = WriteJob {
-            changes: vec![EncodedChange::removals(removes)],
-            entries: vec![trim.event],
+            chained: ChainedWrite {
+                changes: vec![EncodedChange::removals(removes)],
+                entries: vec![trim.event],
+                proof: None,
+            },
             trim: Some(TrimCheck {
                 expected_anchor: trim.expected_anchor,
                 through: trim.through,
@@ -403,6 +350,22 @@ impl Store for SledStore {
         };
         self.writer.write(job).await?;
         Ok(trimmed)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyState for SledStore {
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        self.get(keys::ROTATION)
+    }
+
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
+        match rotation {
+            Some(rotation) => self.tree.insert(keys::ROTATION, encode(&rotation)?),
+            None => self.tree.remove(keys::ROTATION),
+        }
+        .map_err(engine)?;
+        self.writer.sync().await
     }
 
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
@@ -415,13 +378,45 @@ impl Store for SledStore {
             anchor: Some(anchor),
             ..WriteJob::default()
         };
-        self.writer.write(job).await.map_err(|error| match error {
-            CommitError::Store(error) => error,
-            other => StoreError::Engine(other.to_string()),
-        })?;
+        self.writer
+            .write(job)
+            .await
+            .map_err(CommitError::into_store_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl PolicyVersions for SledStore {
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError> {
+        let change = EncodedChange::new_records(vec![
+            (keys::policy_version(version.seq), encode(&version)?),
+            (keys::policy_version_name(&version.version), Vec::new()),
+        ]);
+        let chained = ChainedWrite {
+            changes: vec![change],
+            entries: vec![audit],
+            proof: None,
+        };
+        self.writer.write(WriteJob::of(chained)).await?;
         Ok(())
     }
 
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        self.tree
+            .scan_prefix(keys::POLICY_VERSIONS)
+            .values()
+            .map(|value| decode(&value.map_err(engine)?))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Upkeep for SledStore {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.tree.size_on_disk().map_err(engine)
     }

@@ -65,7 +65,7 @@ pub fn upgrade_on_open(db: &sled::Db) -> Result<u64, StoreError> {
     let format = stored_format(db)?;
     if let Some(format) = format {
         if format > keys::STORE_FORMAT {
-            return Err(StoreError::Engine(format!(
+            return Err(StoreError::engine_refused(format!(
                 "this store was written by a newer pii-vault (format {format}); this binary \
                  reads up to format {}. Run the newer release (or restore a backup taken \
                  before the upgrade); nothing was changed",
@@ -223,7 +223,7 @@ fn take_split_fields(
 mod tests {
     use super::*;
     use crate::store::records::fixtures::{customer_record, field_record};
-    use crate::store::{CustomerRecord, SledStore, Store};
+    use crate::store::{CustomerRecord, Customers, SledStore};
     use serde::Serialize;
 
     /// A format 1 record as the older releases encoded it.

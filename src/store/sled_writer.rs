@@ -17,15 +17,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sled::IVec;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::audit::{AuditEntry, AuditHead, AuditRecord};
+use super::audit::{AuditHead, AuditRecord};
+use super::chain::ChainedWrite;
 use super::disk_reserve::DiskReserve;
-use super::records::{decode, encode, engine, hex};
+use super::group_commit::{gather, Answer, Hashes, JobQueue};
+use super::records::{decode, encode, engine};
 use super::sled_keys::{self as keys, CustomerEntry};
-use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, ReceiptRecord, StoreError,
-};
+use super::{CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, StoreError};
 
 /// Most jobs in one group: bounds how long one group's callers wait for it.
 const MAX_GROUP: usize = 256;
@@ -36,17 +36,12 @@ const MAX_QUEUED: usize = 4 * MAX_GROUP;
 /// Makes everything applied so far durable (flush + fdatasync of the engine's files).
 pub type SyncFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
-/// The hashes of a job's audit events, in order.
-type Hashes = Vec<[u8; 32]>;
-
-/// Records the writer stores for one job: its changes, audit events and receipt.
+/// Records the writer stores for one job: a chained write (its changes, audit
+/// events and erasure proof), and what only this engine's writer checks.
 /// An empty job only asks for a sync of what was written before it.
 #[derive(Default)]
 pub struct WriteJob {
-    pub changes: Vec<EncodedChange>,
-    pub entries: Vec<AuditEntry>,
-    /// An erasure receipt; the writer fills in the hash of the job's first event.
-    pub receipt: Option<ReceiptRecord>,
+    pub chained: ChainedWrite<EncodedChange>,
     /// A new key anchor: jobs after this one are checked against it.
     pub anchor: Option<KeyAnchor>,
     /// A trim of the audit log: checked against the chain as the jobs before
@@ -61,19 +56,20 @@ pub struct TrimCheck {
     pub through: AuditHead,
 }
 
-struct Job {
-    write: WriteJob,
-    reply: oneshot::Sender<Result<Hashes, CommitError>>,
-}
+type Job = super::group_commit::Job<WriteJob>;
 
 impl WriteJob {
+    /// A job that only writes and chains.
+    pub fn of(chained: ChainedWrite<EncodedChange>) -> WriteJob {
+        WriteJob {
+            chained,
+            ..WriteJob::default()
+        }
+    }
+
     /// Whether the job only asks for a sync.
     fn is_sync_only(&self) -> bool {
-        self.changes.is_empty()
-            && self.entries.is_empty()
-            && self.receipt.is_none()
-            && self.anchor.is_none()
-            && self.trim.is_none()
+        self.chained.is_empty() && self.anchor.is_none() && self.trim.is_none()
     }
 }
 
@@ -89,7 +85,7 @@ type BusySince = Arc<Mutex<Option<Instant>>>;
 const STALLED_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ChainWriter {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<JobQueue<WriteJob>>,
     thread: Option<JoinHandle<()>>,
     sync_failure: SyncFailure,
     busy_since: BusySince,
@@ -124,7 +120,7 @@ impl ChainWriter {
             Some(bytes) => decode(&bytes)?,
             None => KeyAnchor::default(),
         };
-        let (jobs, mut receiver) = mpsc::channel(MAX_QUEUED);
+        let (jobs, mut receiver) = JobQueue::new(MAX_QUEUED, "store writer");
         let sync_failure = SyncFailure::default();
         let busy_since = BusySince::default();
         let writer = Writer {
@@ -137,7 +133,7 @@ impl ChainWriter {
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(head, anchor, &mut receiver))
-            .map_err(engine)?;
+            .map_err(|error| StoreError::engine("starting the store writer", error))?;
         Ok(ChainWriter {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -149,9 +145,7 @@ impl ChainWriter {
 
     /// Jobs waiting for their group.
     pub fn queued(&self) -> u64 {
-        self.jobs
-            .as_ref()
-            .map_or(0, |jobs| (jobs.max_capacity() - jobs.capacity()) as u64)
+        self.jobs.as_ref().map_or(0, JobQueue::queued)
     }
 
     /// Why writes are refused for good: a sync failed, or a group has been
@@ -173,24 +167,20 @@ impl ChainWriter {
 
     /// Applies the job (all or nothing) once it is its turn and returns the
     /// hashes of its audit events once it is on stable storage.
-    pub async fn write(&self, write: WriteJob) -> Result<Hashes, CommitError> {
-        let (reply, answer) = oneshot::channel();
+    pub async fn write(&self, write: WriteJob) -> Answer {
         self.jobs
             .as_ref()
             .ok_or_else(writer_gone)?
-            .send(Job { write, reply })
+            .submit(write)
             .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
     }
 
     /// Returns once everything written before the call is on stable storage.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        match self.write(WriteJob::default()).await {
-            Ok(_) => Ok(()),
-            Err(CommitError::Store(error)) => Err(error),
-            Err(other) => Err(StoreError::Engine(other.to_string())),
-        }
+        self.write(WriteJob::default())
+            .await
+            .map(drop)
+            .map_err(CommitError::into_store_error)
     }
 }
 
@@ -205,7 +195,7 @@ impl Drop for ChainWriter {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Engine("the store writer stopped".into())
+    StoreError::engine_refused("the store writer stopped")
 }
 
 fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -226,11 +216,7 @@ impl Writer {
     fn run(&self, mut head: AuditHead, mut anchor: KeyAnchor, receiver: &mut mpsc::Receiver<Job>) {
         let mut disk_was_full = false;
         while let Some(first) = receiver.blocking_recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP {
-                let Ok(job) = receiver.try_recv() else { break };
-                jobs.push(job);
-            }
+            let jobs = gather(first, receiver, MAX_GROUP);
             let failure = lock(&self.sync_failure).clone();
             let room = self.reserve.check();
             note_disk_change(&mut disk_was_full, &room);
@@ -255,7 +241,7 @@ impl Writer {
                 }
             };
             for (job, answer) in jobs.into_iter().zip(answers) {
-                let _ = job.reply.send(answer);
+                job.answer(answer);
             }
         }
     }
@@ -273,7 +259,7 @@ fn note_disk_change(was_full: &mut bool, room: &Result<(), StoreError>) {
 
 /// Every job that writes is refused with `full`; a job that only asks for a
 /// sync has nothing to wait for (every group was synced before its answer).
-fn refuse_writes(jobs: &[Job], full: &StoreError) -> Vec<Result<Hashes, CommitError>> {
+fn refuse_writes(jobs: &[Job], full: &StoreError) -> Vec<Answer> {
     jobs.iter()
         .map(|job| {
             if job.write.is_sync_only() {
@@ -285,7 +271,7 @@ fn refuse_writes(jobs: &[Job], full: &StoreError) -> Vec<Result<Hashes, CommitEr
         .collect()
 }
 
-fn not_durable(jobs: usize, failure: &str) -> Vec<Result<Hashes, CommitError>> {
+fn not_durable(jobs: usize, failure: &str) -> Vec<Answer> {
     (0..jobs)
         .map(|_| Err(StoreError::NotDurable(failure.to_owned()).into()))
         .collect()
@@ -300,17 +286,17 @@ fn apply_group(
     head: AuditHead,
     anchor: &mut KeyAnchor,
     jobs: &[Job],
-) -> (AuditHead, Vec<Result<Hashes, CommitError>>) {
+) -> (AuditHead, Vec<Answer>) {
     let mut group = Staged::default();
     let mut group_head = head;
     let anchor_before = anchor.clone();
     let outcomes: Vec<_> = jobs
         .iter()
         .map(|job| {
-            if job.reply.is_closed() {
+            if job.is_abandoned() {
                 // Its caller gave up (its deadline passed): its outcome is
                 // unknown to the caller either way, and skipping it saves the work.
-                return Err(StoreError::Engine("the caller gave up".into()).into());
+                return Err(StoreError::engine_refused("the caller gave up").into());
             }
             stage_job(tree, &mut group, &mut group_head, anchor, &job.write)
         })
@@ -323,9 +309,10 @@ fn apply_group(
         Err(error) => {
             tracing::error!(%error, "store batch failed; its writes were refused");
             *anchor = anchor_before;
+            let failed = engine(error);
             let refused = outcomes
-                .into_iter()
-                .map(|_| Err(StoreError::Engine(error.to_string()).into()))
+                .iter()
+                .map(|_| Err(failed.clone().into()))
                 .collect();
             (head, refused)
         }
@@ -378,7 +365,7 @@ fn stage_job(
             Some(encode(&trim.through)?.into()),
         );
     }
-    for change in &job.changes {
+    for change in &job.chained.changes {
         let customer = check(tree, &[&own, group], anchor, change)?;
         stage_change(&mut own, change, customer)?;
     }
@@ -487,42 +474,37 @@ fn stage_change(
 }
 
 /// Chains the job's events after `head` and stages them, the new head and the
-/// receipt. Returns the events' hashes and the head after them.
+/// erasure's proof. Returns the events' hashes and the head after them.
 fn stage_audit(
     staged: &mut Staged,
     mut head: AuditHead,
     job: &WriteJob,
 ) -> Result<(Hashes, AuditHead), StoreError> {
-    let mut hashes = Vec::with_capacity(job.entries.len());
-    for entry in &job.entries {
-        let record = AuditRecord::chain(entry.clone(), head.seq, head.hash);
-        head = AuditHead {
-            seq: record.seq,
-            hash: record.hash,
-        };
+    let chained = job.chained.chain(&mut head);
+    for record in &chained.records {
         if !record.customer_id.is_empty() {
             let index_key = keys::customer_audit_event(&record.customer_id, record.seq);
             staged.writes.insert(index_key, Some(IVec::default()));
         }
-        let encoded = encode(&record)?;
+        let encoded = encode(record)?;
         staged
             .writes
             .insert(keys::audit_event(record.seq), Some(encoded.into()));
-        hashes.push(record.hash);
     }
-    if !job.entries.is_empty() {
+    if !chained.records.is_empty() {
         staged
             .writes
             .insert(keys::AUDIT_HEAD.to_vec(), Some(encode(&head)?.into()));
     }
-    if let Some(receipt) = &job.receipt {
-        // The receipt names the event that records the erasure it proves.
-        let mut receipt = receipt.clone();
-        receipt.audit_hash = hashes.first().map(hex).unwrap_or_default();
+    if let Some(proof) = &chained.proof {
+        let receipt = &proof.receipt;
+        let erased = keys::erasure(&proof.customer_id);
+        let receipt_id = IVec::from(receipt.receipt_id.as_bytes());
+        staged.writes.insert(erased, Some(receipt_id));
         let key = keys::receipt(&receipt.receipt_id);
-        staged.writes.insert(key, Some(encode(&receipt)?.into()));
+        staged.writes.insert(key, Some(encode(receipt)?.into()));
     }
-    Ok((hashes, head))
+    Ok((chained.hashes(), head))
 }
 
 /// A change as keys and encoded records, so the writer thread only checks and
@@ -591,9 +573,6 @@ impl EncodedChange {
         for entry in &change.delete_index {
             removes.push(keys::index(&entry.field_name, &entry.blind_index, id));
         }
-        if let Some(receipt) = &change.receipt {
-            inserts.push((keys::erasure(id), receipt.receipt_id.as_bytes().to_vec()));
-        }
         Ok(EncodedChange {
             customer: Some(CustomerUpdate {
                 key: keys::customer(id),
@@ -613,7 +592,7 @@ impl EncodedChange {
 mod tests {
     use super::*;
     use crate::store::records::fixtures::{customer_record, field_record};
-    use crate::store::{TokenRecord, TokenTarget};
+    use crate::store::{AuditEntry, TokenRecord, TokenTarget};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -642,30 +621,22 @@ mod tests {
             )],
             ..CustomerChange::default()
         };
-        WriteJob {
+        WriteJob::of(ChainedWrite {
             changes: vec![EncodedChange::encode(change).expect("encodes")],
             entries: vec![AuditEntry {
                 customer_id: customer_id.into(),
                 action: "Tokenize".into(),
                 ..AuditEntry::default()
             }],
-            receipt: None,
-            anchor: None,
-            trim: None,
-        }
+            proof: None,
+        })
     }
 
     /// Runs the jobs as one group, as the writer thread does when they arrive
     /// together, and returns each job's outcome and the new head.
     fn group(tree: &sled::Db, head: AuditHead, jobs: Vec<WriteJob>) -> (Vec<bool>, AuditHead) {
         // Callers that wait for their answers: a job whose caller left is skipped.
-        let (jobs, _callers): (Vec<_>, Vec<_>) = jobs
-            .into_iter()
-            .map(|write| {
-                let (reply, answer) = oneshot::channel();
-                (Job { write, reply }, answer)
-            })
-            .unzip();
+        let (jobs, _callers): (Vec<_>, Vec<_>) = jobs.into_iter().map(Job::new).unzip();
         let (head, outcomes) = apply_group(tree, head, &mut KeyAnchor::default(), &jobs);
         (outcomes.iter().map(Result::is_ok).collect(), head)
     }
@@ -738,10 +709,10 @@ mod tests {
             delete_fields: delete.iter().map(|name| (*name).to_owned()).collect(),
             ..CustomerChange::default()
         };
-        WriteJob {
+        WriteJob::of(ChainedWrite {
             changes: vec![EncodedChange::encode(change).expect("encodes")],
-            ..WriteJob::default()
-        }
+            ..ChainedWrite::default()
+        })
     }
 
     fn stored_fields(tree: &sled::Db, customer_id: &str) -> Vec<(String, String)> {
@@ -843,14 +814,17 @@ mod tests {
             hash: event(2).hash,
         };
         let trim_job = || WriteJob {
-            changes: vec![EncodedChange::removals(vec![
-                keys::audit_event(1),
-                keys::audit_event(2),
-            ])],
-            entries: vec![AuditEntry {
-                action: "TrimAuditLog".into(),
-                ..AuditEntry::default()
-            }],
+            chained: ChainedWrite {
+                changes: vec![EncodedChange::removals(vec![
+                    keys::audit_event(1),
+                    keys::audit_event(2),
+                ])],
+                entries: vec![AuditEntry {
+                    action: "TrimAuditLog".into(),
+                    ..AuditEntry::default()
+                }],
+                proof: None,
+            },
             trim: Some(TrimCheck {
                 expected_anchor: AuditHead::default(),
                 through,
@@ -947,7 +921,7 @@ mod tests {
         assert!(matches!(refused, Err(CommitError::StaleKeyring)));
         assert_eq!(revision(&tree, "carol"), None);
         let mut rewrapped = job("carol", None, "tok-9");
-        let record = rewrapped.changes[0]
+        let record = rewrapped.chained.changes[0]
             .customer
             .as_mut()
             .and_then(|customer| customer.record.as_mut())

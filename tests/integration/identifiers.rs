@@ -138,7 +138,7 @@ async fn a_customer_stored_under_such_an_id_before_the_check_can_still_be_erased
     {
         return;
     }
-    use pii_vault::store::{CustomerChange, Store};
+    use pii_vault::store::{CustomerChange, Customers, Upkeep};
     let mut vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     put(

@@ -247,7 +247,10 @@ async fn debug_logs_on_postgres_carry_no_blind_index_or_token() {
     let store = pii_vault::store::PgStore::connect(&database.url, 1, None, true)
         .await
         .unwrap();
-    let (_, _, sealed) = store.keyring_row().await.unwrap().expect("a keyring row");
+    let (_, _, sealed) = pii_vault::store::KeyringTable::keyring_row(&store)
+        .await
+        .unwrap()
+        .expect("a keyring row");
     let root = pii_vault::crypto::RootKey::load(&paths.root_key_file).unwrap();
     let (_, keyring) = pii_vault::crypto::open_sealed_keyring(&root, &sealed).unwrap();
     let blind = keyring

@@ -11,9 +11,10 @@ use common::{field, TestVault, VaultClient, ADMIN_KEY, CHECKOUT_KEY};
 use pii_vault::crypto::{KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind};
 use pii_vault::store::{
-    AuditEntry, AuditQuery, AuditRecord, CommitError, CustomerChange, CustomerRecord, FieldRecord,
-    KeyAnchor, PolicyVersionRecord, ReceiptRecord, RotationLease, RotationRecord, Store,
-    StoreError, TokenRecord,
+    AuditEntry, AuditLog, AuditQuery, AuditRecord, CommitError, CustomerChange, CustomerRecord,
+    Customers, Erasure, FieldRecord, KeyAnchor, KeyState, KeyringTable, PolicyVersionRecord,
+    PolicyVersions, ReceiptRecord, RotationLease, RotationRecord, Store, StoreError, TokenRecord,
+    Upkeep,
 };
 use tokio::sync::Notify;
 use tonic::Code;
@@ -1008,7 +1009,7 @@ async fn after_erasure_and_retirement_no_copy_confirms_an_erased_value() {
     assert!(!live.contains("219-09-9999") && !copy.contains("219-09-9999"));
 
     let copied = pii_vault::store::SledStore::open(&before.path().join("data"), 16 << 20).unwrap();
-    let record = pii_vault::store::Store::customer(&copied, "victim")
+    let record = pii_vault::store::Customers::customer(&copied, "victim")
         .await
         .unwrap()
         .expect("the copy holds the victim");
@@ -1019,7 +1020,7 @@ async fn after_erasure_and_retirement_no_copy_confirms_an_erased_value() {
     let live_store = pii_vault::store::SledStore::open(&vault.paths.data_dir, 16 << 20).unwrap();
     let mut token_keys = Vec::new();
     for store in [&copied, &live_store] {
-        let records = pii_vault::store::Store::customers_after(store, None, usize::MAX)
+        let records = pii_vault::store::Customers::customers_after(store, None, usize::MAX)
             .await
             .unwrap();
         for (id, record) in records {
@@ -1155,7 +1156,7 @@ struct HeldCreation {
 }
 
 #[async_trait::async_trait]
-impl Store for HeldCreation {
+impl Customers for HeldCreation {
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
         let gate = &self.gate;
         if change.customer_id == gate.customer
@@ -1167,21 +1168,27 @@ impl Store for HeldCreation {
         }
         self.inner.commit(change).await
     }
+
     async fn customer(&self, id: &str) -> Result<Option<CustomerRecord>, StoreError> {
         self.inner.customer(id).await
     }
+
     async fn fields(&self, id: &str) -> Result<Vec<(String, FieldRecord)>, StoreError> {
         self.inner.fields(id).await
     }
+
     async fn field(&self, id: &str, name: &str) -> Result<Option<FieldRecord>, StoreError> {
         self.inner.field(id, name).await
     }
+
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.token(token).await
     }
+
     async fn customer_tokens(&self, id: &str) -> Result<Vec<String>, StoreError> {
         self.inner.customer_tokens(id).await
     }
+
     async fn find_by_index(
         &self,
         field: &str,
@@ -1191,12 +1198,19 @@ impl Store for HeldCreation {
     ) -> Result<Vec<String>, StoreError> {
         self.inner.find_by_index(field, blind, after, limit).await
     }
+
     async fn erasure_of(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.inner.erasure_of(id).await
     }
+
     async fn receipt(&self, id: &str) -> Result<Option<ReceiptRecord>, StoreError> {
         self.inner.receipt(id).await
     }
+
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
+        self.inner.erase(erasure).await
+    }
+
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
         let gate = &self.gate;
         if gate.hold_rewraps && !gate.held.swap(true, Ordering::SeqCst) {
@@ -1205,6 +1219,7 @@ impl Store for HeldCreation {
         }
         self.inner.commit_many(changes).await
     }
+
     async fn customers_after(
         &self,
         after: Option<&str>,
@@ -1212,37 +1227,22 @@ impl Store for HeldCreation {
     ) -> Result<Vec<(String, CustomerRecord)>, StoreError> {
         self.inner.customers_after(after, limit).await
     }
+
     async fn customer_count(&self) -> Result<u64, StoreError> {
         self.inner.customer_count().await
     }
-    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
-        self.inner.rotation().await
-    }
-    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
-        self.inner.try_rotation_lease().await
-    }
-    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
-        if self.gate.stall_rotations {
-            std::future::pending::<()>().await;
-        }
-        self.inner.set_rotation(rotation).await
-    }
-    async fn publish_policy_version(
-        &self,
-        version: PolicyVersionRecord,
-        audit: AuditEntry,
-    ) -> Result<(), CommitError> {
-        self.inner.publish_policy_version(version, audit).await
-    }
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-        self.inner.policy_versions().await
-    }
+}
+
+#[async_trait::async_trait]
+impl AuditLog for HeldCreation {
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         self.inner.append_audit(entries).await
     }
+
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit_events(query).await
     }
+
     async fn customer_audit_events_before(
         &self,
         id: &str,
@@ -1253,24 +1253,67 @@ impl Store for HeldCreation {
             .customer_audit_events_before(id, before_seq, limit)
             .await
     }
+
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         self.inner.audit_head().await
     }
+
     async fn audit_anchor(&self) -> Result<pii_vault::store::AuditHead, StoreError> {
         self.inner.audit_anchor().await
     }
+
     async fn trim_audit(&self, trim: pii_vault::store::AuditTrim) -> Result<u64, CommitError> {
         self.inner.trim_audit(trim).await
     }
+}
+
+#[async_trait::async_trait]
+impl KeyState for HeldCreation {
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        self.inner.rotation().await
+    }
+
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        self.inner.try_rotation_lease().await
+    }
+
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
+        if self.gate.stall_rotations {
+            std::future::pending::<()>().await;
+        }
+        self.inner.set_rotation(rotation).await
+    }
+
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
         self.inner.key_anchor().await
     }
+
     async fn set_key_anchor(&self, anchor: KeyAnchor) -> Result<(), StoreError> {
         self.inner.set_key_anchor(anchor).await
     }
+}
+
+#[async_trait::async_trait]
+impl PolicyVersions for HeldCreation {
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError> {
+        self.inner.publish_policy_version(version, audit).await
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        self.inner.policy_versions().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Upkeep for HeldCreation {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.size_on_disk().await
     }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush().await
     }
@@ -1439,7 +1482,7 @@ async fn after_erasure_and_retirement_no_postgres_dump_confirms_an_erased_value(
     let store = pii_vault::store::PgStore::connect(&restored.url, 1, None, true)
         .await
         .unwrap();
-    let record = pii_vault::store::Store::customer(&store, "victim")
+    let record = pii_vault::store::Customers::customer(&store, "victim")
         .await
         .unwrap()
         .expect("the dump holds the victim");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use pii_vault::store::{
     AuditEntry, AuditHead, AuditQuery, AuditTrim, CommitError, CustomerChange, CustomerRecord,
-    FieldRecord, IndexEntry, PgStore, PolicyVersionRecord, ReceiptRecord, RotationRecord,
-    SledStore, Store, TokenRecord, TokenTarget, WrappedDekRecord, GENESIS_HASH,
+    CustomerRemoval, Erasure, FieldRecord, IndexEntry, PgStore, PolicyVersionRecord, ReceiptRecord,
+    RotationRecord, SledStore, Store, TokenRecord, TokenTarget, WrappedDekRecord, GENESIS_HASH,
 };
 
 fn customer(revision: u64, master_version: u32) -> CustomerRecord {
@@ -215,21 +215,21 @@ async fn conformance(store: Arc<dyn Store>) {
         wrapped_under: BTreeSet::from([1]),
         audit_hash: String::new(),
     };
-    let erase = CustomerChange {
-        customer_id: "c1".into(),
-        expected_revision: Some(2),
-        customer: None,
-        delete_fields: vec!["email".into()],
-        delete_tokens: vec!["tok-c1-f".into(), "tok-c1-v".into()],
-        delete_index: vec![IndexEntry {
-            field_name: "email".into(),
-            blind_index: [9; 32],
-        }],
-        receipt: Some(receipt),
-        audit: Some(entry("c1", "DeleteCustomer")),
-        ..CustomerChange::default()
+    let erase = Erasure {
+        removal: CustomerRemoval {
+            customer_id: "c1".into(),
+            expected_revision: Some(2),
+            delete_fields: vec!["email".into()],
+            delete_tokens: vec!["tok-c1-f".into(), "tok-c1-v".into()],
+            delete_index: vec![IndexEntry {
+                field_name: "email".into(),
+                blind_index: [9; 32],
+            }],
+        },
+        receipt,
+        audit: entry("c1", "DeleteCustomer"),
     };
-    let erasure_hash = store.commit(erase).await.unwrap().unwrap();
+    let erasure_hash = store.erase(erase).await.unwrap();
     assert!(store.customer("c1").await.unwrap().is_none());
     assert!(store.fields("c1").await.unwrap().is_empty());
     assert!(store.token("tok-c1-v").await.unwrap().is_none());

@@ -6,175 +6,102 @@
 //! that conflicts is rolled back alone): one lock hold and one sync per batch.
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::commit::{append_chained, apply_change, lock_chain, write_receipt};
+use super::commit::{apply_change, audit_head, insert_chained, lock_chain, write_receipt};
 use super::{pg, pool_error};
-use crate::store::audit::AuditEntry;
-use crate::store::{hex, CommitError, CustomerChange, StoreError};
+use crate::store::chain::ChainedWrite;
+use crate::store::group_commit::{gather, Answer, Hashes, JobQueue};
+use crate::store::{CommitError, CustomerChange, StoreError};
 
 /// Most jobs in one transaction: bounds how long the chain lock is held.
 const MAX_BATCH: usize = 128;
 
-type Hashes = Vec<[u8; 32]>;
-
-enum Job {
-    /// Changes applied all or none, with their audit events.
-    Changes {
-        changes: Vec<CustomerChange>,
-        reply: oneshot::Sender<Result<Hashes, CommitError>>,
-    },
-    /// Audit events that record no change.
-    Audit {
-        entries: Vec<AuditEntry>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-}
+type Job = crate::store::group_commit::Job<ChainedWrite<CustomerChange>>;
 
 pub struct Batcher {
-    jobs: mpsc::Sender<Job>,
+    jobs: JobQueue<ChainedWrite<CustomerChange>>,
 }
 
 impl Batcher {
     pub fn start(pool: Pool) -> Batcher {
-        let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
+        let (jobs, receiver) = JobQueue::new(4 * MAX_BATCH, "postgres writer");
         tokio::spawn(run(pool, receiver));
         Batcher { jobs }
     }
 
-    /// Commits `changes` (all or none) with their audit events; returns the
-    /// events' hashes once the batch holding them is durable.
-    pub async fn commit(&self, changes: Vec<CustomerChange>) -> Result<Hashes, CommitError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Changes { changes, reply }).await?;
-        answer.await.map_err(|_| writer_gone())?
+    /// Commits the write's changes (all or none) with its audit events and
+    /// erasure proof; returns the events' hashes once the batch holding them
+    /// is durable.
+    pub async fn commit(&self, write: ChainedWrite<CustomerChange>) -> Answer {
+        self.jobs.submit(write).await
     }
-
-    pub async fn append(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Audit { entries, reply }).await?;
-        answer.await.map_err(|_| writer_gone())?
-    }
-
-    async fn send(&self, job: Job) -> Result<(), StoreError> {
-        self.jobs.send(job).await.map_err(|_| writer_gone())
-    }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Engine("the postgres writer stopped".into())
 }
 
 async fn run(pool: Pool, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        let jobs = gather(first, &mut receiver, MAX_BATCH);
         commit_batch(&pool, jobs).await;
     }
 }
 
-/// What one job produced inside the batch: its outcome, and where its audit
-/// events sit among the batch's.
-struct Applied {
-    outcome: Result<(), CommitError>,
-    events: std::ops::Range<usize>,
-}
-
 async fn commit_batch(pool: &Pool, jobs: Vec<Job>) {
     match apply_batch(pool, &jobs).await {
-        Ok((applied, hashes)) => {
-            for (job, applied) in jobs.into_iter().zip(applied) {
-                let job_hashes = hashes[applied.events].to_vec();
-                match job {
-                    Job::Changes { reply, .. } => {
-                        let _ = reply.send(applied.outcome.map(|()| job_hashes));
-                    }
-                    Job::Audit { reply, .. } => {
-                        let _ = reply.send(applied.outcome.map_err(into_store_error));
-                    }
-                }
+        Ok(answers) => {
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                job.answer(answer);
             }
         }
         Err(error) => {
-            let message = error.to_string();
             for job in jobs {
-                let failed = StoreError::Engine(message.clone());
-                match job {
-                    Job::Changes { reply, .. } => {
-                        let _ = reply.send(Err(failed.into()));
-                    }
-                    Job::Audit { reply, .. } => {
-                        let _ = reply.send(Err(failed));
-                    }
-                }
+                job.answer(Err(error.clone().into()));
             }
         }
     }
 }
 
-fn into_store_error(error: CommitError) -> StoreError {
-    match error {
-        CommitError::Store(error) => error,
-        other => StoreError::Engine(other.to_string()),
-    }
-}
-
-async fn apply_batch(pool: &Pool, jobs: &[Job]) -> Result<(Vec<Applied>, Hashes), StoreError> {
+/// Applies every job in one transaction under the chain's lock, chaining the
+/// events of those applied after the head read under it. Returns each job's
+/// answer, valid once the transaction commits.
+async fn apply_batch(pool: &Pool, jobs: &[Job]) -> Result<Vec<Answer>, StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let mut transaction = client.transaction().await.map_err(pg("apply batch"))?;
     lock_chain(&transaction).await?;
-    let mut applied = Vec::with_capacity(jobs.len());
-    let mut entries = Vec::new();
-    let mut receipts = Vec::new();
+    let mut head = audit_head(&transaction).await?;
+    let mut answers = Vec::with_capacity(jobs.len());
+    let mut records = Vec::new();
+    let mut proofs = Vec::new();
     for job in jobs {
-        let outcome = match job {
-            Job::Changes { changes, .. } => apply_job(&mut transaction, changes).await,
-            Job::Audit { .. } => Ok(()),
-        };
-        let first_event = entries.len();
-        if outcome.is_ok() {
-            match job {
-                Job::Changes { changes, .. } => {
-                    for change in changes {
-                        if let Some(receipt) = &change.receipt {
-                            receipts.push((
-                                entries.len(),
-                                change.customer_id.clone(),
-                                receipt.clone(),
-                            ));
-                        }
-                        entries.extend(change.audit.clone());
-                    }
-                }
-                Job::Audit { entries: audit, .. } => entries.extend(audit.iter().cloned()),
+        let write = &job.write;
+        let answer = match apply_job(&mut transaction, &write.changes).await {
+            Ok(()) => {
+                let chained = write.chain(&mut head);
+                let hashes: Hashes = chained.hashes();
+                records.extend(chained.records);
+                proofs.extend(chained.proof);
+                Ok(hashes)
             }
-        }
-        applied.push(Applied {
-            outcome,
-            events: first_event..entries.len(),
-        });
+            Err(refusal) => Err(refusal),
+        };
+        answers.push(answer);
     }
-    let records = append_chained(&transaction, entries).await?;
-    let hashes: Hashes = records.iter().map(|record| record.hash).collect();
-    for (event, customer_id, mut receipt) in receipts {
-        // The receipt names the event that records the erasure it proves.
-        receipt.audit_hash = hashes.get(event).map(hex).unwrap_or_default();
-        write_receipt(&transaction, &customer_id, &receipt).await?;
+    insert_chained(&transaction, &records, head).await?;
+    for proof in proofs {
+        write_receipt(&transaction, &proof.customer_id, &proof.receipt).await?;
     }
     transaction.commit().await.map_err(pg("apply batch"))?;
-    Ok((applied, hashes))
+    Ok(answers)
 }
 
-/// One job's changes under a savepoint: on any refusal the job alone is undone.
+/// One job's changes under a savepoint: on any refusal the job alone is
+/// undone. A job of events only needs none.
 async fn apply_job(
     transaction: &mut deadpool_postgres::Transaction<'_>,
     changes: &[CustomerChange],
 ) -> Result<(), CommitError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
     let savepoint = transaction
         .savepoint("job")
         .await

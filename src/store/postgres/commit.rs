@@ -6,7 +6,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{lock_ids, pg, statement_name};
-use crate::store::audit::{AuditEntry, AuditHead, AuditRecord, AuditTrim, GENESIS_HASH};
+use crate::store::audit::{AuditEntry, AuditHead, AuditRecord, AuditTrim};
+use crate::store::chain::chain_after;
 use crate::store::records::{encode, CUSTOMER_FORMAT};
 use crate::store::{CommitError, CustomerChange, IndexEntry, PolicyVersionRecord, StoreError};
 
@@ -83,7 +84,7 @@ async fn query_opt(
         .map_err(pg(&name))
 }
 
-pub async fn audit_head(client: &impl GenericClient) -> Result<(u64, [u8; 32]), StoreError> {
+pub async fn audit_head(client: &impl GenericClient) -> Result<AuditHead, StoreError> {
     let row = client
         .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
         .await
@@ -94,9 +95,12 @@ pub async fn audit_head(client: &impl GenericClient) -> Result<(u64, [u8; 32]), 
             let hash = hash
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("audit head hash is not 32 bytes"))?;
-            Ok((row.get::<_, i64>(0) as u64, hash))
+            Ok(AuditHead {
+                seq: row.get::<_, i64>(0) as u64,
+                hash,
+            })
         }
-        None => Ok((0, GENESIS_HASH)),
+        None => Ok(AuditHead::default()),
     }
 }
 
@@ -126,7 +130,7 @@ pub async fn trim_audit(client: &mut Object, trim: AuditTrim) -> Result<u64, Com
     let transaction = client.transaction().await.map_err(pg("trim audit"))?;
     lock_chain(&transaction).await?;
     let anchor = audit_anchor(&transaction).await?;
-    let (head_seq, _) = audit_head(&transaction).await?;
+    let head_seq = audit_head(&transaction).await?.seq;
     let through_seq = trim.through.seq.min(i64::MAX as u64) as i64;
     let through = transaction
         .query_opt(
@@ -158,19 +162,24 @@ pub async fn trim_audit(client: &mut Object, trim: AuditTrim) -> Result<u64, Com
     Ok(trimmed)
 }
 
-pub(super) async fn append_chained(
+/// Chains `entries` after the stored head (the caller holds the chain's lock).
+async fn append_chained(
     transaction: &Transaction<'_>,
     entries: Vec<AuditEntry>,
-) -> Result<Vec<AuditRecord>, StoreError> {
-    if entries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (mut seq, mut hash) = audit_head(transaction).await?;
-    let mut records = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let record = AuditRecord::chain(entry, seq, hash);
-        (seq, hash) = (record.seq, record.hash);
-        records.push(record);
+) -> Result<(), StoreError> {
+    let mut head = audit_head(transaction).await?;
+    let records = chain_after(&mut head, entries);
+    insert_chained(transaction, &records, head).await
+}
+
+/// Stores chained events and `head`, the chain's head after them.
+pub(super) async fn insert_chained(
+    transaction: &Transaction<'_>,
+    records: &[AuditRecord],
+    head: AuditHead,
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
     }
     let seqs: Vec<i64> = records.iter().map(|record| record.seq as i64).collect();
     let customers: Vec<&str> = records.iter().map(|r| r.customer_id.as_str()).collect();
@@ -189,10 +198,10 @@ pub(super) async fn append_chained(
         transaction,
         "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2)
          ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
-        &[&(seq as i64), &&hash[..]],
+        &[&(head.seq as i64), &&head.hash[..]],
     )
     .await?;
-    Ok(records)
+    Ok(())
 }
 
 pub(super) async fn apply_change(

@@ -20,11 +20,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::audit::{AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditTrim};
+use super::chain::ChainedWrite;
 use super::records::{decode, decode_customer, encode};
 use super::{
-    CommitError, CustomerChange, CustomerRecord, FieldRecord, KeyAnchor, PolicyVersionRecord,
-    PoolState, ReceiptRecord, RotationLease, RotationRecord, Store, StoreError, StoreHealth,
-    StorePressure, TokenRecord,
+    erasure_hash, with_causes, AuditLog, CommitError, CustomerChange, CustomerRecord, Customers,
+    Erasure, FieldRecord, KeyAnchor, KeyState, KeyringTable, PolicyVersionRecord, PolicyVersions,
+    PoolState, ReceiptRecord, RotationLease, RotationRecord, StoreError, StoreHealth,
+    StorePressure, TokenRecord, Upkeep,
 };
 
 /// Advisory lock ids: "piiv" followed by a purpose number.
@@ -42,12 +44,12 @@ pub struct PgStore {
     tls: MakeRustlsConnect,
 }
 
-/// What a failed database call becomes: a store error naming the operation
-/// and the SQLSTATE, logged at warn. Never a value: the server's message and
-/// detail can quote one, so only the SQLSTATE, severity, table and constraint
-/// are kept of an error the server sent.
+/// What a failed database call becomes: a store error naming the operation,
+/// logged at warn, with the driver's error as its source. Never a value: the
+/// server's message and detail can quote one, so of an error the server sent
+/// only the SQLSTATE, severity, table and constraint are kept (`ServerError`).
 fn pg(operation: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
-    move |error| failed(operation, &error)
+    move |error| failed(operation, error)
 }
 
 /// A statement named by its verb and table ("INSERT tokens"), for errors.
@@ -64,55 +66,63 @@ fn statement_name(sql: &str) -> String {
     }
 }
 
-fn failed(operation: &str, error: &tokio_postgres::Error) -> StoreError {
+fn failed(operation: &str, error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => {
-            let sqlstate = db.code().code();
+            let server = ServerError::of(db);
             tracing::warn!(
                 operation,
-                sqlstate,
+                sqlstate = server.sqlstate,
                 severity = db.severity(),
                 table = db.table(),
                 constraint = db.constraint(),
                 "database call failed"
             );
-            StoreError::Engine(format!(
-                "database error (SQLSTATE {sqlstate}) in {operation}"
-            ))
+            StoreError::engine(format!("database error in {operation}"), server)
         }
         None => {
-            let text = describe(error);
+            let text = with_causes(&error);
             tracing::warn!(operation, error = %text, "database call failed");
             // rustls says "certificate not valid for name ..."; the fix is ours to say.
             let fix = if text.contains("not valid for name") {
-                format!(". {}", tls::NAME_MISMATCH_FIX)
+                format!(" ({})", tls::NAME_MISMATCH_FIX)
             } else {
                 String::new()
             };
-            StoreError::Engine(format!("database error in {operation}: {text}{fix}"))
+            StoreError::engine(format!("database error in {operation}{fix}"), error)
         }
     }
 }
 
-/// The driver's message names the failing statement's problem, never its
-/// values. Its causes are added (why a connection or TLS handshake failed);
-/// errors the server sent are described by `failed`.
-fn describe(error: &tokio_postgres::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        text.push_str(&format!(": {inner}"));
-        cause = inner.source();
-    }
-    text
+/// An error the server sent, as far as it can be kept: its SQLSTATE names
+/// the problem, while its message and detail can quote the values written.
+#[derive(Debug)]
+struct ServerError {
+    sqlstate: String,
 }
+
+impl ServerError {
+    fn of(db: &tokio_postgres::error::DbError) -> ServerError {
+        ServerError {
+            sqlstate: db.code().code().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "the server answered SQLSTATE {}", self.sqlstate)
+    }
+}
+
+impl std::error::Error for ServerError {}
 
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
     match error {
-        deadpool_postgres::PoolError::Backend(error) => failed("connect", &error),
+        deadpool_postgres::PoolError::Backend(error) => failed("connect", error),
         other => {
             tracing::warn!(error = %other, "no database connection from the pool");
-            StoreError::Engine(format!("database connection pool: {other}"))
+            StoreError::engine("database connection pool", other)
         }
     }
 }
@@ -167,7 +177,7 @@ impl PgStore {
             .create_timeout(wait)
             .recycle_timeout(wait)
             .build()
-            .map_err(|error| StoreError::Engine(format!("postgres pool: {error}")))?;
+            .map_err(|error| StoreError::engine("building the postgres pool", error))?;
         let mut client = pool.get().await.map_err(pool_error)?;
         settings.check(&client).await?;
         schema::migrate(&mut client).await?;
@@ -198,25 +208,10 @@ impl PgStore {
             .map_err(pg(&statement_name(sql)))?;
         row.map(|row| decode(row.get::<_, &[u8]>(0))).transpose()
     }
-
-    /// The keyring row: its generation, the lowest master version still live,
-    /// and the keyring sealed by the root key.
-    pub async fn keyring_row(&self) -> Result<Option<(i64, i32, Vec<u8>)>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT generation, retired_below, sealed FROM keyring WHERE id = 1",
-                &[],
-            )
-            .await
-            .map_err(pg("keyring row"))?;
-        Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
-    }
 }
 
 #[async_trait::async_trait]
-impl Store for PgStore {
+impl Customers for PgStore {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>, StoreError> {
         let row = self
             .client()
@@ -326,16 +321,21 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, change: CustomerChange) -> Result<Option<[u8; 32]>, CommitError> {
-        let hashes = self.writer.commit(vec![change]).await?;
+        let write = ChainedWrite::of_changes(vec![change]);
+        let hashes = self.writer.commit(write).await?;
         Ok(hashes.first().copied())
     }
 
     async fn commit_many(&self, changes: Vec<CustomerChange>) -> Result<(), CommitError> {
-        if changes.iter().any(|change| change.receipt.is_some()) {
-            return Err(StoreError::Engine("commit_many takes no erasures".into()).into());
-        }
-        self.writer.commit(changes).await?;
+        self.writer
+            .commit(ChainedWrite::of_changes(changes))
+            .await?;
         Ok(())
+    }
+
+    async fn erase(&self, erasure: Erasure) -> Result<[u8; 32], CommitError> {
+        let write = ChainedWrite::of_erasure(erasure);
+        erasure_hash(&self.writer.commit(write).await?)
     }
 
     async fn customers_after(
@@ -371,63 +371,19 @@ impl Store for PgStore {
             .map_err(pg("customer count"))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
+}
 
-    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
-        self.record("SELECT record FROM rotation WHERE id = 1", &[])
-            .await
-    }
-
-    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        match rotation {
-            Some(rotation) => {
-                client
-                    .execute(
-                        "INSERT INTO rotation (id, record) VALUES (1, $1)
-                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                        &[&encode(&rotation)?],
-                    )
-                    .await
-            }
-            None => {
-                client
-                    .execute("DELETE FROM rotation WHERE id = 1", &[])
-                    .await
-            }
-        }
-        .map_err(pg("set rotation"))?;
-        Ok(())
-    }
-
-    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
-        lease::try_lease(&self.config, &self.tls).await
-    }
-
-    async fn publish_policy_version(
-        &self,
-        version: PolicyVersionRecord,
-        audit: AuditEntry,
-    ) -> Result<(), CommitError> {
-        commit::publish_policy_version(&mut self.client().await?, version, audit).await
-    }
-
-    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query("SELECT record FROM policy_versions ORDER BY seq", &[])
-            .await
-            .map_err(pg("policy versions"))?;
-        rows.iter()
-            .map(|row| decode(row.get::<_, &[u8]>(0)))
-            .collect()
-    }
-
+#[async_trait::async_trait]
+impl AuditLog for PgStore {
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
-        self.writer.append(entries).await
+        self.writer
+            .commit(ChainedWrite::of_entries(entries))
+            .await
+            .map(drop)
+            .map_err(CommitError::into_store_error)
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
@@ -484,7 +440,8 @@ impl Store for PgStore {
 
     async fn audit_head(&self) -> Result<(u64, [u8; 32]), StoreError> {
         let client = self.client().await?;
-        commit::audit_head(&client).await
+        let head = commit::audit_head(&client).await?;
+        Ok((head.seq, head.hash))
     }
 
     async fn audit_anchor(&self) -> Result<AuditHead, StoreError> {
@@ -494,6 +451,40 @@ impl Store for PgStore {
 
     async fn trim_audit(&self, trim: AuditTrim) -> Result<u64, CommitError> {
         commit::trim_audit(&mut self.client().await?, trim).await
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyState for PgStore {
+    async fn rotation(&self) -> Result<Option<RotationRecord>, StoreError> {
+        self.record("SELECT record FROM rotation WHERE id = 1", &[])
+            .await
+    }
+
+    async fn set_rotation(&self, rotation: Option<RotationRecord>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        match rotation {
+            Some(rotation) => {
+                client
+                    .execute(
+                        "INSERT INTO rotation (id, record) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                        &[&encode(&rotation)?],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .execute("DELETE FROM rotation WHERE id = 1", &[])
+                    .await
+            }
+        }
+        .map_err(pg("set rotation"))?;
+        Ok(())
+    }
+
+    async fn try_rotation_lease(&self) -> Result<Option<RotationLease>, StoreError> {
+        lease::try_lease(&self.config, &self.tls).await
     }
 
     async fn key_anchor(&self) -> Result<Option<KeyAnchor>, StoreError> {
@@ -515,7 +506,33 @@ impl Store for PgStore {
             .map_err(pg("set key anchor"))?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl PolicyVersions for PgStore {
+    async fn publish_policy_version(
+        &self,
+        version: PolicyVersionRecord,
+        audit: AuditEntry,
+    ) -> Result<(), CommitError> {
+        commit::publish_policy_version(&mut self.client().await?, version, audit).await
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT record FROM policy_versions ORDER BY seq", &[])
+            .await
+            .map_err(pg("policy versions"))?;
+        rows.iter()
+            .map(|row| decode(row.get::<_, &[u8]>(0)))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Upkeep for PgStore {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let row = self
             .client()
@@ -554,9 +571,10 @@ impl Store for PgStore {
         };
         match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
             Ok(Ok(())) => StoreHealth::Serving,
-            Ok(Err(error)) => {
-                StoreHealth::Degraded(format!("the database does not answer: {error}"))
-            }
+            Ok(Err(error)) => StoreHealth::Degraded(format!(
+                "the database does not answer: {}",
+                with_causes(&error)
+            )),
             Err(_) => StoreHealth::Degraded(format!(
                 "the database did not answer within {} s",
                 HEALTH_TIMEOUT.as_secs()
@@ -568,12 +586,23 @@ impl Store for PgStore {
 /// How long readiness waits for the database to answer `SELECT 1`.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl PgStore {
-    /// Replaces the keyring row if it is still at `expected_generation` (`None`:
-    /// no row yet). Raising `retired_below` succeeds only when no customer is
-    /// still wrapped under a version below it; commits that would wrap under
-    /// one are held off by the row lock and then refused (`StaleKeyring`).
-    pub async fn save_keyring_row(
+/// The keyring row, replaced under its row lock (see `save_keyring_row`).
+#[async_trait::async_trait]
+impl KeyringTable for PgStore {
+    async fn keyring_row(&self) -> Result<Option<(i64, i32, Vec<u8>)>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT generation, retired_below, sealed FROM keyring WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(pg("keyring row"))?;
+        Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
+    }
+
+    async fn save_keyring_row(
         &self,
         expected_generation: Option<i64>,
         generation: i64,
@@ -631,5 +660,24 @@ impl PgStore {
         }
         transaction.commit().await.map_err(pg("save keyring row"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_error_is_the_store_errors_source() {
+        let driver = "port=not-a-number"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("a bad port");
+        let error = failed("connect", driver);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(
+            source.downcast_ref::<tokio_postgres::Error>().is_some(),
+            "{source:?}"
+        );
+        assert!(with_causes(&error).starts_with("storage engine: database error in connect: "));
     }
 }

@@ -140,7 +140,7 @@ pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         .map_err(pg("migrate"))?
         .get(0);
     if let Some(recorded) = recorded.filter(|recorded| *recorded > latest) {
-        return Err(StoreError::Engine(newer_schema(recorded, latest)));
+        return Err(StoreError::engine_refused(newer_schema(recorded, latest)));
     }
     for (version, sql) in MIGRATIONS {
         let applied = transaction

@@ -127,7 +127,7 @@ impl SessionSettings {
             "postgres session settings"
         );
         if isolation != ISOLATION || synchronous_commit != "on" {
-            return Err(StoreError::Engine(format!(
+            return Err(StoreError::engine_refused(format!(
                 "PostgreSQL sessions run with transaction_isolation {isolation:?} and \
                  synchronous_commit {synchronous_commit:?} instead of {ISOLATION:?} and \"on\": \
                  the startup options were not applied (a pooler in transaction mode, such as \

@@ -48,7 +48,7 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, NameCheck), Store
         .replace("sslmode=verify-ca", "sslmode=require")
         .replace("sslmode=verify-full", "sslmode=require");
     let config = tokio_postgres::Config::from_str(&understood)
-        .map_err(|_| StoreError::Engine("the database URL cannot be parsed".into()))?;
+        .map_err(|_| StoreError::engine_refused("the database URL cannot be parsed"))?;
     Ok((config, name_check))
 }
 
@@ -198,7 +198,7 @@ fn system_roots(required: bool) -> Result<RootCertStore, StoreError> {
 }
 
 fn tls_error(message: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(format!("TLS to PostgreSQL: {message}"))
+    StoreError::engine_refused(format!("TLS to PostgreSQL: {message}"))
 }
 
 #[cfg(test)]

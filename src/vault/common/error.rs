@@ -404,8 +404,9 @@ mod tests {
 
     #[test]
     fn store_errors_reach_clients_without_engine_text() {
-        let engine = VaultError::from(CommitError::Store(StoreError::Engine(
-            "postgres: db error: No space left on device (os error 28)".into(),
+        let engine = VaultError::from(CommitError::Store(StoreError::engine(
+            "postgres",
+            std::io::Error::other("db error: No space left on device (os error 28)"),
         )));
         assert_eq!(engine.code_name(), "UNAVAILABLE");
         assert_eq!(engine.reason(), Reason::StoreUnavailable);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::crypto::{open_sealed_keyring, seal_keyring, Keyring, KeyringFile, RootKey};
-use crate::store::{CommitError, PgStore};
+use crate::store::{CommitError, KeyringTable};
 
 use crate::vault::VaultError;
 
@@ -54,7 +54,7 @@ pub const KEYRING_POLL: Duration = Duration::from_secs(1);
 /// until VACUUM and in its WAL and backups: those copies stay sealed by the
 /// root key (see docs/keys-and-erasure.md on what that means for erasure).
 pub struct TableKeyring {
-    store: Arc<PgStore>,
+    store: Arc<dyn KeyringTable>,
     root: RootKey,
     /// The generation of the row this process last loaded or saved.
     generation: Mutex<Option<i64>>,
@@ -63,12 +63,12 @@ pub struct TableKeyring {
 impl TableKeyring {
     /// Loads the shared keyring, creating it from `fresh` when there is none.
     pub async fn open(
-        store: Arc<PgStore>,
+        store: Arc<impl KeyringTable + 'static>,
         root: RootKey,
         fresh: Keyring,
     ) -> Result<(TableKeyring, Keyring), VaultError> {
         let table = TableKeyring {
-            store,
+            store: store as Arc<dyn KeyringTable>,
             root,
             generation: Mutex::new(None),
         };

@@ -7,7 +7,9 @@ use crate::vault::{Action, AuditedAnswer, Call};
 use std::sync::Arc;
 
 use crate::policy::Scope;
-use crate::store::{hex, AuditEntry, CustomerChange, ErasureJournal, IndexEntry, ReceiptRecord};
+use crate::store::{
+    hex, AuditEntry, CustomerRemoval, Erasure, ErasureJournal, IndexEntry, ReceiptRecord,
+};
 
 use crate::vault::{Attempt, Caller, CustomerId, Vault, VaultError};
 
@@ -169,12 +171,15 @@ impl Vault {
     ) -> Result<(), Attempt> {
         let audit = self.system_entry(Action::DeleteCustomer, customer.as_str(), "erasure-journal");
         let record = self.store.customer(customer.as_str()).await?;
-        let mut change = self
+        let removal = self
             .erasure_change(customer, record.map(|r| r.revision))
             .await?;
-        change.receipt = Some(receipt.clone());
-        change.audit = Some(audit);
-        self.store.commit(change).await?;
+        let erasure = Erasure {
+            removal,
+            receipt: receipt.clone(),
+            audit,
+        };
+        self.store.erase(erasure).await?;
         Ok(())
     }
 
@@ -184,14 +189,13 @@ impl Vault {
         &self,
         customer: &CustomerId,
         revision: Option<u64>,
-    ) -> Result<CustomerChange, VaultError> {
+    ) -> Result<CustomerRemoval, VaultError> {
         let id = customer.as_str();
         let fields = self.store.fields(id).await?;
         let tokens = self.store.customer_tokens(id).await?;
-        Ok(CustomerChange {
+        Ok(CustomerRemoval {
             customer_id: id.to_owned(),
             expected_revision: revision,
-            customer: None,
             delete_index: fields
                 .iter()
                 .filter_map(|(name, field)| {
@@ -203,7 +207,6 @@ impl Vault {
                 .collect(),
             delete_fields: fields.into_iter().map(|(name, _)| name).collect(),
             delete_tokens: tokens,
-            ..CustomerChange::default()
         })
     }
 
@@ -219,7 +222,7 @@ impl Vault {
             self.store.append_audit(vec![audit.clone()]).await?;
             return Ok(receipt);
         };
-        let mut change = self.erasure_change(customer, Some(record.revision)).await?;
+        let change = self.erasure_change(customer, Some(record.revision)).await?;
         let receipt = ReceiptRecord {
             receipt_id: crate::vault::tokens::random_id("rcpt"),
             customer_id: id.to_owned(),
@@ -231,11 +234,14 @@ impl Vault {
             wrapped_under: record.wrapped_under.clone(),
             audit_hash: String::new(),
         };
-        change.receipt = Some(receipt.clone());
-        change.audit = Some(audit.clone());
-        let audit_hash = self.store.commit(change).await?;
+        let erasure = Erasure {
+            removal: change,
+            receipt: receipt.clone(),
+            audit: audit.clone(),
+        };
+        let audit_hash = self.store.erase(erasure).await?;
         Ok(ReceiptRecord {
-            audit_hash: audit_hash.as_ref().map(hex).unwrap_or_default(),
+            audit_hash: hex(&audit_hash),
             ..receipt
         })
     }
