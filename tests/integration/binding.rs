@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    detokenize, field, get, put, put_for, set_consent, tokenize, TestVault, ADMIN_KEY, SUPPORT_KEY,
-    WRITER_KEY,
+    detokenize, field, get, put, set_consent, tokenize, PutFields, TestVault, Tokenize, ADMIN_KEY,
+    SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::crypto::{Binding, DekCache, Keyring, KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind, TokenFormat};
@@ -96,7 +96,7 @@ async fn seed_ann(vault: &TestVault) -> BTreeMap<String, String> {
         field("contact", FieldKind::Email, CONTACT),
         field("card", FieldKind::CardNumber, CARD),
     ];
-    put(&mut admin, "ann", fields)
+    put(&mut admin, PutFields::of("ann").fields(fields))
         .await
         .unwrap()
         .tokens
@@ -184,8 +184,7 @@ async fn a_token_whose_target_or_kind_is_altered_is_refused() {
     let mut admin = vault.admin().await;
     let standalone = tokenize(
         &mut admin,
-        "ann",
-        vec![(FieldKind::Phone, MOBILE, TokenFormat::Random)],
+        Tokenize::of("ann").item(FieldKind::Phone, MOBILE, TokenFormat::Random),
     )
     .await
     .unwrap()
@@ -239,7 +238,11 @@ async fn an_older_ledger_put_back_into_the_record_is_refused() {
     let mut writer = vault.vault(WRITER_KEY).await;
     let email = || vec![field("promo", FieldKind::Email, "ann.promo@example.com")];
     common::expect_code(
-        put_for(&mut writer, "ann", email(), "marketing").await,
+        put(
+            &mut writer,
+            PutFields::of("ann").fields(email()).purpose("marketing"),
+        )
+        .await,
         Code::PermissionDenied,
     );
     vault.stop().await;
@@ -252,7 +255,11 @@ async fn an_older_ledger_put_back_into_the_record_is_refused() {
 
     let mut writer = vault.vault(WRITER_KEY).await;
     let status = common::expect_code(
-        put_for(&mut writer, "ann", email(), "marketing").await,
+        put(
+            &mut writer,
+            PutFields::of("ann").fields(email()).purpose("marketing"),
+        )
+        .await,
         Code::DataLoss,
     );
     assert!(status.message().contains("integrity"), "{status:?}");
@@ -454,7 +461,9 @@ async fn a_customer_stored_before_binding_reads_and_is_migrated_on_write() {
     let mut vault = common::spawn_vault().await;
     let field_tokens = seed_ann(&vault).await;
     let mut admin = vault.admin().await;
-    let standalone = tokenize(&mut admin, "ann", common::card()).await.unwrap();
+    let standalone = tokenize(&mut admin, Tokenize::of("ann").card())
+        .await
+        .unwrap();
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     set_consent(&mut privacy, "ann", "marketing", true)
         .await
@@ -478,9 +487,12 @@ async fn a_customer_stored_before_binding_reads_and_is_migrated_on_write() {
     vault.restart().await;
     let mut writer = vault.vault(WRITER_KEY).await;
     let promo = vec![field("promo", FieldKind::Email, "ann.promo@example.com")];
-    put_for(&mut writer, "ann", promo, "marketing")
-        .await
-        .unwrap();
+    put(
+        &mut writer,
+        PutFields::of("ann").fields(promo).purpose("marketing"),
+    )
+    .await
+    .unwrap();
     assert_eq!(everything_read(&vault, &tokens).await, expected);
     let mut admin = vault.admin().await;
     let promo = get(&mut admin, "ann", &["promo"], "billing").await.unwrap();

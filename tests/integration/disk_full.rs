@@ -103,7 +103,12 @@ async fn a_full_disk_refuses_writes_reports_not_serving_and_recovers_by_itself()
     let mut acknowledged = Vec::new();
     let refusal = loop {
         let customer = format!("bulky-{}", acknowledged.len());
-        match common::put(&mut admin, &customer, bulky_fields(acknowledged.len())).await {
+        match common::put(
+            &mut admin,
+            common::PutFields::of(&customer).fields(bulky_fields(acknowledged.len())),
+        )
+        .await
+        {
             Ok(_) => acknowledged.push(customer),
             Err(status) => break status,
         }
@@ -126,9 +131,12 @@ async fn a_full_disk_refuses_writes_reports_not_serving_and_recovers_by_itself()
 
     disk.grow_to(64);
     wait_for_health(&vault, ServingStatus::Serving).await;
-    common::put(&mut admin, "after-growth", bulky_fields(999))
-        .await
-        .expect("writes resume once space returns, without a restart");
+    common::put(
+        &mut admin,
+        common::PutFields::of("after-growth").fields(bulky_fields(999)),
+    )
+    .await
+    .expect("writes resume once space returns, without a restart");
     acknowledged.push("after-growth".into());
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(log.contains("NOT_SERVING"), "no log of the state change");
@@ -168,7 +176,12 @@ async fn a_write_that_fails_for_want_of_space_stops_the_vault_for_a_restart() {
     let mut acknowledged = Vec::new();
     let refusal = loop {
         let customer = format!("bulky-{}", acknowledged.len());
-        match common::put(&mut admin, &customer, bulky_fields(acknowledged.len())).await {
+        match common::put(
+            &mut admin,
+            common::PutFields::of(&customer).fields(bulky_fields(acknowledged.len())),
+        )
+        .await
+        {
             Ok(_) => acknowledged.push(customer),
             Err(status) => break status,
         }
@@ -211,8 +224,11 @@ async fn a_write_that_fails_for_want_of_space_stops_the_vault_for_a_restart() {
             .unwrap_or_else(|status| panic!("{customer}: {status:?}"));
         assert_eq!(common::value_of(&read, "f099").value.len(), 4000);
     }
-    common::put(&mut admin, "after-restart", bulky_fields(999))
-        .await
-        .unwrap();
+    common::put(
+        &mut admin,
+        common::PutFields::of("after-restart").fields(bulky_fields(999)),
+    )
+    .await
+    .unwrap();
     vault.terminate();
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{field, TestDatabase, VaultProcess, ADMIN_KEY};
+use common::{TestDatabase, VaultProcess, ADMIN_KEY};
 use pii_vault::pb::FieldKind;
 use tonic::Code;
 
@@ -106,8 +106,11 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
                         let mut client = clients[(w + c + round) % 2].clone();
                         let put = common::put(
                             &mut client,
-                            &format!("contended-{c}"),
-                            vec![field(&format!("w{w}"), FieldKind::Generic, "v")],
+                            common::PutFields::of(&format!("contended-{c}")).field(
+                                &format!("w{w}"),
+                                FieldKind::Generic,
+                                "v",
+                            ),
                         )
                         .await;
                         if let Err(status) = put {
@@ -180,8 +183,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     let mut through_b = b.vault(ADMIN_KEY).await;
     common::put(
         &mut through_b,
-        "before",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("before").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -197,8 +199,11 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
                 while !stop.load(Ordering::Relaxed) {
                     let _ = common::put(
                         &mut client,
-                        &format!("busy-{d}-{}", i % 5),
-                        vec![field("note", FieldKind::Generic, &format!("n{i}"))],
+                        common::PutFields::of(&format!("busy-{d}-{}", i % 5)).field(
+                            "note",
+                            FieldKind::Generic,
+                            &format!("n{i}"),
+                        ),
                     )
                     .await;
                     i += 1;
@@ -229,8 +234,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
         Duration::from_secs(20),
         common::put(
             &mut through_b,
-            "while-a-is-frozen",
-            vec![field("note", FieldKind::Generic, "y")],
+            common::PutFields::of("while-a-is-frozen").field("note", FieldKind::Generic, "y"),
         ),
     )
     .await;
@@ -262,8 +266,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     loop {
         match common::put(
             &mut through_a,
-            "after-thaw",
-            vec![field("note", FieldKind::Generic, "z")],
+            common::PutFields::of("after-thaw").field("note", FieldKind::Generic, "z"),
         )
         .await
         {
@@ -301,8 +304,7 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     let mut client = process.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "first",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("first").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -318,8 +320,11 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
         Duration::from_secs(20),
         common::put(
             &mut client,
-            "blocked-customer-7f3a",
-            vec![field("note", FieldKind::Generic, SECRET)],
+            common::PutFields::of("blocked-customer-7f3a").field(
+                "note",
+                FieldKind::Generic,
+                SECRET,
+            ),
         ),
     )
     .await
@@ -358,8 +363,7 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     // Once the lock is free the vault writes again.
     common::put(
         &mut client,
-        "after",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("after").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -446,8 +450,7 @@ async fn readiness_follows_the_database() {
     let mut client = vault.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "after",
-        vec![field("n", FieldKind::Generic, "v")],
+        common::PutFields::of("after").field("n", FieldKind::Generic, "v"),
     )
     .await
     .expect("writes work again once the database is back");

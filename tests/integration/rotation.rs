@@ -30,9 +30,12 @@ async fn seed(client: &VaultClient, count: usize) {
                     field("email", FieldKind::Email, &format!("user{i}@example.com")),
                     field("note", FieldKind::Generic, &format!("note {i}")),
                 ];
-                common::put(&mut client, &format!("rot-{i}"), fields)
-                    .await
-                    .unwrap();
+                common::put(
+                    &mut client,
+                    common::PutFields::of(&format!("rot-{i}")).fields(fields),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -114,8 +117,7 @@ async fn after_a_master_rotation_with_retirement_every_value_is_readable_and_old
     seed(&admin, 300).await;
     let token = common::tokenize(
         &mut admin,
-        "rot-1",
-        vec![(FieldKind::Ssn, "123-45-6789", pb::TokenFormat::Random)],
+        common::Tokenize::of("rot-1").item(FieldKind::Ssn, "123-45-6789", pb::TokenFormat::Random),
     )
     .await
     .unwrap();
@@ -185,8 +187,11 @@ async fn reads_and_writes_keep_succeeding_while_thousands_of_customers_are_rewra
         let customer = format!("rot-{i}");
         common::put(
             &mut client,
-            &customer,
-            vec![field("note", FieldKind::Generic, &format!("note {i}"))],
+            common::PutFields::of(&customer).field(
+                "note",
+                FieldKind::Generic,
+                &format!("note {i}"),
+            ),
         )
         .await
         .unwrap_or_else(|status| panic!("write during rotation failed: {status}"));
@@ -240,9 +245,12 @@ async fn seed_notes(client: &VaultClient, count: usize) {
         tasks.push(tokio::spawn(async move {
             for i in (worker..count).step_by(concurrency) {
                 let fields = vec![field("note", FieldKind::Generic, "n")];
-                common::put(&mut client, &format!("slow-{i}"), fields)
-                    .await
-                    .unwrap();
+                common::put(
+                    &mut client,
+                    common::PutFields::of(&format!("slow-{i}")).fields(fields),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -363,16 +371,14 @@ async fn a_backup_of_the_data_directory_cannot_bring_back_an_erased_customer() {
     let mut admin = vault.admin().await;
     let tokens = common::put(
         &mut admin,
-        "erased",
-        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+        common::PutFields::of("erased").field("ssn", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap()
     .tokens;
     common::put(
         &mut admin,
-        "kept",
-        vec![field("ssn", FieldKind::Ssn, "123-45-6789")],
+        common::PutFields::of("kept").field("ssn", FieldKind::Ssn, "123-45-6789"),
     )
     .await
     .unwrap();
@@ -441,15 +447,13 @@ async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable(
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "rekeyed",
-        vec![
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("email", FieldKind::Email, "rekey@example.com"),
-        ],
+        common::PutFields::of("rekeyed")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("email", FieldKind::Email, "rekey@example.com"),
     )
     .await
     .unwrap();
-    let token = common::tokenize(&mut admin, "rekeyed", common::card())
+    let token = common::tokenize(&mut admin, common::Tokenize::of("rekeyed").card())
         .await
         .unwrap();
     let mut privacy = vault.privacy(ADMIN_KEY).await;
@@ -546,8 +550,7 @@ async fn only_keys_admin_may_rotate_or_read_key_status() {
     let vault = common::spawn_vault().await;
     common::put(
         &mut vault.admin().await,
-        "someone",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("someone").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -595,8 +598,7 @@ async fn keys_rotate_by_themselves_on_schedule_and_after_their_encryption_limit(
     for i in 0..3 {
         common::put(
             &mut admin,
-            "busy",
-            vec![field(&format!("f{i}"), FieldKind::Generic, "v")],
+            common::PutFields::of("busy").field(&format!("f{i}"), FieldKind::Generic, "v"),
         )
         .await
         .unwrap();
@@ -604,11 +606,9 @@ async fn keys_rotate_by_themselves_on_schedule_and_after_their_encryption_limit(
     // 3 encryptions so far; the next two writes reach the limit of 5.
     common::put(
         &mut admin,
-        "busy",
-        vec![
-            field("f3", FieldKind::Generic, "v"),
-            field("f4", FieldKind::Generic, "v"),
-        ],
+        common::PutFields::of("busy")
+            .field("f3", FieldKind::Generic, "v")
+            .field("f4", FieldKind::Generic, "v"),
     )
     .await
     .unwrap();
@@ -660,8 +660,7 @@ async fn an_overdue_rotation_does_not_make_an_erasure_cryptographic() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "gone",
-        vec![field("f", FieldKind::Generic, "v")],
+        common::PutFields::of("gone").field("f", FieldKind::Generic, "v"),
     )
     .await
     .unwrap();
@@ -695,8 +694,7 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     for customer in ["cust-1", "cust-2", "cust-3"] {
         common::put(
             &mut admin,
-            customer,
-            vec![field("f", FieldKind::Generic, "v")],
+            common::PutFields::of(customer).field("f", FieldKind::Generic, "v"),
         )
         .await
         .unwrap();
@@ -776,8 +774,7 @@ async fn a_master_rotation_that_loses_its_lease_is_rotation_incomplete() {
     for customer in ["cust-1", "cust-2"] {
         common::put(
             &mut admin,
-            customer,
-            vec![field("f", FieldKind::Generic, "v")],
+            common::PutFields::of(customer).field("f", FieldKind::Generic, "v"),
         )
         .await
         .unwrap();
@@ -865,16 +862,17 @@ async fn store_victim_and_kept(admin: &mut VaultClient) {
         ("kept", "219-45-1234", "1975-06-15"),
     ];
     for (customer, ssn, born) in held {
-        common::put(admin, customer, vec![field("ssn", FieldKind::Ssn, ssn)])
-            .await
-            .unwrap();
+        common::put(
+            admin,
+            common::PutFields::of(customer).field("ssn", FieldKind::Ssn, ssn),
+        )
+        .await
+        .unwrap();
         common::tokenize(
             admin,
-            customer,
-            vec![
-                (FieldKind::Ssn, ssn, pb::TokenFormat::Deterministic),
-                (FieldKind::DateOfBirth, born, pb::TokenFormat::Deterministic),
-            ],
+            common::Tokenize::of(customer)
+                .item(FieldKind::Ssn, ssn, pb::TokenFormat::Deterministic)
+                .item(FieldKind::DateOfBirth, born, pb::TokenFormat::Deterministic),
         )
         .await
         .unwrap();
@@ -1068,8 +1066,7 @@ async fn a_missing_foreign_or_older_keyring_is_refused() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "held",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("held").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -1294,8 +1291,7 @@ async fn a_customer_created_across_a_retiring_rotation_stays_readable() {
     let creation = tokio::spawn(async move {
         common::put(
             &mut writer,
-            "late",
-            vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+            common::PutFields::of("late").field("ssn", FieldKind::Ssn, "219-09-9999"),
         )
         .await
     });
@@ -1491,8 +1487,7 @@ async fn a_restored_postgres_dump_is_erased_again_from_the_journal() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "gone",
-        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+        common::PutFields::of("gone").field("ssn", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap();
@@ -1534,8 +1529,7 @@ async fn a_database_without_its_keyring_row_is_refused() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "held",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("held").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();

@@ -284,13 +284,16 @@ async fn rewrite_as_format_3(vault: &common::TestVault, id: &str) {
 /// and its Tokenize calls then remember their request ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_stored_before_request_ids_opens_and_remembers_them() {
-    use pii_vault::pb::{self, FieldKind, TokenFormat};
+    use pii_vault::pb::{FieldKind, TokenFormat};
     let mut vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     let random = vec![(FieldKind::Generic, "kept value", TokenFormat::Random)];
-    let old = common::tokenize(&mut admin, "cust-old", random.clone())
-        .await
-        .unwrap();
+    let old = common::tokenize(
+        &mut admin,
+        common::Tokenize::of("cust-old").items(random.clone()),
+    )
+    .await
+    .unwrap();
     vault.stop().await;
     rewrite_as_format_3(&vault, "cust-old").await;
 
@@ -300,15 +303,11 @@ async fn a_customer_stored_before_request_ids_opens_and_remembers_them() {
         .await
         .unwrap();
     assert_eq!(resolved[0].value, "kept value");
-    let request = || pb::TokenizeRequest {
-        customer_id: "cust-old".into(),
-        items: vec![pb::TokenizeItem {
-            value: "new value".into(),
-            kind: FieldKind::Generic as i32,
-            format: TokenFormat::Random as i32,
-        }],
-        purpose: "billing".into(),
-        request_id: "5f0c6a62-6f3e-4b7a-9d8e-2c1b0a9f8e7d".into(),
+    let request = || {
+        common::Tokenize::of("cust-old")
+            .item(FieldKind::Generic, "new value", TokenFormat::Random)
+            .request_id("5f0c6a62-6f3e-4b7a-9d8e-2c1b0a9f8e7d")
+            .build()
     };
     let first = admin.tokenize(request()).await.unwrap().into_inner();
     let retry = admin.tokenize(request()).await.unwrap().into_inner();
