@@ -10,6 +10,7 @@ use pii_vault::pb::key_admin_service_client::KeyAdminServiceClient;
 use pii_vault::pb::privacy_service_client::PrivacyServiceClient;
 use pii_vault::pb::vault_service_client::VaultServiceClient;
 use pii_vault::server::RunningServer;
+use pii_vault_testkit::vault::{serve, start as start_server};
 use tempfile::TempDir;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -112,19 +113,6 @@ pub async fn spawn_vault_on_wrapped_store_of_the_suite(
     let mut vault = spawn_vault_on_wrapped_store_with(options, wrap).await;
     vault.database = Some(database);
     vault
-}
-
-async fn start_server(paths: &VaultPaths, options: &VaultOptions) -> RunningServer {
-    serve(app::open_vault(paths, options).await.unwrap()).await
-}
-
-async fn serve(vault: pii_vault::vault::Vault) -> RunningServer {
-    pii_vault::server::start(
-        Arc::new(vault),
-        pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap()
 }
 
 impl TestVault {

@@ -1,9 +1,5 @@
-//! The test principals, their keys and the policy that names them.
+//! The test principals, their API keys, and the policy that names them.
 
-use std::path::Path;
-
-use pii_vault::app::VaultPaths;
-use pii_vault::crypto::RootKey;
 use pii_vault::policy::api_key_sha256_hex;
 
 pub const ADMIN_KEY: &str = "pv_test_admin_key";
@@ -93,20 +89,4 @@ scopes = ["privacy:export"]
         dpo = api_key_sha256_hex(DPO_KEY),
         exporter = api_key_sha256_hex(EXPORTER_KEY),
     )
-}
-
-/// Writes a root key and the policy into `dir`; the store and keyring are created
-/// by the vault on first start.
-pub fn prepare_dir(dir: &Path, policy: &str) -> VaultPaths {
-    let paths = VaultPaths {
-        data_dir: dir.join("data"),
-        keyring_file: dir.join("keyring"),
-        root_key_file: dir.join("root.key"),
-        policy_file: dir.join("policy.toml"),
-    };
-    if !paths.root_key_file.exists() {
-        RootKey::generate_file(&paths.root_key_file).unwrap();
-    }
-    std::fs::write(&paths.policy_file, policy).unwrap();
-    paths
 }
