@@ -18,8 +18,8 @@ use common::{
 use pii_vault::crypto::{Binding, DekCache, Keyring, KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind, TokenFormat};
 use pii_vault::store::{
-    CustomerChange, CustomerRecord, FieldRecord, PgStore, SledStore, Store, TokenTarget,
-    WrappedDekRecord, WrappedKeyRecord, BINDING_BOUND, BINDING_UNBOUND,
+    CustomerChange, CustomerRecord, PgStore, SledStore, Store, TokenTarget, WrappedDekRecord,
+    WrappedKeyRecord, BINDING_BOUND, BINDING_UNBOUND,
 };
 use pii_vault::vault::{CustomerId, FileKeyring, KeyManager, TableKeyring};
 use tonic::Code;
@@ -368,49 +368,7 @@ async fn rewrite_as_before_binding(vault: &TestVault, id: &str) {
     tamper(store, change).await;
     drop(keys);
 
-    let format2 = postcard::to_stdvec(&Format2Record::from(old.clone())).unwrap();
-    match &vault.database {
-        None => {
-            #[derive(serde::Deserialize)]
-            struct Entry {
-                _record: CustomerRecord,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            #[derive(serde::Serialize)]
-            struct Format2Entry {
-                record: Format2Record,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            let db = common::open_sled_when_released(&vault.paths.data_dir);
-            let key = [b"F".as_slice(), id.as_bytes()].concat();
-            let entry: Entry = postcard::from_bytes(&db.get(&key).unwrap().unwrap()).unwrap();
-            let old_entry = Format2Entry {
-                record: Format2Record::from(old),
-                fields: entry.fields,
-            };
-            db.insert(
-                [b"D".as_slice(), id.as_bytes()].concat(),
-                postcard::to_stdvec(&old_entry).unwrap(),
-            )
-            .unwrap();
-            db.remove(key).unwrap();
-            db.flush().unwrap();
-        }
-        Some(database) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            client
-                .execute(
-                    "UPDATE customers SET format = 2, record = $2 WHERE id = $1",
-                    &[&id, &format2],
-                )
-                .await
-                .unwrap();
-        }
-    }
+    common::rewrite_customer(vault, id, (b"D", 2), |_| Format2Record::from(old)).await;
 }
 
 /// The binding version and DEK version of a stored customer (the vault stopped).

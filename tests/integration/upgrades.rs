@@ -226,57 +226,10 @@ impl From<pii_vault::store::CustomerRecord> for Format3Record {
 /// `E` entry of a format 3 record in a format 3 sled store, or a row of
 /// `format = 3` on PostgreSQL. The vault is stopped.
 async fn rewrite_as_format_3(vault: &common::TestVault, id: &str) {
-    use pii_vault::store::{CustomerRecord, FieldRecord};
-    use std::collections::BTreeMap;
-    match &vault.database {
-        None => {
-            #[derive(serde::Deserialize)]
-            struct Entry {
-                record: CustomerRecord,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            #[derive(serde::Serialize)]
-            struct Format3Entry {
-                record: Format3Record,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            let db = common::open_sled_when_released(&vault.paths.data_dir);
-            let key = [b"F".as_slice(), id.as_bytes()].concat();
-            let entry: Entry = postcard::from_bytes(&db.get(&key).unwrap().unwrap()).unwrap();
-            let old_entry = Format3Entry {
-                record: entry.record.into(),
-                fields: entry.fields,
-            };
-            db.insert(
-                [b"E".as_slice(), id.as_bytes()].concat(),
-                postcard::to_stdvec(&old_entry).unwrap(),
-            )
-            .unwrap();
-            db.remove(key).unwrap();
-            db.insert(FORMAT_MARKER, &3u32.to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        Some(database) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            let bytes: Vec<u8> = client
-                .query_one("SELECT record FROM customers WHERE id = $1", &[&id])
-                .await
-                .unwrap()
-                .get(0);
-            let record: CustomerRecord = postcard::from_bytes(&bytes).unwrap();
-            let format3 = postcard::to_stdvec(&Format3Record::from(record)).unwrap();
-            client
-                .execute(
-                    "UPDATE customers SET format = 3, record = $2 WHERE id = $1",
-                    &[&id, &format3],
-                )
-                .await
-                .unwrap();
-        }
+    let sled = common::rewrite_customer(vault, id, (b"E", 3), Format3Record::from).await;
+    if let Some(db) = sled {
+        db.insert(FORMAT_MARKER, &3u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod database;
 mod inspect;
+mod old_formats;
 pub mod pg_tls_proxy;
 mod privacy;
 mod process;
@@ -17,6 +18,7 @@ mod vault;
 
 pub use database::*;
 pub use inspect::*;
+pub use old_formats::*;
 pub use privacy::*;
 pub use process::*;
 pub use requests::*;
