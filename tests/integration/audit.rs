@@ -915,10 +915,7 @@ async fn rewrite_stored_event(
         tamper(vault, |db| rewrite_event(db, seq, change)).await;
         return;
     };
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let seq = seq as i64;
     let row = client
         .query_one("SELECT record FROM audit_events WHERE seq = $1", &[&seq])

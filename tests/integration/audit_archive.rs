@@ -361,10 +361,7 @@ async fn only_a_principal_with_keys_admin_and_audit_read_may_trim() {
 /// of its per-customer index (sled), read from the store itself.
 async fn stored_seqs(vault: &mut TestVault) -> (Vec<u64>, Vec<u64>) {
     if let Some(database) = &vault.database {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         let rows = client
             .query("SELECT seq FROM audit_events ORDER BY seq", &[])
             .await
@@ -734,10 +731,7 @@ async fn rewrite_stored_event(
     change: impl FnOnce(&mut AuditRecord),
 ) {
     if let Some(database) = &vault.database {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         let seq = seq as i64;
         let row = client
             .query_one("SELECT record FROM audit_events WHERE seq = $1", &[&seq])
@@ -795,10 +789,7 @@ async fn a_broken_chain_is_not_trimmed() {
 /// Replaces the stored anchor, on either engine.
 async fn rewrite_anchor(vault: &mut TestVault, anchor: pii_vault::store::AuditHead) {
     if let Some(database) = &vault.database {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         client
             .execute(
                 "UPDATE audit_anchor SET seq = $1, hash = $2 WHERE id = 1",

@@ -16,7 +16,7 @@ fn replica(
     log: &std::path::Path,
     database: &TestDatabase,
 ) -> VaultProcess {
-    VaultProcess::start_with(paths, log, &database.serve_args())
+    VaultProcess::start_on(paths, log, database, &[])
 }
 
 /// Two vault processes on `database`, sharing the keys and policy in `dir`.
@@ -283,10 +283,7 @@ async fn an_audit_event_altered_in_the_database_is_reported() {
     }
     assert!(process.verify_audit_log().await.intact);
 
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let row = client
         .query_one("SELECT record FROM audit_events WHERE seq = 2", &[])
         .await
@@ -391,10 +388,7 @@ async fn master_versions(process: &VaultProcess) -> Vec<u32> {
 /// Waits until a rotation has recorded itself in the database (it has added
 /// its master version and promised to retire the older ones).
 async fn wait_for_rotation_record(database: &TestDatabase) {
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while client
         .query_opt("SELECT 1 FROM rotation", &[])

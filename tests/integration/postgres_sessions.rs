@@ -16,36 +16,6 @@ use tonic::Code;
 /// bigint key: its high and low 32 bits.
 const CHAIN_LOCK: i64 = 0x7069_6976_0002;
 
-async fn connect(database: &TestDatabase) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-/// The admin connection, for `ALTER DATABASE` (the test database's own
-/// sessions cannot alter the database they are in while others use it).
-async fn admin() -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&common::postgres_admin_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-fn replica(
-    paths: &pii_vault::app::VaultPaths,
-    log: &std::path::Path,
-    database: &TestDatabase,
-    extra_args: &[&str],
-) -> VaultProcess {
-    let mut args: Vec<&str> = database.serve_args().to_vec();
-    args.extend_from_slice(extra_args);
-    VaultProcess::start_with(paths, log, &args)
-}
-
 /// The JSON log lines of `process` whose message is `message`.
 fn log_lines(process: &VaultProcess, message: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(&process.log_file)
@@ -64,7 +34,9 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    admin()
+    // As the admin: the test database's own sessions cannot alter the
+    // database they are in while others use it.
+    common::postgres_client(&common::postgres_admin_url())
         .await
         .batch_execute(&format!(
             "ALTER DATABASE {0} SET default_transaction_isolation = 'repeatable read';
@@ -74,7 +46,7 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
         .await
         .unwrap();
     // The defaults are in force for any other session.
-    let outside = connect(&database).await;
+    let outside = database.client().await;
     let row = outside
         .query_one(
             "SELECT current_setting('transaction_isolation'), current_setting('synchronous_commit')",
@@ -89,8 +61,8 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
 
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let a = replica(&paths, &dir.path().join("a.log"), &database, &[]);
-    let b = replica(&paths, &dir.path().join("b.log"), &database, &[]);
+    let a = VaultProcess::start_on(&paths, &dir.path().join("a.log"), &database, &[]);
+    let b = VaultProcess::start_on(&paths, &dir.path().join("b.log"), &database, &[]);
     let clients = [a.vault(ADMIN_KEY).await, b.vault(ADMIN_KEY).await];
     // Writers on both replicas on a few shared customers: batches of the two
     // processes queue for the chain lock.
@@ -178,8 +150,8 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
     let timeouts = ["--database-idle-in-transaction-timeout", "1s"];
-    let a = replica(&paths, &dir.path().join("a.log"), &database, &timeouts);
-    let b = replica(&paths, &dir.path().join("b.log"), &database, &timeouts);
+    let a = VaultProcess::start_on(&paths, &dir.path().join("a.log"), &database, &timeouts);
+    let b = VaultProcess::start_on(&paths, &dir.path().join("b.log"), &database, &timeouts);
     let mut through_b = b.vault(ADMIN_KEY).await;
     common::put(
         &mut through_b,
@@ -214,7 +186,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Freeze A until it is caught holding the chain lock mid-batch.
-    let observer = connect(&database).await;
+    let observer = database.client().await;
     let mut frozen_holder = None;
     for _ in 0..40 {
         a.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -295,7 +267,7 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     };
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let process = replica(
+    let process = VaultProcess::start_on(
         &paths,
         &dir.path().join("vault.log"),
         &database,
@@ -310,7 +282,7 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     .unwrap();
 
     // Another session holds the chain lock: the vault's batch cannot get it.
-    let holder = connect(&database).await;
+    let holder = database.client().await;
     holder
         .execute("SELECT pg_advisory_lock($1)", &[&CHAIN_LOCK])
         .await
@@ -401,7 +373,7 @@ async fn readiness_follows_the_database() {
     };
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let vault = replica(
+    let vault = VaultProcess::start_on(
         &paths,
         &dir.path().join("vault.log"),
         &database,
@@ -416,7 +388,7 @@ async fn readiness_follows_the_database() {
         .parse()
         .unwrap();
 
-    let admin = admin().await;
+    let admin = common::postgres_client(&common::postgres_admin_url()).await;
     let name = &database.name;
     admin
         .batch_execute(&format!(

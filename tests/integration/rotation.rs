@@ -793,11 +793,7 @@ async fn a_master_rotation_that_loses_its_lease_is_rotation_incomplete() {
 
     // The lease is the one session of this database holding an advisory
     // lock while the rotation waits at the gate: end it.
-    let (client, connection) =
-        tokio_postgres::connect(&common::postgres_admin_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = common::postgres_client(&common::postgres_admin_url()).await;
     let ended: i64 = client
         .query_one(
             "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
@@ -1441,10 +1437,7 @@ async fn after_erasure_and_retirement_no_postgres_dump_confirms_an_erased_value(
         .expect("the dump holds the victim");
     assert_keys_do_not_unwrap(&keyring, &record);
     let (generation, retired_below, sealed) = keyring_row;
-    let (client, connection) = tokio_postgres::connect(&restored.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = restored.client().await;
     client
         .execute(
             "UPDATE keyring SET generation = $1, retired_below = $2, sealed = $3",
@@ -1534,10 +1527,7 @@ async fn a_database_without_its_keyring_row_is_refused() {
     .await
     .unwrap();
     vault.stop().await;
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     client.execute("DELETE FROM keyring", &[]).await.unwrap();
     let error = match pii_vault::app::open_vault(&vault.paths, &options).await {
         Ok(_) => panic!("the vault opened with a new keyring"),
@@ -1566,11 +1556,7 @@ async fn raw_customer(vault: &TestVault, id: &str) -> RawCustomer {
             RawCustomer::Sled(db.get(key).unwrap().unwrap().to_vec())
         }
         Some(database) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
+            let client = database.client().await;
             let row = client
                 .query_one(
                     "SELECT master_version, record FROM customers WHERE id = $1",
@@ -1593,11 +1579,7 @@ async fn put_raw_customer(vault: &TestVault, id: &str, raw: RawCustomer) {
             db.flush().unwrap();
         }
         (RawCustomer::Postgres(version, record), Some(database)) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
+            let client = database.client().await;
             client
                 .execute(
                     "UPDATE customers SET master_version = $2, record = $3 WHERE id = $1",

@@ -129,10 +129,7 @@ async fn a_half_upgraded_store_finishes_its_upgrade_on_open() {
 
 /// Schema versions and tables of the database, to see that nothing changed.
 async fn schema_state(url: &str) -> (Vec<i32>, Vec<String>) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::postgres_client(url).await;
     let versions = client
         .query(
             "SELECT version FROM pii_vault_migrations ORDER BY version",
@@ -168,10 +165,7 @@ async fn a_database_migrated_by_a_newer_release_is_refused_and_left_unchanged() 
             .unwrap(),
     );
     {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         client
             .execute(
                 "INSERT INTO pii_vault_migrations (version) VALUES (1000)",

@@ -35,6 +35,16 @@ fn plain_unless_asked() -> &'static str {
     }
 }
 
+/// A client of the PostgreSQL at `url` (in clear), its connection driven by
+/// a task of the test's runtime.
+pub async fn postgres_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A database of one test's own, dropped (with its connections) when dropped.
 pub struct TestDatabase {
     pub name: String,
@@ -88,6 +98,11 @@ impl TestDatabase {
             plain_unless_asked(),
         );
         Some(TestDatabase { name, url })
+    }
+
+    /// A client of this database, as the test's own session.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        postgres_client(&self.url).await
     }
 
     pub fn storage(&self) -> app::StorageBackend {

@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::{open_sled_when_released, TestVault};
 
 /// Rewrites customer `id` of a stopped vault with `old_record(its record)`
-/// in place of its record: on sled its `F` entry moves to the key `prefix`
-/// + id, where the older layout kept it; on PostgreSQL its row takes the
-/// record and `format`. Returns the sled tree (flushed), for a test that
-/// changes more; `None` on PostgreSQL.
+/// in place of its record: on sled its `F` entry moves to the key of
+/// `prefix` and the id, where the older layout kept it; on PostgreSQL its
+/// row takes the record and `format`. Returns the sled tree (flushed), for
+/// a test that changes more; `None` on PostgreSQL.
 pub async fn rewrite_customer<R: Serialize>(
     vault: &TestVault,
     id: &str,
@@ -46,10 +46,7 @@ pub async fn rewrite_customer<R: Serialize>(
         db.flush().unwrap();
         return Some(db);
     };
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let bytes: Vec<u8> = client
         .query_one("SELECT record FROM customers WHERE id = $1", &[&id])
         .await

@@ -12,7 +12,9 @@ use pii_vault::pb::key_admin_service_client::KeyAdminServiceClient;
 use pii_vault::pb::vault_service_client::VaultServiceClient;
 use tonic::transport::Channel;
 
-use super::{verify_audit_log, AuditClient, Bearer, KeyAdminClient, VaultClient, ADMIN_KEY};
+use super::{
+    verify_audit_log, AuditClient, Bearer, KeyAdminClient, TestDatabase, VaultClient, ADMIN_KEY,
+};
 
 /// The real binary, serving on a free port with JSON logs captured to a file.
 pub struct VaultProcess {
@@ -56,6 +58,18 @@ impl VaultProcess {
             addr,
             log_file: log_file.to_path_buf(),
         }
+    }
+
+    /// `start_with` on `database` (its `serve_args`), with `extra_args`.
+    pub fn start_on(
+        paths: &VaultPaths,
+        log_file: &Path,
+        database: &TestDatabase,
+        extra_args: &[&str],
+    ) -> VaultProcess {
+        let mut args: Vec<&str> = database.serve_args().to_vec();
+        args.extend_from_slice(extra_args);
+        Self::start_with(paths, log_file, &args)
     }
 
     pub async fn channel(&self) -> Channel {
