@@ -5,13 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 
-use pii_vault::app::{self, VaultOptions, VaultPaths};
-use pii_vault::crypto::RootKey;
+use pii_vault::app::VaultOptions;
 use pii_vault::pb::{self, vault_service_client::VaultServiceClient};
 use pii_vault::policy::{api_key_sha256_hex, dev_policy_toml};
-use pii_vault::server::{self, RunningServer, ServerOptions};
+use pii_vault::server::RunningServer;
+use pii_vault_testkit::cli::{assert_exit, json_of};
+use pii_vault_testkit::vault::{prepare_dir, start};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -26,27 +26,8 @@ struct Vault {
 
 async fn spawn_vault() -> Vault {
     let dir = tempfile::tempdir().unwrap();
-    let paths = VaultPaths {
-        data_dir: dir.path().join("data"),
-        keyring_file: dir.path().join("keyring"),
-        root_key_file: dir.path().join("root.key"),
-        policy_file: dir.path().join("policy.toml"),
-    };
-    RootKey::generate_file(&paths.root_key_file).unwrap();
-    std::fs::write(
-        &paths.policy_file,
-        dev_policy_toml(&api_key_sha256_hex(KEY)),
-    )
-    .unwrap();
-    let vault = app::open_vault(&paths, &VaultOptions::default())
-        .await
-        .unwrap();
-    let server = server::start(
-        Arc::new(vault),
-        ServerOptions::plain("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let paths = prepare_dir(dir.path(), &dev_policy_toml(&api_key_sha256_hex(KEY)));
+    let server = start(&paths, &VaultOptions::default()).await;
     Vault {
         addr: format!("http://{}", server.local_addr),
         server,
@@ -69,25 +50,6 @@ async fn bench(addr: &str, args: &[&str]) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(output.status.code(), Some(code), "{}", describe(output));
-}
-
-/// The single JSON document a `--json` run printed on stdout.
-fn json_of(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", describe(output)))
 }
 
 async fn client(vault: &Vault) -> VaultServiceClient<Channel> {

@@ -8,26 +8,25 @@
 //! id nobody can guess must read back unchanged afterwards.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use pii_vault::app::{self, VaultOptions, VaultPaths};
-use pii_vault::crypto::RootKey;
+use pii_vault::app::VaultOptions;
 use pii_vault::pb;
-use pii_vault::policy::api_key_sha256_hex;
-use pii_vault::server::{RunningServer, ServerOptions};
+use pii_vault::server::RunningServer;
+use pii_vault_testkit::policy::{test_policy, ADMIN_KEY, CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY};
+use pii_vault_testkit::raw_grpc;
+use pii_vault_testkit::vault::prepare_dir;
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-#[path = "../../tests/integration/common/raw_grpc.rs"]
-mod raw_grpc;
-
-/// API keys of the principals, as the first byte after the method picks them.
+/// API keys of the principals of the tests' policy, as the first byte after
+/// the method picks them, and one that names nobody.
 const KEYS: [&str; 5] = [
-    "fuzz-admin-key",
-    "fuzz-checkout-key",
-    "fuzz-support-key",
-    "fuzz-writer-key",
+    ADMIN_KEY,
+    CHECKOUT_KEY,
+    SUPPORT_KEY,
+    WRITER_KEY,
     "not-a-key",
 ];
 
@@ -50,59 +49,6 @@ struct Server {
 static PANICKED: AtomicBool = AtomicBool::new(false);
 const SERVER_THREAD: &str = "fuzzed-vault";
 
-fn policy() -> String {
-    let hash = |i: usize| api_key_sha256_hex(KEYS[i]);
-    format!(
-        r#"
-[[purposes]]
-name = "billing"
-description = "Charging you for the orders you place."
-basis = "contract"
-
-[[purposes]]
-name = "marketing"
-description = "Sending you offers picked for you."
-basis = "consent"
-
-[[principals]]
-name = "admin"
-api_key_sha256 = "{}"
-scopes = ["data:write", "data:read", "tokens:detokenize", "consent:write", "privacy:admin", "keys:admin", "audit:read"]
-purposes = ["*"]
-[principals.disclosure]
-"*" = "plaintext"
-
-[[principals]]
-name = "checkout"
-api_key_sha256 = "{}"
-scopes = ["data:write", "data:read", "tokens:detokenize"]
-purposes = ["billing"]
-[principals.disclosure]
-"*" = "masked"
-card_number = "plaintext"
-ssn = "token"
-
-[[principals]]
-name = "support"
-api_key_sha256 = "{}"
-scopes = ["data:read", "tokens:detokenize", "consent:write"]
-purposes = ["billing"]
-[principals.disclosure]
-email = "plaintext"
-
-[[principals]]
-name = "writer"
-api_key_sha256 = "{}"
-scopes = ["data:write"]
-purposes = ["billing", "marketing"]
-"#,
-        hash(0),
-        hash(1),
-        hash(2),
-        hash(3)
-    )
-}
-
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -120,24 +66,9 @@ fn server() -> &'static Server {
             .build()
             .expect("runtime");
         let dir = crate::scratch_dir("grpc");
-        let paths = VaultPaths {
-            data_dir: dir.path().join("data"),
-            keyring_file: dir.path().join("keyring"),
-            root_key_file: dir.path().join("root.key"),
-            policy_file: dir.path().join("policy.toml"),
-        };
-        RootKey::generate_file(&paths.root_key_file).expect("root key");
-        std::fs::write(&paths.policy_file, policy()).expect("policy");
+        let paths = prepare_dir(dir.path(), &test_policy());
         let (running, channel) = runtime.block_on(async {
-            let vault = app::open_vault(&paths, &VaultOptions::default())
-                .await
-                .expect("vault opens");
-            let running = pii_vault::server::start(
-                Arc::new(vault),
-                ServerOptions::plain("127.0.0.1:0".parse().expect("address")),
-            )
-            .await
-            .expect("server starts");
+            let running = pii_vault_testkit::vault::start(&paths, &VaultOptions::default()).await;
             let channel = Channel::from_shared(format!("http://{}", running.local_addr))
                 .expect("uri")
                 .connect()

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{delete_customer, expect_code, field, get, put, TestVault, VaultClient};
+use common::{delete_customer, expect_code, get, put, PutFields, TestVault, VaultClient};
 use pii_vault::pb::vault_service_client::VaultServiceClient;
 use pii_vault::pb::{self, FieldKind};
 use tonic::Code;
@@ -18,11 +18,9 @@ async fn vault_with_customer() -> (TestVault, pb::GetFieldsResponse) {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "john@example.com"),
-            field("card", FieldKind::CardNumber, "4242424242424242"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "john@example.com")
+            .field("card", FieldKind::CardNumber, "4242424242424242"),
     )
     .await
     .unwrap();
@@ -46,22 +44,23 @@ async fn try_writes(client: &mut VaultClient) -> Vec<Result<(), tonic::Status>> 
     vec![
         put(
             client,
-            "cust-1",
-            vec![field("email", FieldKind::Email, "evil@example.com")],
+            PutFields::of("cust-1").field("email", FieldKind::Email, "evil@example.com"),
         )
         .await
         .map(drop),
         put(
             client,
-            "cust-new",
-            vec![field("email", FieldKind::Email, "evil@example.com")],
+            PutFields::of("cust-new").field("email", FieldKind::Email, "evil@example.com"),
         )
         .await
         .map(drop),
         common::tokenize(
             client,
-            "cust-new",
-            vec![(FieldKind::Generic, "evil", pb::TokenFormat::Random)],
+            common::Tokenize::of("cust-new").item(
+                FieldKind::Generic,
+                "evil",
+                pb::TokenFormat::Random,
+            ),
         )
         .await
         .map(drop),
@@ -143,24 +142,19 @@ async fn a_malformed_authorization_header_is_unauthenticated() {
         let mut client = client_with_authorization(&vault, header).await;
         let status = expect_code(
             client
-                .get_fields(pb::GetFieldsRequest {
-                    customer_id: "cust-1".into(),
-                    field_names: vec![],
-                    purpose: "billing".into(),
-                })
+                .get_fields(common::GetFields::of("cust-1").build())
                 .await,
             Code::Unauthenticated,
         );
         assert!(!status.message().is_empty(), "{header}");
         expect_code(
             client
-                .put_fields(pb::PutFieldsRequest {
-                    customer_id: "cust-new".into(),
-                    fields: vec![field("email", FieldKind::Email, "evil@example.com")],
-                    purpose: "billing".into(),
-                    token_format: 0,
-                    expected_revision: None,
-                })
+                .put_fields(
+                    common::PutFields::of("cust-new")
+                        .field("email", FieldKind::Email, "evil@example.com")
+                        .format(pb::TokenFormat::Unspecified)
+                        .build(),
+                )
                 .await,
             Code::Unauthenticated,
         );
@@ -204,13 +198,13 @@ async fn a_purpose_the_principal_may_not_use_is_permission_denied_and_named() {
 
     let status = expect_code(
         checkout
-            .put_fields(pb::PutFieldsRequest {
-                customer_id: "cust-1".into(),
-                fields: vec![field("email", FieldKind::Email, "evil@example.com")],
-                purpose: "marketing".into(),
-                token_format: 0,
-                expected_revision: None,
-            })
+            .put_fields(
+                common::PutFields::of("cust-1")
+                    .field("email", FieldKind::Email, "evil@example.com")
+                    .purpose("marketing")
+                    .format(pb::TokenFormat::Unspecified)
+                    .build(),
+            )
             .await,
         Code::PermissionDenied,
     );
@@ -237,13 +231,13 @@ async fn an_unknown_or_empty_purpose_is_invalid() {
     for purpose in ["astrology", ""] {
         expect_code(
             admin
-                .put_fields(pb::PutFieldsRequest {
-                    customer_id: "cust-new".into(),
-                    fields: vec![field("email", FieldKind::Email, "a@example.com")],
-                    purpose: purpose.into(),
-                    token_format: 0,
-                    expected_revision: None,
-                })
+                .put_fields(
+                    common::PutFields::of("cust-new")
+                        .field("email", FieldKind::Email, "a@example.com")
+                        .purpose(purpose)
+                        .format(pb::TokenFormat::Unspecified)
+                        .build(),
+                )
                 .await,
             Code::InvalidArgument,
         );
@@ -326,8 +320,7 @@ async fn a_rule_named_like_a_kind_that_loosens_another_kind_is_warned_of_at_star
     let mut admin = process.vault(common::ADMIN_KEY).await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("card_number", FieldKind::Ssn, "219-09-9999")],
+        PutFields::of("cust-1").field("card_number", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap();

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::{
-    all_audit_events, audit_events, delete_customer, expect_code, field, get, verify_audit_log,
+    all_audit_events, audit_events, delete_customer, expect_code, get, verify_audit_log,
     with_request_id, AuditClient, TestVault, ADMIN_KEY, CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, FieldKind};
@@ -87,16 +87,10 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
 
     let put_call = admin
         .put_fields(with_request_id(
-            pb::PutFieldsRequest {
-                customer_id: "cust-1".into(),
-                fields: vec![
-                    field("ssn", FieldKind::Ssn, PLANTED_SSN),
-                    field("email", FieldKind::Email, PLANTED_EMAIL),
-                ],
-                purpose: "billing".into(),
-                token_format: pb::TokenFormat::Random as i32,
-                expected_revision: None,
-            },
+            common::PutFields::of("cust-1")
+                .field("ssn", FieldKind::Ssn, PLANTED_SSN)
+                .field("email", FieldKind::Email, PLANTED_EMAIL)
+                .build(),
             "req-put",
         ))
         .await;
@@ -104,11 +98,7 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
     let tokens = put_call.unwrap().into_inner().tokens;
     let get_call = checkout
         .get_fields(with_request_id(
-            pb::GetFieldsRequest {
-                customer_id: "cust-1".into(),
-                field_names: vec!["email".into()],
-                purpose: "billing".into(),
-            },
+            common::GetFields::of("cust-1").names(&["email"]).build(),
             "req-get",
         ))
         .await;
@@ -128,11 +118,10 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
     assert_eq!(resolved[0].error, None);
     let wrong_purpose = checkout
         .get_fields(with_request_id(
-            pb::GetFieldsRequest {
-                customer_id: "cust-1".into(),
-                field_names: vec!["email".into()],
-                purpose: "marketing".into(),
-            },
+            common::GetFields::of("cust-1")
+                .names(&["email"])
+                .purpose("marketing")
+                .build(),
             "req-wrong-purpose",
         ))
         .await;
@@ -141,13 +130,9 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
     // Not an SSN (ten digits), but it contains the planted one.
     let bad_ssn = writer
         .put_fields(with_request_id(
-            pb::PutFieldsRequest {
-                customer_id: "cust-1".into(),
-                fields: vec![field("ssn", FieldKind::Ssn, "219-09-99999")],
-                purpose: "billing".into(),
-                token_format: pb::TokenFormat::Random as i32,
-                expected_revision: None,
-            },
+            common::PutFields::of("cust-1")
+                .field("ssn", FieldKind::Ssn, "219-09-99999")
+                .build(),
             "req-bad-ssn",
         ))
         .await;
@@ -169,13 +154,9 @@ async fn mixed_calls(vault: &TestVault) -> Vec<Expected> {
     assert_eq!(found, ["cust-1"]);
     let put_2 = admin
         .put_fields(with_request_id(
-            pb::PutFieldsRequest {
-                customer_id: "cust-2".into(),
-                fields: vec![field("phone", FieldKind::Phone, "+15557654321")],
-                purpose: "billing".into(),
-                token_format: pb::TokenFormat::Random as i32,
-                expected_revision: None,
-            },
+            common::PutFields::of("cust-2")
+                .field("phone", FieldKind::Phone, "+15557654321")
+                .build(),
             "req-put-2",
         ))
         .await;
@@ -376,11 +357,7 @@ async fn a_call_without_a_usable_request_id_is_recorded_with_one_the_vault_made_
     let unusable = "id with spaces";
     admin
         .get_fields(with_request_id(
-            pb::GetFieldsRequest {
-                customer_id: "cust-nobody".into(),
-                field_names: vec![],
-                purpose: "billing".into(),
-            },
+            common::GetFields::of("cust-nobody").build(),
             unusable,
         ))
         .await
@@ -938,10 +915,7 @@ async fn rewrite_stored_event(
         tamper(vault, |db| rewrite_event(db, seq, change)).await;
         return;
     };
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let seq = seq as i64;
     let row = client
         .query_one("SELECT record FROM audit_events WHERE seq = $1", &[&seq])

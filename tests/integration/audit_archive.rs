@@ -13,8 +13,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{
-    all_audit_events, expect_code, field, get, put, spawn_vault_with, test_policy,
-    verify_audit_log, AuditClient, TestVault, ADMIN_KEY, CHECKOUT_KEY,
+    all_audit_events, expect_code, get, put, spawn_vault_with, test_policy, verify_audit_log,
+    AuditClient, PutFields, TestVault, ADMIN_KEY, CHECKOUT_KEY,
 };
 use pii_vault::app::VaultOptions;
 use pii_vault::pb::{self, FieldKind};
@@ -66,12 +66,11 @@ async fn calls(vault: &TestVault, count: usize) {
         if i % 2 == 0 {
             put(
                 &mut admin,
-                &customer,
-                vec![field(
+                PutFields::of(&customer).field(
                     "email",
                     FieldKind::Email,
                     &format!("a{i}@example.com"),
-                )],
+                ),
             )
             .await
             .unwrap();
@@ -362,10 +361,7 @@ async fn only_a_principal_with_keys_admin_and_audit_read_may_trim() {
 /// of its per-customer index (sled), read from the store itself.
 async fn stored_seqs(vault: &mut TestVault) -> (Vec<u64>, Vec<u64>) {
     if let Some(database) = &vault.database {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         let rows = client
             .query("SELECT seq FROM audit_events ORDER BY seq", &[])
             .await
@@ -633,13 +629,9 @@ async fn a_trim_racing_with_writes_loses_nothing() {
                 for i in 0..25 {
                     let customer = format!("race-{writer}-{i}");
                     let value = format!("r{writer}x{i}@example.com");
-                    let request = pb::PutFieldsRequest {
-                        customer_id: customer,
-                        fields: vec![field("email", FieldKind::Email, &value)],
-                        purpose: "billing".into(),
-                        token_format: pb::TokenFormat::Random as i32,
-                        expected_revision: None,
-                    };
+                    let request = common::PutFields::of(&customer)
+                        .field("email", FieldKind::Email, &value)
+                        .build();
                     let response = admin.put_fields(request).await.unwrap();
                     let id = response.metadata().get("x-request-id").unwrap();
                     written.push(id.to_str().unwrap().to_owned());
@@ -687,8 +679,7 @@ async fn an_export_states_what_was_trimmed_and_holds_only_later_accesses() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-x",
-        vec![field("email", FieldKind::Email, "x@example.com")],
+        PutFields::of("cust-x").field("email", FieldKind::Email, "x@example.com"),
     )
     .await
     .unwrap();
@@ -740,10 +731,7 @@ async fn rewrite_stored_event(
     change: impl FnOnce(&mut AuditRecord),
 ) {
     if let Some(database) = &vault.database {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         let seq = seq as i64;
         let row = client
             .query_one("SELECT record FROM audit_events WHERE seq = $1", &[&seq])
@@ -801,10 +789,7 @@ async fn a_broken_chain_is_not_trimmed() {
 /// Replaces the stored anchor, on either engine.
 async fn rewrite_anchor(vault: &mut TestVault, anchor: pii_vault::store::AuditHead) {
     if let Some(database) = &vault.database {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         client
             .execute(
                 "UPDATE audit_anchor SET seq = $1, hash = $2 WHERE id = 1",
@@ -888,8 +873,7 @@ async fn the_serve_flag_sets_the_minimum_retention_and_defaults_to_7_days() {
     for customer in ["flag-1", "flag-2", "flag-3"] {
         put(
             &mut admin,
-            customer,
-            vec![field("email", FieldKind::Email, "f@example.com")],
+            PutFields::of(customer).field("email", FieldKind::Email, "f@example.com"),
         )
         .await
         .unwrap();

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    detokenize, field, get, put, put_for, set_consent, tokenize, TestVault, ADMIN_KEY, SUPPORT_KEY,
-    WRITER_KEY,
+    detokenize, field, get, put, set_consent, tokenize, PutFields, TestVault, Tokenize, ADMIN_KEY,
+    SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::crypto::{Binding, DekCache, Keyring, KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind, TokenFormat};
 use pii_vault::store::{
-    CustomerChange, CustomerRecord, FieldRecord, PgStore, SledStore, Store, TokenTarget,
-    WrappedDekRecord, WrappedKeyRecord, BINDING_BOUND, BINDING_UNBOUND,
+    CustomerChange, CustomerRecord, PgStore, SledStore, Store, TokenTarget, WrappedDekRecord,
+    WrappedKeyRecord, BINDING_BOUND, BINDING_UNBOUND,
 };
 use pii_vault::vault::{CustomerId, FileKeyring, KeyManager, TableKeyring};
 use tonic::Code;
@@ -96,7 +96,7 @@ async fn seed_ann(vault: &TestVault) -> BTreeMap<String, String> {
         field("contact", FieldKind::Email, CONTACT),
         field("card", FieldKind::CardNumber, CARD),
     ];
-    put(&mut admin, "ann", fields)
+    put(&mut admin, PutFields::of("ann").fields(fields))
         .await
         .unwrap()
         .tokens
@@ -184,8 +184,7 @@ async fn a_token_whose_target_or_kind_is_altered_is_refused() {
     let mut admin = vault.admin().await;
     let standalone = tokenize(
         &mut admin,
-        "ann",
-        vec![(FieldKind::Phone, MOBILE, TokenFormat::Random)],
+        Tokenize::of("ann").item(FieldKind::Phone, MOBILE, TokenFormat::Random),
     )
     .await
     .unwrap()
@@ -239,7 +238,11 @@ async fn an_older_ledger_put_back_into_the_record_is_refused() {
     let mut writer = vault.vault(WRITER_KEY).await;
     let email = || vec![field("promo", FieldKind::Email, "ann.promo@example.com")];
     common::expect_code(
-        put_for(&mut writer, "ann", email(), "marketing").await,
+        put(
+            &mut writer,
+            PutFields::of("ann").fields(email()).purpose("marketing"),
+        )
+        .await,
         Code::PermissionDenied,
     );
     vault.stop().await;
@@ -252,7 +255,11 @@ async fn an_older_ledger_put_back_into_the_record_is_refused() {
 
     let mut writer = vault.vault(WRITER_KEY).await;
     let status = common::expect_code(
-        put_for(&mut writer, "ann", email(), "marketing").await,
+        put(
+            &mut writer,
+            PutFields::of("ann").fields(email()).purpose("marketing"),
+        )
+        .await,
         Code::DataLoss,
     );
     assert!(status.message().contains("integrity"), "{status:?}");
@@ -361,49 +368,7 @@ async fn rewrite_as_before_binding(vault: &TestVault, id: &str) {
     tamper(store, change).await;
     drop(keys);
 
-    let format2 = postcard::to_stdvec(&Format2Record::from(old.clone())).unwrap();
-    match &vault.database {
-        None => {
-            #[derive(serde::Deserialize)]
-            struct Entry {
-                _record: CustomerRecord,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            #[derive(serde::Serialize)]
-            struct Format2Entry {
-                record: Format2Record,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            let db = common::open_sled_when_released(&vault.paths.data_dir);
-            let key = [b"F".as_slice(), id.as_bytes()].concat();
-            let entry: Entry = postcard::from_bytes(&db.get(&key).unwrap().unwrap()).unwrap();
-            let old_entry = Format2Entry {
-                record: Format2Record::from(old),
-                fields: entry.fields,
-            };
-            db.insert(
-                [b"D".as_slice(), id.as_bytes()].concat(),
-                postcard::to_stdvec(&old_entry).unwrap(),
-            )
-            .unwrap();
-            db.remove(key).unwrap();
-            db.flush().unwrap();
-        }
-        Some(database) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            client
-                .execute(
-                    "UPDATE customers SET format = 2, record = $2 WHERE id = $1",
-                    &[&id, &format2],
-                )
-                .await
-                .unwrap();
-        }
-    }
+    common::rewrite_customer(vault, id, (b"D", 2), |_| Format2Record::from(old)).await;
 }
 
 /// The binding version and DEK version of a stored customer (the vault stopped).
@@ -454,7 +419,9 @@ async fn a_customer_stored_before_binding_reads_and_is_migrated_on_write() {
     let mut vault = common::spawn_vault().await;
     let field_tokens = seed_ann(&vault).await;
     let mut admin = vault.admin().await;
-    let standalone = tokenize(&mut admin, "ann", common::card()).await.unwrap();
+    let standalone = tokenize(&mut admin, Tokenize::of("ann").card())
+        .await
+        .unwrap();
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     set_consent(&mut privacy, "ann", "marketing", true)
         .await
@@ -478,9 +445,12 @@ async fn a_customer_stored_before_binding_reads_and_is_migrated_on_write() {
     vault.restart().await;
     let mut writer = vault.vault(WRITER_KEY).await;
     let promo = vec![field("promo", FieldKind::Email, "ann.promo@example.com")];
-    put_for(&mut writer, "ann", promo, "marketing")
-        .await
-        .unwrap();
+    put(
+        &mut writer,
+        PutFields::of("ann").fields(promo).purpose("marketing"),
+    )
+    .await
+    .unwrap();
     assert_eq!(everything_read(&vault, &tokens).await, expected);
     let mut admin = vault.admin().await;
     let promo = get(&mut admin, "ann", &["promo"], "billing").await.unwrap();

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::tls::TlsVault;
-use common::{field, Bearer, ADMIN_KEY};
+use common::{Bearer, ADMIN_KEY};
 use pii_vault::pb::{self, vault_service_client::VaultServiceClient, FieldKind};
 use rcgen::DnType;
 use tonic::transport::Channel;
@@ -58,8 +58,7 @@ async fn vault_with_a_customer() -> TlsVault {
     );
     common::put(
         &mut admin,
-        "cert-1",
-        vec![field("email", FieldKind::Email, "owner@example.com")],
+        common::PutFields::of("cert-1").field("email", FieldKind::Email, "owner@example.com"),
     )
     .await
     .unwrap();
@@ -79,13 +78,12 @@ async fn read_as(
 async fn principal_named_in_refusal(vault: &TlsVault, identity: (String, String)) -> String {
     let channel = vault.channel(Some(identity)).await.unwrap();
     let refused = VaultServiceClient::new(channel)
-        .put_fields(pb::PutFieldsRequest {
-            customer_id: "cert-1".into(),
-            fields: vec![field("x", FieldKind::Generic, "y")],
-            purpose: "billing".into(),
-            token_format: 0,
-            expected_revision: None,
-        })
+        .put_fields(
+            common::PutFields::of("cert-1")
+                .field("x", FieldKind::Generic, "y")
+                .format(pb::TokenFormat::Unspecified)
+                .build(),
+        )
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");

@@ -513,12 +513,7 @@ async fn audit_list_follows_the_pages_until_the_last_event_or_the_limit() {
         let value = format!("v{i}");
         common::put(
             &mut admin,
-            "pager",
-            vec![common::field(
-                "note",
-                pii_vault::pb::FieldKind::Generic,
-                &value,
-            )],
+            common::PutFields::of("pager").field("note", pii_vault::pb::FieldKind::Generic, &value),
         )
         .await
         .unwrap();

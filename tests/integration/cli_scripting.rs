@@ -8,6 +8,8 @@ use crate::common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pii_vault_testkit::cli::{assert_exit, describe, json_of};
+
 const EXIT_USAGE: i32 = 2;
 const EXIT_INTEGRITY: i32 = 65;
 const EXIT_UNAVAILABLE: i32 = 69;
@@ -40,25 +42,6 @@ async fn pii_vault(addr: &str, api_key: Option<&str>, args: &[&str]) -> Output {
 
 fn addr_of(vault: &common::TestVault) -> String {
     format!("http://{}", vault.addr)
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(output.status.code(), Some(code), "{}", describe(output));
-}
-
-/// The single JSON document a `--json` command printed on stdout.
-fn json_of(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", describe(output)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@
 use crate::common;
 
 use common::{
-    card, delete_customer, detokenize, expect_code, field, find_customers, get, list_consents, put,
-    put_for, refused_collection, set_consent, set_consent_from, tokenize, tokenize_for, value_of,
+    delete_customer, detokenize, expect_code, field, find_customers, get, list_consents, put,
+    refused_collection, set_consent, set_consent_from, tokenize, value_of, PutFields, Tokenize,
     ADMIN_KEY, CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, Disclosure, FieldKind, LegalBasis, TokenFormat};
@@ -69,13 +69,19 @@ async fn collection_for_marketing_is_refused_before_opt_in_allowed_after_and_ref
     set_consent(&mut privacy, "cust-1", "marketing", true)
         .await
         .unwrap();
-    let tokens = put_for(&mut writer, "cust-1", email(), "marketing")
-        .await
-        .unwrap()
-        .tokens;
-    let standalone = tokenize_for(&mut writer, "cust-1", card(), "marketing")
-        .await
-        .unwrap();
+    let tokens = put(
+        &mut writer,
+        PutFields::of("cust-1").fields(email()).purpose("marketing"),
+    )
+    .await
+    .unwrap()
+    .tokens;
+    let standalone = tokenize(
+        &mut writer,
+        Tokenize::of("cust-1").card().purpose("marketing"),
+    )
+    .await
+    .unwrap();
     let stored = get(&mut admin, "cust-1", &[], "billing").await.unwrap();
     assert_eq!(value_of(&stored, "email").value, "ann@example.com");
     assert_eq!(value_of(&stored, "email").token, tokens["email"]);
@@ -102,11 +108,11 @@ async fn collection_for_marketing_is_refused_before_opt_in_allowed_after_and_ref
     set_consent(&mut privacy, "cust-1", "marketing", true)
         .await
         .unwrap();
-    put_for(
+    put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "ann.new@example.com")],
-        "marketing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "ann.new@example.com")
+            .purpose("marketing"),
     )
     .await
     .unwrap();
@@ -120,19 +126,19 @@ async fn a_contract_purpose_never_needs_consent_even_after_marketing_was_withdra
     let mut privacy = vault.privacy(ADMIN_KEY).await;
 
     // No consent at all: billing collects and uses.
-    put_for(
+    put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "bob@example.com")],
-        "billing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "bob@example.com")
+            .purpose("billing"),
     )
     .await
     .unwrap();
-    let tokens = tokenize_for(
+    let tokens = tokenize(
         &mut writer,
-        "cust-1",
-        vec![(FieldKind::Generic, "order-77", TokenFormat::Random)],
-        "billing",
+        Tokenize::of("cust-1")
+            .item(FieldKind::Generic, "order-77", TokenFormat::Random)
+            .purpose("billing"),
     )
     .await
     .unwrap();
@@ -145,11 +151,11 @@ async fn a_contract_purpose_never_needs_consent_even_after_marketing_was_withdra
     set_consent(&mut privacy, "cust-1", "marketing", false)
         .await
         .unwrap();
-    put_for(
+    put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "bob2@example.com")],
-        "billing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "bob2@example.com")
+            .purpose("billing"),
     )
     .await
     .unwrap();
@@ -180,11 +186,9 @@ async fn reading_fields_for_marketing_works_only_while_consent_is_granted() {
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "cat@example.com"),
-            field("phone", FieldKind::Phone, "+15551234567"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "cat@example.com")
+            .field("phone", FieldKind::Phone, "+15551234567"),
     )
     .await
     .unwrap();
@@ -229,8 +233,7 @@ async fn detokenize_for_marketing_decides_per_item_by_each_customers_consent() {
         async move {
             let field_token = put(
                 &mut admin,
-                customer,
-                vec![field("email", FieldKind::Email, email)],
+                PutFields::of(customer).field("email", FieldKind::Email, email),
             )
             .await
             .unwrap()
@@ -238,8 +241,7 @@ async fn detokenize_for_marketing_decides_per_item_by_each_customers_consent() {
                 .clone();
             let standalone = tokenize(
                 &mut admin,
-                customer,
-                vec![(FieldKind::Phone, "+15550001111", TokenFormat::Random)],
+                Tokenize::of(customer).item(FieldKind::Phone, "+15550001111", TokenFormat::Random),
             )
             .await
             .unwrap();
@@ -318,8 +320,7 @@ async fn find_customers_for_marketing_leaves_out_customers_without_a_granted_con
     for customer in ["cust-a", "cust-b", "cust-c"] {
         put(
             &mut admin,
-            customer,
-            vec![field("email", FieldKind::Email, "shared@example.com")],
+            PutFields::of(customer).field("email", FieldKind::Email, "shared@example.com"),
         )
         .await
         .unwrap();
@@ -547,8 +548,7 @@ async fn list_consents_of_an_unknown_customer_is_not_found_and_of_a_silent_one_i
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "dan@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "dan@example.com"),
     )
     .await
     .unwrap();
@@ -572,11 +572,11 @@ async fn delete_customer_erases_the_consents_so_a_new_customer_with_the_same_id_
     set_consent(&mut privacy, "cust-1", "marketing", true)
         .await
         .unwrap();
-    put_for(
+    put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "eve@example.com")],
-        "marketing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "eve@example.com")
+            .purpose("marketing"),
     )
     .await
     .unwrap();
@@ -590,11 +590,11 @@ async fn delete_customer_erases_the_consents_so_a_new_customer_with_the_same_id_
         );
     }
     let status = expect_code(
-        put_for(
+        put(
             &mut writer,
-            "cust-1",
-            vec![field("email", FieldKind::Email, "eve@example.com")],
-            "marketing",
+            PutFields::of("cust-1")
+                .field("email", FieldKind::Email, "eve@example.com")
+                .purpose("marketing"),
         )
         .await,
         Code::PermissionDenied,

@@ -328,14 +328,14 @@ async fn execute(clients: &mut Clients, id: &str, op: &Op) -> Result<Answer, ton
                 .iter()
                 .map(|(name, kind, value)| field(name, *kind, value))
                 .collect();
-            let response = common::put(&mut clients.vault, id, fields).await?;
+            let response =
+                common::put(&mut clients.vault, common::PutFields::of(id).fields(fields)).await?;
             Ok(Answer::Tokens(response.tokens.into_iter().collect()))
         }
         Op::Tokenize(value) => {
             let tokens = common::tokenize(
                 &mut clients.vault,
-                id,
-                vec![(FieldKind::Generic, value, pb::TokenFormat::Random)],
+                common::Tokenize::of(id).item(FieldKind::Generic, value, pb::TokenFormat::Random),
             )
             .await?;
             Ok(Answer::Token(tokens[0].clone()))
@@ -653,9 +653,12 @@ async fn seed_bulk(clients: &Clients, count: usize) {
         tasks.push(tokio::spawn(async move {
             for i in (worker..count).step_by(8) {
                 let fields = vec![field("note", FieldKind::Generic, &format!("bulk {i}"))];
-                common::put(&mut vault, &format!("bulk-{i}"), fields)
-                    .await
-                    .unwrap();
+                common::put(
+                    &mut vault,
+                    common::PutFields::of(&format!("bulk-{i}")).fields(fields),
+                )
+                .await
+                .unwrap();
             }
         }));
     }

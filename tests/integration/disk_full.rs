@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{field, VaultProcess, ADMIN_KEY};
+use common::{field, PutFields, VaultClient, VaultProcess, ADMIN_KEY};
 use pii_vault::pb::FieldKind;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -85,6 +85,22 @@ fn bulky_fields(seed: usize) -> Vec<pii_vault::pb::Field> {
         .collect()
 }
 
+/// Writes customers of `bulky_fields` until a write is refused: the
+/// customers acknowledged before, and the refusal. Fails when 200 fit (the
+/// `disk` was never filled).
+async fn fill_until_refused(admin: &mut VaultClient, disk: &str) -> (Vec<String>, tonic::Status) {
+    let mut acknowledged = Vec::new();
+    loop {
+        let customer = format!("bulky-{}", acknowledged.len());
+        let request = PutFields::of(&customer).fields(bulky_fields(acknowledged.len()));
+        match common::put(admin, request).await {
+            Ok(_) => acknowledged.push(customer),
+            Err(status) => return (acknowledged, status),
+        }
+        assert!(acknowledged.len() < 200, "{disk} never filled");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_reports_not_serving_and_recovers_by_itself() {
     if !common::sled_only("a_full_disk_refuses_writes") {
@@ -100,15 +116,7 @@ async fn a_full_disk_refuses_writes_reports_not_serving_and_recovers_by_itself()
     let mut admin = vault.vault(ADMIN_KEY).await;
     assert_eq!(health(&vault).await, ServingStatus::Serving);
 
-    let mut acknowledged = Vec::new();
-    let refusal = loop {
-        let customer = format!("bulky-{}", acknowledged.len());
-        match common::put(&mut admin, &customer, bulky_fields(acknowledged.len())).await {
-            Ok(_) => acknowledged.push(customer),
-            Err(status) => break status,
-        }
-        assert!(acknowledged.len() < 200, "24 MiB never filled");
-    };
+    let (mut acknowledged, refusal) = fill_until_refused(&mut admin, "24 MiB").await;
     assert_eq!(refusal.code(), Code::Unavailable, "{refusal:?}");
     let details = tonic_types::StatusExt::get_error_details(&refusal);
     assert_eq!(details.error_info().unwrap().reason, "STORE_FULL");
@@ -126,9 +134,12 @@ async fn a_full_disk_refuses_writes_reports_not_serving_and_recovers_by_itself()
 
     disk.grow_to(64);
     wait_for_health(&vault, ServingStatus::Serving).await;
-    common::put(&mut admin, "after-growth", bulky_fields(999))
-        .await
-        .expect("writes resume once space returns, without a restart");
+    common::put(
+        &mut admin,
+        common::PutFields::of("after-growth").fields(bulky_fields(999)),
+    )
+    .await
+    .expect("writes resume once space returns, without a restart");
     acknowledged.push("after-growth".into());
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(log.contains("NOT_SERVING"), "no log of the state change");
@@ -165,15 +176,7 @@ async fn a_write_that_fails_for_want_of_space_stops_the_vault_for_a_restart() {
     let mut vault = VaultProcess::start_with(&paths, &log_file, &args);
     let mut admin = vault.vault(ADMIN_KEY).await;
 
-    let mut acknowledged = Vec::new();
-    let refusal = loop {
-        let customer = format!("bulky-{}", acknowledged.len());
-        match common::put(&mut admin, &customer, bulky_fields(acknowledged.len())).await {
-            Ok(_) => acknowledged.push(customer),
-            Err(status) => break status,
-        }
-        assert!(acknowledged.len() < 200, "16 MiB never filled");
-    };
+    let (acknowledged, refusal) = fill_until_refused(&mut admin, "16 MiB").await;
     // The call that met the full disk is never answered (sled waits on the
     // failed write) until the vault stops and drops its connection.
     assert!(
@@ -211,8 +214,11 @@ async fn a_write_that_fails_for_want_of_space_stops_the_vault_for_a_restart() {
             .unwrap_or_else(|status| panic!("{customer}: {status:?}"));
         assert_eq!(common::value_of(&read, "f099").value.len(), 4000);
     }
-    common::put(&mut admin, "after-restart", bulky_fields(999))
-        .await
-        .unwrap();
+    common::put(
+        &mut admin,
+        common::PutFields::of("after-restart").fields(bulky_fields(999)),
+    )
+    .await
+    .unwrap();
     vault.terminate();
 }

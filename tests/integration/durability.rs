@@ -22,10 +22,13 @@ async fn writes_acknowledged_before_kill_9_are_there_after_restart() {
                     field("email", FieldKind::Email, &format!("user{i}@example.com")),
                     field("note", FieldKind::Generic, &format!("note number {i}")),
                 ];
-                common::put(&mut client, &format!("cust-{i}"), fields)
-                    .await
-                    .unwrap()
-                    .tokens["note"]
+                common::put(
+                    &mut client,
+                    common::PutFields::of(&format!("cust-{i}")).fields(fields),
+                )
+                .await
+                .unwrap()
+                .tokens["note"]
                     .clone()
             })
         })
@@ -37,8 +40,7 @@ async fn writes_acknowledged_before_kill_9_are_there_after_restart() {
     let mut client = client;
     let standalone = common::tokenize(
         &mut client,
-        "cust-0",
-        vec![(FieldKind::Ssn, "123-45-6789", pb::TokenFormat::Random)],
+        common::Tokenize::of("cust-0").item(FieldKind::Ssn, "123-45-6789", pb::TokenFormat::Random),
     )
     .await
     .unwrap();
@@ -81,8 +83,7 @@ async fn an_erasure_acknowledged_before_kill_9_stays_erased() {
     let mut client = process.vault(ADMIN_KEY).await;
     let tokens = common::put(
         &mut client,
-        "gone",
-        vec![field("ssn", FieldKind::Ssn, "123-45-6789")],
+        common::PutFields::of("gone").field("ssn", FieldKind::Ssn, "123-45-6789"),
     )
     .await
     .unwrap()
@@ -125,8 +126,7 @@ async fn sigterm_finishes_gracefully_and_keeps_every_write() {
     let mut client = process.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "kept",
-        vec![field("name", FieldKind::Name, "Ada Lovelace")],
+        common::PutFields::of("kept").field("name", FieldKind::Name, "Ada Lovelace"),
     )
     .await
     .unwrap();

@@ -4,8 +4,8 @@
 use crate::common;
 
 use common::{
-    delete_customer, detokenize, expect_code, field, find_customers, get, put, tokenize, value_of,
-    VaultClient,
+    delete_customer, detokenize, expect_code, find_customers, get, put, tokenize, value_of,
+    PutFields, Tokenize, VaultClient,
 };
 use pii_vault::pb::{ErasureState, FieldKind, TokenFormat};
 use tonic::Code;
@@ -31,12 +31,10 @@ impl Held {
 async fn store_customer(client: &mut VaultClient, customer: &str, email: &str) -> Held {
     let field_tokens = put(
         client,
-        customer,
-        vec![
-            field("email", FieldKind::Email, email),
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("full_name", FieldKind::Name, "Jane Doe"),
-        ],
+        PutFields::of(customer)
+            .field("email", FieldKind::Email, email)
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("full_name", FieldKind::Name, "Jane Doe"),
     )
     .await
     .unwrap()
@@ -45,20 +43,18 @@ async fn store_customer(client: &mut VaultClient, customer: &str, email: &str) -
     .collect();
     let standalone_tokens = tokenize(
         client,
-        customer,
-        vec![
-            (
+        Tokenize::of(customer)
+            .item(
                 FieldKind::CardNumber,
                 "4242424242424242",
                 TokenFormat::Random,
-            ),
-            (FieldKind::Ssn, "123-45-6789", TokenFormat::FormatPreserving),
-            (
+            )
+            .item(FieldKind::Ssn, "123-45-6789", TokenFormat::FormatPreserving)
+            .item(
                 FieldKind::Phone,
                 "(555) 123-4567",
                 TokenFormat::Deterministic,
             ),
-        ],
     )
     .await
     .unwrap();
@@ -231,13 +227,12 @@ async fn a_customer_recreated_after_erasure_gets_fresh_data_and_cannot_read_old_
 
     let new_tokens = put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "new@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "new@example.com"),
     )
     .await
     .unwrap()
     .tokens;
-    let new_card = tokenize(&mut admin, "cust-1", common::card())
+    let new_card = tokenize(&mut admin, Tokenize::of("cust-1").card())
         .await
         .unwrap();
 
@@ -254,12 +249,11 @@ async fn a_customer_recreated_after_erasure_gets_fresh_data_and_cannot_read_old_
     assert_none_resolve(&mut admin, &old.all_tokens()).await;
     let same_value_again = tokenize(
         &mut admin,
-        "cust-1",
-        vec![(
+        Tokenize::of("cust-1").item(
             FieldKind::Phone,
             "(555) 123-4567",
             TokenFormat::Deterministic,
-        )],
+        ),
     )
     .await
     .unwrap();
@@ -308,8 +302,7 @@ async fn data_survives_a_graceful_restart() {
     // New writes work under the reopened keyring, and the same field keeps its token.
     let tokens = put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "jane.new@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "jane.new@example.com"),
     )
     .await
     .unwrap()

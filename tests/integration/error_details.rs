@@ -99,14 +99,20 @@ async fn unauthenticated_calls_say_what_was_wrong_with_the_credentials() {
 async fn permission_refusals_name_the_scope_purpose_or_consent_missing() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
-    common::put(&mut admin, "cust-1", one_field())
-        .await
-        .unwrap();
+    common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap();
 
     let mut support = vault.vault(SUPPORT_KEY).await;
-    let status = common::put(&mut support, "cust-1", one_field())
-        .await
-        .unwrap_err();
+    let status = common::put(
+        &mut support,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap_err();
     let details = assert_reason(&status, Code::PermissionDenied, "SCOPE_MISSING");
     assert_metadata(&details, "scope", "data:write");
     assert_not_retryable(&details);
@@ -119,9 +125,14 @@ async fn permission_refusals_name_the_scope_purpose_or_consent_missing() {
     assert_metadata(&details, "purpose", "support");
 
     let mut writer = vault.vault(WRITER_KEY).await;
-    let status = common::put_for(&mut writer, "cust-2", one_field(), "marketing")
-        .await
-        .unwrap_err();
+    let status = common::put(
+        &mut writer,
+        common::PutFields::of("cust-2")
+            .fields(one_field())
+            .purpose("marketing"),
+    )
+    .await
+    .unwrap_err();
     let details = assert_reason(&status, Code::PermissionDenied, "CONSENT_MISSING");
     assert_metadata(&details, "purpose", "marketing");
 
@@ -129,9 +140,14 @@ async fn permission_refusals_name_the_scope_purpose_or_consent_missing() {
     common::set_consent(&mut privacy, "cust-2", "marketing", false)
         .await
         .unwrap();
-    let status = common::put_for(&mut writer, "cust-2", one_field(), "marketing")
-        .await
-        .unwrap_err();
+    let status = common::put(
+        &mut writer,
+        common::PutFields::of("cust-2")
+            .fields(one_field())
+            .purpose("marketing"),
+    )
+    .await
+    .unwrap_err();
     assert_reason(&status, Code::PermissionDenied, "CONSENT_WITHDRAWN");
 
     // The audit log still records the refusal by its status code.
@@ -170,7 +186,7 @@ async fn invalid_arguments_name_the_request_field_at_fault() {
     let details = assert_reason(&status, Code::InvalidArgument, "PURPOSE_UNKNOWN");
     assert_field_violation(&details, "purpose");
 
-    let status = common::tokenize(&mut admin, "cust-1", vec![])
+    let status = common::tokenize(&mut admin, common::Tokenize::of("cust-1"))
         .await
         .unwrap_err();
     let details = assert_reason(&status, Code::InvalidArgument, "INVALID_ARGUMENT");
@@ -181,7 +197,9 @@ async fn invalid_arguments_name_the_request_field_at_fault() {
     let fields = (0..101)
         .map(|i| field(&format!("f{i}"), FieldKind::Generic, "v"))
         .collect();
-    let status = common::put(&mut admin, "cust-1", fields).await.unwrap_err();
+    let status = common::put(&mut admin, common::PutFields::of("cust-1").fields(fields))
+        .await
+        .unwrap_err();
     let details = assert_reason(&status, Code::InvalidArgument, "REQUEST_TOO_LARGE");
     assert_field_violation(&details, "fields");
     assert_metadata(&details, "limit", "100");
@@ -198,17 +216,19 @@ async fn a_missing_customer_and_a_stale_revision_have_reasons_of_their_own() {
         .unwrap_err();
     assert_reason(&status, Code::NotFound, "CUSTOMER_NOT_FOUND");
 
-    let written = common::put(&mut admin, "cust-1", one_field())
-        .await
-        .unwrap();
+    let written = common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap();
     let stale = admin
-        .put_fields(pb::PutFieldsRequest {
-            customer_id: "cust-1".into(),
-            fields: one_field(),
-            purpose: "billing".into(),
-            token_format: TokenFormat::Random as i32,
-            expected_revision: Some(written.revision + 7),
-        })
+        .put_fields(
+            common::PutFields::of("cust-1")
+                .fields(one_field())
+                .expected_revision(Some(written.revision + 7))
+                .build(),
+        )
         .await
         .unwrap_err();
     let details = assert_reason(&stale, Code::Aborted, "REVISION_MISMATCH");
@@ -251,9 +271,14 @@ async fn notice_consent_renewal_and_receipt_refusals_have_reasons_of_their_own()
     )
     .await
     .unwrap();
-    let status = common::put_for(&mut writer, "cust-1", one_field(), "marketing")
-        .await
-        .unwrap_err();
+    let status = common::put(
+        &mut writer,
+        common::PutFields::of("cust-1")
+            .fields(one_field())
+            .purpose("marketing"),
+    )
+    .await
+    .unwrap_err();
     let details = assert_reason(&status, Code::PermissionDenied, "CONSENT_OUTDATED");
     assert_metadata(&details, "purpose", "marketing");
     assert_metadata(&details, "policy_version", "2026-02");
@@ -273,13 +298,19 @@ async fn notice_consent_renewal_and_receipt_refusals_have_reasons_of_their_own()
 async fn a_kind_change_and_a_value_the_caller_may_not_see_are_refused_with_reasons() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
-    common::put(&mut admin, "cust-1", one_field())
-        .await
-        .unwrap();
+    common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap();
     let as_generic = vec![field("email", FieldKind::Generic, "ann@example.com")];
-    let status = common::put(&mut admin, "cust-1", as_generic)
-        .await
-        .unwrap_err();
+    let status = common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(as_generic),
+    )
+    .await
+    .unwrap_err();
     let details = assert_reason(&status, Code::FailedPrecondition, "FIELD_KIND_MISMATCH");
     assert_not_retryable(&details);
 
@@ -291,7 +322,7 @@ async fn a_kind_change_and_a_value_the_caller_may_not_see_are_refused_with_reaso
         "ann@example.com",
         TokenFormat::Deterministic,
     )];
-    let status = common::tokenize(&mut checkout, "cust-1", guess)
+    let status = common::tokenize(&mut checkout, common::Tokenize::of("cust-1").items(guess))
         .await
         .unwrap_err();
     assert_reason(&status, Code::PermissionDenied, "FIELD_NOT_VISIBLE");
@@ -309,14 +340,19 @@ async fn per_customer_caps_are_failed_precondition_not_retryable() {
         field("a", FieldKind::Generic, "v"),
         field("b", FieldKind::Generic, "v"),
     ];
-    let status = common::put(&mut admin, "cust-1", two).await.unwrap_err();
+    let status = common::put(&mut admin, common::PutFields::of("cust-1").fields(two))
+        .await
+        .unwrap_err();
     let details = assert_reason(&status, Code::FailedPrecondition, "CUSTOMER_FIELD_LIMIT");
     assert_not_retryable(&details);
 
     let random = (FieldKind::Generic, "v", TokenFormat::Random);
-    let status = common::tokenize(&mut admin, "cust-1", vec![random; 2])
-        .await
-        .unwrap_err();
+    let status = common::tokenize(
+        &mut admin,
+        common::Tokenize::of("cust-1").items(vec![random; 2]),
+    )
+    .await
+    .unwrap_err();
     let details = assert_reason(&status, Code::FailedPrecondition, "CUSTOMER_TOKEN_LIMIT");
     assert_metadata(&details, "limit", "1");
     assert_not_retryable(&details);
@@ -344,9 +380,12 @@ reads_per_second = 1.0
 async fn a_principal_over_its_rate_is_told_when_to_retry() {
     let vault = common::spawn_vault_with_policy(&rate_limited_policy()).await;
     let mut admin = vault.admin().await;
-    common::put(&mut admin, "cust-1", one_field())
-        .await
-        .unwrap();
+    common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap();
     let mut limited = vault.vault(LIMITED_KEY).await;
     common::get(&mut limited, "cust-1", &[], "billing")
         .await
@@ -409,9 +448,12 @@ async fn a_shed_call_is_overloaded_retryable_and_carries_the_request_id() {
     };
     let (server, _dir, _database) = serve(limits).await;
     let mut admin = admin_of(&server).await;
-    let status = common::put(&mut admin, "shed", one_field())
-        .await
-        .unwrap_err();
+    let status = common::put(
+        &mut admin,
+        common::PutFields::of("shed").fields(one_field()),
+    )
+    .await
+    .unwrap_err();
     let details = assert_reason(&status, Code::ResourceExhausted, "OVERLOADED");
     assert_retry_after(&details);
     assert_metadata(&details, "limit", "0");
@@ -429,7 +471,9 @@ async fn a_call_past_its_deadline_says_so_and_carries_the_request_id() {
     let bulky = (0..100)
         .map(|i| field(&format!("f{i}"), FieldKind::Generic, &"v".repeat(4000)))
         .collect();
-    let status = common::put(&mut admin, "late", bulky).await.unwrap_err();
+    let status = common::put(&mut admin, common::PutFields::of("late").fields(bulky))
+        .await
+        .unwrap_err();
     assert_reason(&status, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
 }
@@ -439,13 +483,7 @@ async fn successes_carry_the_request_id_too() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     let response = admin
-        .put_fields(pb::PutFieldsRequest {
-            customer_id: "cust-1".into(),
-            fields: one_field(),
-            purpose: "billing".into(),
-            token_format: TokenFormat::Random as i32,
-            expected_revision: None,
-        })
+        .put_fields(common::PutFields::of("cust-1").fields(one_field()).build())
         .await
         .unwrap();
     let request_id = response.metadata().get("x-request-id").unwrap();
@@ -473,14 +511,16 @@ fn the_documented_reasons_are_the_ones_the_vault_sends() {
 async fn deleting_a_fields_token_as_a_standalone_one_is_refused_and_keeps_the_field() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
-    let written = common::put(&mut admin, "cust-1", one_field())
-        .await
-        .unwrap();
+    let written = common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap();
     let field_token = written.tokens["email"].clone();
     let standalone = common::tokenize(
         &mut admin,
-        "cust-1",
-        vec![(FieldKind::Generic, "v", TokenFormat::Random)],
+        common::Tokenize::of("cust-1").item(FieldKind::Generic, "v", TokenFormat::Random),
     )
     .await
     .unwrap();
@@ -519,7 +559,12 @@ async fn a_value_whose_format_preserving_tokens_are_all_taken_is_refused_and_wri
     let one_digit = (FieldKind::Generic, "7", TokenFormat::FormatPreserving);
     let mut issued = Vec::new();
     let status = loop {
-        match common::tokenize(&mut admin, "cust-1", vec![one_digit]).await {
+        match common::tokenize(
+            &mut admin,
+            common::Tokenize::of("cust-1").items(vec![one_digit]),
+        )
+        .await
+        {
             Ok(tokens) => issued.extend(tokens),
             Err(status) => break status,
         }
@@ -532,14 +577,14 @@ async fn a_value_whose_format_preserving_tokens_are_all_taken_is_refused_and_wri
     // so a different request may take it.
     const REQUEST_ID: &str = "5f0c6d1e-0000-4000-8000-00000000000a";
     let random = (FieldKind::Generic, "x", TokenFormat::Random);
-    let refused = common::tokenize_with_request_id(
+    let refused = common::tokenize(
         &mut admin,
-        "cust-1",
-        vec![
-            random, one_digit, one_digit, one_digit, one_digit, one_digit,
-        ],
-        "billing",
-        REQUEST_ID,
+        common::Tokenize::of("cust-1")
+            .items(vec![
+                random, one_digit, one_digit, one_digit, one_digit, one_digit,
+            ])
+            .purpose("billing")
+            .request_id(REQUEST_ID),
     )
     .await;
     // Nine taken (or more than one of them in the batch): refused whatever
@@ -549,12 +594,12 @@ async fn a_value_whose_format_preserving_tokens_are_all_taken_is_refused_and_wri
         Code::FailedPrecondition,
         "TOKEN_SPACE_EXHAUSTED",
     );
-    common::tokenize_with_request_id(
+    common::tokenize(
         &mut admin,
-        "cust-1",
-        vec![(FieldKind::Generic, "y", TokenFormat::Random)],
-        "billing",
-        REQUEST_ID,
+        common::Tokenize::of("cust-1")
+            .item(FieldKind::Generic, "y", TokenFormat::Random)
+            .purpose("billing")
+            .request_id(REQUEST_ID),
     )
     .await
     .unwrap();
@@ -574,9 +619,12 @@ async fn a_client_certificate_no_principal_names_is_refused_and_changes_nothing(
         vault.channel(Some(courier)).await.unwrap(),
         Bearer::new(ADMIN_KEY),
     );
-    common::put(&mut admin, "cust-1", one_field())
-        .await
-        .unwrap();
+    common::put(
+        &mut admin,
+        common::PutFields::of("cust-1").fields(one_field()),
+    )
+    .await
+    .unwrap();
 
     // A certificate the vault's client CA signed, but no principal's
     // cert_subject or spiffe_id, and no API key.
@@ -585,13 +633,11 @@ async fn a_client_certificate_no_principal_names_is_refused_and_changes_nothing(
         .issue("stranger", &[], &["spiffe://example.org/stranger"]);
     let mut stranger = VaultServiceClient::new(vault.channel(Some(stranger)).await.unwrap());
     let status = stranger
-        .put_fields(pb::PutFieldsRequest {
-            customer_id: "cust-1".into(),
-            fields: vec![field("email", FieldKind::Email, "eve@example.com")],
-            purpose: "billing".into(),
-            token_format: TokenFormat::Random as i32,
-            expected_revision: None,
-        })
+        .put_fields(
+            common::PutFields::of("cust-1")
+                .field("email", FieldKind::Email, "eve@example.com")
+                .build(),
+        )
         .await
         .unwrap_err();
     let details = assert_reason(&status, Code::Unauthenticated, "CERTIFICATE_UNKNOWN");

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
     audit_events, delete_customer, detokenize, expect_code, export, field, find_customers, get,
-    put, set_consent_from, tokenize, TestVault, ADMIN_KEY, CHECKOUT_KEY, DPO_KEY, EXPORTER_KEY,
-    SUPPORT_KEY, WRITER_KEY,
+    put, set_consent_from, tokenize, PutFields, TestVault, Tokenize, ADMIN_KEY, CHECKOUT_KEY,
+    DPO_KEY, EXPORTER_KEY, SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, ExportFormat, FieldKind, TokenFormat};
 use serde_json::{json, Value};
@@ -90,22 +90,24 @@ async fn two_customers(vault: &TestVault) -> (Stored, Vec<String>) {
 
     let tokens = put(
         &mut admin,
-        "cust-1",
-        FIELDS
-            .iter()
-            .map(|(name, kind, _, value)| field(name, *kind, value))
-            .collect(),
+        PutFields::of("cust-1").fields(
+            FIELDS
+                .iter()
+                .map(|(name, kind, _, value)| field(name, *kind, value))
+                .collect(),
+        ),
     )
     .await
     .unwrap()
     .tokens;
     let standalone_tokens = tokenize(
         &mut admin,
-        "cust-1",
-        STANDALONE
-            .iter()
-            .map(|(kind, _, value, format, _)| (*kind, *value, *format))
-            .collect(),
+        Tokenize::of("cust-1").items(
+            STANDALONE
+                .iter()
+                .map(|(kind, _, value, format, _)| (*kind, *value, *format))
+                .collect(),
+        ),
     )
     .await
     .unwrap();
@@ -153,12 +155,10 @@ async fn two_customers(vault: &TestVault) -> (Stored, Vec<String>) {
 
     let other_tokens: Vec<String> = put(
         &mut admin,
-        "cust-2",
-        vec![
-            field("email", FieldKind::Email, OTHER_VALUES[1]),
-            field("ssn", FieldKind::Ssn, OTHER_VALUES[2]),
-            field("full_name", FieldKind::Name, OTHER_VALUES[3]),
-        ],
+        PutFields::of("cust-2")
+            .field("email", FieldKind::Email, OTHER_VALUES[1])
+            .field("ssn", FieldKind::Ssn, OTHER_VALUES[2])
+            .field("full_name", FieldKind::Name, OTHER_VALUES[3]),
     )
     .await
     .unwrap()
@@ -167,8 +167,7 @@ async fn two_customers(vault: &TestVault) -> (Stored, Vec<String>) {
     .chain(
         tokenize(
             &mut admin,
-            "cust-2",
-            vec![(FieldKind::Generic, OTHER_VALUES[4], TokenFormat::Random)],
+            Tokenize::of("cust-2").item(FieldKind::Generic, OTHER_VALUES[4], TokenFormat::Random),
         )
         .await
         .unwrap(),
@@ -449,8 +448,7 @@ async fn the_text_export_of_a_customer_nobody_read_says_so() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "quiet@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "quiet@example.com"),
     )
     .await
     .unwrap();
@@ -480,8 +478,7 @@ async fn exporting_is_audited_whether_allowed_or_refused() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "audited@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "audited@example.com"),
     )
     .await
     .unwrap();
@@ -541,8 +538,7 @@ async fn export_needs_privacy_admin_and_a_customer_the_vault_holds() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "held@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "held@example.com"),
     )
     .await
     .unwrap();
@@ -627,8 +623,7 @@ async fn get_deletion_status_refuses_unknown_and_empty_receipt_ids_and_other_pri
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "gone@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "gone@example.com"),
     )
     .await
     .unwrap();
@@ -665,8 +660,7 @@ async fn a_deletion_receipt_survives_a_restart() {
         let mut admin = vault.admin().await;
         put(
             &mut admin,
-            "cust-1",
-            vec![field("email", FieldKind::Email, "later@example.com")],
+            PutFields::of("cust-1").field("email", FieldKind::Email, "later@example.com"),
         )
         .await
         .unwrap();
@@ -689,8 +683,7 @@ async fn a_customer_recreated_after_erasure_exports_only_their_own_history() {
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     put(
         &mut admin,
-        "again",
-        vec![field("email", FieldKind::Email, "old@example.com")],
+        PutFields::of("again").field("email", FieldKind::Email, "old@example.com"),
     )
     .await
     .unwrap();
@@ -698,8 +691,7 @@ async fn a_customer_recreated_after_erasure_exports_only_their_own_history() {
     delete_customer(&mut privacy, "again").await.unwrap();
     put(
         &mut admin,
-        "again",
-        vec![field("email", FieldKind::Email, "new@example.com")],
+        PutFields::of("again").field("email", FieldKind::Email, "new@example.com"),
     )
     .await
     .unwrap();
@@ -969,8 +961,7 @@ reads_per_second = 2.0
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "rated@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "rated@example.com"),
     )
     .await
     .unwrap();
@@ -1008,8 +999,7 @@ async fn a_search_that_finds_a_customer_is_in_their_access_history_without_the_v
     ] {
         put(
             &mut admin,
-            customer,
-            vec![field("email", FieldKind::Email, email)],
+            PutFields::of(customer).field("email", FieldKind::Email, email),
         )
         .await
         .unwrap();
@@ -1103,8 +1093,7 @@ async fn long_history(vault: &TestVault, reads: usize, name_len: usize) -> Vec<p
     for customer in ["cust-1", "cust-2"] {
         put(
             &mut admin,
-            customer,
-            vec![field("email", FieldKind::Email, "paged@example.com")],
+            PutFields::of(customer).field("email", FieldKind::Email, "paged@example.com"),
         )
         .await
         .unwrap();
@@ -1254,8 +1243,7 @@ async fn an_export_too_large_without_its_history_is_refused_not_cut() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "big@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "big@example.com"),
     )
     .await
     .unwrap();
@@ -1311,8 +1299,7 @@ async fn a_page_token_is_refused_for_another_customer_a_later_incarnation_or_whe
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "new.person@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "new.person@example.com"),
     )
     .await
     .unwrap();

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    delete_customer, detokenize, field, get, put, put_with_format, set_consent, tokenize,
-    TestVault, ADMIN_KEY,
+    delete_customer, detokenize, field, get, put, set_consent, tokenize, PutFields, TestVault,
+    Tokenize, ADMIN_KEY,
 };
 use pii_vault::pb::{self, FieldKind, TokenFormat};
 use prost::Message;
@@ -37,34 +37,29 @@ async fn seed(vault: &TestVault) -> Seeded {
     let mut client = vault.admin().await;
     let alice = put(
         &mut client,
-        "alice",
-        vec![
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("email", FieldKind::Email, "alice@example.com"),
-            field("note", FieldKind::Generic, "likes tea"),
-        ],
+        PutFields::of("alice")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("email", FieldKind::Email, "alice@example.com")
+            .field("note", FieldKind::Generic, "likes tea"),
     )
     .await
     .unwrap();
-    let bob = put_with_format(
+    let bob = put(
         &mut client,
-        "bob",
-        vec![
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-        ],
-        TokenFormat::Deterministic,
+        PutFields::of("bob")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("phone", FieldKind::Phone, "(555) 123-4567")
+            .format(TokenFormat::Deterministic),
     )
     .await
     .unwrap();
     let standalone = tokenize(
         &mut client,
-        "alice",
-        vec![(
+        Tokenize::of("alice").item(
             FieldKind::CardNumber,
             "4242 4242 4242 4242",
             TokenFormat::FormatPreserving,
-        )],
+        ),
     )
     .await
     .unwrap();
@@ -231,13 +226,10 @@ fn item_refused(result: &pb::DetokenizeResult, code: Code) {
 }
 
 fn put_request(customer: &str, fields: Vec<pb::Field>, purpose: &str) -> pb::PutFieldsRequest {
-    pb::PutFieldsRequest {
-        customer_id: customer.into(),
-        fields,
-        purpose: purpose.into(),
-        token_format: TokenFormat::Random as i32,
-        expected_revision: None,
-    }
+    PutFields::of(customer)
+        .fields(fields)
+        .purpose(purpose)
+        .build()
 }
 
 fn raw_field(name: &str, kind: i32, value: &str) -> pb::Field {
@@ -264,7 +256,7 @@ async fn empty_batches_are_invalid_and_change_nothing() {
         &[],
     );
     refused(
-        tokenize(&mut client, "carol", vec![]).await,
+        tokenize(&mut client, Tokenize::of("carol")).await,
         Code::InvalidArgument,
         &[],
     );
@@ -299,7 +291,9 @@ async fn giant_batches_are_refused_naming_the_limit_and_change_nothing() {
     let items: Vec<(FieldKind, &str, TokenFormat)> = (0..1001)
         .map(|_| (FieldKind::Generic, "x", TokenFormat::Random))
         .collect();
-    let status = tokenize(&mut client, "carol", items).await.unwrap_err();
+    let status = tokenize(&mut client, Tokenize::of("carol").items(items))
+        .await
+        .unwrap_err();
     assert_clear(&status, Code::InvalidArgument, &[]);
     assert!(status.message().contains("1000"), "{}", status.message());
 
@@ -396,16 +390,7 @@ async fn unknown_enum_numbers_are_invalid_and_change_nothing() {
         assert_clear(&status, Code::InvalidArgument, &["changed"]);
         assert!(status.message().contains("kind"), "{}", status.message());
         let status = client
-            .tokenize(pb::TokenizeRequest {
-                customer_id: "alice".into(),
-                items: vec![pb::TokenizeItem {
-                    value: "changed".into(),
-                    kind,
-                    format: 0,
-                }],
-                purpose: "billing".into(),
-                request_id: String::new(),
-            })
+            .tokenize(Tokenize::of("alice").raw_item(kind, "changed", 0).build())
             .await
             .unwrap_err();
         assert_clear(&status, Code::InvalidArgument, &["changed"]);
@@ -420,16 +405,7 @@ async fn unknown_enum_numbers_are_invalid_and_change_nothing() {
         refused(client.put_fields(request).await, Code::InvalidArgument, &[]);
         refused(
             client
-                .tokenize(pb::TokenizeRequest {
-                    customer_id: "alice".into(),
-                    items: vec![pb::TokenizeItem {
-                        value: "x".into(),
-                        kind: 1,
-                        format,
-                    }],
-                    purpose: "billing".into(),
-                    request_id: String::new(),
-                })
+                .tokenize(Tokenize::of("alice").raw_item(1, "x", format).build())
                 .await,
             Code::InvalidArgument,
             &[],
@@ -541,12 +517,10 @@ async fn invalid_utf8_and_malformed_protobuf_on_the_wire_are_decode_errors() {
 async fn unknown_protobuf_fields_are_ignored_not_stored() {
     let (vault, seeded, before) = seeded_vault().await;
     // GetFields for alice with an unknown field 99 carrying junk bytes.
-    let mut body = pb::GetFieldsRequest {
-        customer_id: "alice".into(),
-        field_names: vec!["note".into()],
-        purpose: "billing".into(),
-    }
-    .encode_to_vec();
+    let mut body = common::GetFields::of("alice")
+        .names(&["note"])
+        .build()
+        .encode_to_vec();
     body.extend_from_slice(&[0x9a, 0x06, 0x04, 0xff, 0x00, 0xfe, 0x01]);
     let response = raw_call(&vault, "/piivault.v1.VaultService/GetFields", body)
         .await
@@ -591,8 +565,7 @@ async fn control_characters_and_look_alikes_in_customer_ids_are_refused() {
         refused(
             put(
                 &mut client,
-                id,
-                vec![field("note", FieldKind::Generic, "x")],
+                PutFields::of(id).field("note", FieldKind::Generic, "x"),
             )
             .await,
             Code::InvalidArgument,
@@ -601,8 +574,7 @@ async fn control_characters_and_look_alikes_in_customer_ids_are_refused() {
         refused(
             tokenize(
                 &mut client,
-                id,
-                vec![(FieldKind::Generic, "x", TokenFormat::Random)],
+                Tokenize::of(id).item(FieldKind::Generic, "x", TokenFormat::Random),
             )
             .await,
             Code::InvalidArgument,
@@ -730,8 +702,7 @@ async fn customer_ids_of_64_kib_are_refused_by_every_call_without_echo() {
         refused(
             put(
                 &mut client,
-                id,
-                vec![field("note", FieldKind::Generic, "x")],
+                PutFields::of(id).field("note", FieldKind::Generic, "x"),
             )
             .await,
             code,
@@ -740,8 +711,7 @@ async fn customer_ids_of_64_kib_are_refused_by_every_call_without_echo() {
         refused(
             tokenize(
                 &mut client,
-                id,
-                vec![(FieldKind::Generic, "x", TokenFormat::Random)],
+                Tokenize::of(id).item(FieldKind::Generic, "x", TokenFormat::Random),
             )
             .await,
             code,
@@ -855,8 +825,7 @@ async fn every_other_string_of_64_kib_is_refused_without_echo() {
     refused(
         put(
             &mut client,
-            "alice",
-            vec![field(&big, FieldKind::Generic, "x")],
+            PutFields::of("alice").field(&big, FieldKind::Generic, "x"),
         )
         .await,
         invalid,
@@ -875,8 +844,7 @@ async fn every_other_string_of_64_kib_is_refused_without_echo() {
     refused(
         put(
             &mut client,
-            "alice",
-            vec![field("note", FieldKind::Generic, &big)],
+            PutFields::of("alice").field("note", FieldKind::Generic, &big),
         )
         .await,
         invalid,
@@ -979,11 +947,7 @@ async fn every_other_string_of_64_kib_is_refused_without_echo() {
     assert!(events.is_empty());
 
     // An oversized request id is replaced by one the vault makes.
-    let mut request = tonic::Request::new(pb::GetFieldsRequest {
-        customer_id: "alice".into(),
-        field_names: vec![],
-        purpose: "billing".into(),
-    });
+    let mut request = tonic::Request::new(common::GetFields::of("alice").build());
     request
         .metadata_mut()
         .insert("x-request-id", "r".repeat(4096).parse().unwrap());
@@ -1058,15 +1022,13 @@ async fn tokens_never_resolve_across_customers_or_incarnations() {
     // each resolving to its own customer.
     let alice = tokenize(
         &mut client,
-        "alice",
-        vec![(FieldKind::Ssn, "123-45-6789", TokenFormat::Deterministic)],
+        Tokenize::of("alice").item(FieldKind::Ssn, "123-45-6789", TokenFormat::Deterministic),
     )
     .await
     .unwrap();
     let bob = tokenize(
         &mut client,
-        "bob",
-        vec![(FieldKind::Ssn, "123-45-6789", TokenFormat::Deterministic)],
+        Tokenize::of("bob").item(FieldKind::Ssn, "123-45-6789", TokenFormat::Deterministic),
     )
     .await
     .unwrap();
@@ -1111,8 +1073,7 @@ async fn tokens_never_resolve_across_customers_or_incarnations() {
     delete_customer(&mut privacy, "bob").await.unwrap();
     let bob_again = tokenize(
         &mut client,
-        "bob",
-        vec![(FieldKind::Ssn, "123-45-6789", TokenFormat::Deterministic)],
+        Tokenize::of("bob").item(FieldKind::Ssn, "123-45-6789", TokenFormat::Deterministic),
     )
     .await
     .unwrap();

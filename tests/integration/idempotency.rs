@@ -42,7 +42,14 @@ async fn tokenize_as(
     purpose: &str,
     request_id: &str,
 ) -> Result<Vec<String>, tonic::Status> {
-    common::tokenize_with_request_id(client, customer, items, purpose, request_id).await
+    common::tokenize(
+        client,
+        common::Tokenize::of(customer)
+            .items(items)
+            .purpose(purpose)
+            .request_id(request_id),
+    )
+    .await
 }
 
 async fn tokenize_with_id(
@@ -71,12 +78,12 @@ async fn vault_capped_at(cap: usize) -> common::TestVault {
 async fn assert_free_tokens(client: &mut VaultClient, customer: &str, free: usize) {
     let one = vec![(FieldKind::Generic, "filler", TokenFormat::Random)];
     for _ in 0..free {
-        common::tokenize(client, customer, one.clone())
+        common::tokenize(client, common::Tokenize::of(customer).items(one.clone()))
             .await
             .unwrap();
     }
     expect_code(
-        common::tokenize(client, customer, one).await,
+        common::tokenize(client, common::Tokenize::of(customer).items(one)).await,
         Code::FailedPrecondition,
     );
 }

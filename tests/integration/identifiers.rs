@@ -3,8 +3,8 @@
 
 use crate::common;
 
-use common::{expect_code, field, put, with_request_id, ADMIN_KEY};
-use pii_vault::pb::{self, FieldKind};
+use common::{expect_code, put, with_request_id, PutFields, ADMIN_KEY};
+use pii_vault::pb::FieldKind;
 use tonic::Code;
 
 /// Ids a careless client might build from a customer's data.
@@ -39,8 +39,7 @@ async fn customer_ids_shaped_like_personal_data_are_refused_and_never_recorded()
         let status = expect_code(
             put(
                 &mut admin,
-                id,
-                vec![field("note", FieldKind::Generic, "hello")],
+                PutFields::of(id).field("note", FieldKind::Generic, "hello"),
             )
             .await,
             Code::InvalidArgument,
@@ -61,8 +60,7 @@ async fn customer_ids_shaped_like_personal_data_are_refused_and_never_recorded()
     ] {
         put(
             &mut admin,
-            id,
-            vec![field("note", FieldKind::Generic, "hello")],
+            PutFields::of(id).field("note", FieldKind::Generic, "hello"),
         )
         .await
         .unwrap_or_else(|status| panic!("{id}: {status}"));
@@ -88,13 +86,9 @@ async fn request_ids_in_the_audit_log_are_the_vaults_own_and_returned_to_the_cli
     for id in chosen {
         let response = admin
             .put_fields(with_request_id(
-                pb::PutFieldsRequest {
-                    customer_id: "cust-1".into(),
-                    fields: vec![field("note", FieldKind::Generic, "hello")],
-                    purpose: "billing".into(),
-                    token_format: pb::TokenFormat::Random as i32,
-                    expected_revision: None,
-                },
+                common::PutFields::of("cust-1")
+                    .field("note", FieldKind::Generic, "hello")
+                    .build(),
                 id,
             ))
             .await
@@ -104,11 +98,7 @@ async fn request_ids_in_the_audit_log_are_the_vaults_own_and_returned_to_the_cli
     // A refusal names its request id too, so it can be found in the log.
     let refused = admin
         .get_fields(with_request_id(
-            pb::GetFieldsRequest {
-                customer_id: "cust-nobody".into(),
-                field_names: vec![],
-                purpose: "billing".into(),
-            },
+            common::GetFields::of("cust-nobody").build(),
             "5551234567",
         ))
         .await
@@ -143,8 +133,7 @@ async fn a_customer_stored_under_such_an_id_before_the_check_can_still_be_erased
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("note", FieldKind::Generic, "hello")],
+        PutFields::of("cust-1").field("note", FieldKind::Generic, "hello"),
     )
     .await
     .unwrap();

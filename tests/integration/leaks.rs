@@ -82,7 +82,7 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
         .enumerate()
         .map(|(i, (kind, sent, _))| field(&format!("f{i}"), *kind, sent))
         .collect();
-    let tokens = common::put(&mut admin, "leak-1", fields)
+    let tokens = common::put(&mut admin, common::PutFields::of("leak-1").fields(fields))
         .await
         .unwrap()
         .tokens;
@@ -95,7 +95,9 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
             .iter()
             .map(|(kind, sent, _)| (*kind, *sent, format))
             .collect();
-        let issued = common::tokenize(&mut admin, "leak-1", items).await.unwrap();
+        let issued = common::tokenize(&mut admin, common::Tokenize::of("leak-1").items(items))
+            .await
+            .unwrap();
         common::detokenize(&mut admin, &issued, "billing")
             .await
             .unwrap();
@@ -131,9 +133,12 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
     }
     // Refused requests carrying values: the refusal must not echo them.
     for (kind, sent) in REFUSED {
-        let status = common::put(&mut admin, "leak-2", vec![field("bad", *kind, sent)])
-            .await
-            .unwrap_err();
+        let status = common::put(
+            &mut admin,
+            common::PutFields::of("leak-2").field("bad", *kind, sent),
+        )
+        .await
+        .unwrap_err();
         assert!(
             !status.message().contains(sent),
             "status echoes the value: {}",
@@ -141,8 +146,7 @@ async fn planted_values_appear_in_no_file_and_no_log_line() {
         );
         let status = common::tokenize(
             &mut admin,
-            "leak-2",
-            vec![(*kind, *sent, TokenFormat::Random)],
+            common::Tokenize::of("leak-2").item(*kind, sent, TokenFormat::Random),
         )
         .await
         .unwrap_err();
@@ -225,16 +229,18 @@ async fn debug_logs_on_postgres_carry_no_blind_index_or_token() {
     let mut admin = process.vault(ADMIN_KEY).await;
     let tokens = common::put(
         &mut admin,
-        "pg-leak",
-        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+        common::PutFields::of("pg-leak").field("ssn", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap()
     .tokens;
     let deterministic = common::tokenize(
         &mut admin,
-        "pg-leak",
-        vec![(FieldKind::Ssn, "219-09-9999", TokenFormat::Deterministic)],
+        common::Tokenize::of("pg-leak").item(
+            FieldKind::Ssn,
+            "219-09-9999",
+            TokenFormat::Deterministic,
+        ),
     )
     .await
     .unwrap();

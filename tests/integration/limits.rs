@@ -69,10 +69,11 @@ async fn a_principal_over_its_rate_limits_is_refused_and_the_refusal_is_audited(
         VaultServiceClient::with_interceptor(channel(&server).await, Bearer::new(ADMIN_KEY));
     let tokens = common::tokenize(
         &mut admin,
-        "rated",
-        (0..11)
-            .map(|_| (FieldKind::Generic, "v", pb::TokenFormat::Random))
-            .collect(),
+        common::Tokenize::of("rated").items(
+            (0..11)
+                .map(|_| (FieldKind::Generic, "v", pb::TokenFormat::Random))
+                .collect(),
+        ),
     )
     .await
     .unwrap();
@@ -149,8 +150,7 @@ async fn calls_past_the_concurrency_limit_are_shed_at_once() {
             tokio::spawn(async move {
                 common::put(
                     &mut client,
-                    &format!("shed-{i}"),
-                    vec![field("n", FieldKind::Generic, "v")],
+                    common::PutFields::of(&format!("shed-{i}")).field("n", FieldKind::Generic, "v"),
                 )
                 .await
             })
@@ -189,8 +189,7 @@ async fn health_checks_are_answered_past_the_concurrency_limit() {
         VaultServiceClient::with_interceptor(channel(&server).await, Bearer::new(ADMIN_KEY));
     let shed = common::put(
         &mut admin,
-        "shed",
-        vec![field("n", FieldKind::Generic, "v")],
+        common::PutFields::of("shed").field("n", FieldKind::Generic, "v"),
     )
     .await;
     let status = common::expect_code(shed, Code::ResourceExhausted);
@@ -253,7 +252,9 @@ async fn a_call_past_its_deadline_is_abandoned() {
     let bulky = (0..100)
         .map(|i| field(&format!("f{i}"), FieldKind::Generic, &"v".repeat(4000)))
         .collect();
-    let status = common::put(&mut admin, "late", bulky).await.unwrap_err();
+    let status = common::put(&mut admin, common::PutFields::of("late").fields(bulky))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
         status.message().contains("deadline"),
@@ -280,14 +281,14 @@ async fn a_customer_holds_at_most_the_configured_number_of_fields() {
     let three: Vec<_> = (0..3)
         .map(|i| field(&format!("f{i}"), FieldKind::Generic, "v"))
         .collect();
-    common::put(&mut admin, "capped", three).await.unwrap();
+    common::put(&mut admin, common::PutFields::of("capped").fields(three))
+        .await
+        .unwrap();
     let refused = common::put(
         &mut admin,
-        "capped",
-        vec![
-            field("f0", FieldKind::Generic, "new"),
-            field("f3", FieldKind::Generic, "v"),
-        ],
+        common::PutFields::of("capped")
+            .field("f0", FieldKind::Generic, "new")
+            .field("f3", FieldKind::Generic, "v"),
     )
     .await
     .unwrap_err();
@@ -308,8 +309,7 @@ async fn a_customer_holds_at_most_the_configured_number_of_fields() {
     );
     common::put(
         &mut admin,
-        "capped",
-        vec![field("f2", FieldKind::Generic, "w")],
+        common::PutFields::of("capped").field("f2", FieldKind::Generic, "w"),
     )
     .await
     .unwrap();
@@ -333,7 +333,11 @@ async fn a_customer_holds_at_most_the_configured_number_of_standalone_tokens() {
 
     // Six at once for a new customer: refused, and no customer is made.
     let status = common::expect_code(
-        common::tokenize(&mut admin, "capped", vec![random; 6]).await,
+        common::tokenize(
+            &mut admin,
+            common::Tokenize::of("capped").items(vec![random; 6]),
+        )
+        .await,
         Code::FailedPrecondition,
     );
     assert!(
@@ -349,18 +353,26 @@ async fn a_customer_holds_at_most_the_configured_number_of_standalone_tokens() {
     let fields: Vec<_> = (0..3)
         .map(|i| field(&format!("f{i}"), FieldKind::Generic, "v"))
         .collect();
-    common::put(&mut admin, "capped", fields).await.unwrap();
-    let mut held = common::tokenize(&mut admin, "capped", vec![card, random, random])
+    common::put(&mut admin, common::PutFields::of("capped").fields(fields))
         .await
         .unwrap();
+    let mut held = common::tokenize(
+        &mut admin,
+        common::Tokenize::of("capped").items(vec![card, random, random]),
+    )
+    .await
+    .unwrap();
     held.extend(
-        common::tokenize(&mut admin, "capped", vec![random, random])
-            .await
-            .unwrap(),
+        common::tokenize(
+            &mut admin,
+            common::Tokenize::of("capped").items(vec![random, random]),
+        )
+        .await
+        .unwrap(),
     );
     for more in [vec![random], vec![card, random]] {
         let status = common::expect_code(
-            common::tokenize(&mut admin, "capped", more).await,
+            common::tokenize(&mut admin, common::Tokenize::of("capped").items(more)).await,
             Code::FailedPrecondition,
         );
         let message = status.message();
@@ -372,7 +384,7 @@ async fn a_customer_holds_at_most_the_configured_number_of_standalone_tokens() {
         assert!(!message.contains("4242"), "{status:?}");
     }
     // At the cap, the deterministic token of a value held is still given.
-    let again = common::tokenize(&mut admin, "capped", vec![card])
+    let again = common::tokenize(&mut admin, common::Tokenize::of("capped").items(vec![card]))
         .await
         .unwrap();
     assert_eq!(again, held[..1]);
@@ -404,24 +416,28 @@ async fn a_customer_at_the_caps_is_rekeyed_and_erased_within_the_call_deadline()
                 field(&name, FieldKind::Generic, "some value")
             })
             .collect();
-        common::put(&mut admin, "big", fields).await.unwrap();
-    }
-    let random = (FieldKind::Generic, "some value", pb::TokenFormat::Random);
-    for _ in 0..limits.max_tokens_per_customer / limits.max_batch_items {
-        common::tokenize(&mut admin, "big", vec![random; limits.max_batch_items])
+        common::put(&mut admin, common::PutFields::of("big").fields(fields))
             .await
             .unwrap();
     }
+    let random = (FieldKind::Generic, "some value", pb::TokenFormat::Random);
+    for _ in 0..limits.max_tokens_per_customer / limits.max_batch_items {
+        common::tokenize(
+            &mut admin,
+            common::Tokenize::of("big").items(vec![random; limits.max_batch_items]),
+        )
+        .await
+        .unwrap();
+    }
     // The caps hold.
     common::expect_code(
-        common::tokenize(&mut admin, "big", vec![random]).await,
+        common::tokenize(&mut admin, common::Tokenize::of("big").items(vec![random])).await,
         Code::FailedPrecondition,
     );
     common::expect_code(
         common::put(
             &mut admin,
-            "big",
-            vec![field("one_more", FieldKind::Generic, "v")],
+            common::PutFields::of("big").field("one_more", FieldKind::Generic, "v"),
         )
         .await,
         Code::FailedPrecondition,

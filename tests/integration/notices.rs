@@ -9,9 +9,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    acknowledge_notice, all_audit_events, card, delete_customer, detokenize, expect_code, export,
-    field, get, list_consents, list_notices, list_policy_versions, publish_policy, put_for,
-    refused_collection, set_consent_from, tokenize_for, value_of, PrivacyClient, TestVault,
+    acknowledge_notice, all_audit_events, delete_customer, detokenize, expect_code, export, get,
+    list_consents, list_notices, list_policy_versions, publish_policy, put, refused_collection,
+    set_consent_from, tokenize, value_of, PrivacyClient, PutFields, TestVault, Tokenize,
     VaultClient, ADMIN_KEY, CHECKOUT_KEY, SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, Disclosure, ExportFormat, FieldKind, TokenFormat};
@@ -141,15 +141,15 @@ async fn wait_until_after(at: Option<&prost_types::Timestamp>) {
 
 /// Stores an email for billing (contract), which makes `customer` a customer.
 async fn billing_data(vault: &mut VaultClient, customer: &str) {
-    put_for(
+    put(
         vault,
-        customer,
-        vec![field(
-            "email",
-            FieldKind::Email,
-            &format!("{customer}@example.com"),
-        )],
-        "billing",
+        PutFields::of(customer)
+            .field(
+                "email",
+                FieldKind::Email,
+                &format!("{customer}@example.com"),
+            )
+            .purpose("billing"),
     )
     .await
     .unwrap();
@@ -181,31 +181,34 @@ async fn consent_given_before_a_reconsent_version_stops_counting_for_the_changed
     grant(&mut privacy, "cust-1", "newsletter", V1).await;
 
     // Under v1 both consent purposes collect and use; billing needs no consent.
-    let marketing_tokens = put_for(
+    let marketing_tokens = put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "ann@example.com")],
-        "marketing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "ann@example.com")
+            .purpose("marketing"),
     )
     .await
     .unwrap()
     .tokens;
-    let standalone = tokenize_for(&mut writer, "cust-1", card(), "marketing")
-        .await
-        .unwrap();
-    put_for(
-        &mut admin,
-        "cust-1",
-        vec![field("phone", FieldKind::Phone, "+15551234567")],
-        "newsletter",
+    let standalone = tokenize(
+        &mut writer,
+        Tokenize::of("cust-1").card().purpose("marketing"),
     )
     .await
     .unwrap();
-    put_for(
+    put(
+        &mut admin,
+        PutFields::of("cust-1")
+            .field("phone", FieldKind::Phone, "+15551234567")
+            .purpose("newsletter"),
+    )
+    .await
+    .unwrap();
+    put(
         &mut checkout,
-        "cust-1",
-        vec![field("name", FieldKind::Name, "Ann Example")],
-        "billing",
+        PutFields::of("cust-1")
+            .field("name", FieldKind::Name, "Ann Example")
+            .purpose("billing"),
     )
     .await
     .unwrap();
@@ -246,17 +249,20 @@ async fn consent_given_before_a_reconsent_version_stops_counting_for_the_changed
         .await
         .unwrap();
     assert_eq!(value_of(&newsletter, "phone").value, "+15551234567");
-    put_for(
+    put(
         &mut admin,
-        "cust-1",
-        vec![field("phone", FieldKind::Phone, "+15557654321")],
-        "newsletter",
+        PutFields::of("cust-1")
+            .field("phone", FieldKind::Phone, "+15557654321")
+            .purpose("newsletter"),
     )
     .await
     .unwrap();
-    let newsletter_tokens = tokenize_for(&mut admin, "cust-1", card(), "newsletter")
-        .await
-        .unwrap();
+    let newsletter_tokens = tokenize(
+        &mut admin,
+        Tokenize::of("cust-1").card().purpose("newsletter"),
+    )
+    .await
+    .unwrap();
     let resolved = detokenize(&mut admin, &newsletter_tokens, "newsletter")
         .await
         .unwrap();
@@ -266,17 +272,20 @@ async fn consent_given_before_a_reconsent_version_stops_counting_for_the_changed
         .await
         .unwrap();
     assert_eq!(value_of(&billing, "name").value, "A*** E***");
-    put_for(
+    put(
         &mut checkout,
-        "cust-1",
-        vec![field("name", FieldKind::Name, "Ann Other")],
-        "billing",
+        PutFields::of("cust-1")
+            .field("name", FieldKind::Name, "Ann Other")
+            .purpose("billing"),
     )
     .await
     .unwrap();
-    tokenize_for(&mut checkout, "cust-1", card(), "billing")
-        .await
-        .unwrap();
+    tokenize(
+        &mut checkout,
+        Tokenize::of("cust-1").card().purpose("billing"),
+    )
+    .await
+    .unwrap();
 
     // The old consent is still on record, as it was given.
     let consents = list_consents(&mut privacy, "cust-1", false).await.unwrap();
@@ -293,7 +302,11 @@ async fn consent_given_before_a_reconsent_version_stops_counting_for_the_changed
     assert_renewal_refusal(&status, "marketing", V2);
     grant(&mut privacy, "cust-1", "marketing", "").await;
     let status = expect_code(
-        tokenize_for(&mut writer, "cust-1", card(), "marketing").await,
+        tokenize(
+            &mut writer,
+            Tokenize::of("cust-1").card().purpose("marketing"),
+        )
+        .await,
         Code::PermissionDenied,
     );
     assert_renewal_refusal(&status, "marketing", V2);
@@ -313,17 +326,20 @@ async fn consent_given_before_a_reconsent_version_stops_counting_for_the_changed
     let resolved = detokenize(&mut admin, &both, "marketing").await.unwrap();
     assert_item_resolved(&resolved[0], "ann@example.com");
     assert_item_resolved(&resolved[1], "4242424242424242");
-    put_for(
+    put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "ann.new@example.com")],
-        "marketing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "ann.new@example.com")
+            .purpose("marketing"),
     )
     .await
     .unwrap();
-    tokenize_for(&mut writer, "cust-1", card(), "marketing")
-        .await
-        .unwrap();
+    tokenize(
+        &mut writer,
+        Tokenize::of("cust-1").card().purpose("marketing"),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -409,11 +425,11 @@ async fn a_version_that_does_not_require_reconsent_gives_a_notice_but_refuses_no
     let mut writer = vault.vault(WRITER_KEY).await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     grant(&mut privacy, "cust-1", "marketing", "").await;
-    let tokens = put_for(
+    let tokens = put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "cid@example.com")],
-        "marketing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "cid@example.com")
+            .purpose("marketing"),
     )
     .await
     .unwrap()
@@ -432,19 +448,19 @@ async fn a_version_that_does_not_require_reconsent_gives_a_notice_but_refuses_no
         .await
         .unwrap();
     assert_item_resolved(&resolved[0], "cid@example.com");
-    put_for(
+    put(
         &mut writer,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "cid.new@example.com")],
-        "marketing",
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "cid.new@example.com")
+            .purpose("marketing"),
     )
     .await
     .unwrap();
-    tokenize_for(
+    tokenize(
         &mut writer,
-        "cust-1",
-        vec![(FieldKind::Generic, "x", TokenFormat::Random)],
-        "marketing",
+        Tokenize::of("cust-1")
+            .item(FieldKind::Generic, "x", TokenFormat::Random)
+            .purpose("marketing"),
     )
     .await
     .unwrap();

@@ -16,7 +16,7 @@ fn replica(
     log: &std::path::Path,
     database: &TestDatabase,
 ) -> VaultProcess {
-    VaultProcess::start_with(paths, log, &database.serve_args())
+    VaultProcess::start_on(paths, log, database, &[])
 }
 
 /// Two vault processes on `database`, sharing the keys and policy in `dir`.
@@ -44,8 +44,7 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
         let mut client = clients[i % 2].clone();
         common::put(
             &mut client,
-            &format!("gone-{i}"),
-            vec![field("note", FieldKind::Generic, "bye")],
+            common::PutFields::of(&format!("gone-{i}")).field("note", FieldKind::Generic, "bye"),
         )
         .await
         .unwrap();
@@ -63,8 +62,11 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
                         let value = format!("w{w}-r{round}-c{c}");
                         let put = common::put(
                             &mut client,
-                            &format!("shared-{c}"),
-                            vec![field(&format!("w{w}"), FieldKind::Generic, &value)],
+                            common::PutFields::of(&format!("shared-{c}")).field(
+                                &format!("w{w}"),
+                                FieldKind::Generic,
+                                &value,
+                            ),
                         )
                         .await;
                         if put.is_ok() {
@@ -157,8 +159,7 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
     for (i, mut client) in clients.clone().into_iter().enumerate() {
         common::put(
             &mut client,
-            &format!("after-{i}"),
-            vec![field("note", FieldKind::Generic, "new")],
+            common::PutFields::of(&format!("after-{i}")).field("note", FieldKind::Generic, "new"),
         )
         .await
         .unwrap();
@@ -217,12 +218,16 @@ async fn a_pg_dump_of_the_database_holds_no_plaintext_value() {
         .enumerate()
         .map(|(i, (kind, sent, _))| field(&format!("f{i}"), *kind, sent))
         .collect();
-    common::put(&mut admin, "dumped", fields).await.unwrap();
+    common::put(&mut admin, common::PutFields::of("dumped").fields(fields))
+        .await
+        .unwrap();
     let items = PLANTED
         .iter()
         .map(|(kind, sent, _)| (*kind, *sent, pb::TokenFormat::Random))
         .collect();
-    common::tokenize(&mut admin, "dumped", items).await.unwrap();
+    common::tokenize(&mut admin, common::Tokenize::of("dumped").items(items))
+        .await
+        .unwrap();
     common::get(&mut admin, "dumped", &[], "billing")
         .await
         .unwrap();
@@ -271,18 +276,14 @@ async fn an_audit_event_altered_in_the_database_is_reported() {
     for i in 0..4 {
         common::put(
             &mut admin,
-            &format!("t-{i}"),
-            vec![field("note", FieldKind::Generic, "x")],
+            common::PutFields::of(&format!("t-{i}")).field("note", FieldKind::Generic, "x"),
         )
         .await
         .unwrap();
     }
     assert!(process.verify_audit_log().await.intact);
 
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let row = client
         .query_one("SELECT record FROM audit_events WHERE seq = 2", &[])
         .await
@@ -366,8 +367,7 @@ async fn seed(process: &VaultProcess, customers: usize) {
     for i in 0..customers {
         common::put(
             &mut client,
-            &format!("seed-{i}"),
-            vec![field("note", FieldKind::Generic, "x")],
+            common::PutFields::of(&format!("seed-{i}")).field("note", FieldKind::Generic, "x"),
         )
         .await
         .unwrap();
@@ -388,10 +388,7 @@ async fn master_versions(process: &VaultProcess) -> Vec<u32> {
 /// Waits until a rotation has recorded itself in the database (it has added
 /// its master version and promised to retire the older ones).
 async fn wait_for_rotation_record(database: &TestDatabase) {
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while client
         .query_opt("SELECT 1 FROM rotation", &[])
@@ -556,8 +553,7 @@ async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
     let mut client = over_tls.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "over-tls",
-        vec![field("email", FieldKind::Email, "tls@example.com")],
+        common::PutFields::of("over-tls").field("email", FieldKind::Email, "tls@example.com"),
     )
     .await
     .unwrap();
@@ -656,8 +652,7 @@ async fn a_certificate_for_another_name_is_refused_with_the_fix_or_accepted_by_v
     let mut client = started.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "verified-by-ca",
-        vec![field("note", FieldKind::Generic, "hello")],
+        common::PutFields::of("verified-by-ca").field("note", FieldKind::Generic, "hello"),
     )
     .await
     .unwrap();
@@ -701,8 +696,7 @@ async fn a_vault_refuses_clear_text_to_postgres_unless_told_so() {
     let mut client = told.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "in-clear",
-        vec![field("note", FieldKind::Generic, "hello")],
+        common::PutFields::of("in-clear").field("note", FieldKind::Generic, "hello"),
     )
     .await
     .unwrap();
@@ -734,8 +728,11 @@ async fn replicas_starting_together_on_an_empty_database_share_one_keyring() {
         let mut client = process.vault(ADMIN_KEY).await;
         common::put(
             &mut client,
-            &format!("via-{i}"),
-            vec![field("note", FieldKind::Generic, &format!("n{i}"))],
+            common::PutFields::of(&format!("via-{i}")).field(
+                "note",
+                FieldKind::Generic,
+                &format!("n{i}"),
+            ),
         )
         .await
         .unwrap();

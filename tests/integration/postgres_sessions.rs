@@ -8,43 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{field, TestDatabase, VaultProcess, ADMIN_KEY};
+use common::{TestDatabase, VaultProcess, ADMIN_KEY};
 use pii_vault::pb::FieldKind;
 use tonic::Code;
 
 /// The audit chain's advisory lock key ("piiv" 0002), as `pg_locks` shows a
 /// bigint key: its high and low 32 bits.
 const CHAIN_LOCK: i64 = 0x7069_6976_0002;
-
-async fn connect(database: &TestDatabase) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-/// The admin connection, for `ALTER DATABASE` (the test database's own
-/// sessions cannot alter the database they are in while others use it).
-async fn admin() -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&common::postgres_admin_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-fn replica(
-    paths: &pii_vault::app::VaultPaths,
-    log: &std::path::Path,
-    database: &TestDatabase,
-    extra_args: &[&str],
-) -> VaultProcess {
-    let mut args: Vec<&str> = database.serve_args().to_vec();
-    args.extend_from_slice(extra_args);
-    VaultProcess::start_with(paths, log, &args)
-}
 
 /// The JSON log lines of `process` whose message is `message`.
 fn log_lines(process: &VaultProcess, message: &str) -> Vec<serde_json::Value> {
@@ -64,7 +34,9 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    admin()
+    // As the admin: the test database's own sessions cannot alter the
+    // database they are in while others use it.
+    common::postgres_client(&common::postgres_admin_url())
         .await
         .batch_execute(&format!(
             "ALTER DATABASE {0} SET default_transaction_isolation = 'repeatable read';
@@ -74,7 +46,7 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
         .await
         .unwrap();
     // The defaults are in force for any other session.
-    let outside = connect(&database).await;
+    let outside = database.client().await;
     let row = outside
         .query_one(
             "SELECT current_setting('transaction_isolation'), current_setting('synchronous_commit')",
@@ -89,8 +61,8 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
 
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let a = replica(&paths, &dir.path().join("a.log"), &database, &[]);
-    let b = replica(&paths, &dir.path().join("b.log"), &database, &[]);
+    let a = VaultProcess::start_on(&paths, &dir.path().join("a.log"), &database, &[]);
+    let b = VaultProcess::start_on(&paths, &dir.path().join("b.log"), &database, &[]);
     let clients = [a.vault(ADMIN_KEY).await, b.vault(ADMIN_KEY).await];
     // Writers on both replicas on a few shared customers: batches of the two
     // processes queue for the chain lock.
@@ -106,8 +78,11 @@ async fn database_defaults_do_not_change_the_isolation_level_or_durability() {
                         let mut client = clients[(w + c + round) % 2].clone();
                         let put = common::put(
                             &mut client,
-                            &format!("contended-{c}"),
-                            vec![field(&format!("w{w}"), FieldKind::Generic, "v")],
+                            common::PutFields::of(&format!("contended-{c}")).field(
+                                &format!("w{w}"),
+                                FieldKind::Generic,
+                                "v",
+                            ),
                         )
                         .await;
                         if let Err(status) = put {
@@ -175,13 +150,12 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
     let timeouts = ["--database-idle-in-transaction-timeout", "1s"];
-    let a = replica(&paths, &dir.path().join("a.log"), &database, &timeouts);
-    let b = replica(&paths, &dir.path().join("b.log"), &database, &timeouts);
+    let a = VaultProcess::start_on(&paths, &dir.path().join("a.log"), &database, &timeouts);
+    let b = VaultProcess::start_on(&paths, &dir.path().join("b.log"), &database, &timeouts);
     let mut through_b = b.vault(ADMIN_KEY).await;
     common::put(
         &mut through_b,
-        "before",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("before").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -197,8 +171,11 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
                 while !stop.load(Ordering::Relaxed) {
                     let _ = common::put(
                         &mut client,
-                        &format!("busy-{d}-{}", i % 5),
-                        vec![field("note", FieldKind::Generic, &format!("n{i}"))],
+                        common::PutFields::of(&format!("busy-{d}-{}", i % 5)).field(
+                            "note",
+                            FieldKind::Generic,
+                            &format!("n{i}"),
+                        ),
                     )
                     .await;
                     i += 1;
@@ -209,7 +186,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Freeze A until it is caught holding the chain lock mid-batch.
-    let observer = connect(&database).await;
+    let observer = database.client().await;
     let mut frozen_holder = None;
     for _ in 0..40 {
         a.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -229,8 +206,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
         Duration::from_secs(20),
         common::put(
             &mut through_b,
-            "while-a-is-frozen",
-            vec![field("note", FieldKind::Generic, "y")],
+            common::PutFields::of("while-a-is-frozen").field("note", FieldKind::Generic, "y"),
         ),
     )
     .await;
@@ -262,8 +238,7 @@ async fn a_frozen_replica_holding_the_chain_lock_does_not_stop_the_others() {
     loop {
         match common::put(
             &mut through_a,
-            "after-thaw",
-            vec![field("note", FieldKind::Generic, "z")],
+            common::PutFields::of("after-thaw").field("note", FieldKind::Generic, "z"),
         )
         .await
         {
@@ -292,7 +267,7 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     };
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let process = replica(
+    let process = VaultProcess::start_on(
         &paths,
         &dir.path().join("vault.log"),
         &database,
@@ -301,14 +276,13 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     let mut client = process.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "first",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("first").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
 
     // Another session holds the chain lock: the vault's batch cannot get it.
-    let holder = connect(&database).await;
+    let holder = database.client().await;
     holder
         .execute("SELECT pg_advisory_lock($1)", &[&CHAIN_LOCK])
         .await
@@ -318,8 +292,11 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
         Duration::from_secs(20),
         common::put(
             &mut client,
-            "blocked-customer-7f3a",
-            vec![field("note", FieldKind::Generic, SECRET)],
+            common::PutFields::of("blocked-customer-7f3a").field(
+                "note",
+                FieldKind::Generic,
+                SECRET,
+            ),
         ),
     )
     .await
@@ -358,8 +335,7 @@ async fn a_database_failure_is_logged_and_reported_with_its_sqlstate() {
     // Once the lock is free the vault writes again.
     common::put(
         &mut client,
-        "after",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("after").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -397,7 +373,7 @@ async fn readiness_follows_the_database() {
     };
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
-    let vault = replica(
+    let vault = VaultProcess::start_on(
         &paths,
         &dir.path().join("vault.log"),
         &database,
@@ -412,7 +388,7 @@ async fn readiness_follows_the_database() {
         .parse()
         .unwrap();
 
-    let admin = admin().await;
+    let admin = common::postgres_client(&common::postgres_admin_url()).await;
     let name = &database.name;
     admin
         .batch_execute(&format!(
@@ -446,8 +422,7 @@ async fn readiness_follows_the_database() {
     let mut client = vault.vault(ADMIN_KEY).await;
     common::put(
         &mut client,
-        "after",
-        vec![field("n", FieldKind::Generic, "v")],
+        common::PutFields::of("after").field("n", FieldKind::Generic, "v"),
     )
     .await
     .expect("writes work again once the database is back");

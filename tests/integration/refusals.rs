@@ -10,7 +10,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{
-    audit_events, field, spawn_vault_with, test_policy, verify_audit_log, TestVault, VaultClient,
+    audit_events, spawn_vault_with, test_policy, verify_audit_log, TestVault, VaultClient,
     ADMIN_KEY, CHECKOUT_KEY,
 };
 use pii_vault::app::VaultOptions;
@@ -65,8 +65,7 @@ async fn vault_with_victim(options: VaultOptions) -> TestVault {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        VICTIM,
-        vec![field("email", FieldKind::Email, "victim@example.com")],
+        common::PutFields::of(VICTIM).field("email", FieldKind::Email, "victim@example.com"),
     )
     .await
     .unwrap();

@@ -504,6 +504,54 @@ async fn start_tls(dir: &Path, pki: &Pki, client_ca: &Pki, reload_interval: &str
     }
 }
 
+/// A vault serving mutual TLS whose server and client certificates come
+/// from one CA, with a client of that CA: what most TLS reload tests need.
+struct OneCa {
+    vault: TlsReloading,
+    pki: Pki,
+    client: (String, String),
+    /// The server certificate the vault started with.
+    first_cert: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OneCa {
+    async fn start(reload_interval: &str) -> OneCa {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new("tls reload test CA");
+        let vault = start_tls(dir.path(), &pki, &pki, reload_interval).await;
+        let client = pki.issue("client", &[], &[]);
+        let first_cert = std::fs::read_to_string(&vault.cert).unwrap();
+        OneCa {
+            vault,
+            pki,
+            client,
+            first_cert,
+            _dir: dir,
+        }
+    }
+
+    /// The fingerprint of the certificate a new connection to the gRPC
+    /// listener is shown.
+    async fn served(&self) -> String {
+        self.served_at(self.vault.process.addr).await
+    }
+
+    /// `served`, for another listener of the vault's (its health listener).
+    async fn served_at(&self, addr: std::net::SocketAddr) -> String {
+        served_fingerprint(addr, &self.pki, &self.client)
+            .await
+            .unwrap()
+    }
+
+    /// A new gRPC channel as the client.
+    async fn channel(&self) -> Channel {
+        tls_channel(self.vault.process.addr, &self.pki, &self.client)
+            .await
+            .unwrap()
+    }
+}
+
 /// The health listener's address: the last one logged (the listeners that
 /// answer while the store opens are logged first).
 fn health_addr(process: &VaultProcess) -> std::net::SocketAddr {
@@ -546,27 +594,11 @@ async fn served_fingerprint(
     identity: &(String, String),
 ) -> Result<String, std::io::Error> {
     use sha2::Digest;
-    use std::sync::Arc;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    use tokio_rustls::rustls::pki_types::ServerName;
 
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(server_ca.ca.pem().as_bytes()).unwrap())
-        .unwrap();
-    let chain = vec![CertificateDer::from_pem_slice(identity.0.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = common::tls::client_config(&server_ca.ca.pem(), identity);
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let stream = tokio_rustls::TlsConnector::from(config)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
     let (_, session) = stream.get_ref();
@@ -581,15 +613,7 @@ async fn tls_channel(
     server_ca: &Pki,
     identity: &(String, String),
 ) -> Result<Channel, tonic::transport::Error> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(server_ca.ca.pem()))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(&identity.0, &identity.1));
-    Channel::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await
+    common::tls::channel_to(addr, &server_ca.ca.pem(), Some(identity.clone())).await
 }
 
 /// The ReloadTls events of the audit log, oldest first.
@@ -608,29 +632,21 @@ async fn tls_reload_events(channel: &Channel) -> Vec<pb::AuditEvent> {
 /// new certificate's fingerprint and expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_server_certificate_is_served_to_new_connections_after_sighup() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new("tls reload test CA");
-    let vault = start_tls(dir.path(), &pki, &pki, "1h").await;
-    let client = pki.issue("client", &[], &[]);
-    let old_cert = std::fs::read_to_string(&vault.cert).unwrap();
-    let open = tls_channel(vault.process.addr, &pki, &client)
-        .await
-        .unwrap();
+    let tls = OneCa::start("1h").await;
+    let (vault, old_cert) = (&tls.vault, &tls.first_cert);
+    let open = tls.channel().await;
     assert_eq!(admitted(&open, WRITER_KEY).await, Code::Ok);
-    let served = served_fingerprint(vault.process.addr, &pki, &client).await;
-    assert_eq!(served.unwrap(), fingerprint(&old_cert));
+    assert_eq!(tls.served().await, fingerprint(old_cert));
 
-    let (new_cert, new_key) = pki.issue("vault", &["localhost"], &[]);
+    let (new_cert, new_key) = tls.pki.issue("vault", &["localhost"], &[]);
     replace_file(&vault.key, &new_key);
     replace_file(&vault.cert, &new_cert);
     vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "TLS certificate reloaded", 1).await;
 
-    let served = served_fingerprint(vault.process.addr, &pki, &client).await;
-    assert_eq!(served.unwrap(), fingerprint(&new_cert));
+    assert_eq!(tls.served().await, fingerprint(&new_cert));
     let health = health_addr(&vault.process);
-    let served = served_fingerprint(health, &pki, &client).await;
-    assert_eq!(served.unwrap(), fingerprint(&new_cert));
+    assert_eq!(tls.served_at(health).await, fingerprint(&new_cert));
     assert_eq!(admitted(&open, WRITER_KEY).await, Code::Ok);
     let events = tls_reload_events(&open).await;
     assert_eq!(events.len(), 1, "{events:?}");
@@ -659,33 +675,26 @@ async fn a_renewed_server_certificate_is_served_to_new_connections_after_sighup(
 /// force within the poll interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_tls_files_are_refused_and_the_fixed_pair_is_picked_up_by_polling() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new("tls reload test CA");
-    let vault = start_tls(dir.path(), &pki, &pki, "200ms").await;
-    let client = pki.issue("client", &[], &[]);
-    let old_cert = std::fs::read_to_string(&vault.cert).unwrap();
-    let (new_cert, new_key) = pki.issue("vault", &["localhost"], &[]);
+    let tls = OneCa::start("200ms").await;
+    let (vault, old_cert) = (&tls.vault, &tls.first_cert);
+    let (new_cert, new_key) = tls.pki.issue("vault", &["localhost"], &[]);
 
     replace_file(&vault.cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n");
     wait_for_log(&vault.process, "new TLS files refused", 1).await;
     replace_file(&vault.cert, &new_cert);
     wait_for_log(&vault.process, "new TLS files refused", 2).await;
-    let served = served_fingerprint(vault.process.addr, &pki, &client).await;
-    assert_eq!(served.unwrap(), fingerprint(&old_cert));
+    assert_eq!(tls.served().await, fingerprint(old_cert));
     let metrics = metrics_text(&vault.process).await;
     assert_eq!(counter(&metrics, "piivault_tls_reloads_refused_total"), 2);
     assert_eq!(counter(&metrics, "piivault_tls_reloads_total"), 0);
 
     replace_file(&vault.key, &new_key);
     wait_for_log(&vault.process, "TLS certificate reloaded", 1).await;
-    let served = served_fingerprint(vault.process.addr, &pki, &client).await;
-    assert_eq!(served.unwrap(), fingerprint(&new_cert));
+    assert_eq!(tls.served().await, fingerprint(&new_cert));
     let metrics = metrics_text(&vault.process).await;
     assert_eq!(counter(&metrics, "piivault_tls_reloads_refused_total"), 2);
     assert_eq!(counter(&metrics, "piivault_tls_reloads_total"), 1);
-    let channel = tls_channel(vault.process.addr, &pki, &client)
-        .await
-        .unwrap();
+    let channel = tls.channel().await;
     let events = tls_reload_events(&channel).await;
     let outcomes: Vec<_> = events
         .iter()
@@ -708,21 +717,15 @@ async fn broken_tls_files_are_refused_and_the_fixed_pair_is_picked_up_by_polling
 /// certificate in force is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_tls_key_is_refused_and_the_old_certificate_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new("tls reload test CA");
-    let vault = start_tls(dir.path(), &pki, &pki, "1h").await;
-    let client = pki.issue("client", &[], &[]);
-    let old_cert = std::fs::read_to_string(&vault.cert).unwrap();
+    let tls = OneCa::start("1h").await;
+    let (vault, old_cert) = (&tls.vault, &tls.first_cert);
 
     std::fs::remove_file(&vault.key).unwrap();
     vault.process.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for_log(&vault.process, "new TLS files refused", 1).await;
 
-    let served = served_fingerprint(vault.process.addr, &pki, &client).await;
-    assert_eq!(served.unwrap(), fingerprint(&old_cert));
-    let channel = tls_channel(vault.process.addr, &pki, &client)
-        .await
-        .unwrap();
+    assert_eq!(tls.served().await, fingerprint(old_cert));
+    let channel = tls.channel().await;
     let events = tls_reload_events(&channel).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].outcome, "UNAVAILABLE");

@@ -31,9 +31,12 @@ async fn seed(client: &VaultClient, count: usize) {
                     field("email", FieldKind::Email, &format!("user{i}@example.com")),
                     field("note", FieldKind::Generic, &format!("note {i}")),
                 ];
-                common::put(&mut client, &format!("rot-{i}"), fields)
-                    .await
-                    .unwrap();
+                common::put(
+                    &mut client,
+                    common::PutFields::of(&format!("rot-{i}")).fields(fields),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -115,8 +118,7 @@ async fn after_a_master_rotation_with_retirement_every_value_is_readable_and_old
     seed(&admin, 300).await;
     let token = common::tokenize(
         &mut admin,
-        "rot-1",
-        vec![(FieldKind::Ssn, "123-45-6789", pb::TokenFormat::Random)],
+        common::Tokenize::of("rot-1").item(FieldKind::Ssn, "123-45-6789", pb::TokenFormat::Random),
     )
     .await
     .unwrap();
@@ -186,8 +188,11 @@ async fn reads_and_writes_keep_succeeding_while_thousands_of_customers_are_rewra
         let customer = format!("rot-{i}");
         common::put(
             &mut client,
-            &customer,
-            vec![field("note", FieldKind::Generic, &format!("note {i}"))],
+            common::PutFields::of(&customer).field(
+                "note",
+                FieldKind::Generic,
+                &format!("note {i}"),
+            ),
         )
         .await
         .unwrap_or_else(|status| panic!("write during rotation failed: {status}"));
@@ -241,9 +246,12 @@ async fn seed_notes(client: &VaultClient, count: usize) {
         tasks.push(tokio::spawn(async move {
             for i in (worker..count).step_by(concurrency) {
                 let fields = vec![field("note", FieldKind::Generic, "n")];
-                common::put(&mut client, &format!("slow-{i}"), fields)
-                    .await
-                    .unwrap();
+                common::put(
+                    &mut client,
+                    common::PutFields::of(&format!("slow-{i}")).fields(fields),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -364,16 +372,14 @@ async fn a_backup_of_the_data_directory_cannot_bring_back_an_erased_customer() {
     let mut admin = vault.admin().await;
     let tokens = common::put(
         &mut admin,
-        "erased",
-        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+        common::PutFields::of("erased").field("ssn", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap()
     .tokens;
     common::put(
         &mut admin,
-        "kept",
-        vec![field("ssn", FieldKind::Ssn, "123-45-6789")],
+        common::PutFields::of("kept").field("ssn", FieldKind::Ssn, "123-45-6789"),
     )
     .await
     .unwrap();
@@ -442,15 +448,13 @@ async fn rotating_a_customer_key_keeps_values_readable_and_the_old_key_unusable(
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "rekeyed",
-        vec![
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("email", FieldKind::Email, "rekey@example.com"),
-        ],
+        common::PutFields::of("rekeyed")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("email", FieldKind::Email, "rekey@example.com"),
     )
     .await
     .unwrap();
-    let token = common::tokenize(&mut admin, "rekeyed", common::card())
+    let token = common::tokenize(&mut admin, common::Tokenize::of("rekeyed").card())
         .await
         .unwrap();
     let mut privacy = vault.privacy(ADMIN_KEY).await;
@@ -547,8 +551,7 @@ async fn only_keys_admin_may_rotate_or_read_key_status() {
     let vault = common::spawn_vault().await;
     common::put(
         &mut vault.admin().await,
-        "someone",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("someone").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -596,8 +599,7 @@ async fn keys_rotate_by_themselves_on_schedule_and_after_their_encryption_limit(
     for i in 0..3 {
         common::put(
             &mut admin,
-            "busy",
-            vec![field(&format!("f{i}"), FieldKind::Generic, "v")],
+            common::PutFields::of("busy").field(&format!("f{i}"), FieldKind::Generic, "v"),
         )
         .await
         .unwrap();
@@ -605,11 +607,9 @@ async fn keys_rotate_by_themselves_on_schedule_and_after_their_encryption_limit(
     // 3 encryptions so far; the next two writes reach the limit of 5.
     common::put(
         &mut admin,
-        "busy",
-        vec![
-            field("f3", FieldKind::Generic, "v"),
-            field("f4", FieldKind::Generic, "v"),
-        ],
+        common::PutFields::of("busy")
+            .field("f3", FieldKind::Generic, "v")
+            .field("f4", FieldKind::Generic, "v"),
     )
     .await
     .unwrap();
@@ -661,8 +661,7 @@ async fn an_overdue_rotation_does_not_make_an_erasure_cryptographic() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "gone",
-        vec![field("f", FieldKind::Generic, "v")],
+        common::PutFields::of("gone").field("f", FieldKind::Generic, "v"),
     )
     .await
     .unwrap();
@@ -696,8 +695,7 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     for customer in ["cust-1", "cust-2", "cust-3"] {
         common::put(
             &mut admin,
-            customer,
-            vec![field("f", FieldKind::Generic, "v")],
+            common::PutFields::of(customer).field("f", FieldKind::Generic, "v"),
         )
         .await
         .unwrap();
@@ -777,8 +775,7 @@ async fn a_master_rotation_that_loses_its_lease_is_rotation_incomplete() {
     for customer in ["cust-1", "cust-2"] {
         common::put(
             &mut admin,
-            customer,
-            vec![field("f", FieldKind::Generic, "v")],
+            common::PutFields::of(customer).field("f", FieldKind::Generic, "v"),
         )
         .await
         .unwrap();
@@ -797,11 +794,7 @@ async fn a_master_rotation_that_loses_its_lease_is_rotation_incomplete() {
 
     // The lease is the one session of this database holding an advisory
     // lock while the rotation waits at the gate: end it.
-    let (client, connection) =
-        tokio_postgres::connect(&common::postgres_admin_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = common::postgres_client(&common::postgres_admin_url()).await;
     let ended: i64 = client
         .query_one(
             "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
@@ -866,16 +859,17 @@ async fn store_victim_and_kept(admin: &mut VaultClient) {
         ("kept", "219-45-1234", "1975-06-15"),
     ];
     for (customer, ssn, born) in held {
-        common::put(admin, customer, vec![field("ssn", FieldKind::Ssn, ssn)])
-            .await
-            .unwrap();
+        common::put(
+            admin,
+            common::PutFields::of(customer).field("ssn", FieldKind::Ssn, ssn),
+        )
+        .await
+        .unwrap();
         common::tokenize(
             admin,
-            customer,
-            vec![
-                (FieldKind::Ssn, ssn, pb::TokenFormat::Deterministic),
-                (FieldKind::DateOfBirth, born, pb::TokenFormat::Deterministic),
-            ],
+            common::Tokenize::of(customer)
+                .item(FieldKind::Ssn, ssn, pb::TokenFormat::Deterministic)
+                .item(FieldKind::DateOfBirth, born, pb::TokenFormat::Deterministic),
         )
         .await
         .unwrap();
@@ -1069,8 +1063,7 @@ async fn a_missing_foreign_or_older_keyring_is_refused() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "held",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("held").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
@@ -1337,8 +1330,7 @@ async fn a_customer_created_across_a_retiring_rotation_stays_readable() {
     let creation = tokio::spawn(async move {
         common::put(
             &mut writer,
-            "late",
-            vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+            common::PutFields::of("late").field("ssn", FieldKind::Ssn, "219-09-9999"),
         )
         .await
     });
@@ -1488,10 +1480,7 @@ async fn after_erasure_and_retirement_no_postgres_dump_confirms_an_erased_value(
         .expect("the dump holds the victim");
     assert_keys_do_not_unwrap(&keyring, &record);
     let (generation, retired_below, sealed) = keyring_row;
-    let (client, connection) = tokio_postgres::connect(&restored.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = restored.client().await;
     client
         .execute(
             "UPDATE keyring SET generation = $1, retired_below = $2, sealed = $3",
@@ -1534,8 +1523,7 @@ async fn a_restored_postgres_dump_is_erased_again_from_the_journal() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "gone",
-        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+        common::PutFields::of("gone").field("ssn", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap();
@@ -1577,16 +1565,12 @@ async fn a_database_without_its_keyring_row_is_refused() {
     let mut admin = vault.admin().await;
     common::put(
         &mut admin,
-        "held",
-        vec![field("note", FieldKind::Generic, "x")],
+        common::PutFields::of("held").field("note", FieldKind::Generic, "x"),
     )
     .await
     .unwrap();
     vault.stop().await;
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = database.client().await;
     client.execute("DELETE FROM keyring", &[]).await.unwrap();
     let error = match pii_vault::app::open_vault(&vault.paths, &options).await {
         Ok(_) => panic!("the vault opened with a new keyring"),
@@ -1615,11 +1599,7 @@ async fn raw_customer(vault: &TestVault, id: &str) -> RawCustomer {
             RawCustomer::Sled(db.get(key).unwrap().unwrap().to_vec())
         }
         Some(database) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
+            let client = database.client().await;
             let row = client
                 .query_one(
                     "SELECT master_version, record FROM customers WHERE id = $1",
@@ -1642,11 +1622,7 @@ async fn put_raw_customer(vault: &TestVault, id: &str, raw: RawCustomer) {
             db.flush().unwrap();
         }
         (RawCustomer::Postgres(version, record), Some(database)) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
+            let client = database.client().await;
             client
                 .execute(
                     "UPDATE customers SET master_version = $2, record = $3 WHERE id = $1",

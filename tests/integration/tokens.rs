@@ -5,8 +5,8 @@
 use crate::common;
 
 use common::{
-    delete_customer, delete_fields, detokenize, expect_code, field, find_customers, put,
-    put_with_format, tokenize, VaultClient,
+    delete_customer, delete_fields, detokenize, expect_code, field, find_customers, put, tokenize,
+    PutFields, Tokenize, VaultClient,
 };
 use pii_vault::pb::{self, Disclosure, FieldKind, TokenFormat};
 use tonic::Code;
@@ -70,7 +70,7 @@ async fn one_token(
     value: &str,
     format: TokenFormat,
 ) -> String {
-    let tokens = tokenize(client, customer, vec![(kind, value, format)])
+    let tokens = tokenize(client, Tokenize::of(customer).item(kind, value, format))
         .await
         .unwrap();
     assert_eq!(tokens.len(), 1);
@@ -87,30 +87,26 @@ async fn random_tokens_are_tok_and_26_lowercase_base32_chars() {
     let mut admin = vault.admin().await;
     let standalone = tokenize(
         &mut admin,
-        "cust-1",
-        vec![
-            (
+        Tokenize::of("cust-1")
+            .item(
+                FieldKind::CardNumber,
+                "4242424242424242",
+                TokenFormat::Random,
+            )
+            .item(FieldKind::Email, "a@example.com", TokenFormat::Unspecified)
+            .item(
                 FieldKind::CardNumber,
                 "4242424242424242",
                 TokenFormat::Random,
             ),
-            (FieldKind::Email, "a@example.com", TokenFormat::Unspecified),
-            (
-                FieldKind::CardNumber,
-                "4242424242424242",
-                TokenFormat::Random,
-            ),
-        ],
     )
     .await
     .unwrap();
     let fields = put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "a@example.com"),
-            field("note", FieldKind::Generic, "hello"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "a@example.com")
+            .field("note", FieldKind::Generic, "hello"),
     )
     .await
     .unwrap()
@@ -139,7 +135,9 @@ async fn format_preserving_tokens_keep_the_shape_but_can_never_be_real_values() 
         items.push((FieldKind::Email, "John.Doe@Example.com", fp));
         items.push((FieldKind::Phone, "(555) 123-4567", fp));
     }
-    let tokens = tokenize(&mut admin, "cust-1", items.clone()).await.unwrap();
+    let tokens = tokenize(&mut admin, Tokenize::of("cust-1").items(items.clone()))
+        .await
+        .unwrap();
     assert_eq!(tokens.len(), items.len());
     for ((kind, value, _), token) in items.iter().zip(&tokens) {
         match kind {
@@ -187,16 +185,14 @@ async fn format_preserving_tokens_keep_the_shape_but_can_never_be_real_values() 
     );
 
     // Field tokens come in the same shapes.
-    let field_tokens = put_with_format(
+    let field_tokens = put(
         &mut admin,
-        "cust-2",
-        vec![
-            field("ssn", FieldKind::Ssn, "123456789"),
-            field("card", FieldKind::CardNumber, "4242 4242 4242 4242"),
-            field("email", FieldKind::Email, "jane@example.com"),
-            field("phone", FieldKind::Phone, "+44 20 7946 0958"),
-        ],
-        fp,
+        PutFields::of("cust-2")
+            .field("ssn", FieldKind::Ssn, "123456789")
+            .field("card", FieldKind::CardNumber, "4242 4242 4242 4242")
+            .field("email", FieldKind::Email, "jane@example.com")
+            .field("phone", FieldKind::Phone, "+44 20 7946 0958")
+            .format(fp),
     )
     .await
     .unwrap()
@@ -235,11 +231,9 @@ async fn deterministic_tokens_depend_on_customer_kind_and_normalized_value_only(
     // Twice in one request: one token, stored once.
     let pair = tokenize(
         &mut admin,
-        "cust-3",
-        vec![
-            (FieldKind::Email, "x@example.com", det),
-            (FieldKind::Email, "x@EXAMPLE.com", det),
-        ],
+        Tokenize::of("cust-3")
+            .item(FieldKind::Email, "x@example.com", det)
+            .item(FieldKind::Email, "x@EXAMPLE.com", det),
     )
     .await
     .unwrap();
@@ -268,15 +262,13 @@ async fn detokenize_resolves_tokens_in_request_order_and_reports_unknown_ones_pe
     let mut admin = vault.admin().await;
     let tokens = tokenize(
         &mut admin,
-        "cust-1",
-        vec![
-            (
+        Tokenize::of("cust-1")
+            .item(
                 FieldKind::CardNumber,
                 "4111 1111 1111 1111",
                 TokenFormat::Random,
-            ),
-            (FieldKind::Email, "Jane@Example.com", TokenFormat::Random),
-        ],
+            )
+            .item(FieldKind::Email, "Jane@Example.com", TokenFormat::Random),
     )
     .await
     .unwrap();
@@ -324,8 +316,7 @@ async fn a_field_token_resolves_to_the_fields_current_value() {
     let mut admin = vault.admin().await;
     let token = put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "old@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "old@example.com"),
     )
     .await
     .unwrap()
@@ -340,8 +331,7 @@ async fn a_field_token_resolves_to_the_fields_current_value() {
 
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "new@Example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "new@Example.com"),
     )
     .await
     .unwrap();
@@ -358,29 +348,25 @@ async fn checkout_detokenizes_cards_in_plaintext_other_kinds_masked_and_ssn_as_t
     let mut admin = vault.admin().await;
     let standalone = tokenize(
         &mut admin,
-        "cust-1",
-        vec![
-            (
+        Tokenize::of("cust-1")
+            .item(
                 FieldKind::CardNumber,
                 "4242424242424242",
                 TokenFormat::Random,
-            ),
-            (FieldKind::Email, "john@example.com", TokenFormat::Random),
-            (FieldKind::Phone, "(555) 123-4567", TokenFormat::Random),
-            (FieldKind::Ssn, "123-45-6789", TokenFormat::Random),
-            (FieldKind::DateOfBirth, "1985-07-04", TokenFormat::Random),
-        ],
+            )
+            .item(FieldKind::Email, "john@example.com", TokenFormat::Random)
+            .item(FieldKind::Phone, "(555) 123-4567", TokenFormat::Random)
+            .item(FieldKind::Ssn, "123-45-6789", TokenFormat::Random)
+            .item(FieldKind::DateOfBirth, "1985-07-04", TokenFormat::Random),
     )
     .await
     .unwrap();
     let fields = put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("card", FieldKind::CardNumber, "4111111111111111"),
-            field("full_name", FieldKind::Name, "John Doe"),
-            field("secret_note", FieldKind::Generic, "the vault password"),
-        ],
+        PutFields::of("cust-1")
+            .field("card", FieldKind::CardNumber, "4111111111111111")
+            .field("full_name", FieldKind::Name, "John Doe")
+            .field("secret_note", FieldKind::Generic, "the vault password"),
     )
     .await
     .unwrap()
@@ -470,11 +456,9 @@ async fn a_deleted_fields_token_is_not_found() {
     let mut admin = vault.admin().await;
     let tokens = put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "john@example.com"),
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "john@example.com")
+            .field("phone", FieldKind::Phone, "(555) 123-4567"),
     )
     .await
     .unwrap()
@@ -520,7 +504,7 @@ async fn tokenize_rejects_a_bad_item_by_index_and_writes_nothing() {
 
     // A customer not yet held is not created.
     let status = expect_code(
-        tokenize(&mut admin, "fresh", bad_batch()).await,
+        tokenize(&mut admin, Tokenize::of("fresh").items(bad_batch())).await,
         Code::InvalidArgument,
     );
     assert!(status.message().contains("item 2"), "{status:?}");
@@ -534,24 +518,21 @@ async fn tokenize_rejects_a_bad_item_by_index_and_writes_nothing() {
     // A customer already held gets no new token.
     put(
         &mut admin,
-        "existing",
-        vec![field("email", FieldKind::Email, "a@example.com")],
+        PutFields::of("existing").field("email", FieldKind::Email, "a@example.com"),
     )
     .await
     .unwrap();
     one_token(&mut admin, "existing", FieldKind::Generic, "kept", rnd).await;
     expect_code(
-        tokenize(&mut admin, "existing", bad_batch()).await,
+        tokenize(&mut admin, Tokenize::of("existing").items(bad_batch())).await,
         Code::InvalidArgument,
     );
     let status = expect_code(
         tokenize(
             &mut admin,
-            "existing",
-            vec![
-                (FieldKind::Generic, "fine", rnd),
-                (FieldKind::CardNumber, "4242424242424241", rnd),
-            ],
+            Tokenize::of("existing")
+                .item(FieldKind::Generic, "fine", rnd)
+                .item(FieldKind::CardNumber, "4242424242424241", rnd),
         )
         .await,
         Code::InvalidArgument,
@@ -574,11 +555,9 @@ async fn a_format_preserving_item_without_shape_is_rejected_by_index_and_writes_
     let status = expect_code(
         tokenize(
             &mut admin,
-            "cust-1",
-            vec![
-                (FieldKind::Generic, "fine", TokenFormat::Random),
-                (FieldKind::Generic, "#!#!", TokenFormat::FormatPreserving),
-            ],
+            Tokenize::of("cust-1")
+                .item(FieldKind::Generic, "fine", TokenFormat::Random)
+                .item(FieldKind::Generic, "#!#!", TokenFormat::FormatPreserving),
         )
         .await,
         Code::InvalidArgument,
@@ -592,16 +571,11 @@ async fn a_format_preserving_item_without_shape_is_rejected_by_index_and_writes_
 
     let status = expect_code(
         admin
-            .tokenize(pb::TokenizeRequest {
-                customer_id: "cust-1".into(),
-                items: vec![pb::TokenizeItem {
-                    value: "fine".into(),
-                    kind: FieldKind::Generic as i32,
-                    format: 99,
-                }],
-                purpose: "billing".into(),
-                request_id: String::new(),
-            })
+            .tokenize(
+                Tokenize::of("cust-1")
+                    .raw_item(FieldKind::Generic as i32, "fine", 99)
+                    .build(),
+            )
             .await,
         Code::InvalidArgument,
     );
@@ -629,14 +603,14 @@ async fn tokenize_rejects_empty_and_oversized_batches() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     let status = expect_code(
-        tokenize(&mut admin, "cust-1", vec![]).await,
+        tokenize(&mut admin, Tokenize::of("cust-1")).await,
         Code::InvalidArgument,
     );
     assert!(status.message().contains("items"), "{status:?}");
 
     let too_many = vec![(FieldKind::Generic, "v", TokenFormat::Random); 1001];
     let status = expect_code(
-        tokenize(&mut admin, "cust-1", too_many).await,
+        tokenize(&mut admin, Tokenize::of("cust-1").items(too_many)).await,
         Code::InvalidArgument,
     );
     assert!(status.message().contains("1000"), "{status:?}");
@@ -646,7 +620,9 @@ async fn tokenize_rejects_empty_and_oversized_batches() {
     );
 
     let just_enough = vec![(FieldKind::Generic, "v", TokenFormat::Random); 1000];
-    let tokens = tokenize(&mut admin, "cust-1", just_enough).await.unwrap();
+    let tokens = tokenize(&mut admin, Tokenize::of("cust-1").items(just_enough))
+        .await
+        .unwrap();
     assert_eq!(tokens.len(), 1000);
 }
 
@@ -656,22 +632,19 @@ async fn find_customers_matches_emails_by_normalized_value_whatever_the_domain_c
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-a",
-        vec![field("email", FieldKind::Email, "Jane.Doe@Example.com")],
+        PutFields::of("cust-a").field("email", FieldKind::Email, "Jane.Doe@Example.com"),
     )
     .await
     .unwrap();
     put(
         &mut admin,
-        "cust-b",
-        vec![field("email", FieldKind::Email, "Jane.Doe@EXAMPLE.COM")],
+        PutFields::of("cust-b").field("email", FieldKind::Email, "Jane.Doe@EXAMPLE.COM"),
     )
     .await
     .unwrap();
     put(
         &mut admin,
-        "cust-c",
-        vec![field("email", FieldKind::Email, "someone.else@example.com")],
+        PutFields::of("cust-c").field("email", FieldKind::Email, "someone.else@example.com"),
     )
     .await
     .unwrap();
@@ -718,18 +691,15 @@ async fn find_customers_matches_phones_and_ssns_after_normalization() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-a",
-        vec![
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-            field("ssn", FieldKind::Ssn, "123456789"),
-        ],
+        PutFields::of("cust-a")
+            .field("phone", FieldKind::Phone, "(555) 123-4567")
+            .field("ssn", FieldKind::Ssn, "123456789"),
     )
     .await
     .unwrap();
     put(
         &mut admin,
-        "cust-b",
-        vec![field("phone", FieldKind::Phone, "+44 20 7946 0958")],
+        PutFields::of("cust-b").field("phone", FieldKind::Phone, "+44 20 7946 0958"),
     )
     .await
     .unwrap();
@@ -759,8 +729,7 @@ async fn find_customers_matches_phones_and_ssns_after_normalization() {
     // A replaced value is found by its new value only.
     put(
         &mut admin,
-        "cust-a",
-        vec![field("phone", FieldKind::Phone, "(555) 765-4321")],
+        PutFields::of("cust-a").field("phone", FieldKind::Phone, "(555) 765-4321"),
     )
     .await
     .unwrap();
@@ -789,8 +758,7 @@ async fn find_customers_rejects_a_value_of_no_searchable_kind() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-a",
-        vec![field("full_name", FieldKind::Name, "Zorblax Quux")],
+        PutFields::of("cust-a").field("full_name", FieldKind::Name, "Zorblax Quux"),
     )
     .await
     .unwrap();
@@ -844,8 +812,7 @@ async fn deterministic_tokens_confirm_guesses_so_only_plaintext_readers_may_ask_
         let status = expect_code(
             tokenize(
                 &mut writer,
-                "cust-1",
-                vec![(FieldKind::DateOfBirth, guess, det)],
+                Tokenize::of("cust-1").item(FieldKind::DateOfBirth, guess, det),
             )
             .await,
             Code::PermissionDenied,
@@ -864,8 +831,7 @@ async fn deterministic_tokens_confirm_guesses_so_only_plaintext_readers_may_ask_
     let status = expect_code(
         tokenize(
             &mut checkout,
-            "cust-1",
-            vec![(FieldKind::DateOfBirth, "1985-07-14", det)],
+            Tokenize::of("cust-1").item(FieldKind::DateOfBirth, "1985-07-14", det),
         )
         .await,
         Code::PermissionDenied,
@@ -878,11 +844,11 @@ async fn deterministic_tokens_confirm_guesses_so_only_plaintext_readers_may_ask_
     // Nor through a field: deleting one and putting guesses back with
     // deterministic tokens would compare the same way.
     let status = expect_code(
-        put_with_format(
+        put(
             &mut writer,
-            "cust-1",
-            vec![field("dob", FieldKind::DateOfBirth, "1985-07-14")],
-            det,
+            PutFields::of("cust-1")
+                .field("dob", FieldKind::DateOfBirth, "1985-07-14")
+                .format(det),
         )
         .await,
         Code::PermissionDenied,
@@ -963,7 +929,7 @@ detokenize_per_second = 2
         (FieldKind::DateOfBirth, "1985-07-16", det),
     ];
     let status = expect_code(
-        tokenize(&mut matcher, "cust-1", guesses.clone()).await,
+        tokenize(&mut matcher, Tokenize::of("cust-1").items(guesses.clone())).await,
         Code::ResourceExhausted,
     );
     assert!(
@@ -974,14 +940,23 @@ detokenize_per_second = 2
     // Random tokens are not metered; two deterministic ones fit the budget.
     tokenize(
         &mut matcher,
-        "cust-1",
-        vec![(FieldKind::DateOfBirth, "1985-07-14", TokenFormat::Random); 3],
+        Tokenize::of("cust-1").items(vec![
+            (
+                FieldKind::DateOfBirth,
+                "1985-07-14",
+                TokenFormat::Random
+            );
+            3
+        ]),
     )
     .await
     .unwrap();
-    tokenize(&mut matcher, "cust-1", guesses[..2].to_vec())
-        .await
-        .unwrap();
+    tokenize(
+        &mut matcher,
+        Tokenize::of("cust-1").items(guesses[..2].to_vec()),
+    )
+    .await
+    .unwrap();
 }
 
 async fn delete_tokens(
@@ -1009,37 +984,33 @@ async fn delete_tokens_removes_standalone_tokens_and_is_safe_to_retry() {
     let mut admin = vault.admin().await;
     let mine = tokenize(
         &mut admin,
-        "holder",
-        vec![
-            (
+        Tokenize::of("holder")
+            .item(
                 FieldKind::CardNumber,
                 "4242 4242 4242 4242",
                 TokenFormat::Random,
-            ),
-            (
+            )
+            .item(
                 FieldKind::CardNumber,
                 "5555 5555 5555 4444",
                 TokenFormat::Random,
             ),
-        ],
     )
     .await
     .unwrap();
     let theirs = tokenize(
         &mut admin,
-        "other",
-        vec![(
+        Tokenize::of("other").item(
             FieldKind::CardNumber,
             "4000 0566 5566 5556",
             TokenFormat::Random,
-        )],
+        ),
     )
     .await
     .unwrap();
     let fields = put(
         &mut admin,
-        "holder",
-        vec![field("email", FieldKind::Email, "holder@example.com")],
+        PutFields::of("holder").field("email", FieldKind::Email, "holder@example.com"),
     )
     .await
     .unwrap()
@@ -1095,12 +1066,11 @@ async fn delete_tokens_needs_data_write() {
     let mut admin = vault.admin().await;
     let tokens = tokenize(
         &mut admin,
-        "holder",
-        vec![(
+        Tokenize::of("holder").item(
             FieldKind::CardNumber,
             "4242 4242 4242 4242",
             TokenFormat::Random,
-        )],
+        ),
     )
     .await
     .unwrap();
@@ -1148,12 +1118,17 @@ async fn find_customers_pages_through_every_match_and_never_cuts_silently() {
     let shared = field("email", FieldKind::Email, "shared@example.com");
     let expected: Vec<String> = (0..7).map(|n| format!("cust-{n}")).collect();
     for customer in &expected {
-        put(&mut admin, customer, vec![shared.clone()])
-            .await
-            .unwrap();
+        put(
+            &mut admin,
+            PutFields::of(customer).fields(vec![shared.clone()]),
+        )
+        .await
+        .unwrap();
     }
     let other = field("email", FieldKind::Email, "other@example.com");
-    put(&mut admin, "cust-other", vec![other]).await.unwrap();
+    put(&mut admin, PutFields::of("cust-other").fields(vec![other]))
+        .await
+        .unwrap();
 
     // Pages of 3: 3 + 3 + 1, each pointing at the next, the last at none.
     let mut found = Vec::new();
@@ -1192,9 +1167,12 @@ async fn find_customers_refuses_a_page_token_it_did_not_issue_for_that_search() 
     let mut admin = vault.admin().await;
     let shared = field("email", FieldKind::Email, "shared@example.com");
     for customer in ["cust-a", "cust-b"] {
-        put(&mut admin, customer, vec![shared.clone()])
-            .await
-            .unwrap();
+        put(
+            &mut admin,
+            PutFields::of(customer).fields(vec![shared.clone()]),
+        )
+        .await
+        .unwrap();
     }
     let first = find_page(&mut admin, "email", 1, "").await.unwrap();
     assert_eq!(first.customer_ids, ["cust-a"]);
@@ -1239,9 +1217,12 @@ async fn a_detokenize_reply_over_the_message_limit_is_refused_before_it_is_audit
         let fields = (0..10)
             .map(|f| field(&format!("note_{f}"), FieldKind::Generic, &longest_value))
             .collect();
-        let written = put(&mut admin, &longest_customer_id(n), fields)
-            .await
-            .unwrap();
+        let written = put(
+            &mut admin,
+            PutFields::of(&longest_customer_id(n)).fields(fields),
+        )
+        .await
+        .unwrap();
         tokens.extend(written.tokens.into_values());
     }
     assert_eq!(tokens.len(), 1000);

@@ -6,7 +6,7 @@ use crate::common;
 use std::sync::Arc;
 
 use common::tls::{write_private, Pki, TlsVault};
-use common::{field, Bearer, ADMIN_KEY};
+use common::{Bearer, ADMIN_KEY};
 use pii_vault::app::{self, VaultOptions};
 use pii_vault::pb::{self, vault_service_client::VaultServiceClient, FieldKind};
 use pii_vault::server::ServerOptions;
@@ -45,8 +45,7 @@ async fn put_by(channel: Channel, api_key: &str) -> Result<pb::PutFieldsResponse
     let mut client = VaultServiceClient::with_interceptor(channel, Bearer::new(api_key));
     common::put(
         &mut client,
-        "tls-1",
-        vec![field("email", FieldKind::Email, "tls@example.com")],
+        common::PutFields::of("tls-1").field("email", FieldKind::Email, "tls@example.com"),
     )
     .await
 }
@@ -69,13 +68,12 @@ async fn a_client_certificate_from_the_trusted_ca_is_served_as_its_principal() {
     let read = common::get_plain(&mut client, "tls-1").await.unwrap();
     assert_eq!(read.fields[0].value, "t***@example.com");
     let refused = client
-        .put_fields(pb::PutFieldsRequest {
-            customer_id: "tls-1".into(),
-            fields: vec![field("x", FieldKind::Generic, "y")],
-            purpose: "billing".into(),
-            token_format: 0,
-            expected_revision: None,
-        })
+        .put_fields(
+            common::PutFields::of("tls-1")
+                .field("x", FieldKind::Generic, "y")
+                .format(pb::TokenFormat::Unspecified)
+                .build(),
+        )
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -144,8 +142,7 @@ async fn the_metrics_endpoint_shows_the_documented_series_and_no_ids_or_values()
     let mut admin = VaultServiceClient::with_interceptor(channel.clone(), Bearer::new(ADMIN_KEY));
     common::put(
         &mut admin,
-        "metrics-cust-7f3a",
-        vec![field("ssn", FieldKind::Ssn, "219-09-9999")],
+        common::PutFields::of("metrics-cust-7f3a").field("ssn", FieldKind::Ssn, "219-09-9999"),
     )
     .await
     .unwrap();
@@ -154,12 +151,11 @@ async fn the_metrics_endpoint_shows_the_documented_series_and_no_ids_or_values()
         .unwrap();
     common::tokenize(
         &mut admin,
-        "metrics-cust-7f3a",
-        vec![(
+        common::Tokenize::of("metrics-cust-7f3a").item(
             FieldKind::Email,
             "planted.metrics@example.com",
             pb::TokenFormat::Deterministic,
-        )],
+        ),
     )
     .await
     .unwrap();

@@ -129,10 +129,7 @@ async fn a_half_upgraded_store_finishes_its_upgrade_on_open() {
 
 /// Schema versions and tables of the database, to see that nothing changed.
 async fn schema_state(url: &str) -> (Vec<i32>, Vec<String>) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::postgres_client(url).await;
     let versions = client
         .query(
             "SELECT version FROM pii_vault_migrations ORDER BY version",
@@ -168,10 +165,7 @@ async fn a_database_migrated_by_a_newer_release_is_refused_and_left_unchanged() 
             .unwrap(),
     );
     {
-        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = database.client().await;
         client
             .execute(
                 "INSERT INTO pii_vault_migrations (version) VALUES (1000)",
@@ -226,57 +220,10 @@ impl From<pii_vault::store::CustomerRecord> for Format3Record {
 /// `E` entry of a format 3 record in a format 3 sled store, or a row of
 /// `format = 3` on PostgreSQL. The vault is stopped.
 async fn rewrite_as_format_3(vault: &common::TestVault, id: &str) {
-    use pii_vault::store::{CustomerRecord, FieldRecord};
-    use std::collections::BTreeMap;
-    match &vault.database {
-        None => {
-            #[derive(serde::Deserialize)]
-            struct Entry {
-                record: CustomerRecord,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            #[derive(serde::Serialize)]
-            struct Format3Entry {
-                record: Format3Record,
-                fields: BTreeMap<String, FieldRecord>,
-            }
-            let db = common::open_sled_when_released(&vault.paths.data_dir);
-            let key = [b"F".as_slice(), id.as_bytes()].concat();
-            let entry: Entry = postcard::from_bytes(&db.get(&key).unwrap().unwrap()).unwrap();
-            let old_entry = Format3Entry {
-                record: entry.record.into(),
-                fields: entry.fields,
-            };
-            db.insert(
-                [b"E".as_slice(), id.as_bytes()].concat(),
-                postcard::to_stdvec(&old_entry).unwrap(),
-            )
-            .unwrap();
-            db.remove(key).unwrap();
-            db.insert(FORMAT_MARKER, &3u32.to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        Some(database) => {
-            let (client, connection) =
-                tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            let bytes: Vec<u8> = client
-                .query_one("SELECT record FROM customers WHERE id = $1", &[&id])
-                .await
-                .unwrap()
-                .get(0);
-            let record: CustomerRecord = postcard::from_bytes(&bytes).unwrap();
-            let format3 = postcard::to_stdvec(&Format3Record::from(record)).unwrap();
-            client
-                .execute(
-                    "UPDATE customers SET format = 3, record = $2 WHERE id = $1",
-                    &[&id, &format3],
-                )
-                .await
-                .unwrap();
-        }
+    let sled = common::rewrite_customer(vault, id, (b"E", 3), Format3Record::from).await;
+    if let Some(db) = sled {
+        db.insert(FORMAT_MARKER, &3u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
     }
 }
 
@@ -284,13 +231,16 @@ async fn rewrite_as_format_3(vault: &common::TestVault, id: &str) {
 /// and its Tokenize calls then remember their request ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_stored_before_request_ids_opens_and_remembers_them() {
-    use pii_vault::pb::{self, FieldKind, TokenFormat};
+    use pii_vault::pb::{FieldKind, TokenFormat};
     let mut vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     let random = vec![(FieldKind::Generic, "kept value", TokenFormat::Random)];
-    let old = common::tokenize(&mut admin, "cust-old", random.clone())
-        .await
-        .unwrap();
+    let old = common::tokenize(
+        &mut admin,
+        common::Tokenize::of("cust-old").items(random.clone()),
+    )
+    .await
+    .unwrap();
     vault.stop().await;
     rewrite_as_format_3(&vault, "cust-old").await;
 
@@ -300,15 +250,11 @@ async fn a_customer_stored_before_request_ids_opens_and_remembers_them() {
         .await
         .unwrap();
     assert_eq!(resolved[0].value, "kept value");
-    let request = || pb::TokenizeRequest {
-        customer_id: "cust-old".into(),
-        items: vec![pb::TokenizeItem {
-            value: "new value".into(),
-            kind: FieldKind::Generic as i32,
-            format: TokenFormat::Random as i32,
-        }],
-        purpose: "billing".into(),
-        request_id: "5f0c6a62-6f3e-4b7a-9d8e-2c1b0a9f8e7d".into(),
+    let request = || {
+        common::Tokenize::of("cust-old")
+            .item(FieldKind::Generic, "new value", TokenFormat::Random)
+            .request_id("5f0c6a62-6f3e-4b7a-9d8e-2c1b0a9f8e7d")
+            .build()
     };
     let first = admin.tokenize(request()).await.unwrap().into_inner();
     let retry = admin.tokenize(request()).await.unwrap().into_inner();

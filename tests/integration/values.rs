@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{expect_code, field, get, put, value_of, VaultClient};
+use common::{expect_code, field, get, put, value_of, PutFields, VaultClient};
 use pii_vault::pb::{self, Disclosure, FieldKind};
 use tonic::Code;
 
@@ -56,18 +56,16 @@ async fn every_kind_round_trips_through_put_and_get_in_its_normalized_form() {
     let before = now_secs();
     let tokens = put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "John.Doe@Example.COM"),
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-            field("phone_uk", FieldKind::Phone, "+44 20 7946 0958"),
-            field("ssn", FieldKind::Ssn, "123456789"),
-            field("card", FieldKind::CardNumber, "4242 4242 4242 4242"),
-            field("full_name", FieldKind::Name, "  Jane   Q.   O'Neil-Smith  "),
-            field("address", FieldKind::Address, "1 Main St\nSpringfield"),
-            field("birth_date", FieldKind::DateOfBirth, "1985-07-04"),
-            field("note", FieldKind::Generic, "  likes\ttabs  "),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "John.Doe@Example.COM")
+            .field("phone", FieldKind::Phone, "(555) 123-4567")
+            .field("phone_uk", FieldKind::Phone, "+44 20 7946 0958")
+            .field("ssn", FieldKind::Ssn, "123456789")
+            .field("card", FieldKind::CardNumber, "4242 4242 4242 4242")
+            .field("full_name", FieldKind::Name, "  Jane   Q.   O'Neil-Smith  ")
+            .field("address", FieldKind::Address, "1 Main St\nSpringfield")
+            .field("birth_date", FieldKind::DateOfBirth, "1985-07-04")
+            .field("note", FieldKind::Generic, "  likes\ttabs  "),
     )
     .await
     .unwrap()
@@ -111,11 +109,9 @@ async fn replacing_a_value_keeps_the_field_token_and_updates_value_and_time() {
     let mut admin = vault.admin().await;
     let first = put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "old@example.com"),
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "old@example.com")
+            .field("phone", FieldKind::Phone, "(555) 123-4567"),
     )
     .await
     .unwrap()
@@ -125,8 +121,7 @@ async fn replacing_a_value_keeps_the_field_token_and_updates_value_and_time() {
 
     let second = put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "new@Example.org")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "new@Example.org"),
     )
     .await
     .unwrap()
@@ -241,14 +236,12 @@ async fn a_rejected_put_fields_names_the_problem_hides_the_value_and_writes_noth
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "existing",
-        vec![
-            field("email", FieldKind::Email, "kept@example.com"),
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("card", FieldKind::CardNumber, "4111 1111 1111 1111"),
-            field("birth_date", FieldKind::DateOfBirth, "1970-01-01"),
-            field("note", FieldKind::Generic, "kept note"),
-        ],
+        PutFields::of("existing")
+            .field("email", FieldKind::Email, "kept@example.com")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("card", FieldKind::CardNumber, "4111 1111 1111 1111")
+            .field("birth_date", FieldKind::DateOfBirth, "1970-01-01")
+            .field("note", FieldKind::Generic, "kept note"),
     )
     .await
     .unwrap();
@@ -258,7 +251,11 @@ async fn a_rejected_put_fields_names_the_problem_hides_the_value_and_writes_noth
         let fresh = format!("fresh-{index}");
         for customer in [fresh.as_str(), "existing"] {
             let status = expect_code(
-                put(&mut admin, customer, bad.fields.clone()).await,
+                put(
+                    &mut admin,
+                    PutFields::of(customer).fields(bad.fields.clone()),
+                )
+                .await,
                 Code::InvalidArgument,
             );
             let message = status.message();
@@ -293,8 +290,7 @@ async fn an_empty_customer_id_is_rejected() {
     let status = expect_code(
         put(
             &mut admin,
-            "",
-            vec![field("email", FieldKind::Email, "a@example.com")],
+            PutFields::of("").field("email", FieldKind::Email, "a@example.com"),
         )
         .await,
         Code::InvalidArgument,
@@ -314,18 +310,16 @@ async fn checkout_sees_each_kind_masked_cards_in_plaintext_ssn_as_token_and_no_s
     let mut admin = vault.admin().await;
     let tokens = put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("card", FieldKind::CardNumber, "4242 4242 4242 4242"),
-            field("email", FieldKind::Email, "john@Example.com"),
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-            field("birth_date", FieldKind::DateOfBirth, "1985-07-04"),
-            field("full_name", FieldKind::Name, "John Doe"),
-            field("address", FieldKind::Address, "1 Main St"),
-            field("note", FieldKind::Generic, "secret-value"),
-            field("secret_note", FieldKind::Generic, "the vault password"),
-        ],
+        PutFields::of("cust-1")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("card", FieldKind::CardNumber, "4242 4242 4242 4242")
+            .field("email", FieldKind::Email, "john@Example.com")
+            .field("phone", FieldKind::Phone, "(555) 123-4567")
+            .field("birth_date", FieldKind::DateOfBirth, "1985-07-04")
+            .field("full_name", FieldKind::Name, "John Doe")
+            .field("address", FieldKind::Address, "1 Main St")
+            .field("note", FieldKind::Generic, "secret-value")
+            .field("secret_note", FieldKind::Generic, "the vault password"),
     )
     .await
     .unwrap()
@@ -380,17 +374,15 @@ async fn support_sees_email_in_plaintext_phone_masked_and_nothing_else() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "john@example.com"),
-            field("phone", FieldKind::Phone, "+44 20 7946 0958"),
-            field("ssn", FieldKind::Ssn, "123-45-6789"),
-            field("card", FieldKind::CardNumber, "4242424242424242"),
-            field("birth_date", FieldKind::DateOfBirth, "1985-07-04"),
-            field("full_name", FieldKind::Name, "John Doe"),
-            field("address", FieldKind::Address, "1 Main St"),
-            field("note", FieldKind::Generic, "secret-value"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "john@example.com")
+            .field("phone", FieldKind::Phone, "+44 20 7946 0958")
+            .field("ssn", FieldKind::Ssn, "123-45-6789")
+            .field("card", FieldKind::CardNumber, "4242424242424242")
+            .field("birth_date", FieldKind::DateOfBirth, "1985-07-04")
+            .field("full_name", FieldKind::Name, "John Doe")
+            .field("address", FieldKind::Address, "1 Main St")
+            .field("note", FieldKind::Generic, "secret-value"),
     )
     .await
     .unwrap();
@@ -422,12 +414,10 @@ async fn a_requested_field_that_does_not_exist_is_denied_as_not_found_and_the_ot
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![
-            field("email", FieldKind::Email, "john@example.com"),
-            field("phone", FieldKind::Phone, "(555) 123-4567"),
-            field("note", FieldKind::Generic, "not asked for"),
-        ],
+        PutFields::of("cust-1")
+            .field("email", FieldKind::Email, "john@example.com")
+            .field("phone", FieldKind::Phone, "(555) 123-4567")
+            .field("note", FieldKind::Generic, "not asked for"),
     )
     .await
     .unwrap();
@@ -471,13 +461,15 @@ async fn more_than_100_fields_in_one_put_is_invalid_argument_and_100_are_fine() 
     };
 
     let status = expect_code(
-        put(&mut admin, "too-many", fields(101)).await,
+        put(&mut admin, PutFields::of("too-many").fields(fields(101))).await,
         Code::InvalidArgument,
     );
     assert!(status.message().contains("100"), "{status:?}");
     assert_customer_absent(&mut admin, "too-many").await;
 
-    let tokens = put(&mut admin, "just-enough", fields(100)).await.unwrap();
+    let tokens = put(&mut admin, PutFields::of("just-enough").fields(fields(100)))
+        .await
+        .unwrap();
     assert_eq!(tokens.tokens.len(), 100);
     assert_eq!(
         all_fields(&mut admin, "just-enough").await.fields.len(),
@@ -498,7 +490,11 @@ async fn a_value_longer_than_its_kind_allows_is_invalid_and_not_echoed() {
         (FieldKind::Ssn, long_ssn.as_str()),
     ] {
         let status = expect_code(
-            put(&mut admin, "cust-1", vec![field("value", kind, value)]).await,
+            put(
+                &mut admin,
+                PutFields::of("cust-1").field("value", kind, value),
+            )
+            .await,
             Code::InvalidArgument,
         );
         assert!(status.message().contains("longer than"), "{status:?}");
@@ -511,8 +507,7 @@ async fn a_value_longer_than_its_kind_allows_is_invalid_and_not_echoed() {
     // Exactly the limit is accepted.
     put(
         &mut admin,
-        "cust-1",
-        vec![field("value", FieldKind::Generic, &"z".repeat(4096))],
+        PutFields::of("cust-1").field("value", FieldKind::Generic, &"z".repeat(4096)),
     )
     .await
     .unwrap();
@@ -531,8 +526,7 @@ async fn a_field_named_twice_in_get_fields_comes_back_both_times() {
     let mut admin = vault.admin().await;
     put(
         &mut admin,
-        "cust-1",
-        vec![field("email", FieldKind::Email, "john@example.com")],
+        PutFields::of("cust-1").field("email", FieldKind::Email, "john@example.com"),
     )
     .await
     .unwrap();
@@ -551,14 +545,12 @@ async fn a_format_preserving_put_of_a_value_without_shape_names_the_field_and_wr
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
     let status = expect_code(
-        common::put_with_format(
+        common::put(
             &mut admin,
-            "cust-1",
-            vec![
-                field("email", FieldKind::Email, "john@example.com"),
-                field("note", FieldKind::Generic, "#!#!"),
-            ],
-            pb::TokenFormat::FormatPreserving,
+            common::PutFields::of("cust-1")
+                .field("email", FieldKind::Email, "john@example.com")
+                .field("note", FieldKind::Generic, "#!#!")
+                .format(pb::TokenFormat::FormatPreserving),
         )
         .await,
         Code::InvalidArgument,
@@ -570,8 +562,7 @@ async fn a_format_preserving_put_of_a_value_without_shape_names_the_field_and_wr
     // The same value with a random token is fine.
     put(
         &mut admin,
-        "cust-1",
-        vec![field("note", FieldKind::Generic, "#!#!")],
+        PutFields::of("cust-1").field("note", FieldKind::Generic, "#!#!"),
     )
     .await
     .unwrap();
@@ -583,13 +574,12 @@ async fn an_unknown_token_format_is_invalid_and_writes_nothing() {
     let mut admin = vault.admin().await;
     let status = expect_code(
         admin
-            .put_fields(pb::PutFieldsRequest {
-                customer_id: "cust-1".into(),
-                fields: vec![field("email", FieldKind::Email, "john@example.com")],
-                purpose: "billing".into(),
-                token_format: 99,
-                expected_revision: None,
-            })
+            .put_fields(
+                common::PutFields::of("cust-1")
+                    .field("email", FieldKind::Email, "john@example.com")
+                    .unknown_format(99)
+                    .build(),
+            )
             .await,
         Code::InvalidArgument,
     );
@@ -607,8 +597,7 @@ async fn a_missing_kind_or_a_change_of_kind_is_refused_and_changes_nothing() {
     let mut admin = vault.admin().await;
     let untyped = put(
         &mut admin,
-        "kinds",
-        vec![field("untyped", FieldKind::Unspecified, "plain text")],
+        PutFields::of("kinds").field("untyped", FieldKind::Unspecified, "plain text"),
     )
     .await;
     let status = common::expect_code(untyped, tonic::Code::InvalidArgument);
@@ -623,15 +612,13 @@ async fn a_missing_kind_or_a_change_of_kind_is_refused_and_changes_nothing() {
 
     put(
         &mut admin,
-        "kinds",
-        vec![field("id", FieldKind::Ssn, "123-45-6789")],
+        PutFields::of("kinds").field("id", FieldKind::Ssn, "123-45-6789"),
     )
     .await
     .unwrap();
     let rekinded = put(
         &mut admin,
-        "kinds",
-        vec![field("id", FieldKind::Generic, "123-45-6789")],
+        PutFields::of("kinds").field("id", FieldKind::Generic, "123-45-6789"),
     )
     .await;
     let status = common::expect_code(rekinded, tonic::Code::FailedPrecondition);
@@ -657,12 +644,12 @@ async fn a_missing_kind_or_a_change_of_kind_is_refused_and_changes_nothing() {
 async fn put_fields_with_an_expected_revision_writes_only_on_that_revision() {
     let vault = common::spawn_vault().await;
     let mut admin = vault.admin().await;
-    let put_at = |revision: Option<u64>, value: &str| pb::PutFieldsRequest {
-        customer_id: "etag".into(),
-        fields: vec![field("note", FieldKind::Generic, value)],
-        purpose: "billing".into(),
-        token_format: 0,
-        expected_revision: revision,
+    let put_at = |revision: Option<u64>, value: &str| {
+        common::PutFields::of("etag")
+            .field("note", FieldKind::Generic, value)
+            .format(pb::TokenFormat::Unspecified)
+            .expected_revision(revision)
+            .build()
     };
     let created = admin.put_fields(put_at(Some(0), "first")).await.unwrap();
     assert_eq!(created.into_inner().revision, 1);

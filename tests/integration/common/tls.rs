@@ -131,17 +131,7 @@ impl TlsVault {
         addr: SocketAddr,
         identity: Option<(String, String)>,
     ) -> Result<Channel, tonic::transport::Error> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name("localhost");
-        if let Some((cert, key)) = identity {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        Channel::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)?
-            .connect()
-            .await
+        channel_to(addr, &self.ca_pem, identity).await
     }
 
     /// A connection that has finished its TLS handshake, presenting
@@ -150,28 +140,11 @@ impl TlsVault {
         &self,
         identity: (String, String),
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-        use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+        use tokio_rustls::rustls::pki_types::ServerName;
 
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let chain = CertificateDer::pem_slice_iter(identity.0.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = client_config(&self.ca_pem, &identity);
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(config)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap()
@@ -182,4 +155,54 @@ impl TlsVault {
             server.shutdown().await.unwrap();
         }
     }
+}
+
+/// A channel to `addr` over TLS, trusting the CA of `ca_pem` for the name
+/// localhost and presenting `identity` (certificate, key), if any.
+pub async fn channel_to(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+/// A rustls client configuration trusting the CA of `ca_pem`, presenting
+/// `identity` (certificate chain, key) and offering HTTP/2 only: for tests
+/// that look at the handshake itself.
+pub fn client_config(
+    ca_pem: &str,
+    identity: &(String, String),
+) -> Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let chain = CertificateDer::pem_slice_iter(identity.0.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
 }

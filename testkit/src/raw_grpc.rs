@@ -1,7 +1,6 @@
 //! gRPC calls with message bodies as they are, both ways, so a test or a fuzz
 //! target can put bytes on the wire that the generated client cannot send.
-//! Shared by the hostile-input tests and the fuzz crate (which includes this
-//! file by path).
+//! Shared by the hostile-input tests and the fuzz crate's `grpc` target.
 
 use std::time::Duration;
 
