@@ -13,6 +13,7 @@ use common::{
     DPO_KEY, EXPORTER_KEY, SUPPORT_KEY, WRITER_KEY,
 };
 use pii_vault::pb::{self, ExportFormat, FieldKind, TokenFormat};
+use pii_vault::vault::ManualClock;
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -73,7 +74,7 @@ const OTHER_VALUES: [&str; 5] = [
 /// cust-1 with fields, standalone tokens, a withdrawn consent and reads by
 /// checkout (billing), support (support) and admin; and cust-2, whose data and
 /// tokens are returned for the leak checks.
-async fn two_customers(vault: &TestVault) -> (Stored, Vec<String>) {
+async fn two_customers(vault: &TestVault, clock: &ManualClock) -> (Stored, Vec<String>) {
     let mut admin = vault.admin().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let mut checkout = vault.vault(CHECKOUT_KEY).await;
@@ -86,7 +87,7 @@ async fn two_customers(vault: &TestVault) -> (Stored, Vec<String>) {
             .await
             .unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    clock.advance(std::time::Duration::from_secs(1));
 
     let tokens = put(
         &mut admin,
@@ -244,8 +245,8 @@ async fn customer_events(vault: &TestVault, customer: &str) -> Vec<pb::AuditEven
 
 #[tokio::test]
 async fn the_json_export_holds_exactly_what_was_stored_for_the_customer_and_nothing_else() {
-    let vault = common::spawn_vault().await;
-    let (stored, other_tokens) = two_customers(&vault).await;
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    let (stored, other_tokens) = two_customers(&vault, &clock).await;
     let events_before = customer_events(&vault, "cust-1").await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let response = export(&mut privacy, "cust-1", ExportFormat::Json)
@@ -398,8 +399,8 @@ async fn the_json_export_holds_exactly_what_was_stored_for_the_customer_and_noth
 
 #[tokio::test]
 async fn the_text_export_explains_purposes_holdings_and_reads_in_plain_english() {
-    let vault = common::spawn_vault().await;
-    let (_, other_tokens) = two_customers(&vault).await;
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    let (_, other_tokens) = two_customers(&vault, &clock).await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let response = export(&mut privacy, "cust-1", ExportFormat::Text)
         .await
@@ -582,8 +583,8 @@ async fn export_needs_privacy_admin_and_a_customer_the_vault_holds() {
 
 #[tokio::test]
 async fn a_deletion_receipt_can_be_fetched_again_and_names_the_audit_event_of_the_erasure() {
-    let vault = common::spawn_vault().await;
-    let (stored, _) = two_customers(&vault).await;
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    let (stored, _) = two_customers(&vault, &clock).await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let receipt = delete_customer(&mut privacy, "cust-1").await.unwrap();
     assert_eq!(receipt.customer_id, "cust-1");
@@ -747,8 +748,8 @@ fn disclosed(items: &Value, key: &str) -> BTreeMap<String, (String, Value, Value
 
 #[tokio::test]
 async fn privacy_admin_without_privacy_export_exports_only_what_its_disclosure_rules_allow() {
-    let vault = common::spawn_vault().await;
-    let (stored, other_tokens) = two_customers(&vault).await;
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    let (stored, other_tokens) = two_customers(&vault, &clock).await;
     let mut dpo = vault.privacy(DPO_KEY).await;
     for format in [ExportFormat::Json, ExportFormat::Text] {
         let response = export(&mut dpo, "cust-1", format).await.unwrap();
@@ -842,8 +843,8 @@ async fn privacy_admin_without_privacy_export_exports_only_what_its_disclosure_r
 
 #[tokio::test]
 async fn privacy_export_exports_every_value_in_plaintext_whatever_the_disclosure_rules() {
-    let vault = common::spawn_vault().await;
-    let (stored, other_tokens) = two_customers(&vault).await;
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    let (stored, other_tokens) = two_customers(&vault, &clock).await;
     // The exporter's rules say "*" = "none"; the scope is what grants plaintext.
     let mut exporter = vault.privacy(EXPORTER_KEY).await;
     let response = export(&mut exporter, "cust-1", ExportFormat::Json)
@@ -884,8 +885,8 @@ async fn privacy_export_exports_every_value_in_plaintext_whatever_the_disclosure
 
 #[tokio::test]
 async fn an_export_is_recorded_as_an_access_of_every_value_it_disclosed() {
-    let vault = common::spawn_vault().await;
-    two_customers(&vault).await;
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    two_customers(&vault, &clock).await;
     let mut admin = vault.privacy(ADMIN_KEY).await;
     export(&mut admin, "cust-1", ExportFormat::Json)
         .await

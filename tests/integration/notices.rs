@@ -6,6 +6,7 @@
 use crate::common;
 
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
@@ -16,6 +17,7 @@ use common::{
 };
 use pii_vault::pb::{self, Disclosure, ExportFormat, FieldKind, TokenFormat};
 use pii_vault::policy::api_key_sha256_hex;
+use pii_vault::vault::ManualClock;
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -63,6 +65,11 @@ scopes = ["consent:write"]
 
 async fn notices_vault() -> TestVault {
     common::spawn_vault_with_policy(&notices_policy()).await
+}
+
+/// `notices_vault`, on a clock the test moves past a publication.
+async fn notices_vault_on_a_manual_clock() -> (TestVault, Arc<ManualClock>) {
+    common::spawn_vault_on_a_manual_clock(&notices_policy()).await
 }
 
 async fn grant(privacy: &mut PrivacyClient, customer: &str, purpose: &str, version: &str) {
@@ -124,19 +131,6 @@ fn version_names(versions: &[pb::PolicyVersion]) -> Vec<&str> {
 fn timestamp_ms(at: Option<&prost_types::Timestamp>) -> i64 {
     let at = at.expect("a timestamp");
     at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
-}
-
-/// Waits until the clock has moved past `at`, so that whatever happens next
-/// happens after it (the vault keeps milliseconds).
-async fn wait_until_after(at: Option<&prost_types::Timestamp>) {
-    let at = timestamp_ms(at);
-    loop {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        if now.as_millis() as i64 > at {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// Stores an email for billing (contract), which makes `customer` a customer.
@@ -468,7 +462,7 @@ async fn a_version_that_does_not_require_reconsent_gives_a_notice_but_refuses_no
 
 #[tokio::test]
 async fn notices_reach_every_customer_with_data_oldest_first_and_go_once_acknowledged() {
-    let vault = notices_vault().await;
+    let (vault, clock) = notices_vault_on_a_manual_clock().await;
     let mut admin = vault.admin().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
 
@@ -490,10 +484,10 @@ async fn notices_reach_every_customer_with_data_oldest_first_and_go_once_acknowl
             .is_empty());
     }
 
-    let v1 = publish_policy(&mut privacy, V1, V1_SUMMARY, &["marketing"], false)
+    publish_policy(&mut privacy, V1, V1_SUMMARY, &["marketing"], false)
         .await
         .unwrap();
-    wait_until_after(v1.published_at.as_ref()).await;
+    clock.advance(Duration::from_secs(1));
     // eve joins after v1: it is no news to her.
     billing_data(&mut admin, "eve").await;
     grant(&mut privacy, "eve", "marketing", V1).await;
@@ -1029,14 +1023,14 @@ async fn the_export_holds_acknowledged_versions_and_pending_notices_in_json_and_
 #[tokio::test]
 async fn acknowledgements_are_erased_with_the_customer_and_a_new_customer_under_the_id_starts_afresh(
 ) {
-    let vault = notices_vault().await;
+    let (vault, clock) = notices_vault_on_a_manual_clock().await;
     let mut admin = vault.admin().await;
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     billing_data(&mut admin, "cust-1").await;
     publish_policy(&mut privacy, V1, V1_SUMMARY, &[], false)
         .await
         .unwrap();
-    let v2 = publish_policy(&mut privacy, V2, V2_SUMMARY, &[], false)
+    publish_policy(&mut privacy, V2, V2_SUMMARY, &[], false)
         .await
         .unwrap();
     acknowledge_notice(&mut privacy, "cust-1", V1)
@@ -1051,7 +1045,7 @@ async fn acknowledgements_are_erased_with_the_customer_and_a_new_customer_under_
     );
 
     // The same id, later: a new customer who joined after v1 and v2.
-    wait_until_after(v2.published_at.as_ref()).await;
+    clock.advance(Duration::from_secs(1));
     billing_data(&mut admin, "cust-1").await;
     assert!(list_notices(&mut privacy, "cust-1")
         .await

@@ -10,6 +10,7 @@ use pii_vault::pb::key_admin_service_client::KeyAdminServiceClient;
 use pii_vault::pb::privacy_service_client::PrivacyServiceClient;
 use pii_vault::pb::vault_service_client::VaultServiceClient;
 use pii_vault::server::RunningServer;
+use pii_vault::vault::ManualClock;
 use pii_vault_testkit::vault::{serve, start as start_server};
 use tempfile::TempDir;
 use tonic::metadata::MetadataValue;
@@ -55,6 +56,17 @@ pub async fn spawn_vault_with(policy: &str, mut options: VaultOptions) -> TestVa
     };
     let server = start_server(&paths, &options).await;
     TestVault::serving(server, paths, options, database, dir)
+}
+
+/// A vault whose clock stands still until the test moves it, for tests that
+/// need time to pass between two calls: `clock.advance(..)`, not a sleep.
+pub async fn spawn_vault_on_a_manual_clock(policy: &str) -> (TestVault, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let options = VaultOptions {
+        clock: Arc::clone(&clock) as _,
+        ..VaultOptions::default()
+    };
+    (spawn_vault_with(policy, options).await, clock)
 }
 
 /// A vault on files laid out elsewhere (a copied data directory, say); `dir`
