@@ -29,10 +29,9 @@ fn two_replicas(dir: &std::path::Path, database: &TestDatabase) -> (VaultProcess
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_replicas(dir.path(), &database);
     let clients = [a.vault(ADMIN_KEY).await, b.vault(ADMIN_KEY).await];
@@ -205,10 +204,9 @@ const PLANTED: &[(FieldKind, &str, &str)] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_pg_dump_of_the_database_holds_no_plaintext_value() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
     let process = replica(&paths, &dir.path().join("vault.log"), &database);
@@ -265,10 +263,9 @@ async fn a_pg_dump_of_the_database_holds_no_plaintext_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn an_audit_event_altered_in_the_database_is_reported() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
     let process = replica(&paths, &dir.path().join("vault.log"), &database);
@@ -405,10 +402,9 @@ async fn wait_for_rotation_record(database: &TestDatabase) {
 // least the keyring's propagation delay (2 s on PostgreSQL) before it re-wraps
 // anything: the other replica's request comes well inside that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn only_one_replica_rotates_the_master_key_at_a_time() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_replicas(dir.path(), &database);
     seed(&a, 50).await;
@@ -426,10 +422,9 @@ async fn only_one_replica_rotates_the_master_key_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_rotating_replica_killed_with_sigkill_releases_the_lease() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_replicas(dir.path(), &database);
     seed(&a, 20).await;
@@ -497,9 +492,8 @@ struct OverTls {
 }
 
 impl OverTls {
-    /// `None` outside the PostgreSQL pass.
-    async fn start() -> Option<OverTls> {
-        let database = TestDatabase::create().await?;
+    async fn start() -> OverTls {
+        let database = TestDatabase::required().await;
         let proxy = common::pg_tls_proxy::PgTlsProxy::start(POSTGRES.parse().unwrap()).await;
         let dir = tempfile::tempdir().unwrap();
         let paths = common::prepare_dir(dir.path(), &common::test_policy());
@@ -513,30 +507,28 @@ impl OverTls {
             "other-ca.pem",
             &common::pg_tls_proxy::test_ca("another CA").pem(),
         );
-        Some(OverTls {
+        OverTls {
             database,
             proxy,
             paths,
             ca_file,
             other_ca_file,
             dir,
-        })
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
-    let Some(OverTls {
+    let OverTls {
         database,
         proxy,
         paths,
         ca_file,
         dir,
         ..
-    }) = OverTls::start().await
-    else {
-        return;
-    };
+    } = OverTls::start().await;
     let url = proxy.url(&database.name, "require");
     let over_tls = VaultProcess::start_with(
         &paths,
@@ -575,18 +567,16 @@ async fn a_vault_talks_to_postgres_over_tls_verified_by_the_given_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_vault_refuses_to_start_when_it_cannot_verify_postgres_certificate() {
-    let Some(OverTls {
+    let OverTls {
         database,
         proxy,
         paths,
         other_ca_file,
         dir: _dir,
         ..
-    }) = OverTls::start().await
-    else {
-        return;
-    };
+    } = OverTls::start().await;
     let url = proxy.url(&database.name, "require");
     let other_ca = other_ca_file.as_str();
     for extra_args in [&["--database-ca", other_ca][..], &[]] {
@@ -608,18 +598,16 @@ async fn a_vault_refuses_to_start_when_it_cannot_verify_postgres_certificate() {
 /// A stock Debian PostgreSQL offers a certificate for its host name only; a
 /// URL naming it by address is refused, and the refusal says how to fix it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_certificate_for_another_name_is_refused_with_the_fix_or_accepted_by_verify_ca() {
-    let Some(OverTls {
+    let OverTls {
         database,
         proxy,
         paths,
         ca_file,
         other_ca_file,
         dir,
-    }) = OverTls::start().await
-    else {
-        return;
-    };
+    } = OverTls::start().await;
     let ca = ca_file.as_str();
     // The proxy's certificate names 127.0.0.1, not localhost.
     for sslmode in ["require", "verify-full"] {
@@ -661,10 +649,9 @@ async fn a_certificate_for_another_name_is_refused_with_the_fix_or_accepted_by_v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_vault_refuses_clear_text_to_postgres_unless_told_so() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
     // disable, and prefer (libpq's default) which an on-path attacker can
@@ -708,10 +695,9 @@ async fn a_vault_refuses_clear_text_to_postgres_unless_told_so() {
 /// own, and customers written through the loser became unreadable once it
 /// restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn replicas_starting_together_on_an_empty_database_share_one_keyring() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let paths = common::prepare_dir(dir.path(), &common::test_policy());
     let replicas: Vec<VaultProcess> = std::thread::scope(|scope| {

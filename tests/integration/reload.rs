@@ -765,10 +765,9 @@ async fn a_replaced_client_ca_admits_its_clients_and_refuses_the_old_cas() {
 /// so until both have reloaded a revoked key is refused by one and still let
 /// in by the other; each reload is its own event in the shared audit log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn two_replicas_each_enforce_their_own_file_until_each_reloads() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     let dir = tempfile::tempdir().unwrap();
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir(&dir_a).unwrap();

@@ -155,10 +155,9 @@ async fn schema_state(url: &str) -> (Vec<i32>, Vec<String>) {
 }
 
 #[tokio::test]
+#[ignore = "PostgreSQL: runs in the PII_VAULT_TEST_STORE=postgres pass (--include-ignored)"]
 async fn a_database_migrated_by_a_newer_release_is_refused_and_left_unchanged() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+    let database = TestDatabase::required().await;
     drop(
         PgStore::connect(&database.url, 2, None, true)
             .await

@@ -64,13 +64,26 @@ impl TestDatabase {
         ]
     }
 
-    /// A fresh database for a PostgreSQL test. Such tests run in the
-    /// `PII_VAULT_TEST_STORE=postgres` pass of the suite, where an unreachable
-    /// PostgreSQL fails them; in the sled pass they print that they are skipped
-    /// and return (`None`).
+    /// A fresh database for a test of PostgreSQL itself. Such a test is
+    /// `#[ignore]`d, so the sled pass reports it as ignored, not passed; the
+    /// PostgreSQL pass (`PII_VAULT_TEST_STORE=postgres`, `--include-ignored`)
+    /// runs it, and there an unreachable PostgreSQL fails it, as does running
+    /// it without the variable.
+    pub async fn required() -> TestDatabase {
+        assert!(
+            on_postgres(),
+            "a PostgreSQL test: run it with PII_VAULT_TEST_STORE=postgres"
+        );
+        TestDatabase::create()
+            .await
+            .expect("PII_VAULT_TEST_STORE=postgres is set")
+    }
+
+    /// A fresh database in the PostgreSQL pass (an unreachable PostgreSQL
+    /// fails the test there); `None` in the sled pass, for tests that run on
+    /// both and add a PostgreSQL part.
     pub async fn create() -> Option<TestDatabase> {
         if !on_postgres() {
-            eprintln!("skipped: a PostgreSQL test; it runs with PII_VAULT_TEST_STORE=postgres");
             return None;
         }
         let admin =
