@@ -28,10 +28,10 @@ impl VaultService for VaultApi {
             "PutFields",
             request,
             |caller, req| async move {
-                let names: Vec<String> = req.fields.iter().map(|f| f.name.clone()).collect();
+                let field_names: Vec<String> = req.fields.iter().map(|f| f.name.clone()).collect();
                 let names = CallNames {
                     customer_id: &req.customer_id,
-                    fields: &names,
+                    fields: &field_names,
                     purpose: &req.purpose,
                     ..CallNames::default()
                 };
@@ -131,10 +131,7 @@ impl VaultService for VaultApi {
             "DeleteTokens",
             request,
             |caller, req| async move {
-                let names = CallNames {
-                    customer_id: &req.customer_id,
-                    ..CallNames::default()
-                };
+                let names = CallNames::customer(&req.customer_id);
                 let req = &req;
                 let call = self.vault.audited(&caller, Action::DeleteTokens, names);
                 let deleted = call
