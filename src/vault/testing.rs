@@ -27,13 +27,9 @@ pub(crate) struct TestVault {
 }
 
 impl TestVault {
-    /// A vault with the default options, its clock at the time it opened.
+    /// A vault with the default options and a manual clock at the time it
+    /// opened.
     pub async fn open() -> TestVault {
-        TestVault::open_with(VaultOptions::default()).await
-    }
-
-    /// A vault with `options` (and a manual clock whatever they say).
-    pub async fn open_with(options: VaultOptions) -> TestVault {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let paths = VaultPaths {
             data_dir: dir.path().join("data"),
@@ -47,7 +43,7 @@ impl TestVault {
         let clock = Arc::new(ManualClock::starting_now());
         let options = VaultOptions {
             clock: Arc::clone(&clock) as _,
-            ..options
+            ..VaultOptions::default()
         };
         let vault = app::open_vault(&paths, &options)
             .await

@@ -9,7 +9,7 @@ use std::future::Future;
 
 use crate::store::AuditEntry;
 
-use super::super::{Action, Caller, Vault, VaultError};
+use crate::vault::{Action, Caller, Vault, VaultError};
 
 /// What a call names before it is parsed: the audit event records whichever
 /// of these are well formed, and nothing else of the request.
