@@ -91,19 +91,8 @@ async fn two_replicas_share_writes_erasures_rotation_and_one_audit_chain() {
             }
         })
     };
-    let mut keys = a.key_admin(ADMIN_KEY).await;
-    let mut rotation = keys
-        .rotate_master_key(pb::RotateMasterKeyRequest {
-            retire_previous: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(progress) = rotation.message().await.unwrap() {
-        last = Some(progress);
-    }
-    assert_eq!(last.unwrap().retired_versions, [1]);
+    let rotation = common::rotate_master(&mut a.key_admin(ADMIN_KEY).await, true).await;
+    assert_eq!(rotation.retired_versions, [1]);
     erasures.await.unwrap();
     let mut acknowledged = Vec::new();
     for writer in writers {
@@ -315,17 +304,6 @@ async fn start_rotation(
         .map(|response| response.into_inner())
 }
 
-/// The last progress message of a rotation, which must report it done.
-async fn finish(mut rotation: tonic::Streaming<pb::RotationProgress>) -> pb::RotationProgress {
-    let mut last = None;
-    while let Some(progress) = rotation.message().await.unwrap() {
-        last = Some(progress);
-    }
-    let last = last.expect("the rotation reported progress");
-    assert!(last.done, "{last:?}");
-    last
-}
-
 /// Starts a rotation on `process`, asking again while one still runs
 /// elsewhere (a lease is released moments after its rotation ends).
 async fn rotation_once_free(
@@ -411,9 +389,9 @@ async fn only_one_replica_rotates_the_master_key_at_a_time() {
 
     let first = start_rotation(&a, false).await.unwrap();
     assert_refused_for_another_replica(start_rotation(&b, false).await);
-    assert_eq!(finish(first).await.new_master_version, 2);
+    assert_eq!(common::rotation_done(first).await.new_master_version, 2);
 
-    let second = finish(rotation_once_free(&b, true).await).await;
+    let second = common::rotation_done(rotation_once_free(&b, true).await).await;
     assert_eq!(second.new_master_version, 3);
     assert_eq!(second.retired_versions, [1, 2]);
     assert_eq!(master_versions(&b).await, [3]);
@@ -437,7 +415,7 @@ async fn a_rotating_replica_killed_with_sigkill_releases_the_lease() {
         .unwrap();
 
     // B takes over; its rotation keeps the killed one's promise to retire.
-    let rotation = finish(rotation_once_free(&b, false).await).await;
+    let rotation = common::rotation_done(rotation_once_free(&b, false).await).await;
     assert_eq!(rotation.new_master_version, 3);
     assert_eq!(rotation.retired_versions, [1, 2]);
     let mut client = b.vault(ADMIN_KEY).await;

@@ -57,26 +57,6 @@ async fn assert_readable(client: &mut VaultClient, count: usize) {
     }
 }
 
-/// Runs a master rotation to the end and returns its last progress message.
-async fn rotate_master(vault: &TestVault, retire: bool) -> pb::RotationProgress {
-    let mut keys = vault.key_admin(ADMIN_KEY).await;
-    let mut stream = keys
-        .rotate_master_key(pb::RotateMasterKeyRequest {
-            retire_previous: retire,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(progress) = stream.message().await.unwrap() {
-        assert!(progress.rewrapped <= progress.total, "{progress:?}");
-        last = Some(progress);
-    }
-    let last = last.expect("no progress streamed");
-    assert!(last.done, "{last:?}");
-    last
-}
-
 async fn key_status(vault: &TestVault, customer: &str) -> pb::KeyStatus {
     vault
         .key_admin(ADMIN_KEY)
@@ -124,7 +104,7 @@ async fn after_a_master_rotation_with_retirement_every_value_is_readable_and_old
     .unwrap();
     assert_eq!(keyring_versions(&vault).await, [1]);
 
-    let last = rotate_master(&vault, true).await;
+    let last = vault.rotate_master(true).await;
     assert_eq!(last.new_master_version, 2);
     assert_eq!((last.rewrapped, last.total), (300, 300));
     assert_eq!(last.retired_versions, [1]);
@@ -149,7 +129,7 @@ async fn after_a_master_rotation_with_retirement_every_value_is_readable_and_old
     vault.restart().await;
     let mut admin = vault.admin().await;
     assert_readable(&mut admin, 300).await;
-    let last = rotate_master(&vault, false).await;
+    let last = vault.rotate_master(false).await;
     assert_eq!(
         (last.new_master_version, last.retired_versions.len()),
         (3, 0)
@@ -304,7 +284,7 @@ async fn a_client_that_never_reads_the_progress_stream_does_not_hold_the_rotatio
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The rotation is over: another may start, and the stream still ends.
-    let last = rotate_master(&vault, false).await;
+    let last = vault.rotate_master(false).await;
     assert_eq!(last.new_master_version, 3);
     drop(unread);
 }
@@ -396,7 +376,7 @@ async fn a_backup_of_the_data_directory_cannot_bring_back_an_erased_customer() {
         receipt.cryptographic_erasure_due.is_some(),
         "a logical erasure says when it becomes final"
     );
-    rotate_master(&vault, true).await;
+    vault.rotate_master(true).await;
     let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
         .await
         .unwrap();
@@ -704,7 +684,7 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     assert_eq!(before.master_rotation, None, "{before:?}");
 
     let mut keys = vault.key_admin(ADMIN_KEY).await;
-    let mut stream = keys
+    let stream = keys
         .rotate_master_key(pb::RotateMasterKeyRequest {
             retire_previous: false,
         })
@@ -741,11 +721,7 @@ async fn key_status_shows_a_master_rotation_while_it_runs() {
     assert_eq!(still.active_master_version, during.active_master_version);
 
     gate.release.notify_one();
-    let mut last = None;
-    while let Some(progress) = stream.message().await.unwrap() {
-        last = Some(progress);
-    }
-    assert!(last.is_some_and(|progress| progress.done));
+    common::rotation_done(stream).await;
     let after = key_status(&vault, "").await;
     assert_eq!(after.master_rotation, None, "{after:?}");
     assert_eq!(after.active_master_version, rotation.target_version);
@@ -880,7 +856,7 @@ async fn erase_victim_and_retire(vault: &mut TestVault) {
     let receipt = common::delete_customer(&mut privacy, "victim")
         .await
         .unwrap();
-    rotate_master(vault, true).await;
+    vault.rotate_master(true).await;
     let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
         .await
         .unwrap();
@@ -1066,7 +1042,7 @@ async fn a_missing_foreign_or_older_keyring_is_refused() {
     .unwrap();
     let keyring_backup = vault.paths.keyring_file.with_extension("old");
     std::fs::copy(&vault.paths.keyring_file, &keyring_backup).unwrap();
-    rotate_master(&vault, true).await;
+    vault.rotate_master(true).await;
     vault.stop().await;
     let options = pii_vault::app::VaultOptions::default();
     let refusal = |paths: pii_vault::app::VaultPaths| {
@@ -1332,7 +1308,7 @@ async fn a_customer_created_across_a_retiring_rotation_stays_readable() {
         .await
     });
     held.arrived.notified().await;
-    let progress = rotate_master(&vault, true).await;
+    let progress = vault.rotate_master(true).await;
     assert_eq!(progress.retired_versions, [1]);
     held.release.notify_one();
     creation
@@ -1352,7 +1328,7 @@ async fn a_customer_created_across_a_retiring_rotation_stays_readable() {
         .unwrap();
     assert_eq!(found, ["late"]);
     assert_eq!(key_status(&vault, "late").await.customer_key_version, 1);
-    rotate_master(&vault, true).await;
+    vault.rotate_master(true).await;
     assert_readable(&mut admin, 20).await;
     common::get(&mut admin, "late", &["ssn"], "billing")
         .await
@@ -1640,7 +1616,7 @@ async fn a_customer_under_a_destroyed_version_does_not_wedge_later_rotations() {
     vault.stop().await;
     let under_v1 = raw_customer(&vault, "rot-3").await;
     vault.restart().await;
-    rotate_master(&vault, true).await;
+    vault.rotate_master(true).await;
     vault.stop().await;
     put_raw_customer(&vault, "rot-3", under_v1).await;
     vault.restart().await;
@@ -1648,7 +1624,7 @@ async fn a_customer_under_a_destroyed_version_does_not_wedge_later_rotations() {
     let lost = common::get(&mut admin, "rot-3", &["note"], "billing").await;
     assert_eq!(lost.unwrap_err().code(), Code::Internal);
     for _ in 0..2 {
-        let progress = rotate_master(&vault, true).await;
+        let progress = vault.rotate_master(true).await;
         assert!(!progress.retired_versions.is_empty(), "{progress:?}");
     }
     for i in (0..10).filter(|i| *i != 3) {

@@ -8,6 +8,7 @@
 
 mod database;
 mod inspect;
+mod keys;
 mod old_formats;
 pub mod pg_tls_proxy;
 mod privacy;
@@ -18,6 +19,7 @@ mod vault;
 
 pub use database::*;
 pub use inspect::*;
+pub use keys::*;
 pub use old_formats::*;
 pub use privacy::*;
 pub use process::*;

@@ -183,6 +183,12 @@ impl TestVault {
         KeyAdminServiceClient::with_interceptor(self.channel().await, Bearer::new(api_key))
     }
 
+    /// Runs a master rotation to the end, as the admin, and returns its last
+    /// progress message.
+    pub async fn rotate_master(&self, retire: bool) -> pii_vault::pb::RotationProgress {
+        super::rotate_master(&mut self.key_admin(ADMIN_KEY).await, retire).await
+    }
+
     /// Starts a server on the same files after `stop` (which leaves the files
     /// closed, so a test may change them in between).
     pub async fn start_again(&mut self) {
