@@ -12,6 +12,7 @@ mod audit;
 mod audit_archive;
 mod binding;
 mod certificate_identity;
+mod ci_checks;
 mod cli;
 mod cli_scripting;
 mod connections;
