@@ -1,10 +1,12 @@
 //! pii-vault: a gRPC vault for personal data. The layers, top to bottom (see
-//! docs/architecture.md): `cli` -> `server` -> `vault` -> `policy`, `crypto`, `store`.
+//! docs/architecture.md): `cli` -> `server` -> `vault` -> `policy`, `crypto`, `store`,
+//! `root_of_trust`.
 
 pub mod app;
 pub mod cli;
 pub mod crypto;
 pub mod policy;
+pub mod root_of_trust;
 pub mod server;
 pub mod store;
 pub mod vault;

@@ -5,10 +5,14 @@ use std::path::Path;
 use data_encoding::{HEXLOWER, HEXLOWER_PERMISSIVE};
 use zeroize::Zeroizing;
 
+use super::sealed;
 use super::secure_file::{
     create_private, ensure_private, read_up_to, sync_parent_dir, KeyFileAccess,
 };
 use super::{CryptoError, Key32};
+
+/// The key version a root key's sealed box names: there is only one.
+const SEAL_VERSION: u32 = 0;
 
 /// Longest root key file accepted: 64 hex characters and a newline.
 const MAX_FILE_LEN: usize = 65;
@@ -65,6 +69,35 @@ impl RootKey {
 
     pub(crate) fn key(&self) -> &Key32 {
         &self.0
+    }
+
+    /// Seals `secret` under the root key, bound to `associated_data` (the
+    /// file root of trust seals each master version this way).
+    pub fn seal(&self, associated_data: &[u8], secret: &[u8]) -> Vec<u8> {
+        sealed::seal(
+            &sealed::cipher_for(&self.0),
+            SEAL_VERSION,
+            sealed::random_nonce(),
+            associated_data,
+            secret,
+        )
+    }
+
+    /// Opens what `seal` sealed with the same associated data.
+    pub fn open(
+        &self,
+        associated_data: &[u8],
+        sealed_bytes: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let mut secret = Zeroizing::new(vec![0u8; sealed::plaintext_len(sealed_bytes)?]);
+        sealed::open_into(
+            &sealed::cipher_for(&self.0),
+            SEAL_VERSION,
+            associated_data,
+            sealed_bytes,
+            &mut secret,
+        )?;
+        Ok(secret)
     }
 
     #[cfg(test)]
@@ -224,6 +257,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = RootKey::load(dir.path().join("absent.key")).expect_err("missing");
         assert!(err.to_string().contains("absent.key"));
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_associated_data_and_key() {
+        let key = RootKey::from_key(Key32::generate());
+        let sealed_bytes = key.seal(b"v1", b"secret");
+        assert_eq!(
+            &key.open(b"v1", &sealed_bytes).expect("open")[..],
+            b"secret"
+        );
+        assert!(key.open(b"v2", &sealed_bytes).is_err());
+        let other = RootKey::from_key(Key32::generate());
+        assert!(other.open(b"v1", &sealed_bytes).is_err());
+        assert!(key.open(b"v1", &sealed_bytes[..10]).is_err());
     }
 
     #[test]
