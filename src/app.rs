@@ -13,9 +13,12 @@ use anyhow::Context;
 
 use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
+use crate::root_of_trust::file::FileRoot;
+use crate::root_of_trust::RootOfTrust;
 use crate::store::{ErasureJournal, KeyringTable, PgSessionSettings, PgStore, SledStore, Store};
 use crate::vault::{
-    Clock, FileKeyring, KeyManager, Limits, RotationPolicy, SystemClock, TableKeyring, Vault,
+    open_keyring, seal_new_versions, Clock, FileKeyring, KeyManager, Limits, Reason,
+    RotationPolicy, Sealing, SystemClock, TableKeyring, Vault, VaultError,
 };
 
 /// The files a vault runs on.
@@ -45,10 +48,23 @@ pub enum StorageBackend {
     },
 }
 
+/// What seals the master key versions.
+#[derive(Clone, Debug, Default)]
+pub enum RootOfTrustChoice {
+    /// The root key file, `VaultPaths::root_key_file`, seals the keyring as
+    /// a whole.
+    #[default]
+    File,
+    /// A root of trust already connected (Transit, an HSM, a KMS), which
+    /// seals each version with material of its own.
+    Connected(Arc<dyn RootOfTrust>),
+}
+
 /// Tunables with production defaults.
 #[derive(Clone, Debug)]
 pub struct VaultOptions {
     pub storage: StorageBackend,
+    pub root_of_trust: RootOfTrustChoice,
     /// Unwrapped customer keys kept in memory.
     pub dek_cache_capacity: usize,
     /// How long one stays cached: bounds how long a key of a customer erased
@@ -80,6 +96,7 @@ impl Default for VaultOptions {
     fn default() -> Self {
         VaultOptions {
             storage: StorageBackend::Sled,
+            root_of_trust: RootOfTrustChoice::File,
             dek_cache_capacity: 10_000,
             dek_cache_ttl: Duration::from_secs(5 * 60),
             store_cache_bytes: 256 * 1024 * 1024,
@@ -112,9 +129,9 @@ pub async fn open_vault_wrapped(
     for warning in crate::vault::kind_named_rule_warnings(&policy) {
         tracing::warn!("policy: {warning}");
     }
-    let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
+    let root = root_of_trust(paths, options)?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
-        StorageBackend::Sled => open_sled(paths, options, &root_key).await?,
+        StorageBackend::Sled => open_sled(paths, options, &root).await?,
         StorageBackend::Postgres {
             url,
             pool_size,
@@ -138,17 +155,27 @@ pub async fn open_vault_wrapped(
                      keyring row from its backup (a new keyring could read none of it)"
                 );
             }
-            let (table, keyring) =
-                TableKeyring::open(Arc::clone(&store), root_key, Keyring::generate(now_ms()))
-                    .await
-                    .context("opening the keyring table")?;
+            let (table, keyring) = retrying_the_root_of_trust("opening the keyring table", || {
+                TableKeyring::open(
+                    Arc::clone(&store),
+                    sealing(&root),
+                    Keyring::generate(now_ms()),
+                )
+            })
+            .await
+            .context("opening the keyring table")?;
             (
                 store,
-                KeyManager::new(keyring, Box::new(table), dek_cache(options)),
+                KeyManager::new(keyring, Box::new(table), root.arc(), dek_cache(options)),
             )
         }
     };
     check_key_anchor(store.as_ref(), &keys).await?;
+    // A retirement cut short (a crash, or the root of trust out of reach)
+    // destroys what it left; if it cannot yet, the next rotation retries.
+    if let Err(error) = keys.finish_destructions(options.clock.now_ms()).await {
+        tracing::warn!(%error, "retired master versions still wait for the root of trust to destroy them");
+    }
     let mut vault = Vault::new(
         wrap(store),
         keys,
@@ -199,10 +226,65 @@ async fn check_key_anchor(store: &dyn Store, keys: &KeyManager) -> anyhow::Resul
     Ok(())
 }
 
+/// The root of trust in use: the root key file's, or the one connected.
+enum OpenedRoot {
+    File(Arc<FileRoot>),
+    Connected(Arc<dyn RootOfTrust>),
+}
+
+impl OpenedRoot {
+    fn arc(&self) -> Arc<dyn RootOfTrust> {
+        match self {
+            OpenedRoot::File(root) => Arc::clone(root) as Arc<dyn RootOfTrust>,
+            OpenedRoot::Connected(root) => Arc::clone(root),
+        }
+    }
+}
+
+fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<OpenedRoot> {
+    Ok(match &options.root_of_trust {
+        RootOfTrustChoice::File => {
+            let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
+            OpenedRoot::File(Arc::new(FileRoot::new(root_key, &paths.root_key_file)))
+        }
+        RootOfTrustChoice::Connected(root) => OpenedRoot::Connected(Arc::clone(root)),
+    })
+}
+
+/// How the keyring is sealed under `root`: the root key file seals it as a
+/// whole; any other root of trust version by version.
+fn sealing(root: &OpenedRoot) -> Sealing {
+    match root {
+        OpenedRoot::File(file) => Sealing::Whole(file.root_key().clone()),
+        OpenedRoot::Connected(root) => Sealing::ByVersion(Arc::clone(root)),
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails for a reason other than the
+/// root of trust being out of reach, waiting longer each time (up to 30 s):
+/// meanwhile health answers NOT_SERVING and the log says why.
+async fn retrying_the_root_of_trust<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, VaultError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, VaultError>>,
+{
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Err(error) if error.reason() == Reason::RootOfTrustUnavailable => {
+                tracing::warn!(%error, retry_in = ?delay, "{what}: the root of trust is out of reach; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn open_sled(
     paths: &VaultPaths,
     options: &VaultOptions,
-    root_key: &RootKey,
+    root: &OpenedRoot,
 ) -> anyhow::Result<(Arc<dyn Store>, KeyManager)> {
     create_private_dir(&paths.data_dir)?;
     // Opening may fold a store written by an older release, which takes
@@ -220,25 +302,74 @@ async fn open_sled(
     .context("the task opening the store failed")?
     .with_context(|| format!("opening store in {}", paths.data_dir.display()))?;
     let keyring_path = &paths.keyring_file;
-    let opened = KeyringFile::open_with(keyring_path, root_key, options.key_file_access)
-        .with_context(|| format!("opening keyring {}", keyring_path.display()))?;
-    let (keyring_file, keyring) = match opened {
-        Some(opened) => opened,
-        None if store.holds_data().await? => anyhow::bail!(
+    let holds_data = store.holds_data().await?;
+    let missing = || {
+        anyhow::anyhow!(
             "the keyring file {} is missing, but the store in {} holds data: restore the \
              keyring file from its backup (a new keyring could read none of the store)",
             keyring_path.display(),
             paths.data_dir.display()
-        ),
-        None => KeyringFile::create(keyring_path, root_key, now_ms())
-            .with_context(|| format!("creating keyring {}", keyring_path.display()))?,
+        )
+    };
+    let keyring_store: (Box<dyn crate::vault::KeyringStore>, Keyring) = match sealing(root) {
+        Sealing::Whole(root_key) => {
+            let opened = KeyringFile::open_with(keyring_path, &root_key, options.key_file_access)
+                .with_context(|| format!("opening keyring {}", keyring_path.display()))?;
+            let (keyring_file, keyring) = match opened {
+                Some(opened) => opened,
+                None if holds_data => return Err(missing()),
+                None => KeyringFile::create(keyring_path, &root_key, now_ms())
+                    .with_context(|| format!("creating keyring {}", keyring_path.display()))?,
+            };
+            (Box::new(FileKeyring::new(keyring_file)), keyring)
+        }
+        Sealing::ByVersion(root) => {
+            let (keyring_file, keyring) = retrying_the_root_of_trust("opening the keyring", || {
+                open_keyring_file(
+                    keyring_path,
+                    root.as_ref(),
+                    options.key_file_access,
+                    holds_data,
+                )
+            })
+            .await
+            .with_context(|| format!("opening keyring {}", keyring_path.display()))?
+            .ok_or_else(missing)?;
+            (
+                Box::new(FileKeyring::sealed_by(keyring_file, root)),
+                keyring,
+            )
+        }
     };
     let keys = KeyManager::new(
-        keyring,
-        Box::new(FileKeyring::new(keyring_file)),
+        keyring_store.1,
+        keyring_store.0,
+        root.arc(),
         dek_cache(options),
     );
     Ok((Arc::new(store), keys))
+}
+
+/// The keyring file sealed version by version by `root`, created when there
+/// is none and the store is empty; `None` when there is none and the store
+/// holds data.
+async fn open_keyring_file(
+    path: &Path,
+    root: &dyn RootOfTrust,
+    access: KeyFileAccess,
+    store_holds_data: bool,
+) -> Result<Option<(KeyringFile, Keyring)>, VaultError> {
+    if let Some((file, sealed)) = KeyringFile::open_sealed_by_version(path, access)? {
+        let keyring = open_keyring(root, sealed).await?;
+        return Ok(Some((file, keyring)));
+    }
+    if store_holds_data {
+        return Ok(None);
+    }
+    let mut keyring = Keyring::generate(now_ms());
+    seal_new_versions(root, &mut keyring).await?;
+    let file = KeyringFile::create_sealed_by_version(path, &keyring)?;
+    Ok(Some((file, keyring)))
 }
 
 fn dek_cache(options: &VaultOptions) -> DekCache {

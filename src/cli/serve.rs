@@ -223,6 +223,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store_cache_bytes: args.cache_size,
         store_min_free_bytes: args.min_free_disk,
         storage: storage(&args)?,
+        root_of_trust: crate::app::RootOfTrustChoice::File,
         key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,

@@ -22,7 +22,22 @@ pub struct MasterKey {
     key: Key32,
     index_key: IndexKey,
     created_at_ms: i64,
+    /// How a root of trust outside the vault sealed this version; `None`
+    /// while the root key file seals the keyring as a whole.
+    seal: Option<VersionSeal>,
 }
+
+/// A master version sealed by its own material in a root of trust: the
+/// handle naming that material, and the sealed key and index key. Neither is
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSeal {
+    pub handle: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+/// The length of what a root of trust seals for one version: key and index key.
+pub const SEALING_SECRET_LEN: usize = 64;
 
 impl MasterKey {
     pub(crate) fn new(
@@ -36,7 +51,43 @@ impl MasterKey {
             key,
             index_key,
             created_at_ms,
+            seal: None,
         }
+    }
+
+    /// Rebuilds a version from what its root of trust unsealed: the key and
+    /// the index key, as `sealing_secret` gave them.
+    pub fn from_sealing_secret(
+        version: u32,
+        created_at_ms: i64,
+        secret: &[u8],
+        seal: VersionSeal,
+    ) -> Result<MasterKey, CryptoError> {
+        if secret.len() != SEALING_SECRET_LEN {
+            return Err(CryptoError::KeyringCorrupt(
+                "an unsealed master version has the wrong length",
+            ));
+        }
+        let key = Key32::from_slice(&secret[..32]).ok_or(CryptoError::Malformed("key length"))?;
+        let index_key = IndexKey::from_key(
+            Key32::from_slice(&secret[32..]).ok_or(CryptoError::Malformed("key length"))?,
+        );
+        let mut master = MasterKey::new(version, key, index_key, created_at_ms);
+        master.seal = Some(seal);
+        Ok(master)
+    }
+
+    /// The key and the index key, for a root of trust to seal: the one place
+    /// master key bytes leave this module, into a buffer wiped on drop.
+    pub fn sealing_secret(&self) -> Zeroizing<Vec<u8>> {
+        let mut secret = Zeroizing::new(Vec::with_capacity(SEALING_SECRET_LEN));
+        secret.extend_from_slice(self.key.expose());
+        secret.extend_from_slice(self.index_key.key().expose());
+        secret
+    }
+
+    pub fn seal(&self) -> Option<&VersionSeal> {
+        self.seal.as_ref()
     }
 
     pub fn version(&self) -> u32 {
@@ -181,6 +232,9 @@ pub struct Keyring {
     /// every version: the versions below this one all hold a copy of it, and it
     /// is gone only once all of them are destroyed. 0 when there was none.
     legacy_index_until: u32,
+    /// Retired versions whose material in the root of trust is not yet
+    /// destroyed, with the handles naming it: not destroyed until confirmed.
+    pending: BTreeMap<u32, Vec<u8>>,
 }
 
 /// A keyring as decoded, before its invariants are checked.
@@ -192,6 +246,7 @@ pub(crate) struct KeyringParts {
     pub last_rotation_ms: i64,
     pub destroyed: BTreeMap<u32, i64>,
     pub legacy_index_until: u32,
+    pub pending: BTreeMap<u32, Vec<u8>>,
 }
 
 /// The identity of a keyring written before keyrings had one: derived from
@@ -222,6 +277,7 @@ impl Keyring {
             last_rotation_ms: now_ms,
             destroyed: BTreeMap::new(),
             legacy_index_until: 0,
+            pending: BTreeMap::new(),
         }
     }
 
@@ -238,10 +294,16 @@ impl Keyring {
                 "a master version is out of range",
             ));
         }
-        if parts
-            .destroyed
-            .keys()
-            .any(|v| parts.masters.contains_key(v))
+        if parts.pending.keys().any(out_of_range)
+            || parts
+                .destroyed
+                .keys()
+                .chain(parts.pending.keys())
+                .any(|v| parts.masters.contains_key(v))
+            || parts
+                .pending
+                .keys()
+                .any(|v| parts.destroyed.contains_key(v))
         {
             return Err(CryptoError::KeyringCorrupt(
                 "a master version is both live and destroyed",
@@ -255,6 +317,7 @@ impl Keyring {
             last_rotation_ms: parts.last_rotation_ms,
             destroyed: parts.destroyed,
             legacy_index_until: parts.legacy_index_until,
+            pending: parts.pending,
         })
     }
 
@@ -295,9 +358,46 @@ impl Keyring {
         self.legacy_index_until
     }
 
-    /// Whether `version` was created and is destroyed.
+    /// Whether `version` was created and is destroyed: retired, and its
+    /// material in the root of trust destroyed (or never of its own).
     pub fn is_destroyed(&self, version: u32) -> bool {
+        self.is_retired(version) && !self.pending.contains_key(&version)
+    }
+
+    /// Whether `version` was created and is no longer in use: destroyed, or
+    /// waiting for its root of trust to destroy it.
+    pub fn is_retired(&self, version: u32) -> bool {
         version > 0 && version < self.next_version && !self.masters.contains_key(&version)
+    }
+
+    /// Retired versions whose material in the root of trust is not yet
+    /// destroyed, and the handles naming it.
+    pub fn pending_destructions(&self) -> &BTreeMap<u32, Vec<u8>> {
+        &self.pending
+    }
+
+    /// Records that the root of trust destroyed the material of a retired
+    /// version, for good as of `at_ms` (a KMS deletes at the end of a window).
+    pub fn confirm_destroyed(&mut self, version: u32, at_ms: i64) {
+        if self.pending.remove(&version).is_some() {
+            self.record_destroyed(version, at_ms);
+        }
+    }
+
+    /// Seals a live version was missing, as its root of trust sealed it.
+    pub fn set_seal(&mut self, version: u32, seal: VersionSeal) {
+        if let Some(master) = self.masters.get_mut(&version) {
+            master.seal = Some(seal);
+        }
+    }
+
+    /// Live versions no root of trust has sealed yet.
+    pub fn unsealed_versions(&self) -> Vec<u32> {
+        self.masters
+            .values()
+            .filter(|m| m.seal.is_none())
+            .map(MasterKey::version)
+            .collect()
     }
 
     /// When `version` was destroyed: `Some(0)` for one destroyed so long ago
@@ -346,14 +446,26 @@ impl Keyring {
         if version == self.active {
             return Err(CryptoError::ActiveMasterVersion(version));
         }
-        self.masters
+        let master = self
+            .masters
             .remove(&version)
             .ok_or(CryptoError::UnknownMasterVersion(version))?;
-        self.destroyed.insert(version, now_ms);
+        match master.seal {
+            // Its own material in the root of trust still opens old copies of
+            // the keyring until the root of trust destroys it.
+            Some(seal) => {
+                self.pending.insert(version, seal.handle);
+            }
+            None => self.record_destroyed(version, now_ms),
+        }
+        Ok(())
+    }
+
+    fn record_destroyed(&mut self, version: u32, at_ms: i64) {
+        self.destroyed.insert(version, at_ms);
         while self.destroyed.len() > DESTROYED_KEPT {
             self.destroyed.pop_first();
         }
-        Ok(())
     }
 
     /// Unwraps with whichever master version the header names:
@@ -575,6 +687,7 @@ mod tests {
             last_rotation_ms: 0,
             destroyed: BTreeMap::new(),
             legacy_index_until: 4,
+            pending: BTreeMap::new(),
         })
         .expect("keyring");
         assert_eq!(keyring.covering_versions(&[3].into()), [1, 2, 3].into());

@@ -105,6 +105,7 @@ fn decode_current(payload: &[u8]) -> Result<Keyring, CryptoError> {
         last_rotation_ms,
         destroyed,
         legacy_index_until,
+        pending: BTreeMap::new(),
     })
 }
 
@@ -135,6 +136,7 @@ fn decode_legacy(payload: &[u8]) -> Result<Keyring, CryptoError> {
         last_rotation_ms,
         destroyed: BTreeMap::new(),
         legacy_index_until: next_version,
+        pending: BTreeMap::new(),
     })
 }
 

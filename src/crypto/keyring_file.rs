@@ -18,6 +18,7 @@ use aes_gcm::{AeadInPlace, Aes256Gcm, Nonce, Tag};
 use zeroize::Zeroizing;
 
 use super::keyring_codec;
+use super::keyring_sealed::{self, SealedKeyring};
 use super::sealed::{self, NONCE_LEN, TAG_LEN};
 use super::secure_file::{create_private, ensure_private, sync_parent_dir, KeyFileAccess};
 use super::{CryptoError, Keyring, RootKey};
@@ -29,14 +30,23 @@ const HEADER_LEN: usize = 4 + 1 + 8 + NONCE_LEN + 4;
 const MAX_PAYLOAD_LEN: usize = SLOT_LEN - HEADER_LEN - TAG_LEN;
 
 /// The open keyring file. Holds the root key's expanded cipher (wiped on drop),
-/// not the root key itself.
+/// not the root key itself, or nothing secret when a root of trust seals each
+/// version (format 3, `keyring_sealed`).
 pub struct KeyringFile {
     path: PathBuf,
     file: File,
-    root_cipher: Aes256Gcm,
+    sealing: FileSealing,
     /// Generation of the newest valid slot, and which slot holds it.
     generation: u64,
     newest_slot: usize,
+}
+
+/// How the file's slots are sealed.
+enum FileSealing {
+    /// As a whole, by the root key file (formats 1 and 2).
+    RootKey(Aes256Gcm),
+    /// Version by version, by a root of trust (format 3).
+    ByVersion,
 }
 
 /// What reading one slot found.
@@ -89,17 +99,29 @@ impl KeyringFile {
     /// the old or the new state; after success neither slot holds a key that
     /// `keyring` no longer has.
     pub fn save(&mut self, keyring: &Keyring) -> Result<(), CryptoError> {
-        let payload = keyring_codec::encode(keyring);
-        if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(CryptoError::KeyringTooLarge {
-                payload_len: payload.len(),
-                max: MAX_PAYLOAD_LEN,
-            });
+        let payload = match self.sealing {
+            FileSealing::RootKey(_) => Some(keyring_codec::encode(keyring)),
+            FileSealing::ByVersion => None,
+        };
+        if let Some(payload) = &payload {
+            if payload.len() > MAX_PAYLOAD_LEN {
+                return Err(CryptoError::KeyringTooLarge {
+                    payload_len: payload.len(),
+                    max: MAX_PAYLOAD_LEN,
+                });
+            }
         }
         for _ in 0..2 {
             let slot = 1 - self.newest_slot;
-            self.write_slot(slot, self.generation + 1, &payload)?;
-            self.generation += 1;
+            let generation = self.generation + 1;
+            let image = match (&self.sealing, &payload) {
+                (FileSealing::RootKey(cipher), Some(payload)) => {
+                    seal_slot(cipher, generation, payload)?
+                }
+                _ => Zeroizing::new(keyring_sealed::encode_image(keyring, generation)?),
+            };
+            self.write_slot(slot, &image)?;
+            self.generation = generation;
             self.newest_slot = slot;
         }
         Ok(())
@@ -114,21 +136,91 @@ impl KeyringFile {
     ) -> Result<(KeyringFile, Keyring), CryptoError> {
         let file = create_private(path)?;
         let keyring = Keyring::generate(now_ms);
+        let keyring_file = KeyringFile::create_new(
+            path,
+            file,
+            FileSealing::RootKey(sealed::cipher_for(root.key())),
+            &keyring,
+        )?;
+        Ok((keyring_file, keyring))
+    }
+
+    /// Creates the keyring file (mode 0600; it must not exist) holding
+    /// `keyring`, each of whose versions a root of trust has sealed.
+    pub fn create_sealed_by_version(
+        path: &Path,
+        keyring: &Keyring,
+    ) -> Result<KeyringFile, CryptoError> {
+        let file = create_private(path)?;
+        KeyringFile::create_new(path, file, FileSealing::ByVersion, keyring)
+    }
+
+    fn create_new(
+        path: &Path,
+        file: File,
+        sealing: FileSealing,
+        keyring: &Keyring,
+    ) -> Result<KeyringFile, CryptoError> {
         let mut keyring_file = KeyringFile {
             path: path.to_path_buf(),
             file,
-            root_cipher: sealed::cipher_for(root.key()),
+            sealing,
             generation: 0,
             newest_slot: 1,
         };
-        if let Err(e) = keyring_file.save(&keyring) {
+        if let Err(e) = keyring_file.save(keyring) {
             // Nothing was ever wrapped under this keyring; a half-written file would
             // only block the next start.
             let _ = std::fs::remove_file(path);
             return Err(e);
         }
         sync_parent_dir(path)?;
-        Ok((keyring_file, keyring))
+        Ok(keyring_file)
+    }
+
+    /// Opens an existing keyring file sealed version by version, and the
+    /// newest image in it for the root of trust to open; `None` when there is
+    /// no file.
+    pub fn open_sealed_by_version(
+        path: impl AsRef<Path>,
+        access: KeyFileAccess,
+    ) -> Result<Option<(KeyringFile, SealedKeyring)>, CryptoError> {
+        let path = path.as_ref();
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CryptoError::io(path, e)),
+        };
+        let contents = read_whole(path, &file, access)?;
+        let newest = contents
+            .chunks_exact(SLOT_LEN)
+            .enumerate()
+            .filter_map(|(index, slot)| keyring_sealed::decode_image(slot).ok().map(|k| (index, k)))
+            .max_by_key(|(_, sealed)| sealed.generation);
+        let Some((newest_slot, sealed)) = newest else {
+            return Err(if contents.chunks_exact(SLOT_LEN).any(is_root_key_slot) {
+                CryptoError::KeyringCorrupt(
+                    "the keyring is sealed by a root key file: start with --root-of-trust file, \
+                     or move it with `pii-vault keys migrate-root-of-trust`",
+                )
+            } else {
+                CryptoError::KeyringCorrupt("no slot holds a keyring")
+            });
+        };
+        let keyring_file = KeyringFile {
+            path: path.to_path_buf(),
+            file,
+            sealing: FileSealing::ByVersion,
+            generation: sealed.generation,
+            newest_slot,
+        };
+        Ok(Some((keyring_file, sealed)))
+    }
+
+    /// From now on, saves seal the keyring version by version (moving a
+    /// vault from its root key file to another root of trust).
+    pub fn seal_by_version_from_now_on(&mut self) {
+        self.sealing = FileSealing::ByVersion;
     }
 
     fn open_existing(
@@ -137,14 +229,16 @@ impl KeyringFile {
         root: &RootKey,
         access: KeyFileAccess,
     ) -> Result<(KeyringFile, Keyring), CryptoError> {
-        ensure_private(&file, path, access)?;
-        let len = file.metadata().map_err(|e| CryptoError::io(path, e))?.len();
-        if len != FILE_LEN as u64 {
-            return Err(CryptoError::KeyringCorrupt("the file is not 128 KiB long"));
+        let contents = read_whole(path, &file, access)?;
+        if contents
+            .chunks_exact(SLOT_LEN)
+            .any(keyring_sealed::is_sealed_by_version)
+        {
+            return Err(CryptoError::KeyringCorrupt(
+                "the keyring is sealed version by version by another root of trust: start \
+                 with the --root-of-trust that sealed it",
+            ));
         }
-        let mut contents = vec![0u8; FILE_LEN];
-        file.read_exact_at(&mut contents, 0)
-            .map_err(|e| CryptoError::io(path, e))?;
         let root_cipher = sealed::cipher_for(root.key());
         let (newest_slot, generation, format, payload) =
             newest_valid_slot(&root_cipher, &contents)?;
@@ -152,7 +246,7 @@ impl KeyringFile {
         let keyring_file = KeyringFile {
             path: path.to_path_buf(),
             file,
-            root_cipher,
+            sealing: FileSealing::RootKey(root_cipher),
             generation,
             newest_slot,
         };
@@ -161,10 +255,9 @@ impl KeyringFile {
 
     /// Overwrites one whole slot (padding included, so no old ciphertext stays
     /// behind it) and waits for it to reach the disk.
-    fn write_slot(&self, slot: usize, generation: u64, payload: &[u8]) -> Result<(), CryptoError> {
-        let sealed_slot = seal_slot(&self.root_cipher, generation, payload)?;
+    fn write_slot(&self, slot: usize, image: &[u8]) -> Result<(), CryptoError> {
         self.file
-            .write_all_at(&sealed_slot, (slot * SLOT_LEN) as u64)
+            .write_all_at(image, (slot * SLOT_LEN) as u64)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| CryptoError::io(&self.path, e))
     }
@@ -177,6 +270,28 @@ impl std::fmt::Debug for KeyringFile {
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
+}
+
+/// The whole file, checked for its permissions and length.
+fn read_whole(path: &Path, file: &File, access: KeyFileAccess) -> Result<Vec<u8>, CryptoError> {
+    ensure_private(file, path, access)?;
+    let len = file.metadata().map_err(|e| CryptoError::io(path, e))?.len();
+    if len != FILE_LEN as u64 {
+        return Err(CryptoError::KeyringCorrupt("the file is not 128 KiB long"));
+    }
+    let mut contents = vec![0u8; FILE_LEN];
+    file.read_exact_at(&mut contents, 0)
+        .map_err(|e| CryptoError::io(path, e))?;
+    Ok(contents)
+}
+
+/// Whether a slot looks like one the root key sealed (formats 1 and 2).
+fn is_root_key_slot(slot: &[u8]) -> bool {
+    &slot[..4] == MAGIC
+        && matches!(
+            slot[4],
+            keyring_codec::FORMAT | keyring_codec::LEGACY_FORMAT
+        )
 }
 
 /// The slot with the highest generation that authenticates; `WrongRootKey` when

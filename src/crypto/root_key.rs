@@ -21,8 +21,9 @@ const KEY_FORMAT: &str =
     "expected 64 hex characters, optionally followed by one newline (as `pii-vault keygen` writes)";
 
 /// The root key: wraps the keyring file. Read from a file (a Kubernetes Secret in
-/// production) that only its owner may read.
-#[derive(Debug)]
+/// production) that only its owner may read. `Clone` gives another zeroizing
+/// copy (the keyring's sealing and the root of trust each hold one).
+#[derive(Debug, Clone)]
 pub struct RootKey(Key32);
 
 impl RootKey {

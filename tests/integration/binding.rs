@@ -17,11 +17,12 @@ use common::{
 };
 use pii_vault::crypto::{Binding, DekCache, Keyring, KeyringFile, RootKey};
 use pii_vault::pb::{self, FieldKind, TokenFormat};
+use pii_vault::root_of_trust::file::FileRoot;
 use pii_vault::store::{
     CustomerChange, CustomerRecord, PgStore, SledStore, Store, TokenTarget, WrappedDekRecord,
     WrappedKeyRecord, BINDING_BOUND, BINDING_UNBOUND,
 };
-use pii_vault::vault::{CustomerId, FileKeyring, KeyManager, TableKeyring};
+use pii_vault::vault::{CustomerId, FileKeyring, KeyManager, Sealing, TableKeyring};
 use tonic::Code;
 
 const MOBILE: &str = "+15551234567";
@@ -44,13 +45,19 @@ async fn offline_store(vault: &TestVault) -> Arc<dyn Store> {
 /// The store and the keys, as someone holding the root key would open them.
 async fn offline_keys(vault: &TestVault) -> (Arc<dyn Store>, KeyManager) {
     let root = RootKey::load(&vault.paths.root_key_file).unwrap();
+    let file_root = || Arc::new(FileRoot::new(root.clone(), &vault.paths.root_key_file)) as _;
     let cache = || DekCache::new(100, Duration::from_secs(60));
     match &vault.database {
         None => {
             let store = offline_store(vault).await;
             let (file, keyring) =
                 KeyringFile::open_or_create(&vault.paths.keyring_file, &root, 0).unwrap();
-            let keys = KeyManager::new(keyring, Box::new(FileKeyring::new(file)), cache());
+            let keys = KeyManager::new(
+                keyring,
+                Box::new(FileKeyring::new(file)),
+                file_root(),
+                cache(),
+            );
             (store, keys)
         }
         Some(database) => {
@@ -59,11 +66,13 @@ async fn offline_keys(vault: &TestVault) -> (Arc<dyn Store>, KeyManager) {
                     .await
                     .unwrap(),
             );
+            let sealing = Sealing::Whole(root.clone());
             let (table, keyring) =
-                TableKeyring::open(Arc::clone(&store), root, Keyring::generate(0))
+                TableKeyring::open(Arc::clone(&store), sealing, Keyring::generate(0))
                     .await
                     .unwrap();
-            (store, KeyManager::new(keyring, Box::new(table), cache()))
+            let keys = KeyManager::new(keyring, Box::new(table), file_root(), cache());
+            (store, keys)
         }
     }
 }

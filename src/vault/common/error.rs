@@ -44,6 +44,7 @@ pub enum Reason {
     StoreUnavailable,
     StoreFull,
     RotationIncomplete,
+    RootOfTrustUnavailable,
     IntegrityCheckFailed,
     AuditTrimRefused,
     AuditEventsTrimmed,
@@ -51,7 +52,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 38] = [
+    pub const ALL: [Reason; 39] = [
         Reason::InvalidArgument,
         Reason::RequestTooLarge,
         Reason::PurposeUnknown,
@@ -86,6 +87,7 @@ impl Reason {
         Reason::StoreUnavailable,
         Reason::StoreFull,
         Reason::RotationIncomplete,
+        Reason::RootOfTrustUnavailable,
         Reason::IntegrityCheckFailed,
         Reason::AuditTrimRefused,
         Reason::AuditEventsTrimmed,
@@ -129,6 +131,7 @@ impl Reason {
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::StoreFull => "STORE_FULL",
             Reason::RotationIncomplete => "ROTATION_INCOMPLETE",
+            Reason::RootOfTrustUnavailable => "ROOT_OF_TRUST_UNAVAILABLE",
             Reason::IntegrityCheckFailed => "INTEGRITY_CHECK_FAILED",
             Reason::AuditTrimRefused => "AUDIT_TRIM_REFUSED",
             Reason::AuditEventsTrimmed => "AUDIT_EVENTS_TRIMMED",
@@ -159,7 +162,9 @@ impl Reason {
             RateLimited | Overloaded => "RESOURCE_EXHAUSTED",
             RevisionMismatch | ConcurrentChange => "ABORTED",
             DeadlineExceeded => "DEADLINE_EXCEEDED",
-            StoreUnavailable | StoreFull | RotationIncomplete => "UNAVAILABLE",
+            StoreUnavailable | StoreFull | RotationIncomplete | RootOfTrustUnavailable => {
+                "UNAVAILABLE"
+            }
             IntegrityCheckFailed => "DATA_LOSS",
             Internal => "INTERNAL",
         }
@@ -173,7 +178,9 @@ impl Reason {
                 Some(Duration::from_secs(1))
             }
             Reason::ConcurrentChange => Some(Duration::from_millis(100)),
-            Reason::RotationIncomplete => Some(Duration::from_secs(5)),
+            Reason::RotationIncomplete | Reason::RootOfTrustUnavailable => {
+                Some(Duration::from_secs(5))
+            }
             Reason::StoreFull => Some(Duration::from_secs(30)),
             _ => None,
         }
@@ -345,6 +352,18 @@ impl From<CryptoError> for VaultError {
     fn from(error: CryptoError) -> Self {
         // Stored data that fails to decrypt is an integrity fault, not bad input.
         VaultError::internal(error.to_string())
+    }
+}
+
+impl From<crate::root_of_trust::RootError> for VaultError {
+    fn from(error: crate::root_of_trust::RootError) -> Self {
+        use crate::root_of_trust::RootError;
+        let reason = match &error {
+            RootError::Unreachable { .. } => Reason::RootOfTrustUnavailable,
+            RootError::Refused { .. } | RootError::NotOpened { .. } => Reason::Internal,
+        };
+        // Its message names the service, key and reason, never key bytes.
+        VaultError::new(reason, error.to_string())
     }
 }
 

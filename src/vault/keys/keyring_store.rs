@@ -1,19 +1,34 @@
 //! Where the keyring is kept: its own file (one vault process, sled), or a
-//! table shared by every replica (PostgreSQL), sealed by the root key in both.
+//! table shared by every replica (PostgreSQL); sealed in both either as a
+//! whole by the root key file, or version by version by a root of trust.
 
 use crate::vault::Reason;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::crypto::{open_sealed_keyring, seal_keyring, Keyring, KeyringFile, RootKey};
+use crate::crypto::{
+    decode_image, encode_image, is_sealed_by_version, open_sealed_keyring, seal_keyring, Keyring,
+    KeyringFile, RootKey,
+};
+use crate::root_of_trust::RootOfTrust;
 use crate::store::{CommitError, KeyringTable};
 
+use super::root_sealing::{open_keyring, seal_new_versions};
 use crate::vault::VaultError;
+
+/// How a keyring is sealed where it is kept.
+pub enum Sealing {
+    /// As a whole, by the root key file.
+    Whole(RootKey),
+    /// Version by version, each by material of its own in a root of trust.
+    ByVersion(Arc<dyn RootOfTrust>),
+}
 
 #[async_trait::async_trait]
 pub trait KeyringStore: Send + Sync {
-    /// Persists `keyring`, replacing the stored one.
-    async fn save(&self, keyring: &Keyring) -> Result<(), VaultError>;
+    /// Persists `keyring`, replacing the stored one; first seals, in the
+    /// root of trust, the versions it holds that have no seal yet.
+    async fn save(&self, keyring: &mut Keyring) -> Result<(), VaultError>;
     /// The stored keyring, when another process has changed it since this one
     /// last loaded or saved it.
     async fn newer(&self) -> Result<Option<Keyring>, VaultError>;
@@ -22,18 +37,38 @@ pub trait KeyringStore: Send + Sync {
 }
 
 /// The keyring file: written in place and fsync'd; one process owns it.
-pub struct FileKeyring(Mutex<KeyringFile>);
+pub struct FileKeyring {
+    file: Mutex<KeyringFile>,
+    /// The root of trust sealing it version by version; `None` when the
+    /// file is sealed as a whole by the root key the `KeyringFile` holds.
+    root: Option<Arc<dyn RootOfTrust>>,
+}
 
 impl FileKeyring {
+    /// A keyring file sealed as a whole by the root key.
     pub fn new(file: KeyringFile) -> FileKeyring {
-        FileKeyring(Mutex::new(file))
+        FileKeyring {
+            file: Mutex::new(file),
+            root: None,
+        }
+    }
+
+    /// A keyring file sealed version by version by `root`.
+    pub fn sealed_by(file: KeyringFile, root: Arc<dyn RootOfTrust>) -> FileKeyring {
+        FileKeyring {
+            file: Mutex::new(file),
+            root: Some(root),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl KeyringStore for FileKeyring {
-    async fn save(&self, keyring: &Keyring) -> Result<(), VaultError> {
-        let mut file = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn save(&self, keyring: &mut Keyring) -> Result<(), VaultError> {
+        if let Some(root) = &self.root {
+            seal_new_versions(root.as_ref(), keyring).await?;
+        }
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(file.save(keyring)?)
     }
 
@@ -55,7 +90,7 @@ pub const KEYRING_POLL: Duration = Duration::from_secs(1);
 /// root key (see docs/keys-and-erasure.md on what that means for erasure).
 pub struct TableKeyring {
     store: Arc<dyn KeyringTable>,
-    root: RootKey,
+    sealing: Sealing,
     /// The generation of the row this process last loaded or saved.
     generation: Mutex<Option<i64>>,
 }
@@ -64,18 +99,18 @@ impl TableKeyring {
     /// Loads the shared keyring, creating it from `fresh` when there is none.
     pub async fn open(
         store: Arc<impl KeyringTable + 'static>,
-        root: RootKey,
-        fresh: Keyring,
+        sealing: Sealing,
+        mut fresh: Keyring,
     ) -> Result<(TableKeyring, Keyring), VaultError> {
         let table = TableKeyring {
             store: store as Arc<dyn KeyringTable>,
-            root,
+            sealing,
             generation: Mutex::new(None),
         };
         if let Some(keyring) = table.newer().await? {
             return Ok((table, keyring));
         }
-        match table.save(&fresh).await {
+        match table.save(&mut fresh).await {
             Ok(()) => Ok((table, fresh)),
             // Another replica created it first: use theirs.
             Err(_) => {
@@ -97,10 +132,16 @@ impl TableKeyring {
 
 #[async_trait::async_trait]
 impl KeyringStore for TableKeyring {
-    async fn save(&self, keyring: &Keyring) -> Result<(), VaultError> {
+    async fn save(&self, keyring: &mut Keyring) -> Result<(), VaultError> {
         let expected = self.generation();
         let next = expected.unwrap_or(0) + 1;
-        let sealed = seal_keyring(&self.root, keyring, next as u64)?;
+        let sealed = match &self.sealing {
+            Sealing::Whole(root_key) => seal_keyring(root_key, keyring, next as u64)?,
+            Sealing::ByVersion(root) => {
+                seal_new_versions(root.as_ref(), keyring).await?;
+                encode_image(keyring, next as u64)?
+            }
+        };
         let lowest_live = keyring.versions().first().copied().unwrap_or(0);
         self.store
             .save_keyring_row(expected, next, lowest_live as i32, &sealed)
@@ -126,7 +167,23 @@ impl KeyringStore for TableKeyring {
         if Some(generation) == self.generation() {
             return Ok(None);
         }
-        let (_, keyring) = open_sealed_keyring(&self.root, &sealed)?;
+        let keyring =
+            match (&self.sealing, is_sealed_by_version(&sealed)) {
+                (Sealing::Whole(root_key), false) => open_sealed_keyring(root_key, &sealed)?.1,
+                (Sealing::ByVersion(root), true) => {
+                    open_keyring(root.as_ref(), decode_image(&sealed)?).await?
+                }
+                (Sealing::Whole(_), true) => return Err(VaultError::internal(
+                    "the keyring row is sealed version by version by a root of trust: start with \
+                     the --root-of-trust that sealed it",
+                )),
+                (Sealing::ByVersion(_), false) => {
+                    return Err(VaultError::internal(
+                        "the keyring row is sealed by a root key file: start with --root-of-trust \
+                     file, or move it with `pii-vault keys migrate-root-of-trust`",
+                    ))
+                }
+            };
         *self
             .generation
             .lock()

@@ -5,6 +5,7 @@
 
 pub(super) mod customer_keys;
 pub(super) mod keyring_store;
+pub(super) mod root_sealing;
 pub(super) mod rotation;
 pub(super) mod rotation_schedule;
 
@@ -33,15 +34,19 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::crypto::{CryptoError, DataCipher, Dek, DekCache, Keyring, KeyringId, TokenKey};
+use crate::root_of_trust::{RootKind, RootOfTrust};
 use crate::store::{CustomerRecord, KeyAnchor, WrappedDekRecord, WrappedKeyRecord};
 
 use super::keyring_store::KeyringStore;
+use super::root_sealing::destroy_pending;
 use super::{CustomerId, Normalized, VaultError};
 
 pub struct KeyManager {
     keyring: RwLock<Keyring>,
     /// Where the keyring is kept; its lock also serializes keyring changes.
     keyring_store: tokio::sync::Mutex<Box<dyn KeyringStore>>,
+    /// What seals the master versions, and destroys them when they retire.
+    root: Arc<dyn RootOfTrust>,
     cache: DekCache,
 }
 
@@ -49,12 +54,52 @@ impl KeyManager {
     pub fn new(
         keyring: Keyring,
         keyring_store: Box<dyn KeyringStore>,
+        root: Arc<dyn RootOfTrust>,
         cache: DekCache,
     ) -> KeyManager {
         KeyManager {
             keyring: RwLock::new(keyring),
             keyring_store: tokio::sync::Mutex::new(keyring_store),
+            root,
             cache,
+        }
+    }
+
+    pub fn root_of_trust(&self) -> &dyn RootOfTrust {
+        self.root.as_ref()
+    }
+
+    /// Retired versions whose material the root of trust has not destroyed yet.
+    pub fn versions_awaiting_destruction(&self) -> Vec<u32> {
+        self.keyring()
+            .pending_destructions()
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Asks the root of trust to destroy the material of every retired
+    /// version still waiting for it (a retirement cut short by a crash or an
+    /// unreachable root of trust), and saves what it destroyed. Returns the
+    /// versions destroyed; fails, once the rest is saved, if any remain.
+    pub async fn finish_destructions(&self, now_ms: i64) -> Result<Vec<u32>, VaultError> {
+        if self.keyring().pending_destructions().is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        let mut next = self.keyring().clone();
+        let outcome = destroy_pending(self.root.as_ref(), &mut next, now_ms).await;
+        if !outcome.destroyed.is_empty() {
+            store.save(&mut next).await?;
+            self.replace_keyring(next);
+            tracing::info!(versions = ?outcome.destroyed, root_of_trust = self.root.kind().name(), "retired master versions destroyed in the root of trust");
+        }
+        match outcome.error {
+            Some(error) => Err(error),
+            None => Ok(outcome.destroyed),
         }
     }
 
@@ -78,7 +123,7 @@ impl KeyManager {
         }
         let mut next = self.keyring().clone();
         let outcome = change(&mut next)?;
-        store.save(&next).await?;
+        store.save(&mut next).await?;
         self.replace_keyring(next);
         Ok(outcome)
     }
@@ -145,7 +190,7 @@ impl KeyManager {
             .destroyed
             .iter()
             .copied()
-            .filter(|v| !keyring.is_destroyed(*v))
+            .filter(|v| !keyring.is_retired(*v))
             .collect();
         if keyring.next_version() < anchor.next_version || !still_live.is_empty() {
             return Err(format!(
@@ -169,7 +214,7 @@ impl KeyManager {
             keyring_id: keyring.id().0,
             next_version: keyring.next_version(),
             destroyed: (1..keyring.next_version())
-                .filter(|v| keyring.is_destroyed(*v))
+                .filter(|v| keyring.is_retired(*v))
                 .collect(),
             retiring,
         }
@@ -381,9 +426,11 @@ impl KeyManager {
     }
 
     /// When an erasure whose keys were wrapped (and values indexed) under
-    /// `wrapped_under` became or becomes cryptographic: once every covering
-    /// version is destroyed and `backup_retention` has passed since (backups
-    /// taken before still hold them until then). A version still live is
+    /// `wrapped_under` became or becomes cryptographic: once the root of
+    /// trust has destroyed every covering version (a KMS at the end of its
+    /// pending window). With the root key file, which seals every version
+    /// and outlives them, backups taken before still open them until
+    /// `backup_retention` has passed since. A version still live is
     /// destroyed at the next scheduled rotation, `next_rotation_ms` at the
     /// earliest; until it is, the erasure is not cryptographic however
     /// overdue that rotation is.
@@ -393,6 +440,11 @@ impl KeyManager {
         next_rotation_ms: i64,
         backup_retention: Duration,
     ) -> ErasureDue {
+        let backup_retention = match self.root.kind() {
+            RootKind::File => backup_retention,
+            // Backups hold only versions sealed by material now destroyed.
+            RootKind::Transit | RootKind::Pkcs11 | RootKind::AwsKms => Duration::ZERO,
+        };
         let keyring = self.keyring();
         let covering = keyring.covering_versions(wrapped_under);
         let destroyed_at = covering
