@@ -371,9 +371,9 @@ rootOfTrust.transit.addr (443 for https, 80 for http when it names none), or
 {{- $rot := .Values.rootOfTrust }}
 {{- if eq $rot.kind "transit" }}
 {{- $url := urlParse $rot.transit.addr }}
-{{- $hostPort := splitList ":" $url.host }}
-{{- if gt (len $hostPort) 1 }}
-{{- last $hostPort }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $port }}
+{{- $port }}
 {{- else if eq $url.scheme "http" -}}
 80
 {{- else -}}
