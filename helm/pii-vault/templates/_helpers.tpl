@@ -220,6 +220,9 @@ change.
 {{- if not (and $t.addr $t.key $t.tokenSecret.name) }}
 {{- fail (printf "rootOfTrust.kind \"transit\" needs rootOfTrust.transit.addr (the OpenBao / Vault address, e.g. https://openbao.openbao.svc:8200), rootOfTrust.transit.key (the Transit key's name) and rootOfTrust.transit.tokenSecret.name (a Secret holding the token under the key %q, e.g. kubectl -n %s create secret generic pii-vault-transit-token --from-file=%s=token); missing: %s" $t.tokenSecret.key .Release.Namespace $t.tokenSecret.key (include "pii-vault.missing" (dict "rootOfTrust.transit.addr" $t.addr "rootOfTrust.transit.key" $t.key "rootOfTrust.transit.tokenSecret.name" $t.tokenSecret.name))) }}
 {{- end }}
+{{- if and (hasPrefix "http://" $t.addr) (not $t.allowPlaintext) }}
+{{- fail (printf "rootOfTrust.transit.addr %q is plain http: the Transit token and the master key versions being sealed or unsealed would cross the network in clear. Use https:// (with rootOfTrust.transit.ca for your own CA), or set rootOfTrust.transit.allowPlaintext=true where the network itself encrypts (a service mesh with mutual TLS)" $t.addr) }}
+{{- end }}
 {{- if and $t.ca.existingSecret $t.ca.existingConfigMap }}
 {{- fail "rootOfTrust.transit.ca: set existingSecret or existingConfigMap, not both: the vault reads one CA bundle" }}
 {{- end }}
