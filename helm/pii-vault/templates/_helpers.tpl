@@ -207,8 +207,37 @@ change.
 {{- define "pii-vault.validate" -}}
 {{- /* The root key is never rendered: Helm would keep it in every revision of
        the release (sh.helm.release.v1.* Secrets), beyond any key retirement. */}}
-{{- if not .Values.rootKey.existingSecret }}
-{{- fail (printf "rootKey.existingSecret is required: the chart never renders a root key (Helm would keep it in every sh.helm.release.v1.* release Secret, where no key retirement reaches it). Create the Secret once, keep an offline copy of the key, then set rootKey.existingSecret: pii-vault keygen --out root.key && kubectl -n %s create secret generic pii-vault-root-key --from-file=%s=root.key && helm upgrade --install ... --set rootKey.existingSecret=pii-vault-root-key. A release installed by an earlier chart that generated the key: set rootKey.existingSecret=%s-root-key" .Release.Namespace .Values.rootKey.existingSecretKey (include "pii-vault.fullname" .)) }}
+{{- $rot := .Values.rootOfTrust }}
+{{- if not (has $rot.kind (list "file" "transit" "pkcs11" "aws-kms")) }}
+{{- fail (printf "rootOfTrust.kind %q is not supported: use \"file\" (rootKey.existingSecret), \"transit\", \"pkcs11\" or \"aws-kms\"" $rot.kind) }}
+{{- end }}
+{{- if and (eq $rot.kind "file") (not .Values.rootKey.existingSecret) }}
+{{- fail (printf "rootKey.existingSecret is required: the chart never renders a root key (Helm would keep it in every sh.helm.release.v1.* release Secret, where no key retirement reaches it). Create the Secret once, keep an offline copy of the key, then set rootKey.existingSecret: pii-vault keygen --out root.key && kubectl -n %s create secret generic pii-vault-root-key --from-file=%s=root.key && helm upgrade --install ... --set rootKey.existingSecret=pii-vault-root-key. A release installed by an earlier chart that generated the key: set rootKey.existingSecret=%s-root-key. (Or seal the keyring outside the pod: rootOfTrust.kind transit, pkcs11 or aws-kms.)" .Release.Namespace .Values.rootKey.existingSecretKey (include "pii-vault.fullname" .)) }}
+{{- end }}
+{{- /* Each other root of trust: what the vault cannot start without. */}}
+{{- if eq $rot.kind "transit" }}
+{{- $t := $rot.transit }}
+{{- if not (and $t.addr $t.key $t.tokenSecret.name) }}
+{{- fail (printf "rootOfTrust.kind \"transit\" needs rootOfTrust.transit.addr (the OpenBao / Vault address, e.g. https://openbao.openbao.svc:8200), rootOfTrust.transit.key (the Transit key's name) and rootOfTrust.transit.tokenSecret.name (a Secret holding the token under the key %q, e.g. kubectl -n %s create secret generic pii-vault-transit-token --from-file=%s=token); missing: %s" $t.tokenSecret.key .Release.Namespace $t.tokenSecret.key (include "pii-vault.missing" (dict "rootOfTrust.transit.addr" $t.addr "rootOfTrust.transit.key" $t.key "rootOfTrust.transit.tokenSecret.name" $t.tokenSecret.name))) }}
+{{- end }}
+{{- if and (hasPrefix "http://" $t.addr) (not $t.allowPlaintext) }}
+{{- fail (printf "rootOfTrust.transit.addr %q is plain http: the Transit token and the master key versions being sealed or unsealed would cross the network in clear. Use https:// (with rootOfTrust.transit.ca for your own CA), or set rootOfTrust.transit.allowPlaintext=true where the network itself encrypts (a service mesh with mutual TLS)" $t.addr) }}
+{{- end }}
+{{- if and $t.ca.existingSecret $t.ca.existingConfigMap }}
+{{- fail "rootOfTrust.transit.ca: set existingSecret or existingConfigMap, not both: the vault reads one CA bundle" }}
+{{- end }}
+{{- else if eq $rot.kind "pkcs11" }}
+{{- $p := $rot.pkcs11 }}
+{{- if not (and $p.module $p.tokenLabel $p.pinSecret.name) }}
+{{- fail (printf "rootOfTrust.kind \"pkcs11\" needs rootOfTrust.pkcs11.module (the path of the HSM's PKCS#11 module in the container, on rootOfTrust.pkcs11.volume), rootOfTrust.pkcs11.tokenLabel and rootOfTrust.pkcs11.pinSecret.name (a Secret holding the user PIN under the key %q, e.g. kubectl -n %s create secret generic pii-vault-hsm-pin --from-file=%s=pin); missing: %s" $p.pinSecret.key .Release.Namespace $p.pinSecret.key (include "pii-vault.missing" (dict "rootOfTrust.pkcs11.module" $p.module "rootOfTrust.pkcs11.tokenLabel" $p.tokenLabel "rootOfTrust.pkcs11.pinSecret.name" $p.pinSecret.name))) }}
+{{- end }}
+{{- else if eq $rot.kind "aws-kms" }}
+{{- if not $rot.awsKms.region }}
+{{- fail "rootOfTrust.kind \"aws-kms\" needs rootOfTrust.awsKms.region: the AWS region of the KMS keys (AWS_REGION), e.g. eu-west-1" }}
+{{- end }}
+{{- end }}
+{{- if and (eq $rot.kind "aws-kms") $rot.awsKms.roleArn (not .Values.serviceAccount.create) }}
+{{- fail "rootOfTrust.awsKms.roleArn is set as an annotation on the chart's ServiceAccount, but serviceAccount.create is false: annotate your own ServiceAccount (serviceAccount.name) with eks.amazonaws.com/role-arn and leave roleArn empty, or set serviceAccount.create" }}
 {{- end }}
 {{- /* Plaintext gRPC carries personal data and API keys in clear: it must be
        chosen, never fallen into. */}}
@@ -312,6 +341,49 @@ HorizontalPodAutoscaler (postgres), replicaCount otherwise.
 {{- int .Values.autoscaling.minReplicas }}
 {{- else }}
 {{- int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/*
+The names in a dict of "value name" => value whose value is empty, sorted
+and comma-separated (for refusals that list what is missing).
+*/}}
+{{- define "pii-vault.missing" -}}
+{{- $missing := list }}
+{{- range $name, $value := . }}
+{{- if not $value }}{{ $missing = append $missing $name }}{{ end }}
+{{- end }}
+{{- join ", " (sortAlpha $missing) }}
+{{- end }}
+
+{{/*
+Whether a CA bundle for the Transit server's certificate is mounted
+(--transit-ca), with rootOfTrust.kind transit.
+*/}}
+{{- define "pii-vault.transitCa" -}}
+{{- $rot := .Values.rootOfTrust }}
+{{- if and (eq $rot.kind "transit") (or $rot.transit.ca.existingSecret $rot.transit.ca.existingConfigMap) }}true{{ end }}
+{{- end }}
+
+{{/*
+The TCP port the vault reaches its root of trust on: the port of
+rootOfTrust.transit.addr (443 for https, 80 for http when it names none), or
+443 for AWS KMS (and STS); empty for file and pkcs11.
+*/}}
+{{- define "pii-vault.rootOfTrustPort" -}}
+{{- $rot := .Values.rootOfTrust }}
+{{- if eq $rot.kind "transit" }}
+{{- $url := urlParse $rot.transit.addr }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $port }}
+{{- $port }}
+{{- else if eq $url.scheme "http" -}}
+80
+{{- else -}}
+443
+{{- end }}
+{{- else if eq $rot.kind "aws-kms" -}}
+443
 {{- end }}
 {{- end }}
 

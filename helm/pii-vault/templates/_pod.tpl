@@ -9,9 +9,16 @@ storage differs:
   - postgres: --store postgres, the URL from database.existingSecret in
     PII_VAULT_DATABASE_URL, no data volume at all (data and keyring live in
     the database); the CA that verifies the database, when given, read-only.
+The root of trust (rootOfTrust.kind) adds its own arguments and volumes:
+the root key Secret for `file` (and nothing else: no --root-of-trust flag,
+so that releases from before the option keep their pod template); the
+token (and CA) Secrets of `transit`; the PIN Secret, module volume, env and
+init containers of `pkcs11`; the AWS SDK's environment for `aws-kms`. No
+other kind mounts or names a root key.
 */}}
 {{- define "pii-vault.podTemplate" -}}
 {{- $sled := eq .Values.storage.backend "sled" -}}
+{{- $rot := .Values.rootOfTrust -}}
 metadata:
   # No chart or app version label: a change to the pod template restarts the
   # vault (with sled, an outage), so only what the vault reads may change it.
@@ -74,6 +81,14 @@ spec:
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if eq $rot.kind "pkcs11" }}
+  {{- with $rot.pkcs11.initContainers }}
+  # rootOfTrust.pkcs11.initContainers: e.g. copying the HSM vendor's module
+  # into the `pkcs11` volume.
+  initContainers:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- end }}
   containers:
     - name: pii-vault
       image: {{ include "pii-vault.image" . | quote }}
@@ -118,8 +133,40 @@ spec:
         # Audit events younger than this are never trimmed.
         - --audit-min-retention
         - {{ .Values.audit.minRetention | quote }}
+        {{- if eq $rot.kind "file" }}
         - --root-key-file
         - /etc/pii-vault/root-key/root.key
+        {{- else }}
+        # The master key versions are sealed by the root of trust, outside
+        # the pod: no root key file.
+        - --root-of-trust
+        - {{ $rot.kind }}
+        {{- if eq $rot.kind "transit" }}
+        - --transit-addr
+        - {{ $rot.transit.addr | quote }}
+        - --transit-mount
+        - {{ $rot.transit.mount | quote }}
+        - --transit-key
+        - {{ $rot.transit.key | quote }}
+        # Re-read at each call: a token rotated in the Secret is picked up.
+        - --transit-token-file
+        - /etc/pii-vault/transit-token/token
+        {{- if include "pii-vault.transitCa" . }}
+        - --transit-ca
+        - /etc/pii-vault/transit-ca/ca.crt
+        {{- end }}
+        {{- else if eq $rot.kind "pkcs11" }}
+        - --pkcs11-module
+        - {{ $rot.pkcs11.module | quote }}
+        - --pkcs11-token-label
+        - {{ $rot.pkcs11.tokenLabel | quote }}
+        - --pkcs11-pin-file
+        - /etc/pii-vault/pkcs11-pin/pin
+        {{- else if eq $rot.kind "aws-kms" }}
+        - --aws-kms-pending-window-days
+        - {{ int64 $rot.awsKms.pendingWindowDays | quote }}
+        {{- end }}
+        {{- end }}
         - --policy
         - /etc/pii-vault/policy/policy.toml
         - --log-format
@@ -162,6 +209,21 @@ spec:
             secretKeyRef:
               name: {{ .Values.database.existingSecret }}
               key: {{ .Values.database.existingSecretKey }}
+        {{- end }}
+        {{- if eq $rot.kind "aws-kms" }}
+        # The AWS SDK's standard environment; credentials from IRSA (the
+        # ServiceAccount's eks.amazonaws.com/role-arn) or the default chain.
+        - name: AWS_REGION
+          value: {{ $rot.awsKms.region | quote }}
+        {{- with $rot.awsKms.endpointUrl }}
+        - name: AWS_ENDPOINT_URL
+          value: {{ . | quote }}
+        {{- end }}
+        {{- else if eq $rot.kind "pkcs11" }}
+        {{- with $rot.pkcs11.env }}
+        # What the PKCS#11 module reads (rootOfTrust.pkcs11.env).
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- end }}
         {{- with .Values.server.extraEnv }}
         {{- toYaml . | nindent 8 }}
@@ -228,9 +290,29 @@ spec:
         - name: keyring
           mountPath: /var/lib/pii-vault/keyring
         {{- end }}
+        {{- if eq $rot.kind "file" }}
         - name: root-key
           mountPath: /etc/pii-vault/root-key
           readOnly: true
+        {{- else if eq $rot.kind "transit" }}
+        - name: transit-token
+          mountPath: /etc/pii-vault/transit-token
+          readOnly: true
+        {{- if include "pii-vault.transitCa" . }}
+        - name: transit-ca
+          mountPath: /etc/pii-vault/transit-ca
+          readOnly: true
+        {{- end }}
+        {{- else if eq $rot.kind "pkcs11" }}
+        - name: pkcs11-pin
+          mountPath: /etc/pii-vault/pkcs11-pin
+          readOnly: true
+        {{- if $rot.pkcs11.volume }}
+        - name: pkcs11
+          mountPath: {{ $rot.pkcs11.mountPath }}
+          readOnly: {{ $rot.pkcs11.readOnly }}
+        {{- end }}
+        {{- end }}
         - name: policy
           mountPath: /etc/pii-vault/policy
           readOnly: true
@@ -250,6 +332,7 @@ spec:
           readOnly: true
         {{- end }}
   volumes:
+    {{- if eq $rot.kind "file" }}
     - name: root-key
       secret:
         secretName: {{ include "pii-vault.rootKeySecretName" . }}
@@ -257,6 +340,47 @@ spec:
         items:
           - key: {{ include "pii-vault.rootKeySecretKey" . }}
             path: root.key
+    {{- else if eq $rot.kind "transit" }}
+    - name: transit-token
+      secret:
+        secretName: {{ $rot.transit.tokenSecret.name }}
+        defaultMode: 288  # = 0440
+        items:
+          - key: {{ $rot.transit.tokenSecret.key }}
+            path: token
+    {{- with $rot.transit.ca }}
+    {{- if .existingSecret }}
+    - name: transit-ca
+      secret:
+        secretName: {{ .existingSecret }}
+        defaultMode: 292  # = 0444: a CA bundle is public
+        items:
+          - key: {{ .key }}
+            path: ca.crt
+    {{- else if .existingConfigMap }}
+    - name: transit-ca
+      configMap:
+        name: {{ .existingConfigMap }}
+        defaultMode: 292  # = 0444
+        items:
+          - key: {{ .key }}
+            path: ca.crt
+    {{- end }}
+    {{- end }}
+    {{- else if eq $rot.kind "pkcs11" }}
+    - name: pkcs11-pin
+      secret:
+        secretName: {{ $rot.pkcs11.pinSecret.name }}
+        defaultMode: 288  # = 0440
+        items:
+          - key: {{ $rot.pkcs11.pinSecret.key }}
+            path: pin
+    {{- with $rot.pkcs11.volume }}
+    # The PKCS#11 module and its configuration (rootOfTrust.pkcs11.volume).
+    - name: pkcs11
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- end }}
     - name: policy
       configMap:
         name: {{ include "pii-vault.policyConfigMapName" . }}
