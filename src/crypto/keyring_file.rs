@@ -44,7 +44,7 @@ pub struct KeyringFile {
 /// How the file's slots are sealed.
 enum FileSealing {
     /// As a whole, by the root key file (formats 1 and 2).
-    RootKey(Aes256Gcm),
+    RootKey(Box<Aes256Gcm>),
     /// Version by version, by a root of trust (format 3).
     ByVersion,
 }
@@ -139,7 +139,7 @@ impl KeyringFile {
         let keyring_file = KeyringFile::create_new(
             path,
             file,
-            FileSealing::RootKey(sealed::cipher_for(root.key())),
+            FileSealing::RootKey(Box::new(sealed::cipher_for(root.key()))),
             &keyring,
         )?;
         Ok((keyring_file, keyring))
@@ -246,7 +246,7 @@ impl KeyringFile {
         let keyring_file = KeyringFile {
             path: path.to_path_buf(),
             file,
-            sealing: FileSealing::RootKey(root_cipher),
+            sealing: FileSealing::RootKey(Box::new(root_cipher)),
             generation,
             newest_slot,
         };

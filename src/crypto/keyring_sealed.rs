@@ -92,7 +92,7 @@ pub fn decode_image(image: &[u8]) -> Result<SealedKeyring, CryptoError> {
     }
     let generation = u64::from_be_bytes(image[5..13].try_into().unwrap_or_default());
     let payload_len = u32::from_be_bytes(image[13..17].try_into().unwrap_or_default()) as usize;
-    if payload_len > MAX_PAYLOAD_LEN || payload_len < MAC_LEN {
+    if !(MAC_LEN..=MAX_PAYLOAD_LEN).contains(&payload_len) {
         return Err(corrupt("impossible payload length"));
     }
     let payload = &image[HEADER_LEN..HEADER_LEN + payload_len];
