@@ -139,9 +139,20 @@ impl KeyAdminService for KeyAdminApi {
                         .then(|| timestamp(customer.created_at_ms)),
                     customer_key_encryptions: customer.encryptions,
                     master_rotation: status.master_rotation.map(master_rotation_message),
+                    root_of_trust: Some(root_of_trust_message(status.root_of_trust)),
                 })
             },
         )
         .await
+    }
+}
+
+fn root_of_trust_message(status: crate::vault::RootOfTrustStatus) -> pb::RootOfTrustStatus {
+    pb::RootOfTrustStatus {
+        kind: status.kind.to_owned(),
+        location: status.location,
+        guarantee: status.guarantee.to_owned(),
+        reachable: status.reachable,
+        awaiting_destruction: status.awaiting_destruction,
     }
 }

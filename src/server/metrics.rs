@@ -209,6 +209,18 @@ impl Metrics {
             );
             register_gauge(
                 &mut registry,
+                "root_of_trust_reachable",
+                "1 while the root of trust answers its checks (every 15 s), 0 while it does not",
+                u64::from(stats.root_of_trust_reachable),
+            );
+            register_gauge(
+                &mut registry,
+                "master_versions_awaiting_destruction",
+                "Retired master versions whose material the root of trust has not destroyed yet",
+                stats.versions_awaiting_destruction,
+            );
+            register_gauge(
+                &mut registry,
                 "master_key_age_seconds",
                 "Time since the last master key rotation finished",
                 stats.master_key_age_seconds,

@@ -331,6 +331,11 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
         stop.subscribe(),
         failed,
     ));
+    let root_watch = tokio::spawn(readiness::follow_root_of_trust(
+        Arc::clone(&vault),
+        health_reporter.clone(),
+        stop.subscribe(),
+    ));
     let main_tls = tls.clone();
     let task = tokio::spawn(async move {
         let reporter = health_reporter;
@@ -355,6 +360,7 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
     tracing::info!(%local_addr, tls = options.tls.is_some(), "listening");
     let mut background = vec![
         readiness,
+        root_watch,
         tokio::spawn(Arc::clone(&vault).measure_store_size()),
         tokio::spawn(Arc::clone(&vault).maintain_keys()),
         tokio::spawn(Arc::clone(&vault).write_counted_refusals_as_windows_end()),

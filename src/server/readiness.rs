@@ -66,6 +66,36 @@ pub(super) async fn follow_store(
     }
 }
 
+/// The health service name that follows the root of trust. The vault serves
+/// requests without it, so the whole server stays SERVING; this one turns
+/// NOT_SERVING while the root of trust is out of reach.
+pub const ROOT_OF_TRUST_HEALTH_SERVICE: &str = "piivault.v1.RootOfTrust";
+
+/// How often the root of trust is asked whether it answers.
+const ROOT_CHECK_EVERY: Duration = Duration::from_secs(15);
+
+/// Follows the root of trust's reachability until `stopped`.
+pub(super) async fn follow_root_of_trust(
+    vault: Arc<Vault>,
+    reporter: HealthReporter,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let status = if vault.keys().check_root_of_trust().await {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(ROOT_OF_TRUST_HEALTH_SERVICE, status)
+            .await;
+        tokio::select! {
+            _ = tokio::time::sleep(ROOT_CHECK_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
 async fn set_status(reporter: &HealthReporter, serving: bool) {
     let status = if serving {
         ServingStatus::Serving

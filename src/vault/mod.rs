@@ -38,7 +38,7 @@ pub use audit_trim::{TrimRequest, TrimmedLog, DEFAULT_AUDIT_MIN_RETENTION};
 pub use caller::Caller;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Acknowledgement, ConsentEvent, ConsentRequest, PrivacyLedger};
-pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus};
+pub use customer_keys::{CustomerKeyStatus, KeyStatus, MasterRotationStatus, RootOfTrustStatus};
 pub use data::Data;
 pub use detokenize::DetokenizedValue;
 pub use erasure::{DeletionReceipt, ErasureState};

@@ -52,6 +52,10 @@ pub struct StatsSnapshot {
     pub tls_reloads: u64,
     pub tls_reloads_refused: u64,
     pub store: StorePressure,
+    /// Whether the root of trust answered its last check.
+    pub root_of_trust_reachable: bool,
+    /// Retired master versions whose material it has not destroyed yet.
+    pub versions_awaiting_destruction: u64,
 }
 
 impl VaultStats {
@@ -148,6 +152,8 @@ impl Vault {
             tls_reloads: load(&stats.tls_reloads),
             tls_reloads_refused: load(&stats.tls_reloads_refused),
             store: self.store.pressure(),
+            root_of_trust_reachable: self.keys.root_of_trust_reachable(),
+            versions_awaiting_destruction: self.keys.versions_awaiting_destruction().len() as u64,
         }
     }
 }

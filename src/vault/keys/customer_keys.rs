@@ -20,6 +20,22 @@ pub struct KeyStatus {
     pub customer_key: Option<CustomerKeyStatus>,
     /// Set while a master rotation has started and not finished.
     pub master_rotation: Option<MasterRotationStatus>,
+    pub root_of_trust: RootOfTrustStatus,
+}
+
+/// What seals the master versions, and what retiring one destroys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootOfTrustStatus {
+    /// `file`, `transit`, `pkcs11` or `aws-kms`.
+    pub kind: &'static str,
+    /// Where it is; never a credential.
+    pub location: String,
+    /// What retiring a master version destroys, in plain words.
+    pub guarantee: &'static str,
+    /// Whether it answered its last check.
+    pub reachable: bool,
+    /// Retired master versions whose material it has not destroyed yet.
+    pub awaiting_destruction: Vec<u32>,
 }
 
 /// A master rotation started and not finished: running, or cut short (by a
@@ -79,7 +95,19 @@ impl crate::vault::Keys<'_> {
             last_master_rotation_ms: self.keys.last_rotation_ms(),
             customer_key,
             master_rotation: self.master_rotation_status().await?,
+            root_of_trust: self.root_of_trust_status(),
         })
+    }
+
+    pub fn root_of_trust_status(&self) -> RootOfTrustStatus {
+        let root = self.keys.root_of_trust();
+        RootOfTrustStatus {
+            kind: root.kind().name(),
+            location: root.location(),
+            guarantee: root.kind().guarantee(),
+            reachable: self.keys.root_of_trust_reachable(),
+            awaiting_destruction: self.keys.versions_awaiting_destruction(),
+        }
     }
 }
 

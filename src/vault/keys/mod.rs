@@ -19,6 +19,11 @@ impl<'a> Keys<'a> {
     pub(super) fn of(vault: &'a super::Vault) -> Self {
         Keys { vault }
     }
+
+    /// Whether the root of trust answers now (health follows it).
+    pub async fn check_root_of_trust(&self) -> bool {
+        self.vault.keys.check_root_of_trust().await
+    }
 }
 
 impl std::ops::Deref for Keys<'_> {
@@ -30,6 +35,7 @@ impl std::ops::Deref for Keys<'_> {
 }
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -47,6 +53,8 @@ pub struct KeyManager {
     keyring_store: tokio::sync::Mutex<Box<dyn KeyringStore>>,
     /// What seals the master versions, and destroys them when they retire.
     root: Arc<dyn RootOfTrust>,
+    /// Whether the root of trust answered its last check.
+    root_reachable: AtomicBool,
     cache: DekCache,
 }
 
@@ -61,8 +69,33 @@ impl KeyManager {
             keyring: RwLock::new(keyring),
             keyring_store: tokio::sync::Mutex::new(keyring_store),
             root,
+            root_reachable: AtomicBool::new(true),
             cache,
         }
+    }
+
+    /// Asks the root of trust whether it answers, remembering (and logging
+    /// any change in) the answer. Requests never need it: the vault keeps
+    /// serving either way; rotations wait for it.
+    pub async fn check_root_of_trust(&self) -> bool {
+        let result = self.root.check().await;
+        let reachable = result.is_ok();
+        let was = self.root_reachable.swap(reachable, Ordering::Relaxed);
+        match result {
+            Err(error) if was => {
+                tracing::error!(%error, "the root of trust is out of reach: the vault serves on, but rotations and retirements wait for it")
+            }
+            Ok(()) if !was => tracing::info!(
+                root_of_trust = self.root.kind().name(),
+                "the root of trust answers again"
+            ),
+            _ => {}
+        }
+        reachable
+    }
+
+    pub fn root_of_trust_reachable(&self) -> bool {
+        self.root_reachable.load(Ordering::Relaxed)
     }
 
     pub fn root_of_trust(&self) -> &dyn RootOfTrust {

@@ -282,6 +282,10 @@ impl Vault {
             }
             report.retired_versions = self.retire_below(guard, rotation, &mut report).await?;
         }
+        // The root of trust destroys what this retirement, or one cut short
+        // before it, retired; until it has, the rotation stays unfinished
+        // (and is resumed), and erasures covered by those versions logical.
+        self.keys.finish_destructions(self.now_ms()).await?;
         // The store learns the new version, and the destroyed ones, either way.
         self.store
             .set_key_anchor(self.keys.anchor(BTreeSet::new()))
