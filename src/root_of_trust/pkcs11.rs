@@ -33,8 +33,8 @@ const ID_LEN: usize = 16;
 /// A 96-bit GCM IV, fresh for every seal.
 const IV_LEN: usize = 12;
 /// A 128-bit GCM tag, appended by the token to the ciphertext.
-const TAG_BITS: usize = 128;
-const TAG_LEN: usize = TAG_BITS / 8;
+const TAG_BITS: u64 = 128;
+const TAG_LEN: usize = 16;
 
 /// Where the token is and how to log in to it. The PIN stays in its file
 /// until `connect` reads it.
@@ -231,6 +231,17 @@ fn find_key(
     }
 }
 
+/// CKM_AES_GCM with `iv`, a 128-bit tag and `associated_data`.
+fn aes_gcm<'a>(
+    iv: &'a mut [u8],
+    associated_data: &'a [u8],
+    context: &SealContext,
+) -> Result<Mechanism<'a>, RootError> {
+    let params = GcmParams::new(iv, associated_data, TAG_BITS.into())
+        .map_err(|e| failure("preparing AES-GCM", e, Some(context)))?;
+    Ok(Mechanism::AesGcm(params))
+}
+
 #[async_trait::async_trait]
 impl RootOfTrust for Pkcs11Root {
     fn kind(&self) -> RootKind {
@@ -294,11 +305,11 @@ impl RootOfTrust for Pkcs11Root {
             let mut iv = [0u8; IV_LEN];
             rand::rng().fill_bytes(&mut iv);
             let associated_data = context.associated_data();
+            // A copy: the module may write to the IV it is given.
             let mut params_iv = iv;
-            let params = GcmParams::new(&mut params_iv, &associated_data, (TAG_BITS as u64).into())
-                .map_err(|e| failure("preparing AES-GCM", e, Some(&context)))?;
+            let mechanism = aes_gcm(&mut params_iv, &associated_data, &context)?;
             let ciphertext = session
-                .encrypt(&Mechanism::AesGcm(params), key, &secret)
+                .encrypt(&mechanism, key, &secret)
                 .map_err(|e| failure("sealing", e, Some(&context)))?;
             let mut sealed = Vec::with_capacity(IV_LEN + ciphertext.len());
             sealed.extend_from_slice(&iv);
@@ -327,10 +338,9 @@ impl RootOfTrust for Pkcs11Root {
             let (iv, ciphertext) = sealed.split_at(IV_LEN);
             let mut iv = iv.to_vec();
             let associated_data = context.associated_data();
-            let params = GcmParams::new(&mut iv, &associated_data, (TAG_BITS as u64).into())
-                .map_err(|e| failure("preparing AES-GCM", e, Some(&context)))?;
+            let mechanism = aes_gcm(&mut iv, &associated_data, &context)?;
             let opened = session
-                .decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+                .decrypt(&mechanism, key, ciphertext)
                 .map_err(|e| decrypt_failure(e, &context))?;
             Ok(Zeroizing::new(opened))
         })
