@@ -17,6 +17,7 @@
 //! unseal with it, destroy it.
 
 pub mod file;
+pub mod pkcs11;
 
 use std::fmt;
 

@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod policy;
 pub mod raw_grpc;
+pub mod softhsm;
 pub mod vault;

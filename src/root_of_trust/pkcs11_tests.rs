@@ -1,0 +1,195 @@
+//! Against SoftHSM2, a token per test (`.ci/root-of-trust-tools` installs it):
+//! `cargo test --lib root_of_trust::pkcs11 -- --include-ignored`.
+
+use cryptoki::object::AttributeType;
+use pii_vault_testkit::softhsm::SoftHsm;
+
+use super::*;
+
+fn context(version: u32) -> SealContext {
+    SealContext {
+        keyring_id: [7; 16],
+        master_version: version,
+    }
+}
+
+fn config(hsm: &SoftHsm) -> Pkcs11Config {
+    Pkcs11Config {
+        module: hsm.module(),
+        token_label: hsm.token_label().to_string(),
+        pin_file: hsm.pin_file().to_path_buf(),
+    }
+}
+
+async fn connect(hsm: &SoftHsm) -> Pkcs11Root {
+    Pkcs11Root::connect(config(hsm)).await.expect("connect")
+}
+
+/// A key for `version` and a master secret sealed by it.
+async fn sealed_version(root: &Pkcs11Root, version: u32) -> (KeyHandle, Vec<u8>) {
+    let handle = root.create_key(&context(version)).await.expect("create");
+    let secret = [version as u8; 64];
+    let sealed = root
+        .seal(&handle, &context(version), &secret)
+        .await
+        .expect("seal");
+    (handle, sealed)
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn each_version_opens_with_its_own_key() {
+    let hsm = SoftHsm::new();
+    let root = connect(&hsm).await;
+    root.check().await.expect("check");
+    let (handle_1, sealed_1) = sealed_version(&root, 1).await;
+    let (handle_2, sealed_2) = sealed_version(&root, 2).await;
+    assert_ne!(handle_1, handle_2);
+    assert_eq!(handle_1.0.len(), ID_LEN);
+    assert_eq!(sealed_1.len(), IV_LEN + 64 + TAG_LEN);
+    let opened_1 = root.unseal(&handle_1, &context(1), &sealed_1).await;
+    assert_eq!(&opened_1.expect("open 1")[..], &[1u8; 64][..]);
+    let opened_2 = root.unseal(&handle_2, &context(2), &sealed_2).await;
+    assert_eq!(&opened_2.expect("open 2")[..], &[2u8; 64][..]);
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn a_sealed_version_does_not_open_under_another_context_or_key() {
+    let hsm = SoftHsm::new();
+    let root = connect(&hsm).await;
+    let (handle_1, sealed_1) = sealed_version(&root, 1).await;
+    let (handle_2, _) = sealed_version(&root, 2).await;
+    let moved = root.unseal(&handle_1, &context(2), &sealed_1).await;
+    assert!(
+        matches!(moved, Err(RootError::NotOpened { version: 2, .. })),
+        "{moved:?}"
+    );
+    let other_key = root.unseal(&handle_2, &context(1), &sealed_1).await;
+    assert!(
+        matches!(other_key, Err(RootError::NotOpened { version: 1, .. })),
+        "{other_key:?}"
+    );
+    let mut altered = sealed_1.clone();
+    altered[IV_LEN] ^= 1;
+    let altered = root.unseal(&handle_1, &context(1), &altered).await;
+    assert!(
+        matches!(altered, Err(RootError::NotOpened { .. })),
+        "{altered:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn a_destroyed_version_no_longer_opens_and_the_others_still_do() {
+    let hsm = SoftHsm::new();
+    let root = connect(&hsm).await;
+    let (handle_1, sealed_1) = sealed_version(&root, 1).await;
+    let (handle_2, sealed_2) = sealed_version(&root, 2).await;
+    assert_eq!(
+        root.destroy(&handle_1).await.expect("destroy"),
+        Destruction::Done
+    );
+    let gone = root.unseal(&handle_1, &context(1), &sealed_1).await;
+    assert!(
+        matches!(gone, Err(RootError::NotOpened { version: 1, .. })),
+        "{gone:?}"
+    );
+    let kept = root.unseal(&handle_2, &context(2), &sealed_2).await;
+    assert_eq!(&kept.expect("open 2")[..], &[2u8; 64][..]);
+    // A retirement cut short destroys again.
+    assert_eq!(
+        root.destroy(&handle_1).await.expect("destroy again"),
+        Destruction::Done
+    );
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn the_key_object_is_sensitive_and_not_extractable() {
+    let hsm = SoftHsm::new();
+    let root = connect(&hsm).await;
+    let handle = root.create_key(&context(1)).await.expect("create");
+    let attributes = root
+        .run(move |session| {
+            let key = find_key(session, &handle, &context(1))?;
+            session
+                .get_attributes(
+                    key,
+                    &[
+                        AttributeType::Value,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::Token,
+                        AttributeType::Private,
+                        AttributeType::Label,
+                    ],
+                )
+                .map_err(|e| failure("reading attributes", e, None))
+        })
+        .await
+        .expect("attributes");
+    assert!(
+        !attributes
+            .iter()
+            .any(|attribute| matches!(attribute, Attribute::Value(_))),
+        "the key's value was readable"
+    );
+    for expected in [
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Label(context(1).label().into_bytes()),
+    ] {
+        assert!(
+            attributes.contains(&expected),
+            "{expected:?} in {attributes:?}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn a_wrong_pin_is_refused() {
+    let hsm = SoftHsm::new();
+    let mut config = config(&hsm);
+    config.pin_file = hsm.write_pin_file("wrong", "not-the-pin");
+    let refused = Pkcs11Root::connect(config).await;
+    match refused {
+        Err(RootError::Refused { reason, .. }) => {
+            assert!(reason.contains("logging in"), "{reason}");
+            assert!(!reason.contains("not-the-pin"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn an_unknown_token_label_is_refused_by_name() {
+    let hsm = SoftHsm::new();
+    let mut config = config(&hsm);
+    config.token_label = "no-such-token".to_string();
+    let refused = Pkcs11Root::connect(config).await;
+    match refused {
+        Err(RootError::Refused { reason, .. }) => {
+            assert!(reason.contains("\"no-such-token\""), "{reason}");
+            assert!(reason.contains(hsm.token_label()), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn a_key_created_before_a_restart_opens_after_it() {
+    let hsm = SoftHsm::new();
+    let (handle, sealed) = {
+        let root = connect(&hsm).await;
+        sealed_version(&root, 1).await
+    };
+    let restarted = connect(&hsm).await;
+    let opened = restarted.unseal(&handle, &context(1), &sealed).await;
+    assert_eq!(&opened.expect("open")[..], &[1u8; 64][..]);
+}
