@@ -14,6 +14,7 @@ use anyhow::Context;
 use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
 use crate::root_of_trust::file::FileRoot;
+use crate::root_of_trust::pkcs11::{Pkcs11Config, Pkcs11Root};
 use crate::root_of_trust::RootOfTrust;
 use crate::store::{ErasureJournal, KeyringTable, PgSessionSettings, PgStore, SledStore, Store};
 use crate::vault::{
@@ -55,6 +56,8 @@ pub enum RootOfTrustChoice {
     /// a whole.
     #[default]
     File,
+    /// An HSM (or any PKCS#11 token): a key object per master version.
+    Pkcs11(Pkcs11Config),
     /// A root of trust already connected (Transit, an HSM, a KMS), which
     /// seals each version with material of its own.
     Connected(Arc<dyn RootOfTrust>),
@@ -129,7 +132,7 @@ pub async fn open_vault_wrapped(
     for warning in crate::vault::kind_named_rule_warnings(&policy) {
         tracing::warn!("policy: {warning}");
     }
-    let root = root_of_trust(paths, options)?;
+    let root = root_of_trust(paths, options).await?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
         StorageBackend::Sled => open_sled(paths, options, &root).await?,
         StorageBackend::Postgres {
@@ -241,14 +244,31 @@ impl OpenedRoot {
     }
 }
 
-fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<OpenedRoot> {
-    Ok(match &options.root_of_trust {
+/// Loads the root key file, or connects to the root of trust chosen (until
+/// it answers, if it is out of reach).
+async fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<OpenedRoot> {
+    let connected: Arc<dyn RootOfTrust> = match &options.root_of_trust {
         RootOfTrustChoice::File => {
             let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
-            OpenedRoot::File(Arc::new(FileRoot::new(root_key, &paths.root_key_file)))
+            let root = FileRoot::new(root_key, &paths.root_key_file);
+            return Ok(OpenedRoot::File(Arc::new(root)));
         }
-        RootOfTrustChoice::Connected(root) => OpenedRoot::Connected(Arc::clone(root)),
-    })
+        RootOfTrustChoice::Pkcs11(config) => {
+            let root = retrying_the_root_of_trust("connecting to the HSM", || async {
+                Ok(Pkcs11Root::connect(config.clone()).await?)
+            })
+            .await
+            .context("connecting to the PKCS#11 root of trust")?;
+            Arc::new(root)
+        }
+        RootOfTrustChoice::Connected(root) => Arc::clone(root),
+    };
+    tracing::info!(
+        root_of_trust = connected.kind().name(),
+        location = %connected.location(),
+        "root of trust in use"
+    );
+    Ok(OpenedRoot::Connected(connected))
 }
 
 /// How the keyring is sealed under `root`: the root key file seals it as a

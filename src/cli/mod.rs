@@ -10,6 +10,7 @@ mod keys;
 mod notices;
 mod privacy;
 mod reload;
+mod root_of_trust;
 mod serve;
 
 use clap::{Parser, Subcommand};

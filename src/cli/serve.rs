@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::reload::PolicyWatch;
+use super::root_of_trust::RootOfTrustArgs;
 use crate::app::{self, StorageBackend, VaultOptions, VaultPaths};
 use crate::crypto::KeyFileAccess;
 use crate::server::{Opening, ServerLimits, ServerOptions, StoreFailed, TlsFiles};
@@ -24,8 +25,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PII_VAULT_KEYRING_FILE")]
     pub keyring_file: Option<PathBuf>,
     /// The root key file (64 hex characters, mode 0600); see `pii-vault keygen`.
+    /// Only with --root-of-trust file (the default).
     #[arg(long, env = "PII_VAULT_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub root: RootOfTrustArgs,
     /// The policy file (TOML): purposes, principals, scopes, disclosure.
     #[arg(long, env = "PII_VAULT_POLICY")]
     pub policy: Option<PathBuf>,
@@ -223,7 +227,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store_cache_bytes: args.cache_size,
         store_min_free_bytes: args.min_free_disk,
         storage: storage(&args)?,
-        root_of_trust: crate::app::RootOfTrustChoice::File,
+        root_of_trust: args.root.choice(key_file_access)?,
         key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,
@@ -338,6 +342,7 @@ fn check_dev(args: &ServeArgs) -> anyhow::Result<()> {
         );
     }
     let ignored = [
+        ("--root-of-trust", !args.root.uses_root_key_file()),
         ("--policy", args.policy.is_some()),
         ("--root-key-file", args.root_key_file.is_some()),
         ("--keyring-file", args.keyring_file.is_some()),
@@ -379,10 +384,19 @@ fn production_paths(args: &ServeArgs) -> anyhow::Result<VaultPaths> {
         StoreKind::Sled => required(value, flag),
         StoreKind::Postgres => Ok(value.clone().unwrap_or_default()),
     };
+    let root_key_file = match (args.root.uses_root_key_file(), &args.root_key_file) {
+        (true, file) => required(file, "--root-key-file")?,
+        (false, None) => PathBuf::new(),
+        (false, Some(_)) => anyhow::bail!(
+            "--root-key-file is used only with --root-of-trust file: another root of trust \
+             seals the keyring without it (to move a vault off its root key file, use \
+             `pii-vault keys migrate-root-of-trust`)"
+        ),
+    };
     Ok(VaultPaths {
         data_dir: on_sled(&args.data_dir, "--data-dir")?,
         keyring_file: on_sled(&args.keyring_file, "--keyring-file")?,
-        root_key_file: required(&args.root_key_file, "--root-key-file")?,
+        root_key_file,
         policy_file: required(&args.policy, "--policy")?,
     })
 }

@@ -45,8 +45,9 @@ pub struct Pkcs11Config {
     /// The label of the token that holds the key objects.
     pub token_label: String,
     /// A file holding the user PIN (trailing newline ignored), readable by
-    /// its owner only.
+    /// its owner only (and its group, with `pin_access` saying so).
     pub pin_file: PathBuf,
+    pub pin_access: KeyFileAccess,
 }
 
 pub struct Pkcs11Root {
@@ -75,7 +76,7 @@ impl Pkcs11Root {
     /// Loads and initializes the module (once per process), finds the token
     /// labelled `config.token_label` and checks the PIN by logging in.
     pub async fn connect(config: Pkcs11Config) -> Result<Pkcs11Root, RootError> {
-        let pin = read_pin(&config.pin_file)?;
+        let pin = read_pin(&config.pin_file, config.pin_access)?;
         let token = tokio::task::spawn_blocking(move || {
             let context = shared_context(&config.module)?;
             let slot = find_token(&context, &config.token_label)?;
@@ -119,12 +120,11 @@ fn blocking_failed(e: tokio::task::JoinError) -> RootError {
 }
 
 /// The user PIN from its file, without its trailing newline.
-fn read_pin(path: &Path) -> Result<AuthPin, RootError> {
-    let contents =
-        read_private_file(path, KeyFileAccess::OwnerOnly).map_err(|e| RootError::Refused {
-            kind: KIND,
-            reason: format!("the PIN file: {e}"),
-        })?;
+fn read_pin(path: &Path, access: KeyFileAccess) -> Result<AuthPin, RootError> {
+    let contents = read_private_file(path, access).map_err(|e| RootError::Refused {
+        kind: KIND,
+        reason: format!("the PIN file: {e}"),
+    })?;
     let text = std::str::from_utf8(&contents).map_err(|_| RootError::Refused {
         kind: KIND,
         reason: format!("the PIN file {} is not UTF-8", path.display()),

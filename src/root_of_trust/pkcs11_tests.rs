@@ -18,6 +18,7 @@ fn config(hsm: &SoftHsm) -> Pkcs11Config {
         module: hsm.module(),
         token_label: hsm.token_label().to_string(),
         pin_file: hsm.pin_file().to_path_buf(),
+        pin_access: crate::crypto::KeyFileAccess::OwnerOnly,
     }
 }
 

@@ -35,6 +35,7 @@ mod postgres;
 mod postgres_sessions;
 mod refusals;
 mod reload;
+mod root_of_trust;
 mod rotation;
 mod store_conformance;
 mod tokens;

@@ -1356,45 +1356,6 @@ fn confirmed_in_dump(
     found
 }
 
-fn pg_dump(database: &common::TestDatabase) -> String {
-    let output = std::process::Command::new("pg_dump")
-        .arg("--dbname")
-        .arg(&database.url)
-        .output()
-        .expect("pg_dump runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A new database holding what `dump` (plain `pg_dump` output) held.
-async fn restore_dump(dump: &str) -> common::TestDatabase {
-    let restored = common::TestDatabase::create().await.unwrap();
-    let dump_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(dump_file.path(), dump).unwrap();
-    let loaded = std::process::Command::new("psql")
-        .args([
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "--dbname",
-            &restored.url,
-            "-f",
-        ])
-        .arg(dump_file.path())
-        .output()
-        .unwrap();
-    assert!(
-        loaded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&loaded.stderr)
-    );
-    restored
-}
-
 /// Today's keyring, as an attacker with the root key reads it from the table.
 async fn keyring_of(
     database: &common::TestDatabase,
@@ -1427,12 +1388,12 @@ async fn after_erasure_and_retirement_no_postgres_dump_confirms_an_erased_value(
     let mut vault = common::spawn_vault_with(&common::test_policy(), options).await;
     let mut admin = vault.admin().await;
     store_victim_and_kept(&mut admin).await;
-    let before = pg_dump(&database);
+    let before = common::pg_dump(&database);
     erase_victim_and_retire(&mut vault).await;
 
     let (keyring, keyring_row) = keyring_of(&database, &vault.paths.root_key_file).await;
     let dictionary = ssn_area_dictionary(&keyring, "219");
-    let after = confirmed_in_dump(&pg_dump(&database), &dictionary);
+    let after = confirmed_in_dump(&common::pg_dump(&database), &dictionary);
     let old = confirmed_in_dump(&before, &dictionary);
     println!("exhaustive search of SSN area 219: dump after retirement confirms {after:?}, dump before the erasure confirms {old:?}");
     assert!(
@@ -1442,7 +1403,7 @@ async fn after_erasure_and_retirement_no_postgres_dump_confirms_an_erased_value(
     assert!(!after.contains("219-09-9999") && !old.contains("219-09-9999"));
 
     // The old dump restored, with today's keyring in place of its own.
-    let restored = restore_dump(&before).await;
+    let restored = common::restore_dump(&before).await;
     let store = pii_vault::store::PgStore::connect(&restored.url, 1, None, true)
         .await
         .unwrap();
@@ -1498,12 +1459,12 @@ async fn a_restored_postgres_dump_is_erased_again_from_the_journal() {
     )
     .await
     .unwrap();
-    let before = pg_dump(&database);
+    let before = common::pg_dump(&database);
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let receipt = common::delete_customer(&mut privacy, "gone").await.unwrap();
     vault.stop().await;
 
-    let restored = restore_dump(&before).await;
+    let restored = common::restore_dump(&before).await;
     let on_dump = pii_vault::app::VaultOptions {
         storage: restored.storage(),
         ..options

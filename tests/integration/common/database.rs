@@ -155,3 +155,43 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A plain-text `pg_dump` of `database`: what any backup of it holds.
+pub fn pg_dump(database: &TestDatabase) -> String {
+    let output = std::process::Command::new("pg_dump")
+        .arg("--dbname")
+        .arg(&database.url)
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A new database holding what `dump` (plain `pg_dump` output) held.
+pub async fn restore_dump(dump: &str) -> TestDatabase {
+    let restored = TestDatabase::create().await.unwrap();
+    let dump_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(dump_file.path(), dump).unwrap();
+    let loaded = std::process::Command::new("psql")
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "--dbname",
+            &restored.url,
+            "-f",
+        ])
+        .arg(dump_file.path())
+        .output()
+        .unwrap();
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    restored
+}
