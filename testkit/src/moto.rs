@@ -3,7 +3,9 @@
 //!
 //! moto is not AWS: its KMS keeps no key state on Encrypt and Decrypt (a key
 //! pending deletion still decrypts) and a second ScheduleKeyDeletion moves
-//! the date instead of failing. Tests that need those answers build them.
+//! the date instead of failing; ScheduleKeyDeletion with a key ARN (not its
+//! id) fails with a 500 (moto 5.2.6). Tests that need KMS's own answers build
+//! them without a server.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
