@@ -79,7 +79,13 @@ impl AwsKmsRoot {
             .timeout_config(timeouts)
             .load()
             .await;
-        AwsKmsRoot::from_sdk_config(&sdk, config)
+        let mut root = AwsKmsRoot::from_sdk_config(&sdk, config)?;
+        // For `location` only: the KMS client resolves this one itself (it
+        // overrides AWS_ENDPOINT_URL), and `sdk` does not show it.
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_KMS") {
+            root.endpoint = Some(endpoint);
+        }
+        Ok(root)
     }
 
     /// A client from settings built elsewhere (tests: an explicit endpoint,
