@@ -16,6 +16,7 @@
 //! [`RootOfTrust`]: create a key (version) per master version, seal and
 //! unseal with it, destroy it.
 
+pub mod aws_kms;
 pub mod file;
 pub mod pkcs11;
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod moto;
 pub mod policy;
 pub mod raw_grpc;
 pub mod softhsm;
