@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod openbao;
 pub mod policy;
 pub mod raw_grpc;
 pub mod vault;
