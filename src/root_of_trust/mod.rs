@@ -17,6 +17,7 @@
 //! unseal with it, destroy it.
 
 pub mod file;
+pub mod transit;
 
 use std::fmt;
 
