@@ -23,28 +23,49 @@ pub struct OpenBao {
     server: Child,
     addr: String,
     token: String,
+    /// With TLS (`-dev-tls`): the CA that signed the server's certificate.
+    ca_file: Option<PathBuf>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl OpenBao {
-    /// Starts a dev server and enables Transit on it; panics when it cannot.
+    /// Starts a dev server over plain HTTP and enables Transit on it; panics
+    /// when it cannot.
     pub fn start() -> OpenBao {
+        OpenBao::start_with(false)
+    }
+
+    /// The same over HTTPS (`-dev-tls`), its certificate (for 127.0.0.1)
+    /// signed by `ca_file`.
+    pub fn start_tls() -> OpenBao {
+        OpenBao::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> OpenBao {
         let bao = bao_binary();
         let dir = tempfile::tempdir().expect("a temporary directory for OpenBao");
         let log = dir.path().join("bao.log");
         let log_file = std::fs::File::create(&log).expect("OpenBao's log file");
         let port = free_port_pair();
-        let addr = format!("http://127.0.0.1:{port}");
+        let scheme = if tls { "https" } else { "http" };
+        let addr = format!("{scheme}://127.0.0.1:{port}");
         let token = format!("pii-vault-test-{:032x}", rand::random::<u128>());
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            "-dev-no-store-token".to_string(),
+            format!("-dev-root-token-id={token}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
+        let tls_dir = dir.path().join("tls");
+        if tls {
+            std::fs::create_dir(&tls_dir).expect("a directory for OpenBao's TLS files");
+            args.push("-dev-tls".to_string());
+            args.push(format!("-dev-tls-cert-dir={}", tls_dir.display()));
+        }
         let server = Command::new(&bao)
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-root-token-id={token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
+            .args(&args)
             .env_remove("BAO_ADDR")
             .env_remove("VAULT_ADDR")
             .stdin(Stdio::null())
@@ -57,6 +78,7 @@ impl OpenBao {
             server,
             addr,
             token,
+            ca_file: tls.then(|| tls_dir.join("vault-ca.pem")),
             log,
             _dir: dir,
         };
@@ -68,6 +90,11 @@ impl OpenBao {
     /// `http://127.0.0.1:<port>`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The CA file to trust, for a server started by `start_tls`.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// The root token.
@@ -89,12 +116,17 @@ impl OpenBao {
 
     /// Runs the `bao` CLI against this server as root.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.bao)
+        let mut command = Command::new(&self.bao);
+        if let Some(ca_file) = &self.ca_file {
+            command.env("BAO_CACERT", ca_file);
+        }
+        command
             .args(args)
             .env("BAO_ADDR", &self.addr)
             .env("BAO_TOKEN", &self.token)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_CACERT")
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("could not run {}: {e}", self.bao.display()))
