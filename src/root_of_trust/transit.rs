@@ -176,7 +176,7 @@ impl TransitRoot {
         }
         let tls = tls_config(config.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+            .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
