@@ -16,6 +16,10 @@
 //! `config`, `trim`, `encrypt` and `decrypt` below it: update. Deleting the key
 //! is never needed, so `deletion_allowed` stays false.
 //!
+//! Redirects are not followed (the token would follow them): a standby
+//! node's 307 is refused; give the active node's or a load balancer's
+//! address.
+//!
 //! Limit: the JSON bodies carrying a master version in base64 (the encrypt
 //! request, the decrypt answer) pass through reqwest's and hyper's buffers,
 //! which are not wiped; what this module holds itself is.
@@ -177,6 +181,10 @@ impl TransitRoot {
         let tls = tls_config(config.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            // The token travels in X-Vault-Token, which reqwest would carry
+            // to wherever a redirect points: give the active node's address
+            // (or a load balancer's) instead of following a standby's 307.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
