@@ -19,6 +19,7 @@
 pub mod aws_kms;
 pub mod file;
 pub mod pkcs11;
+pub mod transit;
 
 use std::fmt;
 

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod moto;
+pub mod openbao;
 pub mod policy;
 pub mod raw_grpc;
 pub mod softhsm;
