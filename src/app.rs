@@ -13,8 +13,10 @@ use anyhow::Context;
 
 use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
 use crate::policy::{self, Policy};
+use crate::root_of_trust::aws_kms::{AwsKmsConfig, AwsKmsRoot};
 use crate::root_of_trust::file::FileRoot;
 use crate::root_of_trust::pkcs11::{Pkcs11Config, Pkcs11Root};
+use crate::root_of_trust::transit::{TransitConfig, TransitRoot};
 use crate::root_of_trust::RootOfTrust;
 use crate::store::{ErasureJournal, KeyringTable, PgSessionSettings, PgStore, SledStore, Store};
 use crate::vault::{
@@ -56,8 +58,13 @@ pub enum RootOfTrustChoice {
     /// a whole.
     #[default]
     File,
+    /// OpenBao or HashiCorp Vault Transit: a key version per master version.
+    Transit(TransitConfig),
     /// An HSM (or any PKCS#11 token): a key object per master version.
     Pkcs11(Pkcs11Config),
+    /// AWS KMS, configured by the SDK's standard environment: a KMS key per
+    /// master version.
+    AwsKms(AwsKmsConfig),
     /// A root of trust already connected (Transit, an HSM, a KMS), which
     /// seals each version with material of its own.
     Connected(Arc<dyn RootOfTrust>),
@@ -253,12 +260,26 @@ async fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Re
             let root = FileRoot::new(root_key, &paths.root_key_file);
             return Ok(OpenedRoot::File(Arc::new(root)));
         }
+        RootOfTrustChoice::Transit(config) => {
+            let root = TransitRoot::connect(config.clone()).await?;
+            retrying_the_root_of_trust("reaching Transit", || async { Ok(root.check().await?) })
+                .await
+                .context("reaching the Transit root of trust")?;
+            Arc::new(root)
+        }
         RootOfTrustChoice::Pkcs11(config) => {
             let root = retrying_the_root_of_trust("connecting to the HSM", || async {
                 Ok(Pkcs11Root::connect(config.clone()).await?)
             })
             .await
             .context("connecting to the PKCS#11 root of trust")?;
+            Arc::new(root)
+        }
+        RootOfTrustChoice::AwsKms(config) => {
+            let root = AwsKmsRoot::connect(config.clone()).await?;
+            retrying_the_root_of_trust("reaching AWS KMS", || async { Ok(root.check().await?) })
+                .await
+                .context("reaching the AWS KMS root of trust")?;
             Arc::new(root)
         }
         RootOfTrustChoice::Connected(root) => Arc::clone(root),

@@ -7,7 +7,9 @@ use anyhow::Context;
 
 use crate::app::RootOfTrustChoice;
 use crate::crypto::KeyFileAccess;
+use crate::root_of_trust::aws_kms::AwsKmsConfig;
 use crate::root_of_trust::pkcs11::Pkcs11Config;
+use crate::root_of_trust::transit::{TransitConfig, TransitToken};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RootOfTrustArgs {
@@ -22,6 +24,25 @@ pub struct RootOfTrustArgs {
         default_value = "file"
     )]
     pub root_of_trust: RootOfTrustKind,
+    /// The OpenBao or Vault server (with --root-of-trust transit), e.g.
+    /// https://bao.example:8200.
+    #[arg(long, env = "PII_VAULT_TRANSIT_ADDR")]
+    pub transit_addr: Option<String>,
+    /// Where the Transit engine is mounted.
+    #[arg(long, env = "PII_VAULT_TRANSIT_MOUNT", default_value = "transit")]
+    pub transit_mount: String,
+    /// The Transit key (aes256-gcm96) that seals the master versions, one
+    /// key version each; created when missing.
+    #[arg(long, env = "PII_VAULT_TRANSIT_KEY")]
+    pub transit_key: Option<String>,
+    /// A file holding the token, read again at every call (a rotated
+    /// Kubernetes Secret is picked up); else BAO_TOKEN or VAULT_TOKEN.
+    #[arg(long, env = "PII_VAULT_TRANSIT_TOKEN_FILE")]
+    pub transit_token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted for the Transit server's TLS, beside
+    /// the system's roots.
+    #[arg(long, env = "PII_VAULT_TRANSIT_CA")]
+    pub transit_ca: Option<PathBuf>,
     /// The PKCS#11 module (shared library) of the HSM (with --root-of-trust pkcs11).
     #[arg(long, env = "PII_VAULT_PKCS11_MODULE")]
     pub pkcs11_module: Option<PathBuf>,
@@ -31,14 +52,24 @@ pub struct RootOfTrustArgs {
     /// A file holding the token's user PIN (mode 0600).
     #[arg(long, env = "PII_VAULT_PKCS11_PIN_FILE")]
     pub pkcs11_pin_file: Option<PathBuf>,
+    /// Days a retired master version's KMS key stays pending deletion (7 to
+    /// 30) before AWS deletes it: erasures it covered become cryptographic
+    /// then. Region, endpoint and credentials come from the AWS SDK's
+    /// standard environment (AWS_REGION, AWS_ENDPOINT_URL, IRSA...).
+    #[arg(long, env = "PII_VAULT_AWS_KMS_PENDING_WINDOW_DAYS", default_value_t = 7, value_parser = clap::value_parser!(i32).range(7..=30))]
+    pub aws_kms_pending_window_days: i32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RootOfTrustKind {
     /// The root key file (--root-key-file) seals the keyring.
     File,
+    /// OpenBao or HashiCorp Vault Transit.
+    Transit,
     /// An HSM, or any PKCS#11 token.
     Pkcs11,
+    /// AWS KMS.
+    AwsKms,
 }
 
 impl RootOfTrustArgs {
@@ -48,6 +79,24 @@ impl RootOfTrustArgs {
         let needs = |flag: &str| format!("--root-of-trust {} needs {flag}", self.kind_name());
         Ok(match self.root_of_trust {
             RootOfTrustKind::File => RootOfTrustChoice::File,
+            RootOfTrustKind::Transit => RootOfTrustChoice::Transit(TransitConfig {
+                addr: self
+                    .transit_addr
+                    .clone()
+                    .with_context(|| needs("--transit-addr"))?,
+                mount: self.transit_mount.clone(),
+                key: self
+                    .transit_key
+                    .clone()
+                    .with_context(|| needs("--transit-key"))?,
+                token: self
+                    .transit_token()
+                    .with_context(|| needs("--transit-token-file, or BAO_TOKEN or VAULT_TOKEN"))?,
+                ca_file: self.transit_ca.clone(),
+            }),
+            RootOfTrustKind::AwsKms => RootOfTrustChoice::AwsKms(AwsKmsConfig {
+                pending_window_days: self.aws_kms_pending_window_days,
+            }),
             RootOfTrustKind::Pkcs11 => RootOfTrustChoice::Pkcs11(Pkcs11Config {
                 module: self
                     .pkcs11_module
@@ -73,7 +122,20 @@ impl RootOfTrustArgs {
     fn kind_name(&self) -> &'static str {
         match self.root_of_trust {
             RootOfTrustKind::File => "file",
+            RootOfTrustKind::Transit => "transit",
             RootOfTrustKind::Pkcs11 => "pkcs11",
+            RootOfTrustKind::AwsKms => "aws-kms",
         }
+    }
+
+    /// The token file, else the token from BAO_TOKEN or VAULT_TOKEN.
+    fn transit_token(&self) -> Option<TransitToken> {
+        if let Some(file) = &self.transit_token_file {
+            return Some(TransitToken::File(file.clone()));
+        }
+        ["BAO_TOKEN", "VAULT_TOKEN"]
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().filter(|token| !token.is_empty()))
+            .map(|token| TransitToken::Value(zeroize::Zeroizing::new(token)))
     }
 }

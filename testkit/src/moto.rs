@@ -121,3 +121,26 @@ fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
 }
+
+impl Moto {
+    /// The vault's AWS KMS root of trust, pointed at this server with its
+    /// test credentials (passed in, not through the process's environment,
+    /// which tests running in parallel share).
+    pub fn kms_root(
+        &self,
+        config: pii_vault::root_of_trust::aws_kms::AwsKmsConfig,
+    ) -> pii_vault::root_of_trust::aws_kms::AwsKmsRoot {
+        use aws_config::{BehaviorVersion, Region, SdkConfig};
+        use aws_credential_types::provider::SharedCredentialsProvider;
+        use aws_credential_types::Credentials;
+        let credentials = Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "moto");
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(self.endpoint_url())
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build();
+        pii_vault::root_of_trust::aws_kms::AwsKmsRoot::from_sdk_config(&sdk, config)
+            .expect("a KMS client for moto")
+    }
+}

@@ -1,5 +1,6 @@
 //! The roots of trust outside the vault, each against its real service: a
-//! SoftHSM2 token (PKCS#11). Each kind's tests run on both engines (the
+//! SoftHSM2 token (PKCS#11), an OpenBao dev server (Transit) and moto's KMS
+//! (AWS KMS). Each kind's tests run on both engines (the
 //! PostgreSQL pass runs them too). They are `#[ignore]`d in a plain
 //! `cargo test`, which needs nothing installed; `.ci/run` installs the
 //! services (`.ci/root-of-trust-tools`) and runs them.
@@ -9,8 +10,12 @@ use std::sync::Arc;
 
 use pii_vault::app::{self, RootOfTrustChoice, StorageBackend, VaultOptions, VaultPaths};
 use pii_vault::pb::{self, FieldKind};
+use pii_vault::root_of_trust::aws_kms::AwsKmsConfig;
 use pii_vault::root_of_trust::pkcs11::{Pkcs11Config, Pkcs11Root};
-use pii_vault::root_of_trust::RootOfTrust;
+use pii_vault::root_of_trust::transit::{TransitConfig, TransitRoot, TransitToken};
+use pii_vault::root_of_trust::{Destruction, KeyHandle, RootOfTrust};
+use pii_vault_testkit::moto::Moto;
+use pii_vault_testkit::openbao::OpenBao;
 use pii_vault_testkit::softhsm::SoftHsm;
 
 use crate::common::{self, PutFields, TestVault, ADMIN_KEY};
@@ -18,12 +23,16 @@ use crate::common::{self, PutFields, TestVault, ADMIN_KEY};
 /// A real root of trust for one test, and what puts a vault on it.
 enum Peer {
     Hsm(SoftHsm),
+    Bao(OpenBao),
+    Kms(Moto),
 }
 
 impl Peer {
     fn start(kind: &str) -> Peer {
         match kind {
             "pkcs11" => Peer::Hsm(SoftHsm::new()),
+            "transit" => Peer::Bao(OpenBao::start()),
+            "aws-kms" => Peer::Kms(Moto::start()),
             other => panic!("no root of trust {other}"),
         }
     }
@@ -31,12 +40,20 @@ impl Peer {
     fn kind(&self) -> &'static str {
         match self {
             Peer::Hsm(_) => "pkcs11",
+            Peer::Bao(_) => "transit",
+            Peer::Kms(_) => "aws-kms",
         }
     }
 
     fn choice(&self) -> RootOfTrustChoice {
         match self {
             Peer::Hsm(hsm) => RootOfTrustChoice::Pkcs11(pkcs11_config(hsm)),
+            Peer::Bao(bao) => RootOfTrustChoice::Transit(transit_config(bao)),
+            // The SDK's environment is the process's, shared by parallel
+            // tests: the client gets moto's address and credentials directly.
+            Peer::Kms(moto) => {
+                RootOfTrustChoice::Connected(Arc::new(moto.kms_root(AwsKmsConfig::default())))
+            }
         }
     }
 
@@ -45,13 +62,33 @@ impl Peer {
     async fn client(&self) -> Arc<dyn RootOfTrust> {
         match self {
             Peer::Hsm(hsm) => Arc::new(Pkcs11Root::connect(pkcs11_config(hsm)).await.unwrap()),
+            Peer::Bao(bao) => Arc::new(TransitRoot::connect(transit_config(bao)).await.unwrap()),
+            Peer::Kms(moto) => Arc::new(moto.kms_root(AwsKmsConfig::default())),
         }
     }
 
-    /// Whether retiring a version destroys its material at once (a KMS
-    /// schedules the deletion instead).
+    /// Whether retiring a version destroys its material at once: a KMS
+    /// schedules the deletion at the end of a window instead.
     fn destroys_at_once(&self) -> bool {
-        true
+        !matches!(self, Peer::Kms(_))
+    }
+
+    /// Whether the service refuses to use material it was asked to destroy.
+    /// moto does not: its KMS decrypts under a key pending deletion (AWS
+    /// answers KMSInvalidStateException), so a backup opens there until
+    /// the key is deleted, which moto never does.
+    fn enforces_destruction(&self) -> bool {
+        !matches!(self, Peer::Kms(_))
+    }
+}
+
+fn transit_config(bao: &OpenBao) -> TransitConfig {
+    TransitConfig {
+        addr: bao.addr().to_owned(),
+        mount: "transit".to_owned(),
+        key: "pii-vault".to_owned(),
+        token: TransitToken::Value(zeroize::Zeroizing::new(bao.token().to_owned())),
+        ca_file: None,
     }
 }
 
@@ -172,25 +209,41 @@ async fn a_backup_is_unreadable_after_retirement_on(kind: &str) {
         .unwrap();
     vault.rotate_master(true).await;
 
-    let options = VaultOptions {
-        root_of_trust: peer.choice(),
-        storage: backup.storage.clone(),
-        ..VaultOptions::default()
-    };
-    let refused = app::open_vault(&backup.paths, &options)
-        .await
-        .err()
-        .expect("a vault on the backup must not start");
-    let message = format!("{refused:#}");
-    assert!(
-        message.contains("could not open master version 1"),
-        "{message}"
-    );
-
-    let image = backup.keyring_image().await;
-    let sealed = pii_vault::crypto::decode_image(&image).unwrap();
-    let opened = pii_vault::vault::open_keyring(peer.client().await.as_ref(), sealed).await;
-    assert!(opened.is_err(), "the backup's keyring opened offline");
+    let sealed = pii_vault::crypto::decode_image(&backup.keyring_image().await).unwrap();
+    assert_eq!(sealed.versions.keys().copied().collect::<Vec<_>>(), vec![1]);
+    if peer.enforces_destruction() {
+        let options = VaultOptions {
+            root_of_trust: peer.choice(),
+            storage: backup.storage.clone(),
+            ..VaultOptions::default()
+        };
+        let refused = app::open_vault(&backup.paths, &options)
+            .await
+            .err()
+            .expect("a vault on the backup must not start");
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("could not open master version 1"),
+            "{message}"
+        );
+        let opened = pii_vault::vault::open_keyring(peer.client().await.as_ref(), sealed).await;
+        assert!(opened.is_err(), "the backup's keyring opened offline");
+    } else {
+        // moto decrypts under a key pending deletion (AWS does not): what
+        // can be shown is that the backup's version 1 key is pending
+        // deletion, for the window's 7 days.
+        let handle = KeyHandle(sealed.versions[&1].1.handle.clone());
+        let scheduled = peer.client().await.destroy(&handle).await.unwrap();
+        let Destruction::Scheduled { at_ms } = scheduled else {
+            panic!("the backup's KMS key is not pending deletion: {scheduled:?}");
+        };
+        let week_ms = 7 * 24 * 3600 * 1000;
+        let from_now = at_ms - now_ms();
+        assert!(
+            (week_ms - 120_000..=week_ms).contains(&from_now),
+            "{from_now}"
+        );
+    }
     for value in [SSN, KEPT_SSN, "victim@example.com"] {
         assert!(
             !backup.holds_in_clear(value),
@@ -280,6 +333,13 @@ impl Backup {
     }
 }
 
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    since_epoch.as_millis() as i64
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -329,4 +389,14 @@ root_of_trust_tests!(
     pkcs11,
     "pkcs11",
     "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"
+);
+root_of_trust_tests!(
+    transit,
+    "transit",
+    "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"
+);
+root_of_trust_tests!(
+    aws_kms,
+    "aws-kms",
+    "root of trust: needs moto; .ci/root-of-trust-tools installs it"
 );
