@@ -178,7 +178,7 @@ async fn the_health_command_gets_serving_over_mutual_tls_from_the_health_listene
 }
 
 /// The status of `service` on `addr`, or `None` while nothing answers there.
-async fn status_at(addr: std::net::SocketAddr, service: &str) -> Option<i32> {
+pub(crate) async fn status_at(addr: std::net::SocketAddr, service: &str) -> Option<i32> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_millis(500))

@@ -400,3 +400,287 @@ root_of_trust_tests!(
     "aws-kms",
     "root of trust: needs moto; .ci/root-of-trust-tools installs it"
 );
+
+/// The real binary on Transit: `serve --root-of-trust transit` with the
+/// token in BAO_TOKEN, no root key file, health on a listener of its own.
+fn serve_on_transit(
+    vault: &TestVault,
+    bao: &OpenBao,
+    health: std::net::SocketAddr,
+    log_file: &Path,
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--health-listen", &health.to_string()])
+        .args(["--root-of-trust", "transit", "--transit-addr", bao.addr()])
+        .args(["--transit-key", "pii-vault"])
+        .arg("--data-dir")
+        .arg(&vault.paths.data_dir)
+        .arg("--keyring-file")
+        .arg(&vault.paths.keyring_file)
+        .arg("--policy")
+        .arg(&vault.paths.policy_file)
+        .env("BAO_TOKEN", bao.token())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    if let Some(database) = &vault.database {
+        command.args(database.serve_args());
+    }
+    command.spawn().unwrap()
+}
+
+fn free_port() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+async fn wait_for_health(addr: std::net::SocketAddr, wanted: i32, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while crate::health_listener::status_at(addr, "").await != Some(wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never answered {wanted}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Transit sealed while the vault starts: the vault waits for it, health
+/// answers NOT_SERVING and the log says why; once Transit is unsealed the
+/// vault opens its keyring and serves what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn transit_out_of_reach_at_start_holds_the_vault_not_serving_until_it_answers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let peer = Peer::start("transit");
+    let mut vault = vault_on(&peer).await;
+    store_customers(&vault).await;
+    vault.stop().await;
+    let Peer::Bao(mut bao) = peer else {
+        unreachable!()
+    };
+    bao.seal();
+
+    let health = free_port();
+    let log_file = vault.dir.path().join("vault.log");
+    let mut child = serve_on_transit(&vault, &bao, health, &log_file);
+    wait_for_health(
+        health,
+        ServingStatus::NotServing as i32,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        log.contains("the root of trust is out of reach; retrying"),
+        "{log}"
+    );
+    assert!(!log.contains("pii-vault listening on"), "{log}");
+
+    bao.unseal();
+    let addr = common::wait_for_listening(&log_file, 0);
+    wait_for_health(
+        health,
+        ServingStatus::Serving as i32,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    );
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Transit sealed when a rotation starts: the rotation fails cleanly with
+/// ROOT_OF_TRUST_UNAVAILABLE and changes nothing, the vault serves on, and
+/// once Transit answers the rotation runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn a_rotation_that_cannot_reach_transit_fails_cleanly_and_runs_once_it_can() {
+    let mut peer = Peer::start("transit");
+    let vault = vault_on(&peer).await;
+    store_customers(&vault).await;
+    let Peer::Bao(bao) = &mut peer else {
+        unreachable!()
+    };
+    bao.seal();
+
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let refused = match keys
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            retire_previous: true,
+        })
+        .await
+    {
+        Err(status) => status,
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.message().await {
+                    Err(status) => break status,
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the rotation finished without Transit"),
+                }
+            }
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    assert_eq!(
+        details.error_info().unwrap().reason,
+        "ROOT_OF_TRUST_UNAVAILABLE"
+    );
+    assert_eq!(key_status(&vault).await.master_versions, vec![1]);
+    let mut admin = vault.admin().await;
+    common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+
+    bao.unseal();
+    let rotated = vault.rotate_master(true).await;
+    assert_eq!(rotated.retired_versions, vec![1]);
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+}
+
+/// A TCP proxy in front of a server that a test can cut at once: every
+/// open connection drops and new ones close as soon as they are accepted.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    async fn start(target: std::net::SocketAddr) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut_seen = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = cut_seen.subscribe();
+                if *cut.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// Transit out of reach in the middle of a rotation with retirement (while
+/// keys are re-wrapped, after the new version was sealed): the retirement
+/// cannot destroy version 1 in Transit, so the rotation fails with
+/// ROOT_OF_TRUST_UNAVAILABLE, GetKeyStatus names version 1 as awaiting
+/// destruction and the erasure it covers stays LOGICAL while the vault
+/// serves on; the next rotation, with Transit back, destroys it and the
+/// erasure is CRYPTOGRAPHIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation() {
+    let bao = OpenBao::start();
+    let target = bao.addr().trim_start_matches("http://").parse().unwrap();
+    let proxy = CuttableProxy::start(target).await;
+    let mut config = transit_config(&bao);
+    config.addr = format!("http://{}", proxy.addr);
+    let options = VaultOptions {
+        root_of_trust: RootOfTrustChoice::Transit(config),
+        ..VaultOptions::default()
+    };
+    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    store_customers(&vault).await;
+    let mut admin = vault.admin().await;
+    for n in 0..300 {
+        common::put(
+            &mut admin,
+            PutFields::of(&format!("c{n}")).field("email", FieldKind::Email, "a@example.com"),
+        )
+        .await
+        .unwrap();
+    }
+    let receipt = common::delete_customer(&mut vault.privacy(ADMIN_KEY).await, "victim")
+        .await
+        .unwrap();
+    let mut stream = vault
+        .key_admin(ADMIN_KEY)
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            retire_previous: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("progress");
+    assert!(!first.done, "{first:?}");
+    proxy.cut();
+    let failed = loop {
+        match stream.message().await {
+            Err(status) => break status,
+            Ok(Some(progress)) => assert!(!progress.done, "{progress:?}"),
+            Ok(None) => panic!("the retirement finished without Transit"),
+        }
+    };
+    assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
+    let details = tonic_types::StatusExt::get_error_details(&failed);
+    assert_eq!(
+        details.error_info().unwrap().reason,
+        "ROOT_OF_TRUST_UNAVAILABLE"
+    );
+    let status = key_status(&vault).await;
+    assert_eq!(status.master_versions, vec![2]);
+    assert_eq!(status.root_of_trust.unwrap().awaiting_destruction, vec![1]);
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let pending = common::deletion_status(&mut privacy, &receipt.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(pending.state(), pb::ErasureState::Logical);
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+
+    proxy.restore();
+    vault.rotate_master(true).await;
+    let status = key_status(&vault).await;
+    assert!(status
+        .root_of_trust
+        .unwrap()
+        .awaiting_destruction
+        .is_empty());
+    let done = common::deletion_status(&mut privacy, &receipt.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(done.state(), pb::ErasureState::Cryptographic);
+}
