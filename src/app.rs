@@ -139,9 +139,14 @@ pub async fn open_vault_wrapped(
     for warning in crate::vault::kind_named_rule_warnings(&policy) {
         tracing::warn!("policy: {warning}");
     }
-    let root = root_of_trust(paths, options).await?;
+    let configured = root_of_trust(paths, options).await?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
-        StorageBackend::Sled => open_sled(paths, options, &root).await?,
+        StorageBackend::Sled => {
+            let sealed_by_file = crate::crypto::sealed_by_root_key(&paths.keyring_file)?;
+            let (root, target) = opening_root(paths, options, configured, sealed_by_file)?;
+            let (store, keys) = open_sled(paths, options, &root).await?;
+            (store, with_migration_target(keys, target))
+        }
         StorageBackend::Postgres {
             url,
             pool_size,
@@ -159,12 +164,17 @@ pub async fn open_vault_wrapped(
                 .await
                 .context("connecting to PostgreSQL")?,
             );
-            if store.keyring_row().await?.is_none() && store.holds_data().await? {
+            let row = store.keyring_row().await?;
+            if row.is_none() && store.holds_data().await? {
                 anyhow::bail!(
                     "the keyring table is empty, but the database holds data: restore the \
                      keyring row from its backup (a new keyring could read none of it)"
                 );
             }
+            let sealed_by_file = row
+                .as_ref()
+                .is_some_and(|(_, _, image)| crate::crypto::is_root_key_image(image));
+            let (root, target) = opening_root(paths, options, configured, sealed_by_file)?;
             let (table, keyring) = retrying_the_root_of_trust("opening the keyring table", || {
                 TableKeyring::open(
                     Arc::clone(&store),
@@ -174,10 +184,8 @@ pub async fn open_vault_wrapped(
             })
             .await
             .context("opening the keyring table")?;
-            (
-                store,
-                KeyManager::new(keyring, Box::new(table), root.arc(), dek_cache(options)),
-            )
+            let keys = KeyManager::new(keyring, Box::new(table), root.arc(), dek_cache(options));
+            (store, with_migration_target(keys, target))
         }
     };
     check_key_anchor(store.as_ref(), &keys).await?;
@@ -290,6 +298,48 @@ async fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Re
         "root of trust in use"
     );
     Ok(OpenedRoot::Connected(connected))
+}
+
+/// The root of trust that opens the keyring, and the one a migration moves
+/// it to: a vault started with another root of trust and `--root-key-file`
+/// opens a keyring the file still seals with the file, until
+/// MigrateRootOfTrust.
+fn opening_root(
+    paths: &VaultPaths,
+    options: &VaultOptions,
+    configured: OpenedRoot,
+    sealed_by_file: bool,
+) -> anyhow::Result<(OpenedRoot, Option<Arc<dyn RootOfTrust>>)> {
+    let OpenedRoot::Connected(target) = configured else {
+        return Ok((configured, None));
+    };
+    let file_given = !paths.root_key_file.as_os_str().is_empty();
+    if !file_given {
+        return Ok((OpenedRoot::Connected(target), None));
+    }
+    if !sealed_by_file {
+        tracing::warn!(
+            root_of_trust = target.kind().name(),
+            "--root-key-file is no longer needed: the keyring is sealed by the root of trust; \
+             start without it, and destroy the file and its copies"
+        );
+        return Ok((OpenedRoot::Connected(target), None));
+    }
+    let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
+    tracing::warn!(
+        root_of_trust = target.kind().name(),
+        "the keyring is still sealed by the root key file: run `pii-vault keys \
+         migrate-root-of-trust` to move it to the root of trust"
+    );
+    let file = FileRoot::new(root_key, &paths.root_key_file);
+    Ok((OpenedRoot::File(Arc::new(file)), Some(target)))
+}
+
+fn with_migration_target(keys: KeyManager, target: Option<Arc<dyn RootOfTrust>>) -> KeyManager {
+    if let Some(target) = target {
+        keys.set_migration_target(target);
+    }
+    keys
 }
 
 /// How the keyring is sealed under `root`: the root key file seals it as a

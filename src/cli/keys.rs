@@ -17,6 +17,15 @@ pub enum KeysCommand {
     RotateCustomer(RotateCustomerArgs),
     /// Shows master key versions, and one customer's key when given.
     Status(StatusArgs),
+    /// Moves a running vault's keyring off its root key file, to the root of
+    /// trust it was started with (--root-of-trust with --root-key-file).
+    MigrateRootOfTrust(MigrateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +60,43 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::RotateMaster(args) => rotate_master(args).await,
         KeysCommand::RotateCustomer(args) => rotate_customer(args).await,
         KeysCommand::Status(args) => status(args).await,
+        KeysCommand::MigrateRootOfTrust(args) => migrate_root_of_trust(args).await,
     }
+}
+
+async fn migrate_root_of_trust(args: MigrateArgs) -> anyhow::Result<()> {
+    let mut stream = key_admin_client(&args.client)
+        .await?
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut last = None;
+    while let Some(step) = stream.message().await.map_err(status_error)? {
+        if !args.client.json {
+            eprintln!(
+                "sealed {}/{} master versions under {}",
+                step.sealed, step.total, step.to
+            );
+        }
+        last = Some(step);
+    }
+    let last = last
+        .filter(|step| step.done)
+        .ok_or_else(|| anyhow::anyhow!("the migration ended without finishing"))?;
+    if args.client.json {
+        println!(
+            "{}",
+            json!({ "to": last.to, "master_versions": last.total, "done": last.done })
+        );
+    } else {
+        println!(
+            "The keyring is sealed by {} now, version by version. Restart the vault without \
+             --root-key-file, then destroy the root key file and every copy of it.",
+            last.to
+        );
+    }
+    Ok(())
 }
 
 async fn rotate_master(args: RotateMasterArgs) -> anyhow::Result<()> {

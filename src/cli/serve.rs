@@ -25,7 +25,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PII_VAULT_KEYRING_FILE")]
     pub keyring_file: Option<PathBuf>,
     /// The root key file (64 hex characters, mode 0600); see `pii-vault keygen`.
-    /// Only with --root-of-trust file (the default).
+    /// With another --root-of-trust: the file that seals the keyring until
+    /// `pii-vault keys migrate-root-of-trust` moves it there.
     #[arg(long, env = "PII_VAULT_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
     #[command(flatten)]
@@ -384,14 +385,11 @@ fn production_paths(args: &ServeArgs) -> anyhow::Result<VaultPaths> {
         StoreKind::Sled => required(value, flag),
         StoreKind::Postgres => Ok(value.clone().unwrap_or_default()),
     };
+    // With another root of trust, a root key file given is the one that
+    // seals the keyring until `keys migrate-root-of-trust` moves it.
     let root_key_file = match (args.root.uses_root_key_file(), &args.root_key_file) {
         (true, file) => required(file, "--root-key-file")?,
-        (false, None) => PathBuf::new(),
-        (false, Some(_)) => anyhow::bail!(
-            "--root-key-file is used only with --root-of-trust file: another root of trust \
-             seals the keyring without it (to move a vault off its root key file, use \
-             `pii-vault keys migrate-root-of-trust`)"
-        ),
+        (false, file) => file.clone().unwrap_or_default(),
     };
     Ok(VaultPaths {
         data_dir: on_sled(&args.data_dir, "--data-dir")?,

@@ -391,6 +391,14 @@ impl Keyring {
         }
     }
 
+    /// Forgets how a live version was sealed, so that it is sealed anew
+    /// (under another root of trust).
+    pub fn clear_seal(&mut self, version: u32) {
+        if let Some(master) = self.masters.get_mut(&version) {
+            master.seal = None;
+        }
+    }
+
     /// Live versions no root of trust has sealed yet.
     pub fn unsealed_versions(&self) -> Vec<u32> {
         self.masters

@@ -47,6 +47,9 @@ enum FileSealing {
     RootKey(Box<Aes256Gcm>),
     /// Version by version, by a root of trust (format 3).
     ByVersion,
+    /// Version by version, after a migration off the root key, which is
+    /// kept only to undo it if the first save fails.
+    Migrated(Box<Aes256Gcm>),
 }
 
 /// What reading one slot found.
@@ -101,7 +104,7 @@ impl KeyringFile {
     pub fn save(&mut self, keyring: &Keyring) -> Result<(), CryptoError> {
         let payload = match self.sealing {
             FileSealing::RootKey(_) => Some(keyring_codec::encode(keyring)),
-            FileSealing::ByVersion => None,
+            FileSealing::ByVersion | FileSealing::Migrated(_) => None,
         };
         if let Some(payload) = &payload {
             if payload.len() > MAX_PAYLOAD_LEN {
@@ -217,10 +220,17 @@ impl KeyringFile {
         Ok(Some((keyring_file, sealed)))
     }
 
-    /// From now on, saves seal the keyring version by version (moving a
-    /// vault from its root key file to another root of trust).
-    pub fn seal_by_version_from_now_on(&mut self) {
-        self.sealing = FileSealing::ByVersion;
+    /// From the next save on, seals the keyring version by version (moving
+    /// a vault from its root key file to another root of trust), or again
+    /// as a whole by the root key it was opened with (after such a save
+    /// failed).
+    pub fn seal_by_version_from_now_on(&mut self, by_version: bool) {
+        let sealing = std::mem::replace(&mut self.sealing, FileSealing::ByVersion);
+        self.sealing = match (sealing, by_version) {
+            (FileSealing::RootKey(cipher), true) => FileSealing::Migrated(cipher),
+            (FileSealing::Migrated(cipher), false) => FileSealing::RootKey(cipher),
+            (other, _) => other,
+        };
     }
 
     fn open_existing(
@@ -270,6 +280,24 @@ impl std::fmt::Debug for KeyringFile {
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether the keyring file at `path` is sealed as a whole by a root key
+/// (formats 1 and 2; false when there is no file): a vault moving to another
+/// root of trust opens it with its root key file until it is migrated.
+pub fn sealed_by_root_key(path: &Path) -> Result<bool, CryptoError> {
+    match std::fs::read(path) {
+        Ok(contents) => Ok(is_root_key_image(&contents)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(CryptoError::io(path, e)),
+    }
+}
+
+/// Whether slot images (a file's two, or a table's one) hold a keyring
+/// sealed by a root key and none sealed version by version.
+pub fn is_root_key_image(contents: &[u8]) -> bool {
+    let slots = || contents.chunks(SLOT_LEN).filter(|slot| slot.len() >= 5);
+    slots().any(is_root_key_slot) && !slots().any(keyring_sealed::is_sealed_by_version)
 }
 
 /// The whole file, checked for its permissions and length.

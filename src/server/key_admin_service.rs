@@ -20,6 +20,8 @@ pub struct KeyAdminApi {
 }
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::RotationProgress, Status>> + Send>>;
+type MigrationStream =
+    Pin<Box<dyn Stream<Item = Result<pb::RootOfTrustMigrationProgress, Status>> + Send>>;
 
 fn progress_message(progress: RotationProgress) -> pb::RotationProgress {
     pb::RotationProgress {
@@ -45,6 +47,33 @@ fn master_rotation_message(rotation: MasterRotationStatus) -> pb::MasterRotation
 #[tonic::async_trait]
 impl KeyAdminService for KeyAdminApi {
     type RotateMasterKeyStream = ProgressStream;
+    type MigrateRootOfTrustStream = MigrationStream;
+
+    async fn migrate_root_of_trust(
+        &self,
+        request: Request<pb::MigrateRootOfTrustRequest>,
+    ) -> Result<Response<Self::MigrateRootOfTrustStream>, Status> {
+        handle(
+            self.vault.policy(),
+            &self.metrics,
+            "MigrateRootOfTrust",
+            request,
+            |caller, _req| async move {
+                let names = CallNames::default();
+                let call = self
+                    .vault
+                    .audited(&caller, Action::MigrateRootOfTrust, names);
+                let receiver = call
+                    .run(|call| async move { self.vault.start_root_migration(call).await })
+                    .await?;
+                let stream = WatchStream::from_changes(receiver).filter_map(|latest| {
+                    latest.map(|step| step.map(migration_message).map_err(Status::from))
+                });
+                Ok(Box::pin(stream) as MigrationStream)
+            },
+        )
+        .await
+    }
 
     async fn rotate_master_key(
         &self,
@@ -154,5 +183,15 @@ fn root_of_trust_message(status: crate::vault::RootOfTrustStatus) -> pb::RootOfT
         guarantee: status.guarantee.to_owned(),
         reachable: status.reachable,
         awaiting_destruction: status.awaiting_destruction,
+        migration_target: status.migration_target.unwrap_or_default().to_owned(),
+    }
+}
+
+fn migration_message(step: crate::vault::MigrationProgress) -> pb::RootOfTrustMigrationProgress {
+    pb::RootOfTrustMigrationProgress {
+        to: step.to.to_owned(),
+        sealed: step.sealed,
+        total: step.total,
+        done: step.done,
     }
 }

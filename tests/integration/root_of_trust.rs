@@ -408,6 +408,7 @@ fn serve_on_transit(
     bao: &OpenBao,
     health: std::net::SocketAddr,
     log_file: &Path,
+    extra_args: &[&str],
 ) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -426,6 +427,7 @@ fn serve_on_transit(
         .arg(&vault.paths.keyring_file)
         .arg("--policy")
         .arg(&vault.paths.policy_file)
+        .args(extra_args)
         .env("BAO_TOKEN", bao.token())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -469,7 +471,7 @@ async fn transit_out_of_reach_at_start_holds_the_vault_not_serving_until_it_answ
 
     let health = free_port();
     let log_file = vault.dir.path().join("vault.log");
-    let mut child = serve_on_transit(&vault, &bao, health, &log_file);
+    let mut child = serve_on_transit(&vault, &bao, health, &log_file, &[]);
     wait_for_health(
         health,
         ServingStatus::NotServing as i32,
@@ -683,4 +685,253 @@ async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation
         .await
         .unwrap();
     assert_eq!(done.state(), pb::ErasureState::Cryptographic);
+}
+
+/// Runs MigrateRootOfTrust to its end and returns its last message.
+async fn migrate(keys: &mut common::KeyAdminClient) -> pb::RootOfTrustMigrationProgress {
+    let mut stream = keys
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(step) = stream.message().await.unwrap() {
+        assert!(step.sealed <= step.total, "{step:?}");
+        last = Some(step);
+    }
+    last.expect("the migration reported progress")
+}
+
+/// A vault on its root key file, restarted with `--root-of-trust transit`
+/// and the same file, serves from the file until MigrateRootOfTrust, which
+/// moves the keyring to Transit while the vault serves; afterwards the vault
+/// starts and rotates with the file gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn a_file_key_vault_moves_to_transit_while_it_serves() {
+    let bao = OpenBao::start();
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    vault.rotate_master(false).await;
+    vault.stop().await;
+    vault.options.root_of_trust = RootOfTrustChoice::Transit(transit_config(&bao));
+    vault.start_again().await;
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        ("file", "transit")
+    );
+
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let last = migrate(&mut keys).await;
+    assert_eq!(
+        (last.to.as_str(), last.sealed, last.total, last.done),
+        ("transit", 2, 2, true)
+    );
+    let status = key_status(&vault).await;
+    let root = status.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        ("transit", "")
+    );
+    assert_eq!(status.master_versions, vec![1, 2]);
+    let mut admin = vault.admin().await;
+    let read = common::get(&mut admin, "victim", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, SSN);
+    let again = keys
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .await
+        .err()
+        .expect("nothing left to migrate");
+    assert_eq!(again.code(), tonic::Code::InvalidArgument, "{again:?}");
+
+    std::fs::remove_file(&vault.paths.root_key_file).unwrap();
+    vault.restart().await;
+    vault.rotate_master(true).await;
+    let mut admin = vault.admin().await;
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+    assert_eq!(key_status(&vault).await.master_versions, vec![3]);
+}
+
+/// kill -9 while a migration to Transit runs, again and again: each
+/// restart (with the same flags) finds the keyring either still on the
+/// file, and the migration runs again, or on Transit; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn kill_9_during_a_migration_to_transit_loses_nothing() {
+    use rand::Rng;
+    let bao = OpenBao::start();
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    vault.stop().await;
+    let root_key = vault.paths.root_key_file.to_str().unwrap().to_owned();
+    let log_file = vault.dir.path().join("vault.log");
+    let mut migrated = false;
+    for cycle in 0..5 {
+        let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
+        let mut child = serve_on_transit(
+            &vault,
+            &bao,
+            free_port(),
+            &log_file,
+            &["--root-key-file", &root_key],
+        );
+        let addr = common::wait_for_listening(&log_file, offset);
+        let channel = common::connect(addr).await;
+        let mut keys =
+            pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+                channel.clone(),
+                common::Bearer::new(ADMIN_KEY),
+            );
+        let status = keys
+            .get_key_status(pb::GetKeyStatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let root = status.root_of_trust.unwrap();
+        if migrated {
+            assert_eq!(
+                root.kind, "transit",
+                "cycle {cycle}: a finished migration came undone"
+            );
+        }
+        migrated = root.kind == "transit";
+        let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
+            channel,
+            common::Bearer::new(ADMIN_KEY),
+        );
+        let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+            .await
+            .unwrap();
+        assert_eq!(
+            common::value_of(&read, "ssn").value,
+            KEPT_SSN,
+            "cycle {cycle}"
+        );
+        if !migrated {
+            let started = keys.migrate_root_of_trust(pb::MigrateRootOfTrustRequest {});
+            let delay = rand::rng().random_range(0..40);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(delay), started).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    // The last restart finishes it, if no cycle did.
+    let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
+    let mut child = serve_on_transit(
+        &vault,
+        &bao,
+        free_port(),
+        &log_file,
+        &["--root-key-file", &root_key],
+    );
+    let addr = common::wait_for_listening(&log_file, offset);
+    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    );
+    if !migrated {
+        let last = migrate(&mut keys).await;
+        assert!(last.done, "{last:?}");
+    }
+    let status = keys
+        .get_key_status(pb::GetKeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.root_of_trust.unwrap().kind, "transit");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// kill -9 in the middle of a rotation with retirement on Transit: the
+/// restarted vault serves everything and resumes the rotation by itself, to
+/// its end: the retired versions destroyed in Transit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
+    let peer = Peer::start("transit");
+    let mut vault = vault_on(&peer).await;
+    store_customers(&vault).await;
+    let mut admin = vault.admin().await;
+    for n in 0..300 {
+        common::put(
+            &mut admin,
+            PutFields::of(&format!("c{n}")).field("email", FieldKind::Email, "a@example.com"),
+        )
+        .await
+        .unwrap();
+    }
+    vault.stop().await;
+    let Peer::Bao(bao) = &peer else {
+        unreachable!()
+    };
+    let log_file = vault.dir.path().join("vault.log");
+    let mut child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
+    let addr = common::wait_for_listening(&log_file, 0);
+    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    );
+    let mut stream = keys
+        .rotate_master_key(pb::RotateMasterKeyRequest {
+            retire_previous: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("progress");
+    assert!(!first.done, "{first:?}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let offset = std::fs::metadata(&log_file).unwrap().len() as usize;
+    let mut child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
+    let addr = common::wait_for_listening(&log_file, offset);
+    let channel = common::connect(addr).await;
+    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+        channel.clone(),
+        common::Bearer::new(ADMIN_KEY),
+    );
+    let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
+        channel,
+        common::Bearer::new(ADMIN_KEY),
+    );
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let status = keys
+            .get_key_status(pb::GetKeyStatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if status.master_rotation.is_none() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never resumed: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.master_versions, vec![2], "{status:?}");
+    assert!(status
+        .root_of_trust
+        .unwrap()
+        .awaiting_destruction
+        .is_empty());
+    let read = common::get(&mut admin, "c7", &["email"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "email").value, "a@example.com");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -24,6 +24,7 @@ pub enum Action {
     RotateMasterKey,
     RotateCustomerKey,
     GetKeyStatus,
+    MigrateRootOfTrust,
     TrimAuditLog,
     /// The policy file reloaded (SIGHUP or a changed file); no RPC.
     ReloadPolicy,
@@ -32,7 +33,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::PutFields,
         Action::GetFields,
         Action::DeleteFields,
@@ -51,6 +52,7 @@ impl Action {
         Action::RotateMasterKey,
         Action::RotateCustomerKey,
         Action::GetKeyStatus,
+        Action::MigrateRootOfTrust,
         Action::TrimAuditLog,
         Action::ReloadPolicy,
         Action::ReloadTls,
@@ -77,6 +79,7 @@ impl Action {
             Action::RotateMasterKey => "RotateMasterKey",
             Action::RotateCustomerKey => "RotateCustomerKey",
             Action::GetKeyStatus => "GetKeyStatus",
+            Action::MigrateRootOfTrust => "MigrateRootOfTrust",
             Action::TrimAuditLog => "TrimAuditLog",
             Action::ReloadPolicy => "ReloadPolicy",
             Action::ReloadTls => "ReloadTls",

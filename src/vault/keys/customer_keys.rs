@@ -36,6 +36,9 @@ pub struct RootOfTrustStatus {
     pub reachable: bool,
     /// Retired master versions whose material it has not destroyed yet.
     pub awaiting_destruction: Vec<u32>,
+    /// The root of trust the keyring moves to on MigrateRootOfTrust, while
+    /// the root key file still seals it.
+    pub migration_target: Option<&'static str>,
 }
 
 /// A master rotation started and not finished: running, or cut short (by a
@@ -107,6 +110,7 @@ impl crate::vault::Keys<'_> {
             guarantee: root.kind().guarantee(),
             reachable: self.keys.root_of_trust_reachable(),
             awaiting_destruction: self.keys.versions_awaiting_destruction(),
+            migration_target: self.keys.migration_target().map(|root| root.kind().name()),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::root_sealing::{open_keyring, seal_new_versions};
 use crate::vault::VaultError;
 
 /// How a keyring is sealed where it is kept.
+#[derive(Clone)]
 pub enum Sealing {
     /// As a whole, by the root key file.
     Whole(RootKey),
@@ -34,6 +35,11 @@ pub trait KeyringStore: Send + Sync {
     async fn newer(&self) -> Result<Option<Keyring>, VaultError>;
     /// How long other processes may go on using a keyring older than a save.
     fn propagation_delay(&self) -> Duration;
+    /// From the next save on, seals the keyring version by version under
+    /// `root` (a migration off the root key file).
+    fn seal_by(&self, root: Arc<dyn RootOfTrust>);
+    /// Undoes `seal_by` after a save that failed.
+    fn seal_by_root_key_again(&self);
 }
 
 /// The keyring file: written in place and fsync'd; one process owns it.
@@ -41,7 +47,7 @@ pub struct FileKeyring {
     file: Mutex<KeyringFile>,
     /// The root of trust sealing it version by version; `None` when the
     /// file is sealed as a whole by the root key the `KeyringFile` holds.
-    root: Option<Arc<dyn RootOfTrust>>,
+    root: Mutex<Option<Arc<dyn RootOfTrust>>>,
 }
 
 impl FileKeyring {
@@ -49,7 +55,7 @@ impl FileKeyring {
     pub fn new(file: KeyringFile) -> FileKeyring {
         FileKeyring {
             file: Mutex::new(file),
-            root: None,
+            root: Mutex::new(None),
         }
     }
 
@@ -57,7 +63,7 @@ impl FileKeyring {
     pub fn sealed_by(file: KeyringFile, root: Arc<dyn RootOfTrust>) -> FileKeyring {
         FileKeyring {
             file: Mutex::new(file),
-            root: Some(root),
+            root: Mutex::new(Some(root)),
         }
     }
 }
@@ -65,11 +71,32 @@ impl FileKeyring {
 #[async_trait::async_trait]
 impl KeyringStore for FileKeyring {
     async fn save(&self, keyring: &mut Keyring) -> Result<(), VaultError> {
-        if let Some(root) = &self.root {
+        let root = self
+            .root
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(root) = root {
             seal_new_versions(root.as_ref(), keyring).await?;
         }
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(file.save(keyring)?)
+    }
+
+    fn seal_by(&self, root: Arc<dyn RootOfTrust>) {
+        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = Some(root);
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seal_by_version_from_now_on(true);
+    }
+
+    fn seal_by_root_key_again(&self) {
+        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seal_by_version_from_now_on(false);
     }
 
     async fn newer(&self) -> Result<Option<Keyring>, VaultError> {
@@ -90,7 +117,9 @@ pub const KEYRING_POLL: Duration = Duration::from_secs(1);
 /// root key (see docs/keys-and-erasure.md on what that means for erasure).
 pub struct TableKeyring {
     store: Arc<dyn KeyringTable>,
-    sealing: Sealing,
+    sealing: Mutex<Sealing>,
+    /// The root key a migration replaced, for `seal_by_root_key_again`.
+    replaced_root_key: Mutex<Option<RootKey>>,
     /// The generation of the row this process last loaded or saved.
     generation: Mutex<Option<i64>>,
 }
@@ -104,7 +133,8 @@ impl TableKeyring {
     ) -> Result<(TableKeyring, Keyring), VaultError> {
         let table = TableKeyring {
             store: store as Arc<dyn KeyringTable>,
-            sealing,
+            sealing: Mutex::new(sealing),
+            replaced_root_key: Mutex::new(None),
             generation: Mutex::new(None),
         };
         if let Some(keyring) = table.newer().await? {
@@ -122,6 +152,14 @@ impl TableKeyring {
         }
     }
 
+    /// How the row is sealed now (a copy: saves and loads run unlocked).
+    fn sealing(&self) -> Sealing {
+        self.sealing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn generation(&self) -> Option<i64> {
         *self
             .generation
@@ -135,8 +173,8 @@ impl KeyringStore for TableKeyring {
     async fn save(&self, keyring: &mut Keyring) -> Result<(), VaultError> {
         let expected = self.generation();
         let next = expected.unwrap_or(0) + 1;
-        let sealed = match &self.sealing {
-            Sealing::Whole(root_key) => seal_keyring(root_key, keyring, next as u64)?,
+        let sealed = match self.sealing() {
+            Sealing::Whole(root_key) => seal_keyring(&root_key, keyring, next as u64)?,
             Sealing::ByVersion(root) => {
                 seal_new_versions(root.as_ref(), keyring).await?;
                 encode_image(keyring, next as u64)?
@@ -168,8 +206,8 @@ impl KeyringStore for TableKeyring {
             return Ok(None);
         }
         let keyring =
-            match (&self.sealing, is_sealed_by_version(&sealed)) {
-                (Sealing::Whole(root_key), false) => open_sealed_keyring(root_key, &sealed)?.1,
+            match (self.sealing(), is_sealed_by_version(&sealed)) {
+                (Sealing::Whole(root_key), false) => open_sealed_keyring(&root_key, &sealed)?.1,
                 (Sealing::ByVersion(root), true) => {
                     open_keyring(root.as_ref(), decode_image(&sealed)?).await?
                 }
@@ -194,5 +232,27 @@ impl KeyringStore for TableKeyring {
     fn propagation_delay(&self) -> Duration {
         // Every replica polls at this pace; twice covers a poll in progress.
         KEYRING_POLL * 2
+    }
+
+    fn seal_by(&self, root: Arc<dyn RootOfTrust>) {
+        let mut sealing = self.sealing.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Sealing::Whole(root_key) = &*sealing {
+            *self
+                .replaced_root_key
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(root_key.clone());
+        }
+        *sealing = Sealing::ByVersion(root);
+    }
+
+    fn seal_by_root_key_again(&self) {
+        let replaced = self
+            .replaced_root_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(root_key) = replaced {
+            *self.sealing.lock().unwrap_or_else(PoisonError::into_inner) = Sealing::Whole(root_key);
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub(super) mod customer_keys;
 pub(super) mod keyring_store;
+pub(super) mod root_migration;
 pub(super) mod root_sealing;
 pub(super) mod rotation;
 pub(super) mod rotation_schedule;
@@ -44,15 +45,18 @@ use crate::root_of_trust::{RootKind, RootOfTrust};
 use crate::store::{CustomerRecord, KeyAnchor, WrappedDekRecord, WrappedKeyRecord};
 
 use super::keyring_store::KeyringStore;
-use super::root_sealing::destroy_pending;
-use super::{CustomerId, Normalized, VaultError};
+use super::root_sealing::{destroy_pending, seal_new_versions};
+use super::{CustomerId, Normalized, Reason, VaultError};
 
 pub struct KeyManager {
     keyring: RwLock<Keyring>,
     /// Where the keyring is kept; its lock also serializes keyring changes.
     keyring_store: tokio::sync::Mutex<Box<dyn KeyringStore>>,
     /// What seals the master versions, and destroys them when they retire.
-    root: Arc<dyn RootOfTrust>,
+    root: RwLock<Arc<dyn RootOfTrust>>,
+    /// The root of trust the vault was started with while the keyring is
+    /// still sealed by the root key file: `migrate_root_of_trust` moves it.
+    migration_target: RwLock<Option<Arc<dyn RootOfTrust>>>,
     /// Whether the root of trust answered its last check.
     root_reachable: AtomicBool,
     cache: DekCache,
@@ -68,7 +72,8 @@ impl KeyManager {
         KeyManager {
             keyring: RwLock::new(keyring),
             keyring_store: tokio::sync::Mutex::new(keyring_store),
-            root,
+            root: RwLock::new(root),
+            migration_target: RwLock::new(None),
             root_reachable: AtomicBool::new(true),
             cache,
         }
@@ -78,7 +83,8 @@ impl KeyManager {
     /// any change in) the answer. Requests never need it: the vault keeps
     /// serving either way; rotations wait for it.
     pub async fn check_root_of_trust(&self) -> bool {
-        let result = self.root.check().await;
+        let root = self.root_of_trust();
+        let result = root.check().await;
         let reachable = result.is_ok();
         let was = self.root_reachable.swap(reachable, Ordering::Relaxed);
         match result {
@@ -86,7 +92,7 @@ impl KeyManager {
                 tracing::error!(%error, "the root of trust is out of reach: the vault serves on, but rotations and retirements wait for it")
             }
             Ok(()) if !was => tracing::info!(
-                root_of_trust = self.root.kind().name(),
+                root_of_trust = root.kind().name(),
                 "the root of trust answers again"
             ),
             _ => {}
@@ -98,8 +104,76 @@ impl KeyManager {
         self.root_reachable.load(Ordering::Relaxed)
     }
 
-    pub fn root_of_trust(&self) -> &dyn RootOfTrust {
-        self.root.as_ref()
+    /// What seals the master versions now.
+    pub fn root_of_trust(&self) -> Arc<dyn RootOfTrust> {
+        Arc::clone(&self.root.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The root of trust to move the keyring to, while it is still sealed
+    /// by the root key file.
+    pub fn migration_target(&self) -> Option<Arc<dyn RootOfTrust>> {
+        self.migration_target
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Names the root of trust the keyring moves to on `migrate_root_of_trust`.
+    pub fn set_migration_target(&self, target: Arc<dyn RootOfTrust>) {
+        *self
+            .migration_target
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(target);
+    }
+
+    /// Seals every live master version under the migration target, with
+    /// material of its own there, then saves the keyring sealed version by
+    /// version and puts the target in use. `progress(sealed, total)` follows
+    /// each version. Nothing is saved until every version is sealed: cut
+    /// short, the keyring stays as it was (sealed by the root key file) and
+    /// the migration can run again.
+    pub async fn migrate_root_of_trust(
+        &self,
+        progress: impl Fn(u32, u32),
+    ) -> Result<Arc<dyn RootOfTrust>, VaultError> {
+        let target = self.migration_target().ok_or_else(|| {
+            VaultError::new(
+                Reason::InvalidArgument,
+                "nothing to migrate: the keyring is sealed by the root of trust the vault was \
+                 started with (start it with --root-of-trust set to the new one and \
+                 --root-key-file set to the file that seals the keyring now)",
+            )
+        })?;
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        let mut next = self.keyring().clone();
+        let versions = next.versions();
+        let total = versions.len() as u32;
+        progress(0, total);
+        for (done, version) in versions.into_iter().enumerate() {
+            next.clear_seal(version);
+            seal_new_versions(target.as_ref(), &mut next).await?;
+            progress(done as u32 + 1, total);
+        }
+        store.seal_by(Arc::clone(&target));
+        if let Err(error) = store.save(&mut next).await {
+            store.seal_by_root_key_again();
+            return Err(error);
+        }
+        self.replace_keyring(next);
+        *self.root.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&target);
+        *self
+            .migration_target
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        tracing::info!(
+            root_of_trust = target.kind().name(),
+            location = %target.location(),
+            "the keyring is now sealed by the root of trust, version by version: the root key file is no longer needed"
+        );
+        Ok(target)
     }
 
     /// Retired versions whose material the root of trust has not destroyed yet.
@@ -124,11 +198,12 @@ impl KeyManager {
             self.replace_keyring(newer);
         }
         let mut next = self.keyring().clone();
-        let outcome = destroy_pending(self.root.as_ref(), &mut next, now_ms).await;
+        let root = self.root_of_trust();
+        let outcome = destroy_pending(root.as_ref(), &mut next, now_ms).await;
         if !outcome.destroyed.is_empty() {
             store.save(&mut next).await?;
             self.replace_keyring(next);
-            tracing::info!(versions = ?outcome.destroyed, root_of_trust = self.root.kind().name(), "retired master versions destroyed in the root of trust");
+            tracing::info!(versions = ?outcome.destroyed, root_of_trust = root.kind().name(), "retired master versions destroyed in the root of trust");
         }
         match outcome.error {
             Some(error) => Err(error),
@@ -473,7 +548,7 @@ impl KeyManager {
         next_rotation_ms: i64,
         backup_retention: Duration,
     ) -> ErasureDue {
-        let backup_retention = match self.root.kind() {
+        let backup_retention = match self.root_of_trust().kind() {
             RootKind::File => backup_retention,
             // Backups hold only versions sealed by material now destroyed.
             RootKind::Transit | RootKind::Pkcs11 | RootKind::AwsKms => Duration::ZERO,
