@@ -743,8 +743,7 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
     let again = keys
         .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
         .await
-        .err()
-        .expect("nothing left to migrate");
+        .expect_err("nothing left to migrate");
     assert_eq!(again.code(), tonic::Code::InvalidArgument, "{again:?}");
 
     std::fs::remove_file(&vault.paths.root_key_file).unwrap();
