@@ -934,3 +934,110 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Transit lost while the vault serves: requests go on; within a check
+/// (15 s) the health service `piivault.v1.RootOfTrust` answers NOT_SERVING
+/// while the server stays SERVING, the metric `piivault_root_of_trust_reachable` is 0
+/// and GetKeyStatus says so; all turn back once Transit answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn losing_transit_while_serving_shows_in_health_and_key_status() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut bao = OpenBao::start();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::prepare_dir(dir.path(), &common::test_policy());
+    let mut options = VaultOptions {
+        root_of_trust: RootOfTrustChoice::Transit(transit_config(&bao)),
+        ..VaultOptions::default()
+    };
+    let database = common::TestDatabase::create().await;
+    if let Some(database) = &database {
+        options.storage = database.storage();
+    }
+    let vault = app::open_vault(&paths, &options).await.unwrap();
+    let server_options = pii_vault::server::ServerOptions {
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..pii_vault::server::ServerOptions::plain("127.0.0.1:0".parse().unwrap())
+    };
+    let server = pii_vault::server::start(Arc::new(vault), server_options)
+        .await
+        .unwrap();
+    let addr = server.local_addr;
+    let root_health = || crate::health_listener::status_at(addr, "piivault.v1.RootOfTrust");
+    let reachable_metric = || async {
+        let metrics = common::scrape_metrics(server.metrics_addr.unwrap()).await;
+        metrics
+            .lines()
+            .find(|line| line.starts_with("piivault_root_of_trust_reachable "))
+            .map(str::to_owned)
+    };
+    let within = std::time::Duration::from_secs(40);
+    wait_until(within, || async {
+        root_health().await == Some(ServingStatus::Serving as i32)
+    })
+    .await;
+    assert_eq!(
+        reachable_metric().await.as_deref(),
+        Some("piivault_root_of_trust_reachable 1")
+    );
+
+    bao.seal();
+    wait_until(within, || async {
+        root_health().await == Some(ServingStatus::NotServing as i32)
+    })
+    .await;
+    assert_eq!(
+        crate::health_listener::status_at(addr, "").await,
+        Some(ServingStatus::Serving as i32)
+    );
+    assert_eq!(
+        reachable_metric().await.as_deref(),
+        Some("piivault_root_of_trust_reachable 0")
+    );
+    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    );
+    let status = keys
+        .get_key_status(pb::GetKeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.root_of_trust.unwrap().reachable);
+    let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    );
+    common::put(
+        &mut admin,
+        PutFields::of("while-down").field("ssn", FieldKind::Ssn, KEPT_SSN),
+    )
+    .await
+    .unwrap();
+
+    bao.unseal();
+    wait_until(within, || async {
+        root_health().await == Some(ServingStatus::Serving as i32)
+    })
+    .await;
+    assert_eq!(
+        reachable_metric().await.as_deref(),
+        Some("piivault_root_of_trust_reachable 1")
+    );
+    server.shutdown().await.unwrap();
+}
+
+async fn wait_until<F, Fut>(within: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
