@@ -202,6 +202,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    let root = status.root_of_trust.clone().unwrap_or_default();
     if args.client.json {
         println!(
             "{}",
@@ -212,6 +213,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 "customer_key_version": status.customer_key_version,
                 "customer_key_created": when(status.customer_key_created.as_ref()),
                 "customer_key_encryptions": status.customer_key_encryptions,
+                "root_of_trust": {
+                    "kind": root.kind, "location": root.location,
+                    "guarantee": root.guarantee, "reachable": root.reachable,
+                    "awaiting_destruction": root.awaiting_destruction,
+                    "migration_target": root.migration_target,
+                },
             })
         );
         return Ok(());
@@ -223,6 +230,25 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "last master rotation   {}",
         when(status.last_master_rotation.as_ref())
     );
+    let reachable = if root.reachable {
+        ""
+    } else {
+        " (OUT OF REACH)"
+    };
+    println!(
+        "root of trust          {} at {}{reachable}",
+        root.kind, root.location
+    );
+    println!("  retiring a version   {}", root.guarantee);
+    if !root.awaiting_destruction.is_empty() {
+        println!("  awaiting destruction {:?}", root.awaiting_destruction);
+    }
+    if !root.migration_target.is_empty() {
+        println!(
+            "  migration pending    to {}: run `pii-vault keys migrate-root-of-trust`",
+            root.migration_target
+        );
+    }
     if let Some(customer) = args.customer {
         println!(
             "{customer}: data key v{}, created {}, {} encryptions",

@@ -4,7 +4,7 @@ use crate::common;
 
 use std::process::{Command, Output};
 
-fn pii_vault(vault: &common::TestVault, args: &[&str]) -> Output {
+pub(crate) fn pii_vault(vault: &common::TestVault, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pii-vault"))
         .args(args)
         .env("PII_VAULT_ADDR", format!("http://{}", vault.addr))
@@ -13,7 +13,7 @@ fn pii_vault(vault: &common::TestVault, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout_of(output: &Output) -> String {
+pub(crate) fn stdout_of(output: &Output) -> String {
     assert!(
         output.status.success(),
         "command failed: {}",
@@ -363,8 +363,11 @@ async fn keys_can_be_rotated_and_inspected_from_the_command_line() {
     assert_eq!(status["active_master_version"], 2);
     assert_eq!(status["master_versions"], serde_json::json!([2]));
     assert_eq!(status["customer_key_version"], 2);
+    assert_eq!(status["root_of_trust"]["kind"], "file");
     let text = stdout_of(&pii_vault(&vault, &["keys", "status"]));
     assert!(text.contains("active master version  v2"), "{text}");
+    assert!(text.contains("root of trust          file at "), "{text}");
+    assert!(text.contains("--backup-retention"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
