@@ -135,13 +135,7 @@ async fn store_customers(vault: &TestVault) {
 }
 
 async fn key_status(vault: &TestVault) -> pb::KeyStatus {
-    vault
-        .key_admin(ADMIN_KEY)
-        .await
-        .get_key_status(pb::GetKeyStatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
+    status_of(&mut vault.key_admin(ADMIN_KEY).await).await
 }
 
 /// Start, store, rotate with retirement, restart, read back: the vault runs
@@ -494,10 +488,7 @@ async fn transit_out_of_reach_at_start_holds_the_vault_not_serving_until_it_answ
         std::time::Duration::from_secs(30),
     )
     .await;
-    let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
-        common::connect(addr).await,
-        common::Bearer::new(ADMIN_KEY),
-    );
+    let mut admin = admin_at(addr).await;
     let read = common::get(&mut admin, "kept", &["ssn"], "billing")
         .await
         .unwrap();
@@ -528,23 +519,9 @@ async fn a_rotation_that_cannot_reach_transit_fails_cleanly_and_runs_once_it_can
         .await
     {
         Err(status) => status,
-        Ok(stream) => {
-            let mut stream = stream.into_inner();
-            loop {
-                match stream.message().await {
-                    Err(status) => break status,
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("the rotation finished without Transit"),
-                }
-            }
-        }
+        Ok(stream) => rotation_failure(stream.into_inner()).await,
     };
-    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    let details = tonic_types::StatusExt::get_error_details(&refused);
-    assert_eq!(
-        details.error_info().unwrap().reason,
-        "ROOT_OF_TRUST_UNAVAILABLE"
-    );
+    assert_root_of_trust_unavailable(&refused);
     assert_eq!(key_status(&vault).await.master_versions, vec![1]);
     let mut admin = vault.admin().await;
     common::get(&mut admin, "kept", &["ssn"], "billing")
@@ -558,6 +535,27 @@ async fn a_rotation_that_cannot_reach_transit_fails_cleanly_and_runs_once_it_can
         .await
         .unwrap();
     assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+}
+
+/// How a rotation's progress stream ended: it must fail before it is done.
+async fn rotation_failure(mut stream: tonic::Streaming<pb::RotationProgress>) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Err(status) => return status,
+            Ok(Some(progress)) => assert!(!progress.done, "{progress:?}"),
+            Ok(None) => panic!("the rotation finished without the root of trust"),
+        }
+    }
+}
+
+#[track_caller]
+fn assert_root_of_trust_unavailable(status: &tonic::Status) {
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let details = tonic_types::StatusExt::get_error_details(status);
+    assert_eq!(
+        details.error_info().unwrap().reason,
+        "ROOT_OF_TRUST_UNAVAILABLE"
+    );
 }
 
 /// A TCP proxy in front of a server that a test can cut at once: every
@@ -624,14 +622,7 @@ async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation
     let vault = common::spawn_vault_with(&common::test_policy(), options).await;
     store_customers(&vault).await;
     let mut admin = vault.admin().await;
-    for n in 0..300 {
-        common::put(
-            &mut admin,
-            PutFields::of(&format!("c{n}")).field("email", FieldKind::Email, "a@example.com"),
-        )
-        .await
-        .unwrap();
-    }
+    store_many(&mut admin, 300).await;
     let receipt = common::delete_customer(&mut vault.privacy(ADMIN_KEY).await, "victim")
         .await
         .unwrap();
@@ -647,19 +638,8 @@ async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation
     let first = stream.message().await.unwrap().expect("progress");
     assert!(!first.done, "{first:?}");
     proxy.cut();
-    let failed = loop {
-        match stream.message().await {
-            Err(status) => break status,
-            Ok(Some(progress)) => assert!(!progress.done, "{progress:?}"),
-            Ok(None) => panic!("the retirement finished without Transit"),
-        }
-    };
-    assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
-    let details = tonic_types::StatusExt::get_error_details(&failed);
-    assert_eq!(
-        details.error_info().unwrap().reason,
-        "ROOT_OF_TRUST_UNAVAILABLE"
-    );
+    let failed = rotation_failure(stream).await;
+    assert_root_of_trust_unavailable(&failed);
     let status = key_status(&vault).await;
     assert_eq!(status.master_versions, vec![2]);
     assert_eq!(status.root_of_trust.unwrap().awaiting_destruction, vec![1]);
@@ -685,6 +665,41 @@ async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation
         .await
         .unwrap();
     assert_eq!(done.state(), pb::ErasureState::Cryptographic);
+}
+
+/// The admin's key and vault clients of a vault process at `addr`.
+async fn keys_at(addr: std::net::SocketAddr) -> common::KeyAdminClient {
+    pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    )
+}
+
+async fn admin_at(addr: std::net::SocketAddr) -> common::VaultClient {
+    pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
+        common::connect(addr).await,
+        common::Bearer::new(ADMIN_KEY),
+    )
+}
+
+async fn status_of(keys: &mut common::KeyAdminClient) -> pb::KeyStatus {
+    keys.get_key_status(pb::GetKeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `count` more customers, enough for a rotation to report progress before
+/// it ends.
+async fn store_many(admin: &mut common::VaultClient, count: usize) {
+    for n in 0..count {
+        common::put(
+            admin,
+            PutFields::of(&format!("c{n}")).field("email", FieldKind::Email, "a@example.com"),
+        )
+        .await
+        .unwrap();
+    }
 }
 
 /// Runs MigrateRootOfTrust to its end and returns its last message.
@@ -787,17 +802,8 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
             &["--root-key-file", &root_key],
         );
         let addr = common::wait_for_listening(&log_file, offset);
-        let channel = common::connect(addr).await;
-        let mut keys =
-            pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
-                channel.clone(),
-                common::Bearer::new(ADMIN_KEY),
-            );
-        let status = keys
-            .get_key_status(pb::GetKeyStatusRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let mut keys = keys_at(addr).await;
+        let status = status_of(&mut keys).await;
         let root = status.root_of_trust.unwrap();
         if migrated {
             assert_eq!(
@@ -806,10 +812,7 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
             );
         }
         migrated = root.kind == "transit";
-        let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
-            channel,
-            common::Bearer::new(ADMIN_KEY),
-        );
+        let mut admin = admin_at(addr).await;
         let read = common::get(&mut admin, "kept", &["ssn"], "billing")
             .await
             .unwrap();
@@ -836,19 +839,12 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
         &["--root-key-file", &root_key],
     );
     let addr = common::wait_for_listening(&log_file, offset);
-    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
-        common::connect(addr).await,
-        common::Bearer::new(ADMIN_KEY),
-    );
+    let mut keys = keys_at(addr).await;
     if !migrated {
         let last = migrate(&mut keys).await;
         assert!(last.done, "{last:?}");
     }
-    let status = keys
-        .get_key_status(pb::GetKeyStatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let status = status_of(&mut keys).await;
     assert_eq!(status.root_of_trust.unwrap().kind, "transit");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -864,14 +860,7 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
     let mut vault = vault_on(&peer).await;
     store_customers(&vault).await;
     let mut admin = vault.admin().await;
-    for n in 0..300 {
-        common::put(
-            &mut admin,
-            PutFields::of(&format!("c{n}")).field("email", FieldKind::Email, "a@example.com"),
-        )
-        .await
-        .unwrap();
-    }
+    store_many(&mut admin, 300).await;
     vault.stop().await;
     let Peer::Bao(bao) = &peer else {
         unreachable!()
@@ -879,10 +868,7 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
     let log_file = vault.dir.path().join("vault.log");
     let mut child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
     let addr = common::wait_for_listening(&log_file, 0);
-    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
-        common::connect(addr).await,
-        common::Bearer::new(ADMIN_KEY),
-    );
+    let mut keys = keys_at(addr).await;
     let mut stream = keys
         .rotate_master_key(pb::RotateMasterKeyRequest {
             retire_previous: true,
@@ -898,26 +884,15 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
     let offset = std::fs::metadata(&log_file).unwrap().len() as usize;
     let mut child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
     let addr = common::wait_for_listening(&log_file, offset);
-    let channel = common::connect(addr).await;
-    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
-        channel.clone(),
-        common::Bearer::new(ADMIN_KEY),
-    );
-    let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
-        channel,
-        common::Bearer::new(ADMIN_KEY),
-    );
+    let mut keys = keys_at(addr).await;
+    let mut admin = admin_at(addr).await;
     let read = common::get(&mut admin, "kept", &["ssn"], "billing")
         .await
         .unwrap();
     assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
-        let status = keys
-            .get_key_status(pb::GetKeyStatusRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let status = status_of(&mut keys).await;
         if status.master_rotation.is_none() {
             break status;
         }
@@ -1000,20 +975,10 @@ async fn losing_transit_while_serving_shows_in_health_and_key_status() {
         reachable_metric().await.as_deref(),
         Some("piivault_root_of_trust_reachable 0")
     );
-    let mut keys = pii_vault::pb::key_admin_service_client::KeyAdminServiceClient::with_interceptor(
-        common::connect(addr).await,
-        common::Bearer::new(ADMIN_KEY),
-    );
-    let status = keys
-        .get_key_status(pb::GetKeyStatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut keys = keys_at(addr).await;
+    let status = status_of(&mut keys).await;
     assert!(!status.root_of_trust.unwrap().reachable);
-    let mut admin = pii_vault::pb::vault_service_client::VaultServiceClient::with_interceptor(
-        common::connect(addr).await,
-        common::Bearer::new(ADMIN_KEY),
-    );
+    let mut admin = admin_at(addr).await;
     common::put(
         &mut admin,
         PutFields::of("while-down").field("ssn", FieldKind::Ssn, KEPT_SSN),
