@@ -139,3 +139,59 @@ impl RootOfTrustArgs {
             .map(|token| TransitToken::Value(zeroize::Zeroizing::new(token)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        root: RootOfTrustArgs,
+    }
+
+    fn choice(flags: &[&str]) -> anyhow::Result<RootOfTrustChoice> {
+        let args = Args::try_parse_from(["pii-vault"].iter().chain(flags)).expect("parses");
+        args.root.choice(KeyFileAccess::OwnerOnly)
+    }
+
+    #[test]
+    fn each_kind_names_the_flag_it_is_missing() {
+        assert!(matches!(choice(&[]), Ok(RootOfTrustChoice::File)));
+        let pkcs11 = choice(&["--root-of-trust", "pkcs11", "--pkcs11-module", "m.so"]);
+        let missing = pkcs11.expect_err("no token label").to_string();
+        assert!(missing.contains("--pkcs11-token-label"), "{missing}");
+        let transit = choice(&["--root-of-trust", "transit", "--transit-key", "k"]);
+        let missing = transit.expect_err("no address").to_string();
+        assert!(missing.contains("--transit-addr"), "{missing}");
+        let complete = choice(&[
+            "--root-of-trust",
+            "transit",
+            "--transit-addr",
+            "https://bao:8200",
+            "--transit-key",
+            "k",
+            "--transit-token-file",
+            "token",
+        ]);
+        assert!(matches!(complete, Ok(RootOfTrustChoice::Transit(_))));
+        let kms = choice(&["--root-of-trust", "aws-kms"]);
+        assert!(matches!(kms, Ok(RootOfTrustChoice::AwsKms(c)) if c.pending_window_days == 7));
+    }
+
+    #[test]
+    fn a_kms_pending_window_outside_7_to_30_days_is_refused() {
+        for days in ["6", "31"] {
+            let parsed = Args::try_parse_from([
+                "pii-vault",
+                "--root-of-trust",
+                "aws-kms",
+                "--aws-kms-pending-window-days",
+                days,
+            ]);
+            assert!(parsed.is_err(), "{days} days accepted");
+        }
+    }
+}

@@ -475,7 +475,35 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::byte_size;
+    use super::{byte_size, check_dev, ServeArgs};
+    use clap::Parser;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli =
+            crate::cli::Cli::try_parse_from(["pii-vault", "serve", "--dev"].iter().chain(flags))
+                .expect("the flags parse");
+        match cli.command {
+            crate::cli::Command::Serve(args) => *args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_dev_refuses_the_flags_it_would_not_use_naming_each() {
+        assert!(check_dev(&serve_args(&[])).is_ok());
+        assert!(check_dev(&serve_args(&["--root-of-trust", "file"])).is_ok());
+        for (flags, named) in [
+            (&["--policy", "p.toml"][..], "--policy"),
+            (&["--root-key-file", "root.key"][..], "--root-key-file"),
+            (&["--keyring-file", "keyring"][..], "--keyring-file"),
+            (&["--root-of-trust", "aws-kms"][..], "--root-of-trust"),
+        ] {
+            let refused = check_dev(&serve_args(flags)).expect_err("refused");
+            assert!(refused.to_string().starts_with(named), "{refused}");
+        }
+        let public = serve_args(&["--listen", "0.0.0.0:50051"]);
+        assert!(check_dev(&public).is_err());
+    }
 
     #[test]
     fn sizes_read_with_binary_units_and_refuse_anything_else() {
