@@ -702,6 +702,18 @@ async fn store_many(admin: &mut common::VaultClient, count: usize) {
     }
 }
 
+/// The newest version of the vault's Transit key.
+fn transit_latest_version(bao: &OpenBao) -> u64 {
+    let read = bao.run(&["read", "-format=json", "transit/keys/pii-vault"]);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    key["data"]["latest_version"].as_u64().unwrap()
+}
+
 /// Runs MigrateRootOfTrust to its end and returns its last message.
 async fn migrate(keys: &mut common::KeyAdminClient) -> pb::RootOfTrustMigrationProgress {
     let mut stream = keys
@@ -755,6 +767,9 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
         (root.kind.as_str(), root.migration_target.as_str()),
         ("transit", "")
     );
+    // One Transit version for each live master version (the key's first
+    // version, from its creation, is never used).
+    assert_eq!(transit_latest_version(&bao), 3);
     assert_eq!(status.master_versions, vec![1, 2]);
     let mut admin = vault.admin().await;
     let read = common::get(&mut admin, "victim", &["ssn"], "billing")

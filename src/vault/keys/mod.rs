@@ -45,7 +45,7 @@ use crate::root_of_trust::{RootKind, RootOfTrust};
 use crate::store::{CustomerRecord, KeyAnchor, WrappedDekRecord, WrappedKeyRecord};
 
 use super::keyring_store::KeyringStore;
-use super::root_sealing::{destroy_pending, seal_new_versions};
+use super::root_sealing::{destroy_pending, seal_version};
 use super::{CustomerId, Normalized, Reason, VaultError};
 
 pub struct KeyManager {
@@ -154,7 +154,7 @@ impl KeyManager {
         progress(0, total);
         for (done, version) in versions.into_iter().enumerate() {
             next.clear_seal(version);
-            seal_new_versions(target.as_ref(), &mut next).await?;
+            seal_version(target.as_ref(), &mut next, version).await?;
             progress(done as u32 + 1, total);
         }
         store.seal_by(Arc::clone(&target));

@@ -15,21 +15,30 @@ pub async fn seal_new_versions(
     keyring: &mut Keyring,
 ) -> Result<(), VaultError> {
     for version in keyring.unsealed_versions() {
-        let context = context(keyring, version);
-        let handle = root.create_key(&context).await?;
-        let secret = match keyring.get(version) {
-            Some(master) => master.sealing_secret(),
-            None => continue,
-        };
-        let sealed = root.seal(&handle, &context, &secret).await?;
-        keyring.set_seal(
-            version,
-            VersionSeal {
-                handle: handle.0,
-                sealed,
-            },
-        );
+        seal_version(root, keyring, version).await?;
     }
+    Ok(())
+}
+
+/// Seals one live version under new material of its own in `root`.
+pub async fn seal_version(
+    root: &dyn RootOfTrust,
+    keyring: &mut Keyring,
+    version: u32,
+) -> Result<(), VaultError> {
+    let Some(secret) = keyring.get(version).map(|master| master.sealing_secret()) else {
+        return Ok(());
+    };
+    let context = context(keyring, version);
+    let handle = root.create_key(&context).await?;
+    let sealed = root.seal(&handle, &context, &secret).await?;
+    keyring.set_seal(
+        version,
+        VersionSeal {
+            handle: handle.0,
+            sealed,
+        },
+    );
     Ok(())
 }
 
