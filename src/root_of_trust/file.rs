@@ -103,39 +103,54 @@ fn check_handle(handle: &KeyHandle, context: &SealContext) -> Result<(), RootErr
 mod tests {
     use super::*;
     use crate::crypto::Key32;
+    use crate::root_of_trust::conformance::{
+        self, context, DestroyedOpens, Destroys, Expect, SwappedHandle,
+    };
 
-    fn context(version: u32) -> SealContext {
-        SealContext {
-            keyring_id: [7; 16],
-            master_version: version,
-        }
+    /// One key seals every version: nothing is destroyed, all still opens.
+    const EXPECT: Expect = Expect {
+        destroys: Destroys::Impossible,
+        destroyed_opens: DestroyedOpens::Still,
+        swapped_handle: SwappedHandle::Opens,
+    };
+
+    fn root() -> FileRoot {
+        FileRoot::new(RootKey::from_key(Key32::generate()), "root.key")
+    }
+
+    #[tokio::test]
+    async fn two_versions_seal_under_the_one_key_and_open() {
+        let root = root();
+        let [(first, _), (second, _)] =
+            conformance::two_versions_seal_and_open(&root, EXPECT).await;
+        assert_eq!(first, second);
+        assert_eq!(first.0, FILE_HANDLE);
     }
 
     #[tokio::test]
     async fn a_sealed_version_opens_only_under_its_own_context() {
-        let root = FileRoot::new(RootKey::from_key(Key32::generate()), "root.key");
-        let handle = root.create_key(&context(1)).await.expect("handle");
-        let sealed = root
-            .seal(&handle, &context(1), b"master")
-            .await
-            .expect("seal");
-        let opened = root
-            .unseal(&handle, &context(1), &sealed)
-            .await
-            .expect("open");
-        assert_eq!(&opened[..], b"master");
-        let moved = root.unseal(&handle, &context(2), &sealed).await;
-        assert!(matches!(
-            moved,
-            Err(RootError::NotOpened { version: 2, .. })
-        ));
-        let foreign = root
-            .unseal(&KeyHandle(b"arn:aws:kms:x".to_vec()), &context(1), &sealed)
+        let foreign = KeyHandle(b"arn:aws:kms:x".to_vec());
+        conformance::a_sealed_version_opens_only_under_its_own_context(&root(), &foreign).await;
+    }
+
+    #[tokio::test]
+    async fn a_destroyed_version_still_opens_since_nothing_is_destroyed() {
+        conformance::a_destroyed_version_no_longer_opens_and_the_others_still_do(&root(), EXPECT)
             .await;
-        assert!(matches!(foreign, Err(RootError::NotOpened { .. })));
-        assert_eq!(
-            root.destroy(&handle).await.expect("destroy"),
-            Destruction::Impossible
+    }
+
+    #[tokio::test]
+    async fn destroying_a_version_twice_is_impossible_twice() {
+        conformance::destroying_a_version_twice_succeeds(&root(), EXPECT).await;
+    }
+
+    #[tokio::test]
+    async fn another_root_key_file_does_not_open_it() {
+        let (handle, sealed) = conformance::sealed_version(&root(), 1).await;
+        let other = root().unseal(&handle, &context(1), &sealed).await;
+        assert!(
+            matches!(other, Err(RootError::NotOpened { version: 1, .. })),
+            "{other:?}"
         );
     }
 }

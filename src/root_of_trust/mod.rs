@@ -17,6 +17,8 @@
 //! unseal with it, destroy it.
 
 pub mod aws_kms;
+#[cfg(test)]
+mod conformance;
 pub mod file;
 pub mod pkcs11;
 pub mod transit;

@@ -5,13 +5,15 @@ use cryptoki::object::AttributeType;
 use pii_vault_testkit::softhsm::SoftHsm;
 
 use super::*;
+use crate::root_of_trust::conformance::{
+    self, context, sealed_version, DestroyedOpens, Destroys, Expect, SwappedHandle,
+};
 
-fn context(version: u32) -> SealContext {
-    SealContext {
-        keyring_id: [7; 16],
-        master_version: version,
-    }
-}
+const EXPECT: Expect = Expect {
+    destroys: Destroys::Done,
+    destroyed_opens: DestroyedOpens::Never,
+    swapped_handle: SwappedHandle::NotOpened,
+};
 
 fn config(hsm: &SoftHsm) -> Pkcs11Config {
     Pkcs11Config {
@@ -26,32 +28,14 @@ async fn connect(hsm: &SoftHsm) -> Pkcs11Root {
     Pkcs11Root::connect(config(hsm)).await.expect("connect")
 }
 
-/// A key for `version` and a master secret sealed by it.
-async fn sealed_version(root: &Pkcs11Root, version: u32) -> (KeyHandle, Vec<u8>) {
-    let handle = root.create_key(&context(version)).await.expect("create");
-    let secret = [version as u8; 64];
-    let sealed = root
-        .seal(&handle, &context(version), &secret)
-        .await
-        .expect("seal");
-    (handle, sealed)
-}
-
 #[tokio::test]
 #[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
 async fn each_version_opens_with_its_own_key() {
     let hsm = SoftHsm::new();
     let root = connect(&hsm).await;
-    root.check().await.expect("check");
-    let (handle_1, sealed_1) = sealed_version(&root, 1).await;
-    let (handle_2, sealed_2) = sealed_version(&root, 2).await;
-    assert_ne!(handle_1, handle_2);
+    let [(handle_1, sealed_1), _] = conformance::two_versions_seal_and_open(&root, EXPECT).await;
     assert_eq!(handle_1.0.len(), ID_LEN);
     assert_eq!(sealed_1.len(), IV_LEN + 64 + TAG_LEN);
-    let opened_1 = root.unseal(&handle_1, &context(1), &sealed_1).await;
-    assert_eq!(&opened_1.expect("open 1")[..], &[1u8; 64][..]);
-    let opened_2 = root.unseal(&handle_2, &context(2), &sealed_2).await;
-    assert_eq!(&opened_2.expect("open 2")[..], &[2u8; 64][..]);
 }
 
 #[tokio::test]
@@ -59,50 +43,30 @@ async fn each_version_opens_with_its_own_key() {
 async fn a_sealed_version_does_not_open_under_another_context_or_key() {
     let hsm = SoftHsm::new();
     let root = connect(&hsm).await;
-    let (handle_1, sealed_1) = sealed_version(&root, 1).await;
-    let (handle_2, _) = sealed_version(&root, 2).await;
-    let moved = root.unseal(&handle_1, &context(2), &sealed_1).await;
-    assert!(
-        matches!(moved, Err(RootError::NotOpened { version: 2, .. })),
-        "{moved:?}"
-    );
-    let other_key = root.unseal(&handle_2, &context(1), &sealed_1).await;
-    assert!(
-        matches!(other_key, Err(RootError::NotOpened { version: 1, .. })),
-        "{other_key:?}"
-    );
+    let foreign = KeyHandle(b"root-key-file".to_vec());
+    let (handle_1, sealed_1) =
+        conformance::a_sealed_version_opens_only_under_its_own_context(&root, &foreign).await;
     let mut altered = sealed_1.clone();
     altered[IV_LEN] ^= 1;
-    let altered = root.unseal(&handle_1, &context(1), &altered).await;
-    assert!(
-        matches!(altered, Err(RootError::NotOpened { .. })),
-        "{altered:?}"
-    );
+    conformance::assert_not_opened(&root, &handle_1, &context(1), &altered).await;
 }
 
 #[tokio::test]
 #[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
 async fn a_destroyed_version_no_longer_opens_and_the_others_still_do() {
     let hsm = SoftHsm::new();
-    let root = connect(&hsm).await;
-    let (handle_1, sealed_1) = sealed_version(&root, 1).await;
-    let (handle_2, sealed_2) = sealed_version(&root, 2).await;
-    assert_eq!(
-        root.destroy(&handle_1).await.expect("destroy"),
-        Destruction::Done
-    );
-    let gone = root.unseal(&handle_1, &context(1), &sealed_1).await;
-    assert!(
-        matches!(gone, Err(RootError::NotOpened { version: 1, .. })),
-        "{gone:?}"
-    );
-    let kept = root.unseal(&handle_2, &context(2), &sealed_2).await;
-    assert_eq!(&kept.expect("open 2")[..], &[2u8; 64][..]);
-    // A retirement cut short destroys again.
-    assert_eq!(
-        root.destroy(&handle_1).await.expect("destroy again"),
-        Destruction::Done
-    );
+    conformance::a_destroyed_version_no_longer_opens_and_the_others_still_do(
+        &connect(&hsm).await,
+        EXPECT,
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "root of trust: needs SoftHSM2; .ci/root-of-trust-tools installs it"]
+async fn destroying_a_version_twice_succeeds() {
+    let hsm = SoftHsm::new();
+    conformance::destroying_a_version_twice_succeeds(&connect(&hsm).await, EXPECT).await;
 }
 
 #[tokio::test]
@@ -191,6 +155,5 @@ async fn a_key_created_before_a_restart_opens_after_it() {
         sealed_version(&root, 1).await
     };
     let restarted = connect(&hsm).await;
-    let opened = restarted.unseal(&handle, &context(1), &sealed).await;
-    assert_eq!(&opened.expect("open")[..], &[1u8; 64][..]);
+    conformance::assert_opens(&restarted, &handle, 1, &sealed).await;
 }

@@ -602,13 +602,16 @@ mod tests {
     use pii_vault_testkit::openbao::OpenBao;
 
     use super::*;
+    use crate::root_of_trust::conformance::{
+        self, assert_opens, context, sealed_version, DestroyedOpens, Destroys, Expect,
+        SwappedHandle,
+    };
 
-    fn context(version: u32) -> SealContext {
-        SealContext {
-            keyring_id: [7; 16],
-            master_version: version,
-        }
-    }
+    const EXPECT: Expect = Expect {
+        destroys: Destroys::Done,
+        destroyed_opens: DestroyedOpens::Never,
+        swapped_handle: SwappedHandle::NotOpened,
+    };
 
     fn config(addr: &str, token: &str) -> TransitConfig {
         TransitConfig {
@@ -626,109 +629,38 @@ mod tests {
             .expect("connect")
     }
 
-    /// Creates material for `version` and seals 64 bytes of `version` with it.
-    async fn sealed_version(root: &TransitRoot, version: u32) -> (KeyHandle, Vec<u8>) {
-        let handle = root.create_key(&context(version)).await.expect("create");
-        let secret = [version as u8; 64];
-        let sealed = root
-            .seal(&handle, &context(version), &secret)
-            .await
-            .expect("seal");
-        (handle, sealed)
-    }
-
-    async fn opens(root: &TransitRoot, handle: &KeyHandle, version: u32, sealed: &[u8]) -> bool {
-        match root.unseal(handle, &context(version), sealed).await {
-            Ok(opened) => {
-                assert_eq!(&opened[..], &[version as u8; 64][..]);
-                true
-            }
-            Err(RootError::NotOpened { .. }) => false,
-            Err(other) => panic!("unseal: {other}"),
-        }
-    }
-
     #[tokio::test]
     #[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
     async fn two_versions_seal_under_versions_of_their_own_and_open() {
         let bao = OpenBao::start();
-        let root = root(&bao).await;
-        root.check().await.expect("check before the key exists");
-        let (first, sealed_first) = sealed_version(&root, 1).await;
-        let (second, sealed_second) = sealed_version(&root, 2).await;
-        assert_ne!(first, second);
-        assert!(opens(&root, &first, 1, &sealed_first).await);
-        assert!(opens(&root, &second, 2, &sealed_second).await);
-        root.check().await.expect("check");
-        // Sealed bytes of one version do not open under the other's handle.
-        let swapped = root.unseal(&second, &context(1), &sealed_first).await;
-        assert!(matches!(swapped, Err(RootError::NotOpened { .. })));
+        conformance::two_versions_seal_and_open(&root(&bao).await, EXPECT).await;
     }
 
     #[tokio::test]
     #[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
     async fn a_sealed_version_moved_to_another_context_does_not_open() {
         let bao = OpenBao::start();
-        let root = root(&bao).await;
-        let (handle, sealed) = sealed_version(&root, 1).await;
-        let moved = root.unseal(&handle, &context(2), &sealed).await;
-        assert!(
-            matches!(moved, Err(RootError::NotOpened { version: 2, .. })),
-            "{moved:?}"
-        );
-        let other_keyring = SealContext {
-            keyring_id: [8; 16],
-            master_version: 1,
-        };
-        let moved = root.unseal(&handle, &other_keyring, &sealed).await;
-        assert!(
-            matches!(moved, Err(RootError::NotOpened { .. })),
-            "{moved:?}"
-        );
+        let foreign = KeyHandle(b"root-key-file".to_vec());
+        conformance::a_sealed_version_opens_only_under_its_own_context(&root(&bao).await, &foreign)
+            .await;
     }
 
     #[tokio::test]
     #[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
     async fn a_destroyed_version_no_longer_opens_and_the_next_still_does() {
         let bao = OpenBao::start();
-        let root = root(&bao).await;
-        let (first, sealed_first) = sealed_version(&root, 1).await;
-        let (second, sealed_second) = sealed_version(&root, 2).await;
-        assert_eq!(
-            root.destroy(&first).await.expect("destroy"),
-            Destruction::Done
-        );
-        assert!(!opens(&root, &first, 1, &sealed_first).await);
-        assert!(opens(&root, &second, 2, &sealed_second).await);
-        // A version created after the destruction seals and opens too.
-        let (third, sealed_third) = sealed_version(&root, 3).await;
-        assert!(opens(&root, &third, 3, &sealed_third).await);
+        conformance::a_destroyed_version_no_longer_opens_and_the_others_still_do(
+            &root(&bao).await,
+            EXPECT,
+        )
+        .await;
     }
 
     #[tokio::test]
     #[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
     async fn destroying_a_version_twice_succeeds() {
         let bao = OpenBao::start();
-        let root = root(&bao).await;
-        let (first, _) = sealed_version(&root, 1).await;
-        let (second, _) = sealed_version(&root, 2).await;
-        let (_third, _) = sealed_version(&root, 3).await;
-        assert_eq!(
-            root.destroy(&first).await.expect("destroy"),
-            Destruction::Done
-        );
-        assert_eq!(
-            root.destroy(&first).await.expect("again"),
-            Destruction::Done
-        );
-        assert_eq!(
-            root.destroy(&second).await.expect("next"),
-            Destruction::Done
-        );
-        assert_eq!(
-            root.destroy(&first).await.expect("older"),
-            Destruction::Done
-        );
+        conformance::destroying_a_version_twice_succeeds(&root(&bao).await, EXPECT).await;
     }
 
     #[tokio::test]
@@ -742,7 +674,7 @@ mod tests {
             matches!(refused, Err(RootError::Refused { .. })),
             "{refused:?}"
         );
-        assert!(opens(&root, &first, 1, &sealed_first).await);
+        assert_opens(&root, &first, 1, &sealed_first).await;
     }
 
     #[tokio::test]
@@ -812,7 +744,7 @@ mod tests {
         assert!(error.is_retryable(), "{error}");
         assert!(root.check().await.expect_err("sealed").is_retryable());
         bao.unseal();
-        assert!(opens(&root, &handle, 1, &sealed).await);
+        assert_opens(&root, &handle, 1, &sealed).await;
     }
 
     #[tokio::test]
@@ -824,7 +756,7 @@ mod tests {
         settings.ca_file = bao.ca_file().map(Path::to_path_buf);
         let root = TransitRoot::connect(settings).await.expect("connect");
         let (handle, sealed) = sealed_version(&root, 1).await;
-        assert!(opens(&root, &handle, 1, &sealed).await);
+        assert_opens(&root, &handle, 1, &sealed).await;
         // Without the CA, the certificate is not trusted: refused or
         // unreachable, but never opened.
         let untrusted = TransitRoot::connect(config(bao.addr(), bao.token()))
