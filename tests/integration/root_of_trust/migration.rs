@@ -1,0 +1,171 @@
+//! Moving a running vault off its root key file (MigrateRootOfTrust).
+
+use pii_vault::app::RootOfTrustChoice;
+use pii_vault::pb;
+use pii_vault_testkit::openbao::OpenBao;
+
+use super::*;
+use crate::common::{self, ADMIN_KEY};
+
+/// The newest version of the vault's Transit key.
+fn transit_latest_version(bao: &OpenBao) -> u64 {
+    let read = bao.run(&["read", "-format=json", "transit/keys/pii-vault"]);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    key["data"]["latest_version"].as_u64().unwrap()
+}
+
+/// Runs MigrateRootOfTrust to its end and returns its last message.
+async fn migrate(keys: &mut common::KeyAdminClient) -> pb::RootOfTrustMigrationProgress {
+    let mut stream = keys
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(step) = stream.message().await.unwrap() {
+        assert!(step.sealed <= step.total, "{step:?}");
+        last = Some(step);
+    }
+    last.expect("the migration reported progress")
+}
+
+/// A vault on its root key file, restarted with `--root-of-trust transit`
+/// and the same file, serves from the file until MigrateRootOfTrust, which
+/// moves the keyring to Transit while the vault serves; afterwards the vault
+/// starts and rotates with the file gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn a_file_key_vault_moves_to_transit_while_it_serves() {
+    let bao = OpenBao::start();
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    vault.rotate_master(false).await;
+    vault.stop().await;
+    vault.options.root_of_trust = RootOfTrustChoice::Transit(transit_config(&bao));
+    vault.start_again().await;
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        ("file", "transit")
+    );
+
+    let migrated = crate::cli::pii_vault(&vault, &["keys", "migrate-root-of-trust"]);
+    let said = crate::cli::stdout_of(&migrated);
+    assert!(
+        said.contains("The keyring is sealed by transit now"),
+        "{said}"
+    );
+    let progress = String::from_utf8_lossy(&migrated.stderr);
+    assert!(
+        progress.contains("sealed 2/2 master versions under transit"),
+        "{progress}"
+    );
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let status = key_status(&vault).await;
+    let root = status.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        ("transit", "")
+    );
+    // One Transit version for each live master version (the key's first
+    // version, from its creation, is never used).
+    assert_eq!(transit_latest_version(&bao), 3);
+    assert_eq!(status.master_versions, vec![1, 2]);
+    let mut admin = vault.admin().await;
+    let read = common::get(&mut admin, "victim", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, SSN);
+    let again = keys
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .await
+        .expect_err("nothing left to migrate");
+    assert_eq!(again.code(), tonic::Code::InvalidArgument, "{again:?}");
+
+    std::fs::remove_file(&vault.paths.root_key_file).unwrap();
+    vault.restart().await;
+    vault.rotate_master(true).await;
+    let mut admin = vault.admin().await;
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+    assert_eq!(key_status(&vault).await.master_versions, vec![3]);
+}
+
+/// kill -9 while a migration to Transit runs, again and again: each
+/// restart (with the same flags) finds the keyring either still on the
+/// file, and the migration runs again, or on Transit; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn kill_9_during_a_migration_to_transit_loses_nothing() {
+    use rand::Rng;
+    let bao = OpenBao::start();
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    vault.stop().await;
+    let root_key = vault.paths.root_key_file.to_str().unwrap().to_owned();
+    let log_file = vault.dir.path().join("vault.log");
+    let mut migrated = false;
+    for cycle in 0..5 {
+        let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
+        let mut child = serve_on_transit(
+            &vault,
+            &bao,
+            free_port(),
+            &log_file,
+            &["--root-key-file", &root_key],
+        );
+        let addr = common::wait_for_listening(&log_file, offset);
+        let mut keys = keys_at(addr).await;
+        let status = status_of(&mut keys).await;
+        let root = status.root_of_trust.unwrap();
+        if migrated {
+            assert_eq!(
+                root.kind, "transit",
+                "cycle {cycle}: a finished migration came undone"
+            );
+        }
+        migrated = root.kind == "transit";
+        let mut admin = admin_at(addr).await;
+        let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+            .await
+            .unwrap();
+        assert_eq!(
+            common::value_of(&read, "ssn").value,
+            KEPT_SSN,
+            "cycle {cycle}"
+        );
+        if !migrated {
+            let started = keys.migrate_root_of_trust(pb::MigrateRootOfTrustRequest {});
+            let delay = rand::rng().random_range(0..40);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(delay), started).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    // The last restart finishes it, if no cycle did.
+    let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
+    let mut child = serve_on_transit(
+        &vault,
+        &bao,
+        free_port(),
+        &log_file,
+        &["--root-key-file", &root_key],
+    );
+    let addr = common::wait_for_listening(&log_file, offset);
+    let mut keys = keys_at(addr).await;
+    if !migrated {
+        let last = migrate(&mut keys).await;
+        assert!(last.done, "{last:?}");
+    }
+    let status = status_of(&mut keys).await;
+    assert_eq!(status.root_of_trust.unwrap().kind, "transit");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
