@@ -45,6 +45,15 @@ pub struct ConnectionLimits {
     pub first_request_timeout: Duration,
 }
 
+/// Counts an accept loop as running until it ends (however it ends).
+struct AcceptLoopRunning(Arc<Shared>);
+
+impl Drop for AcceptLoopRunning {
+    fn drop(&mut self) {
+        self.0.accepting.send_modify(|running| *running -= 1);
+    }
+}
+
 /// The connections of one listener.
 #[derive(Clone)]
 pub struct Connections {
@@ -54,6 +63,8 @@ pub struct Connections {
 struct Shared {
     limits: ConnectionLimits,
     permits: Arc<Semaphore>,
+    /// Accept loops still running, each holding its listener open.
+    accepting: tokio::sync::watch::Sender<usize>,
     /// How many entries `state.awaiting_request` has, read without the lock
     /// so that requests on established connections never take it.
     awaiting: AtomicUsize,
@@ -74,6 +85,7 @@ impl Connections {
             shared: Arc::new(Shared {
                 limits,
                 permits: Arc::new(Semaphore::new(limits.max_connections)),
+                accepting: tokio::sync::watch::Sender::new(0),
                 awaiting: AtomicUsize::new(0),
                 state: Mutex::new(State::default()),
             }),
@@ -84,8 +96,22 @@ impl Connections {
     /// stream is dropped (then the listener closes).
     pub fn incoming(&self, listener: TcpListener) -> ReceiverStream<io::Result<LimitedStream>> {
         let (accepted, incoming) = mpsc::channel(16);
-        tokio::spawn(self.clone().accept_loop(listener, accepted));
+        self.shared.accepting.send_modify(|running| *running += 1);
+        let accepting = AcceptLoopRunning(Arc::clone(&self.shared));
+        let connections = self.clone();
+        tokio::spawn(async move {
+            connections.accept_loop(listener, accepted).await;
+            drop(accepting);
+        });
         ReceiverStream::new(incoming)
+    }
+
+    /// Waits until every listener handed to `incoming` is closed: its stream
+    /// dropped, and its accept loop ended. A listener that serves only while
+    /// the vault opens must be closed before the vault binds its port.
+    pub async fn listeners_closed(&self) {
+        let mut accepting = self.shared.accepting.subscribe();
+        let _ = accepting.wait_for(|running| *running == 0).await;
     }
 
     /// Like `incoming`, with TLS: each connection's handshake runs on its own

@@ -22,6 +22,8 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Binds `listen` and serves the statuses `reporter` sets, through `builder`
 /// and `tls` (the main listener's settings and TLS), until `stop` turns true.
+/// Returns the address, the serving task, and its connections, whose
+/// `listeners_closed` says when the port is free again.
 pub(super) async fn start(
     listen: SocketAddr,
     builder: Server,
@@ -29,7 +31,11 @@ pub(super) async fn start(
     reporter: HealthReporter,
     handshake_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
+) -> anyhow::Result<(
+    SocketAddr,
+    JoinHandle<Result<(), tonic::transport::Error>>,
+    Connections,
+)> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the health listener to {listen}"))?;
@@ -46,21 +52,22 @@ pub(super) async fn start(
         .add_service(HealthServer::new(HealthService::from_health_reporter(
             reporter,
         )));
+    let serving = connections.clone();
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
         match tls {
             Some(tls) => {
-                let incoming = connections.incoming_tls(listener, tls);
+                let incoming = serving.incoming_tls(listener, tls);
                 router.serve_with_incoming_shutdown(incoming, stopped).await
             }
             None => {
-                let incoming = connections.incoming(listener);
+                let incoming = serving.incoming(listener);
                 router.serve_with_incoming_shutdown(incoming, stopped).await
             }
         }
     });
     tracing::info!(%addr, "health listening");
-    Ok((addr, task))
+    Ok((addr, task, connections))
 }

@@ -212,6 +212,8 @@ pub const PROCESS_HEALTH_SERVICE: &str = "pii-vault.process";
 pub struct Opening {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// Each listener's connections: the port is free once they are closed.
+    listeners: Vec<connections::Connections>,
 }
 
 impl Opening {
@@ -225,9 +227,10 @@ impl Opening {
             .await;
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut listeners = Vec::new();
         let tls = load_tls(options)?;
         for listen in std::iter::once(options.listen).chain(options.health_listen) {
-            let (addr, task) = health_listener::start(
+            let (addr, task, connections) = health_listener::start(
                 listen,
                 server_builder(options),
                 tls.clone(),
@@ -238,11 +241,18 @@ impl Opening {
             .await?;
             tracing::info!(%addr, "opening the store; health answers NOT_SERVING meanwhile");
             tasks.push(task);
+            listeners.push(connections);
         }
-        Ok(Opening { stop, tasks })
+        Ok(Opening {
+            stop,
+            tasks,
+            listeners,
+        })
     }
 
-    /// Closes the listeners (a probe's open connection gets 2 s to end).
+    /// Closes the listeners (a probe's open connection gets 2 s to end),
+    /// and returns once their ports are free: --listen's is bound again
+    /// right after.
     pub async fn stop(self) {
         self.stop.send_replace(true);
         for mut task in self.tasks {
@@ -254,6 +264,9 @@ impl Opening {
                 let _ = task.await;
             }
         }
+        for connections in self.listeners {
+            connections.listeners_closed().await;
+        }
     }
 }
 
@@ -263,7 +276,9 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
     let limits = &options.limits;
     let builder = server_builder(&options);
     let tls = load_tls(&options)?;
-    let listener = TcpListener::bind(options.listen).await?;
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("binding {} (--listen)", options.listen))?;
     let local_addr = listener.local_addr()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -310,7 +325,7 @@ pub async fn start(vault: Arc<Vault>, options: ServerOptions) -> anyhow::Result<
         .add_service(key_admin_api);
     let (health_addr, health_task) = match options.health_listen {
         Some(listen) => {
-            let (addr, task) = health_listener::start(
+            let (addr, task, _) = health_listener::start(
                 listen,
                 server_builder(&options),
                 tls.clone(),

@@ -259,3 +259,32 @@ async fn health_answers_not_serving_while_the_store_opens() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The listener that answers health while the vault opens shares --listen's
+/// port: once it stops, the port is free at once for the vault to bind,
+/// every time (it used to be held a moment longer by its accept loop, and a
+/// start on a fixed port failed with "Address already in use" now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_port_is_free_as_soon_as_the_opening_listener_stops() {
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let options = ServerOptions::plain(listen);
+    for round in 0..30 {
+        let opening = pii_vault::server::Opening::answer_health(&options)
+            .await
+            .unwrap();
+        // Now and then a probe connected meanwhile, as a kubelet's would be,
+        // which holds the listener until it is cut off (2 s).
+        let probe = if round % 10 == 0 {
+            Some(TcpStream::connect(listen).await.unwrap())
+        } else {
+            None
+        };
+        opening.stop().await;
+        let bound = tokio::net::TcpListener::bind(listen).await;
+        assert!(bound.is_ok(), "round {round}: {bound:?}");
+        drop((bound, probe));
+    }
+}
