@@ -185,8 +185,17 @@ async fn runs_rotates_and_restarts_on(kind: &str) {
             "no backup retention to wait for: the material is gone"
         );
     } else {
+        // Due when KMS deletes the retired version's key: the end of its
+        // pending window (7 days), not the backup retention (30 days).
         assert_eq!(status.state(), pb::ErasureState::Logical);
-        assert!(status.cryptographic_erasure_due.is_some(), "{status:?}");
+        let due = status.cryptographic_erasure_due.expect("a due date");
+        let due_ms = due.seconds * 1000 + i64::from(due.nanos) / 1_000_000;
+        let week_ms = 7 * 24 * 3600 * 1000;
+        let from_now = due_ms - now_ms();
+        assert!(
+            (week_ms - 120_000..=week_ms).contains(&from_now),
+            "{from_now}"
+        );
     }
 }
 
