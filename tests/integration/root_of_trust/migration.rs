@@ -114,7 +114,7 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     let mut migrated = false;
     for cycle in 0..5 {
         let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
-        let mut child = serve_on_transit(
+        let child = serve_on_transit(
             &vault,
             &bao,
             free_port(),
@@ -146,12 +146,11 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
             let delay = rand::rng().random_range(0..40);
             let _ = tokio::time::timeout(std::time::Duration::from_millis(delay), started).await;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.kill9();
     }
     // The last restart finishes it, if no cycle did.
     let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
-    let mut child = serve_on_transit(
+    let child = serve_on_transit(
         &vault,
         &bao,
         free_port(),
@@ -166,6 +165,5 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     }
     let status = status_of(&mut keys).await;
     assert_eq!(status.root_of_trust.unwrap().kind, "transit");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }

@@ -450,7 +450,7 @@ fn serve_on_transit(
     health: std::net::SocketAddr,
     log_file: &Path,
     extra_args: &[&str],
-) -> std::process::Child {
+) -> Served {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -475,7 +475,27 @@ fn serve_on_transit(
     if let Some(database) = &vault.database {
         command.args(database.serve_args());
     }
-    command.spawn().unwrap()
+    Served(command.spawn().unwrap())
+}
+
+/// A vault process that a failing test must not leave running: killed
+/// (SIGKILL) when dropped, or by `kill9`.
+pub(super) struct Served(std::process::Child);
+
+impl Served {
+    pub(super) fn kill9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn free_port() -> std::net::SocketAddr {

@@ -39,7 +39,7 @@ async fn transit_out_of_reach_at_start_holds_the_vault_not_serving_until_it_answ
 
     let health = free_port();
     let log_file = vault.dir.path().join("vault.log");
-    let mut child = serve_on_transit(&vault, &bao, health, &log_file, &[]);
+    let child = serve_on_transit(&vault, &bao, health, &log_file, &[]);
     wait_for_health(
         health,
         ServingStatus::NotServing as i32,
@@ -67,8 +67,7 @@ async fn transit_out_of_reach_at_start_holds_the_vault_not_serving_until_it_answ
         .await
         .unwrap();
     assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }
 
 /// Transit sealed when a rotation starts: the rotation fails cleanly with
@@ -257,7 +256,7 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
         unreachable!()
     };
     let log_file = vault.dir.path().join("vault.log");
-    let mut child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
+    let child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
     let addr = common::wait_for_listening(&log_file, 0);
     let mut keys = keys_at(addr).await;
     let mut stream = keys
@@ -269,11 +268,10 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
         .into_inner();
     let first = stream.message().await.unwrap().expect("progress");
     assert!(!first.done, "{first:?}");
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill9();
 
     let offset = std::fs::metadata(&log_file).unwrap().len() as usize;
-    let mut child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
+    let child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
     let addr = common::wait_for_listening(&log_file, offset);
     let mut keys = keys_at(addr).await;
     let mut admin = admin_at(addr).await;
@@ -303,8 +301,7 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
         .await
         .unwrap();
     assert_eq!(common::value_of(&read, "email").value, "a@example.com");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }
 
 /// Transit lost while the vault serves: requests go on; within a check
