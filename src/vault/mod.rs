@@ -91,8 +91,12 @@ impl Shown {
 }
 
 /// How many times a change is retried when a concurrent request changed the same
-/// customer first, or a freshly drawn token turned out to be taken.
-const COMMIT_ATTEMPTS: usize = 16;
+/// customer first, or a freshly drawn token turned out to be taken. Sixteen
+/// was too few on a loaded 2-core machine: six writers on three customers
+/// across two PostgreSQL replicas saw one write lose every race (CI,
+/// `postgres_sessions::database_defaults_do_not_change_the_isolation_level_or_durability`).
+/// With the pause capped at 64 ms, 24 tries give up within about a second.
+const COMMIT_ATTEMPTS: usize = 24;
 
 /// The pause before retry `retry` (from 0) of a commit that lost a race: a
 /// random time up to 1 ms doubled each retry, at most 64 ms.
