@@ -22,6 +22,9 @@ pub enum CryptoError {
     #[error("the keyring file cannot be opened with this root key")]
     WrongRootKey,
 
+    #[error("{0}")]
+    SealedByAnotherRoot(&'static str),
+
     #[error("the keyring has grown past its slot: {payload_len} bytes, at most {max} fit")]
     KeyringTooLarge { payload_len: usize, max: usize },
 

@@ -202,9 +202,10 @@ impl KeyringFile {
             .max_by_key(|(_, sealed)| sealed.generation);
         let Some((newest_slot, sealed)) = newest else {
             return Err(if contents.chunks_exact(SLOT_LEN).any(is_root_key_slot) {
-                CryptoError::KeyringCorrupt(
-                    "the keyring is sealed by a root key file: start with --root-of-trust file, \
-                     or move it with `pii-vault keys migrate-root-of-trust`",
+                CryptoError::SealedByAnotherRoot(
+                    "the keyring is still sealed by a root key file: give that file with \
+                     --root-key-file as well, then move the keyring with `pii-vault keys \
+                     migrate-root-of-trust` (or start with --root-of-trust file)",
                 )
             } else {
                 CryptoError::KeyringCorrupt("no slot holds a keyring")
@@ -244,7 +245,7 @@ impl KeyringFile {
             .chunks_exact(SLOT_LEN)
             .any(keyring_sealed::is_sealed_by_version)
         {
-            return Err(CryptoError::KeyringCorrupt(
+            return Err(CryptoError::SealedByAnotherRoot(
                 "the keyring is sealed version by version by another root of trust: start \
                  with the --root-of-trust that sealed it",
             ));

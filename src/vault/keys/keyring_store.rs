@@ -217,8 +217,9 @@ impl KeyringStore for TableKeyring {
                 )),
                 (Sealing::ByVersion(_), false) => {
                     return Err(VaultError::internal(
-                        "the keyring row is sealed by a root key file: start with --root-of-trust \
-                     file, or move it with `pii-vault keys migrate-root-of-trust`",
+                        "the keyring row is still sealed by a root key file: give that file with \
+                         --root-key-file as well, then move the keyring with `pii-vault keys \
+                         migrate-root-of-trust` (or start with --root-of-trust file)",
                     ))
                 }
             };

@@ -47,6 +47,19 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
     vault.rotate_master(false).await;
     vault.stop().await;
     vault.options.root_of_trust = RootOfTrustChoice::Transit(transit_config(&bao));
+    // Without the root key file the keyring cannot be opened, and the vault
+    // says what to do.
+    let mut without_file = vault.paths.clone();
+    without_file.root_key_file = std::path::PathBuf::new();
+    let refused = pii_vault::app::open_vault(&without_file, &vault.options)
+        .await
+        .err()
+        .expect("no root key file for a keyring it seals");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("still sealed by a root key file: give that file with --root-key-file"),
+        "{message}"
+    );
     vault.start_again().await;
     let root = key_status(&vault).await.root_of_trust.unwrap();
     assert_eq!(
@@ -86,6 +99,19 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
         .await
         .expect_err("nothing left to migrate");
     assert_eq!(again.code(), tonic::Code::InvalidArgument, "{again:?}");
+
+    // Migrated, the keyring no longer opens with the root key file alone.
+    vault.stop().await;
+    let on_the_file = pii_vault::app::VaultOptions {
+        root_of_trust: RootOfTrustChoice::File,
+        ..vault.options.clone()
+    };
+    let refused = pii_vault::app::open_vault(&vault.paths, &on_the_file)
+        .await
+        .err()
+        .expect("the file no longer opens the keyring");
+    let message = format!("{refused:#}");
+    assert!(message.contains("sealed version by version"), "{message}");
 
     std::fs::remove_file(&vault.paths.root_key_file).unwrap();
     vault.restart().await;
