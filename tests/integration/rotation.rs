@@ -146,13 +146,7 @@ async fn reads_and_writes_keep_succeeding_while_thousands_of_customers_are_rewra
     let rotation = {
         let mut keys = vault.key_admin(ADMIN_KEY).await;
         tokio::spawn(async move {
-            let mut stream = keys
-                .rotate_master_key(pb::RotateMasterKeyRequest {
-                    retire_previous: true,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let mut stream = common::start_rotation(&mut keys, true).await;
             let mut messages = Vec::new();
             while let Some(progress) = stream.message().await.unwrap() {
                 messages.push(progress);

@@ -6,14 +6,20 @@ use super::KeyAdminClient;
 
 /// Runs a master rotation to the end and returns its last progress message.
 pub async fn rotate_master(keys: &mut KeyAdminClient, retire: bool) -> pb::RotationProgress {
-    let stream = keys
-        .rotate_master_key(pb::RotateMasterKeyRequest {
-            retire_previous: retire,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    rotation_done(stream).await
+    rotation_done(start_rotation(keys, retire).await).await
+}
+
+/// Starts a master rotation and returns its progress stream.
+pub async fn start_rotation(
+    keys: &mut KeyAdminClient,
+    retire: bool,
+) -> tonic::Streaming<pb::RotationProgress> {
+    keys.rotate_master_key(pb::RotateMasterKeyRequest {
+        retire_previous: retire,
+    })
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 /// Reads a rotation's progress to its end: every message counts within its

@@ -145,15 +145,8 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     let mut migrated = false;
     let mut cut_short = 0;
     for cycle in 0..8 {
-        let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
-        let child = serve_on_transit(
-            &vault,
-            &bao,
-            free_port(),
-            &log_file,
-            &["--root-key-file", &root_key],
-        );
-        let addr = common::wait_for_listening(&log_file, offset);
+        let (child, addr) =
+            serve_on_transit_listening(&vault, &bao, &log_file, &["--root-key-file", &root_key]);
         let mut keys = keys_at(addr).await;
         let status = status_of(&mut keys).await;
         let root = status.root_of_trust.unwrap();
@@ -185,15 +178,8 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     }
     println!("migrations cut short by kill -9 and run again: {cut_short}");
     // The last restart finishes it, if no cycle did.
-    let offset = std::fs::metadata(&log_file).map_or(0, |m| m.len() as usize);
-    let child = serve_on_transit(
-        &vault,
-        &bao,
-        free_port(),
-        &log_file,
-        &["--root-key-file", &root_key],
-    );
-    let addr = common::wait_for_listening(&log_file, offset);
+    let (child, addr) =
+        serve_on_transit_listening(&vault, &bao, &log_file, &["--root-key-file", &root_key]);
     let mut keys = keys_at(addr).await;
     // The last cycle's migration may have finished before its kill.
     let root = status_of(&mut keys).await.root_of_trust.unwrap();

@@ -429,6 +429,17 @@ async fn status_of(keys: &mut common::KeyAdminClient) -> pb::KeyStatus {
         .into_inner()
 }
 
+/// A rotation with retirement started, past its first progress message
+/// and not done: keys are being re-wrapped.
+async fn rotation_under_way(
+    keys: &mut common::KeyAdminClient,
+) -> tonic::Streaming<pb::RotationProgress> {
+    let mut stream = common::start_rotation(keys, true).await;
+    let first = stream.message().await.unwrap().expect("progress");
+    assert!(!first.done, "{first:?}");
+    stream
+}
+
 /// `count` more customers, enough for a rotation to report progress before
 /// it ends.
 async fn store_many(admin: &mut common::VaultClient, count: usize) {
@@ -476,6 +487,19 @@ fn serve_on_transit(
         command.args(database.serve_args());
     }
     Served(command.spawn().unwrap())
+}
+
+/// `serve_on_transit` on a free port, once it listens (as the log says
+/// after what it already held): the process and its address.
+fn serve_on_transit_listening(
+    vault: &TestVault,
+    bao: &OpenBao,
+    log_file: &Path,
+    extra_args: &[&str],
+) -> (Served, std::net::SocketAddr) {
+    let offset = std::fs::metadata(log_file).map_or(0, |m| m.len() as usize);
+    let child = serve_on_transit(vault, bao, free_port(), log_file, extra_args);
+    (child, common::wait_for_listening(log_file, offset))
 }
 
 /// A vault process that a failing test must not leave running: killed

@@ -199,17 +199,7 @@ async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation
     let receipt = common::delete_customer(&mut vault.privacy(ADMIN_KEY).await, "victim")
         .await
         .unwrap();
-    let mut stream = vault
-        .key_admin(ADMIN_KEY)
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest {
-            retire_previous: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = stream.message().await.unwrap().expect("progress");
-    assert!(!first.done, "{first:?}");
+    let stream = rotation_under_way(&mut vault.key_admin(ADMIN_KEY).await).await;
     proxy.cut();
     let failed = rotation_failure(stream).await;
     assert_root_of_trust_unavailable(&failed);
@@ -256,23 +246,11 @@ async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
         unreachable!()
     };
     let log_file = vault.dir.path().join("vault.log");
-    let child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
-    let addr = common::wait_for_listening(&log_file, 0);
-    let mut keys = keys_at(addr).await;
-    let mut stream = keys
-        .rotate_master_key(pb::RotateMasterKeyRequest {
-            retire_previous: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = stream.message().await.unwrap().expect("progress");
-    assert!(!first.done, "{first:?}");
+    let (child, addr) = serve_on_transit_listening(&vault, bao, &log_file, &[]);
+    rotation_under_way(&mut keys_at(addr).await).await;
     child.kill9();
 
-    let offset = std::fs::metadata(&log_file).unwrap().len() as usize;
-    let child = serve_on_transit(&vault, bao, free_port(), &log_file, &[]);
-    let addr = common::wait_for_listening(&log_file, offset);
+    let (child, addr) = serve_on_transit_listening(&vault, bao, &log_file, &[]);
     let mut keys = keys_at(addr).await;
     let mut admin = admin_at(addr).await;
     let read = common::get(&mut admin, "kept", &["ssn"], "billing")
