@@ -482,7 +482,7 @@ mod tests {
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .operation_timeout(Duration::from_secs(10))
+                    .operation_timeout(Duration::from_secs(60))
                     .build(),
             )
             .build()

@@ -7,7 +7,7 @@
 //! id) fails with a 500 (moto 5.2.6). Tests that need KMS's own answers build
 //! them without a server.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 pub const ACCESS_KEY_ID: &str = "testing";
 pub const SECRET_ACCESS_KEY: &str = "testing";
 pub const REGION: &str = "us-east-1";
+
+/// Generous: a loaded CI machine runs many of these, each a Python process.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 const HOW_TO_INSTALL: &str =
     "run .ci/root-of-trust-tools (installs moto_server into .ci-tools/venv), \
@@ -30,20 +33,30 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `moto_server` on a free port of 127.0.0.1 and waits until it
-    /// accepts connections. Panics when it is not installed or does not
-    /// come up.
+    /// Starts `moto_server` on a port of 127.0.0.1 it picks itself (port 0:
+    /// a port chosen here and bound later could be taken by another test's
+    /// server meanwhile, and since moto takes any credentials the two tests
+    /// would share it unnoticed) and waits until it accepts connections.
+    /// Panics when it is not installed or does not come up.
     pub fn start() -> Moto {
         let binary = moto_binary();
-        let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("a temporary log file");
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("the log file"))
             .stderr(log.reopen().expect("the log file"))
             .spawn()
             .unwrap_or_else(|error| panic!("{}: {error}; {HOW_TO_INSTALL}", binary.display()));
+        let port = match port_it_listens_on(&mut child, &log) {
+            Ok(port) => port,
+            Err(problem) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let printed = std::fs::read_to_string(log.path()).unwrap_or_default();
+                panic!("moto_server {problem}:\n{printed}");
+            }
+        };
         let mut moto = Moto {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -69,7 +82,7 @@ impl Moto {
     }
 
     fn wait_until_it_answers(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if TcpStream::connect_timeout(&self.address, Duration::from_millis(200)).is_ok() {
                 return;
@@ -81,7 +94,10 @@ impl Moto {
                 );
             }
             if Instant::now() > deadline {
-                panic!("moto_server did not answer within 30 s:\n{}", self.log());
+                panic!(
+                    "moto_server did not answer within {START_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -116,10 +132,27 @@ fn moto_binary() -> PathBuf {
     on_path.unwrap_or_else(|| panic!("moto_server not found: {HOW_TO_INSTALL}"))
 }
 
-/// A port free now (moto binds it a moment later: a race tests can live with).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
+/// The port moto bound, from the line werkzeug prints once it listens
+/// (` * Running on http://127.0.0.1:PORT`).
+fn port_it_listens_on(child: &mut Child, log: &tempfile::NamedTempFile) -> Result<u16, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let printed = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let port = printed
+            .lines()
+            .find_map(|line| line.split("Running on http://127.0.0.1:").nth(1))
+            .and_then(|rest| rest.trim().parse().ok());
+        if let Some(port) = port {
+            return Ok(port);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status}) before listening"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("did not listen within {START_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Moto {

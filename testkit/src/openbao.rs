@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct OpenBao {
     bao: PathBuf,
@@ -42,7 +42,28 @@ impl OpenBao {
         OpenBao::start_with(true)
     }
 
+    /// A port chosen here is bound by the server a moment later, so another
+    /// test's server may take it first: ours then exits, and it is started
+    /// again on other ports.
     fn start_with(tls: bool) -> OpenBao {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let mut openbao = OpenBao::spawn(tls);
+            match openbao.wait_until_unsealed() {
+                Ok(()) => {
+                    openbao.run_ok(&["secrets", "enable", "transit"]);
+                    return openbao;
+                }
+                Err(exited) if openbao.log_text().contains("address already in use") => {
+                    eprintln!("OpenBao lost its port to another process ({exited}); again")
+                }
+                Err(exited) => panic!("OpenBao {exited}:\n{}", openbao.log_text()),
+            }
+        }
+        panic!("OpenBao lost its port to another process {ATTEMPTS} times")
+    }
+
+    fn spawn(tls: bool) -> OpenBao {
         let bao = bao_binary();
         let dir = tempfile::tempdir().expect("a temporary directory for OpenBao");
         let log = dir.path().join("bao.log");
@@ -73,7 +94,7 @@ impl OpenBao {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", bao.display()));
-        let mut openbao = OpenBao {
+        OpenBao {
             bao,
             server,
             addr,
@@ -81,10 +102,7 @@ impl OpenBao {
             ca_file: tls.then(|| tls_dir.join("vault-ca.pem")),
             log,
             _dir: dir,
-        };
-        openbao.wait_until_unsealed();
-        openbao.run_ok(&["secrets", "enable", "transit"]);
-        openbao
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -111,7 +129,9 @@ impl OpenBao {
     pub fn unseal(&mut self) {
         let key = self.unseal_key();
         self.run_ok(&["operator", "unseal", &key]);
-        self.wait_until_unsealed();
+        if let Err(exited) = self.wait_until_unsealed() {
+            panic!("OpenBao {exited}:\n{}", self.log_text());
+        }
     }
 
     /// Runs the `bao` CLI against this server as root.
@@ -144,15 +164,17 @@ impl OpenBao {
         output
     }
 
-    /// `bao status` exits 0 once the server answers unsealed (2: sealed).
-    fn wait_until_unsealed(&mut self) {
+    /// Waits until this server answers unsealed, to its own root token (a
+    /// server of another test on the same port would refuse it); `Err` when
+    /// it exited first.
+    fn wait_until_unsealed(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.server.try_wait() {
-                panic!("OpenBao exited ({status}):\n{}", self.log_text());
+                return Err(format!("exited ({status})"));
             }
-            if self.run(&["status"]).status.success() {
-                return;
+            if self.run(&["token", "lookup"]).status.success() {
+                return Ok(());
             }
             assert!(
                 started.elapsed() < START_TIMEOUT,
