@@ -18,12 +18,19 @@ pub enum KeysCommand {
     /// Shows master key versions, and one customer's key when given.
     Status(StatusArgs),
     /// Moves a running vault's keyring off its root key file, to the root of
-    /// trust it was started with (--root-of-trust with --root-key-file).
+    /// trust it was started with (--root-of-trust with --root-key-file); with
+    /// --renew-material, rotates the root of trust in use.
     MigrateRootOfTrust(MigrateArgs),
 }
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
+    /// Rotate the root of trust in use instead (transit, pkcs11, aws-kms):
+    /// seal every master version under new material there and destroy the
+    /// material it replaces, so that no copy of the keyring saved before
+    /// opens any more.
+    #[arg(long)]
+    pub renew_material: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -67,7 +74,9 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
 async fn migrate_root_of_trust(args: MigrateArgs) -> anyhow::Result<()> {
     let mut stream = key_admin_client(&args.client)
         .await?
-        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {
+            renew_material: args.renew_material,
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -88,6 +97,12 @@ async fn migrate_root_of_trust(args: MigrateArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({ "to": last.to, "master_versions": last.total, "done": last.done })
+        );
+    } else if args.renew_material {
+        println!(
+            "Every master version is sealed under new material in {}, and the material it \
+             replaces is destroyed: copies of the keyring saved before no longer open.",
+            last.to
         );
     } else {
         println!(
@@ -217,6 +232,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     "kind": root.kind, "location": root.location,
                     "guarantee": root.guarantee, "reachable": root.reachable,
                     "awaiting_destruction": root.awaiting_destruction,
+                    "superseded_awaiting_destruction": root.superseded_awaiting_destruction,
                     "migration_target": root.migration_target,
                 },
             })
@@ -242,6 +258,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("  retiring a version   {}", root.guarantee);
     if !root.awaiting_destruction.is_empty() {
         println!("  awaiting destruction {:?}", root.awaiting_destruction);
+    }
+    if !root.superseded_awaiting_destruction.is_empty() {
+        println!(
+            "  replaced material of {:?} awaiting destruction",
+            root.superseded_awaiting_destruction
+        );
     }
     if !root.migration_target.is_empty() {
         println!(

@@ -235,6 +235,10 @@ pub struct Keyring {
     /// Retired versions whose material in the root of trust is not yet
     /// destroyed, with the handles naming it: not destroyed until confirmed.
     pending: BTreeMap<u32, Vec<u8>>,
+    /// Material that sealed a version before the version was sealed anew (a
+    /// root-of-trust rotation), with that version: earlier copies of the
+    /// keyring still open with it until the root of trust destroys it.
+    superseded: Vec<(u32, Vec<u8>)>,
 }
 
 /// A keyring as decoded, before its invariants are checked.
@@ -247,6 +251,7 @@ pub(crate) struct KeyringParts {
     pub destroyed: BTreeMap<u32, i64>,
     pub legacy_index_until: u32,
     pub pending: BTreeMap<u32, Vec<u8>>,
+    pub superseded: Vec<(u32, Vec<u8>)>,
 }
 
 /// The identity of a keyring written before keyrings had one: derived from
@@ -278,6 +283,7 @@ impl Keyring {
             destroyed: BTreeMap::new(),
             legacy_index_until: 0,
             pending: BTreeMap::new(),
+            superseded: Vec::new(),
         }
     }
 
@@ -309,6 +315,11 @@ impl Keyring {
                 "a master version is both live and destroyed",
             ));
         }
+        if parts.superseded.iter().any(|(v, _)| out_of_range(v)) {
+            return Err(CryptoError::KeyringCorrupt(
+                "superseded material names a master version out of range",
+            ));
+        }
         Ok(Keyring {
             id: parts.id,
             masters: parts.masters,
@@ -318,6 +329,7 @@ impl Keyring {
             destroyed: parts.destroyed,
             legacy_index_until: parts.legacy_index_until,
             pending: parts.pending,
+            superseded: parts.superseded,
         })
     }
 
@@ -361,7 +373,9 @@ impl Keyring {
     /// Whether `version` was created and is destroyed: retired, and its
     /// material in the root of trust destroyed (or never of its own).
     pub fn is_destroyed(&self, version: u32) -> bool {
-        self.is_retired(version) && !self.pending.contains_key(&version)
+        self.is_retired(version)
+            && !self.pending.contains_key(&version)
+            && !self.superseded.iter().any(|(v, _)| *v == version)
     }
 
     /// Whether `version` was created and is no longer in use: destroyed, or
@@ -384,6 +398,17 @@ impl Keyring {
         }
     }
 
+    /// Material that sealed versions before they were sealed anew, not yet
+    /// destroyed: each with the version it sealed and the handle naming it.
+    pub fn superseded(&self) -> &[(u32, Vec<u8>)] {
+        &self.superseded
+    }
+
+    /// Records that the root of trust destroyed superseded material.
+    pub fn confirm_superseded_destroyed(&mut self, handle: &[u8]) {
+        self.superseded.retain(|(_, held)| held != handle);
+    }
+
     /// Seals a live version was missing, as its root of trust sealed it.
     pub fn set_seal(&mut self, version: u32, seal: VersionSeal) {
         if let Some(master) = self.masters.get_mut(&version) {
@@ -396,6 +421,17 @@ impl Keyring {
     pub fn clear_seal(&mut self, version: u32) {
         if let Some(master) = self.masters.get_mut(&version) {
             master.seal = None;
+        }
+    }
+
+    /// Forgets how a live version was sealed, so that it is sealed anew under
+    /// new material of the same root of trust, and keeps the material it
+    /// replaces as superseded, to be destroyed.
+    pub fn supersede_seal(&mut self, version: u32) {
+        if let Some(master) = self.masters.get_mut(&version) {
+            if let Some(seal) = master.seal.take() {
+                self.superseded.push((version, seal.handle));
+            }
         }
     }
 
@@ -696,6 +732,7 @@ mod tests {
             destroyed: BTreeMap::new(),
             legacy_index_until: 4,
             pending: BTreeMap::new(),
+            superseded: Vec::new(),
         })
         .expect("keyring");
         assert_eq!(keyring.covering_versions(&[3].into()), [1, 2, 3].into());

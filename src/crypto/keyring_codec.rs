@@ -106,6 +106,7 @@ fn decode_current(payload: &[u8]) -> Result<Keyring, CryptoError> {
         destroyed,
         legacy_index_until,
         pending: BTreeMap::new(),
+        superseded: Vec::new(),
     })
 }
 
@@ -137,6 +138,7 @@ fn decode_legacy(payload: &[u8]) -> Result<Keyring, CryptoError> {
         destroyed: BTreeMap::new(),
         legacy_index_until: next_version,
         pending: BTreeMap::new(),
+        superseded: Vec::new(),
     })
 }
 

@@ -13,9 +13,13 @@
 //!   | count u32 | count x ( version u32 | created_at_ms i64 | handle | sealed )
 //!   | destroyed u32 | destroyed x ( version u32 | destroyed_at_ms i64 )
 //!   | pending u32 | pending x ( version u32 | handle )
+//!   [ | superseded u32 | superseded x ( version u32 | handle ) ]
 //!   | HMAC-SHA256 32 over everything before it
 //! handle, sealed: length u16 | bytes
 //! ```
+//! The superseded section (material a root-of-trust rotation replaced, not
+//! yet destroyed) is written only when it is not empty, so images of
+//! keyrings that never had any read the same as before it existed.
 //! The checksum finds torn writes (the newer of two slots that checks out is
 //! used). The HMAC, under a key derived from the active master version,
 //! authenticates the rest once the root of trust has unsealed that version:
@@ -54,6 +58,7 @@ pub struct SealedKeyring {
     legacy_index_until: u32,
     destroyed: BTreeMap<u32, i64>,
     pending: BTreeMap<u32, Vec<u8>>,
+    superseded: Vec<(u32, Vec<u8>)>,
     authenticated: Vec<u8>,
     mac: [u8; MAC_LEN],
 }
@@ -141,6 +146,7 @@ impl SealedKeyring {
             destroyed: self.destroyed,
             legacy_index_until: self.legacy_index_until,
             pending: self.pending,
+            superseded: self.superseded,
         })
     }
 }
@@ -184,6 +190,14 @@ fn encode_payload(keyring: &Keyring) -> Result<Vec<u8>, CryptoError> {
         out.extend_from_slice(&version.to_be_bytes());
         push_short(&mut out, handle)?;
     }
+    let superseded = keyring.superseded();
+    if !superseded.is_empty() {
+        out.extend_from_slice(&(superseded.len() as u32).to_be_bytes());
+        for (version, handle) in superseded {
+            out.extend_from_slice(&version.to_be_bytes());
+            push_short(&mut out, handle)?;
+        }
+    }
     let mut mac = keyring_mac(keyring.active());
     mac.update(&out);
     out.extend_from_slice(&mac.finalize().into_bytes());
@@ -222,6 +236,13 @@ fn decode_payload(generation: u64, payload: &[u8]) -> Result<SealedKeyring, Cryp
         let version = reader.u32()?;
         pending.insert(version, reader.short()?);
     }
+    let mut superseded = Vec::new();
+    if !reader.rest.is_empty() {
+        for _ in 0..reader.u32()? {
+            let version = reader.u32()?;
+            superseded.push((version, reader.short()?));
+        }
+    }
     if !reader.rest.is_empty() {
         return Err(corrupt("trailing bytes after the keyring"));
     }
@@ -235,6 +256,7 @@ fn decode_payload(generation: u64, payload: &[u8]) -> Result<SealedKeyring, Cryp
         legacy_index_until,
         destroyed,
         pending,
+        superseded,
         authenticated: authenticated.to_vec(),
         mac: mac.try_into().unwrap_or([0; MAC_LEN]),
     })
@@ -347,6 +369,43 @@ mod tests {
         confirmed.confirm_destroyed(1, 40);
         assert_eq!(confirmed.destroyed_at_ms(1), Some(40));
         assert!(confirmed.pending_destructions().is_empty());
+    }
+
+    #[test]
+    fn superseded_material_round_trips_and_keeps_its_version_from_counting_as_destroyed() {
+        let mut keyring = sealed_keyring();
+        let without = encode_image(&keyring, 1).expect("encode");
+        keyring.supersede_seal(1);
+        let secret = keyring.get(1).expect("live").sealing_secret();
+        keyring.set_seal(
+            1,
+            VersionSeal {
+                handle: b"handle-1-anew".to_vec(),
+                sealed: secret.to_vec(),
+            },
+        );
+        let image = encode_image(&keyring, 2).expect("encode");
+        let sealed = decode_image(&image).expect("decode");
+        let map = unsealed(&sealed);
+        let mut opened = sealed.open(map).expect("open");
+        assert_eq!(opened.superseded(), &[(1, b"handle-1".to_vec())]);
+        assert_eq!(
+            opened
+                .get(1)
+                .and_then(|m| m.seal())
+                .map(|s| s.handle.clone()),
+            Some(b"handle-1-anew".to_vec())
+        );
+        opened.destroy_version(1, 50).expect("retire");
+        opened.confirm_destroyed(1, 60);
+        assert!(!opened.is_destroyed(1), "its superseded material remains");
+        opened.confirm_superseded_destroyed(b"handle-1");
+        assert!(opened.is_destroyed(1));
+        // An image without superseded material is what it was before the
+        // section existed, and reads back without any.
+        let earlier = decode_image(&without).expect("decode");
+        let map = unsealed(&earlier);
+        assert!(earlier.open(map).expect("open").superseded().is_empty());
     }
 
     #[test]

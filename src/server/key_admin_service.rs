@@ -8,7 +8,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, key_admin_service_server::KeyAdminService};
-use crate::vault::{Action, CallNames, CustomerId, MasterRotationStatus, RotationProgress, Vault};
+use crate::vault::{
+    Action, CallNames, CustomerId, MasterRotationStatus, MigrationAim, RotationProgress, Vault,
+};
 
 use super::call::handle;
 use super::convert::timestamp;
@@ -58,13 +60,18 @@ impl KeyAdminService for KeyAdminApi {
             &self.metrics,
             "MigrateRootOfTrust",
             request,
-            |caller, _req| async move {
+            |caller, req| async move {
                 let names = CallNames::default();
                 let call = self
                     .vault
                     .audited(&caller, Action::MigrateRootOfTrust, names);
+                let aim = if req.renew_material {
+                    MigrationAim::RenewMaterial
+                } else {
+                    MigrationAim::MoveToConfigured
+                };
                 let receiver = call
-                    .run(|call| async move { self.vault.start_root_migration(call).await })
+                    .run(|call| async move { self.vault.start_root_migration(call, aim).await })
                     .await?;
                 let stream = WatchStream::from_changes(receiver).filter_map(|latest| {
                     latest.map(|step| step.map(migration_message).map_err(Status::from))
@@ -183,6 +190,7 @@ fn root_of_trust_message(status: crate::vault::RootOfTrustStatus) -> pb::RootOfT
         guarantee: status.guarantee.to_owned(),
         reachable: status.reachable,
         awaiting_destruction: status.awaiting_destruction,
+        superseded_awaiting_destruction: status.superseded_awaiting_destruction,
         migration_target: status.migration_target.unwrap_or_default().to_owned(),
     }
 }

@@ -54,7 +54,7 @@ pub use limits::{Limits, RefusalBudget, RefusalLimits};
 pub use notices::{Notice, PolicyChange};
 pub use policy_reload::ReloadTrigger;
 pub use privacy::Privacy;
-pub use root_migration::{MigrationProgress, MigrationWatch};
+pub use root_migration::{MigrationAim, MigrationProgress, MigrationWatch};
 pub use root_sealing::{open_keyring, seal_new_versions};
 pub use rotation::{ProgressWatch, RotationPolicy, RotationProgress};
 pub use rule_names::kind_named_rule_warnings;

@@ -36,6 +36,9 @@ pub struct RootOfTrustStatus {
     pub reachable: bool,
     /// Retired master versions whose material it has not destroyed yet.
     pub awaiting_destruction: Vec<u32>,
+    /// Versions whose material from before a root-of-trust rotation it has
+    /// not destroyed yet.
+    pub superseded_awaiting_destruction: Vec<u32>,
     /// The root of trust the keyring moves to on MigrateRootOfTrust, while
     /// the root key file still seals it.
     pub migration_target: Option<&'static str>,
@@ -110,6 +113,7 @@ impl crate::vault::Keys<'_> {
             guarantee: root.kind().guarantee(),
             reachable: self.keys.root_of_trust_reachable(),
             awaiting_destruction: self.keys.versions_awaiting_destruction(),
+            superseded_awaiting_destruction: self.keys.superseded_awaiting_destruction(),
             migration_target: self.keys.migration_target().map(|root| root.kind().name()),
         }
     }

@@ -45,8 +45,8 @@ use crate::root_of_trust::{RootKind, RootOfTrust};
 use crate::store::{CustomerRecord, KeyAnchor, WrappedDekRecord, WrappedKeyRecord};
 
 use super::keyring_store::KeyringStore;
-use super::root_sealing::{destroy_pending, seal_version};
-use super::{CustomerId, Normalized, Reason, VaultError};
+use super::root_sealing::destroy_pending;
+use super::{CustomerId, Normalized, VaultError};
 
 pub struct KeyManager {
     keyring: RwLock<Keyring>,
@@ -126,54 +126,18 @@ impl KeyManager {
             .unwrap_or_else(PoisonError::into_inner) = Some(target);
     }
 
-    /// Seals every live master version under the migration target, with
-    /// material of its own there, then saves the keyring sealed version by
-    /// version and puts the target in use. `progress(sealed, total)` follows
-    /// each version. Nothing is saved until every version is sealed: cut
-    /// short, the keyring stays as it was (sealed by the root key file) and
-    /// the migration can run again.
-    pub async fn migrate_root_of_trust(
-        &self,
-        progress: impl Fn(u32, u32),
-    ) -> Result<Arc<dyn RootOfTrust>, VaultError> {
-        let target = self.migration_target().ok_or_else(|| {
-            VaultError::new(
-                Reason::InvalidArgument,
-                "nothing to migrate: the keyring is sealed by the root of trust the vault was \
-                 started with (start it with --root-of-trust set to the new one and \
-                 --root-key-file set to the file that seals the keyring now)",
-            )
-        })?;
-        let store = self.keyring_store.lock().await;
-        if let Some(newer) = store.newer().await? {
-            self.replace_keyring(newer);
-        }
-        let mut next = self.keyring().clone();
-        let versions = next.versions();
-        let total = versions.len() as u32;
-        progress(0, total);
-        for (done, version) in versions.into_iter().enumerate() {
-            next.clear_seal(version);
-            seal_version(target.as_ref(), &mut next, version).await?;
-            progress(done as u32 + 1, total);
-        }
-        store.seal_by(Arc::clone(&target));
-        if let Err(error) = store.save(&mut next).await {
-            store.seal_by_root_key_again();
-            return Err(error);
-        }
-        self.replace_keyring(next);
-        *self.root.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&target);
-        *self
-            .migration_target
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        tracing::info!(
-            root_of_trust = target.kind().name(),
-            location = %target.location(),
-            "the keyring is now sealed by the root of trust, version by version: the root key file is no longer needed"
-        );
-        Ok(target)
+    /// Versions whose material from before a root-of-trust rotation the root
+    /// of trust has not destroyed yet.
+    pub fn superseded_awaiting_destruction(&self) -> Vec<u32> {
+        let mut versions: Vec<u32> = self
+            .keyring()
+            .superseded()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        versions
     }
 
     /// Retired versions whose material the root of trust has not destroyed yet.
@@ -186,11 +150,17 @@ impl KeyManager {
     }
 
     /// Asks the root of trust to destroy the material of every retired
-    /// version still waiting for it (a retirement cut short by a crash or an
-    /// unreachable root of trust), and saves what it destroyed. Returns the
-    /// versions destroyed; fails, once the rest is saved, if any remain.
+    /// version still waiting for it, and the material a rotation of the root
+    /// of trust superseded (either cut short by a crash or an unreachable
+    /// root of trust), and saves what it destroyed. Returns the versions
+    /// whose material it destroyed; fails, once the rest is saved, if any
+    /// remain.
     pub async fn finish_destructions(&self, now_ms: i64) -> Result<Vec<u32>, VaultError> {
-        if self.keyring().pending_destructions().is_empty() {
+        let nothing_waits = {
+            let keyring = self.keyring();
+            keyring.pending_destructions().is_empty() && keyring.superseded().is_empty()
+        };
+        if nothing_waits {
             return Ok(Vec::new());
         }
         let store = self.keyring_store.lock().await;
@@ -203,7 +173,7 @@ impl KeyManager {
         if !outcome.destroyed.is_empty() {
             store.save(&mut next).await?;
             self.replace_keyring(next);
-            tracing::info!(versions = ?outcome.destroyed, root_of_trust = root.kind().name(), "retired master versions destroyed in the root of trust");
+            tracing::info!(versions = ?outcome.destroyed, root_of_trust = root.kind().name(), "material of retired or superseded master versions destroyed in the root of trust");
         }
         match outcome.error {
             Some(error) => Err(error),

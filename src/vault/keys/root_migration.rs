@@ -1,17 +1,32 @@
-//! Moving a running vault off its root key file: every live master version
-//! sealed anew, with material of its own, by the root of trust the vault was
-//! started with (MigrateRootOfTrust).
+//! Moving a running vault to another root of trust, or rotating the one in
+//! use (MigrateRootOfTrust): every live master version sealed anew, with
+//! material of its own, and the keyring saved only once all are.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use tokio::sync::watch;
 
 use crate::policy::Scope;
-use crate::vault::Call;
+use crate::root_of_trust::{RootKind, RootOfTrust};
+use crate::vault::{Call, Reason};
 use crate::vault::{Vault, VaultError};
 
+use super::root_sealing::{destroy_pending, seal_anew, seal_version};
+use super::KeyManager;
+
+/// What a MigrateRootOfTrust call does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationAim {
+    /// Moves the keyring off the root key file to the root of trust the
+    /// vault was started with.
+    MoveToConfigured,
+    /// Rotates the root of trust in use: new material for every live
+    /// version, and the material it replaces destroyed.
+    RenewMaterial,
+}
+
 /// How far a migration got: master versions sealed under the new root of
-/// trust, out of the live ones.
+/// trust (or new material), out of the live ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MigrationProgress {
     /// `transit`, `pkcs11`, `aws-kms` or `file`.
@@ -26,25 +41,20 @@ pub type MigrationWatch = watch::Receiver<Option<Result<MigrationProgress, Vault
 
 impl Vault {
     /// Starts moving the keyring to the root of trust the vault was started
-    /// with. Requests are served throughout; a master rotation cannot run
-    /// at the same time. Cut short, nothing is saved and it can run again.
+    /// with, or rotating the one in use. Requests are served throughout; a
+    /// master rotation cannot run at the same time. Cut short before the
+    /// keyring is saved, nothing is saved and it can run again.
     pub async fn start_root_migration(
         self: &Arc<Self>,
         call: Call<'_>,
+        aim: MigrationAim,
     ) -> Result<MigrationWatch, VaultError> {
         call.caller.require_scope(Scope::KeysAdmin)?;
-        let target = self.keys.migration_target().ok_or_else(|| {
-            VaultError::new(
-                crate::vault::Reason::InvalidArgument,
-                "nothing to migrate: the keyring is already sealed by the root of trust the \
-                 vault was started with",
-            )
-        })?;
+        let to = self.keys.migration_root(aim)?.kind().name();
         let guard = self.rotation_guard().await?;
         let entry = call.event;
         let (progress, receiver) = watch::channel(None);
         let vault = Arc::clone(self);
-        let to = target.kind().name();
         tokio::spawn(async move {
             let _guard = guard;
             let step = |sealed, total| {
@@ -55,8 +65,13 @@ impl Vault {
                     done: false,
                 })));
             };
-            let outcome = match vault.keys.migrate_root_of_trust(step).await {
-                Ok(_) => vault.append_audit(vec![entry]).await,
+            let now_ms = vault.now_ms();
+            let migrated = match aim {
+                MigrationAim::MoveToConfigured => vault.keys.migrate_root_of_trust(step).await,
+                MigrationAim::RenewMaterial => vault.keys.renew_root_material(step, now_ms).await,
+            };
+            let outcome = match migrated {
+                Ok(()) => vault.append_audit(vec![entry]).await,
                 Err(error) => Err(error),
             };
             let last = match outcome {
@@ -70,12 +85,132 @@ impl Vault {
                     })
                 }
                 Err(error) => {
-                    tracing::error!(%error, "the root-of-trust migration failed; nothing was saved");
+                    tracing::error!(%error, ?aim, "the root-of-trust migration failed");
                     Err(error)
                 }
             };
             progress.send_replace(Some(last));
         });
         Ok(receiver)
+    }
+}
+
+impl KeyManager {
+    /// The root of trust a migration with `aim` seals under; refuses one
+    /// that has nothing to do.
+    fn migration_root(&self, aim: MigrationAim) -> Result<Arc<dyn RootOfTrust>, VaultError> {
+        match (aim, self.migration_target()) {
+            (MigrationAim::MoveToConfigured, Some(target)) => Ok(target),
+            (MigrationAim::MoveToConfigured, None) => Err(VaultError::new(
+                Reason::InvalidArgument,
+                "nothing to migrate: the keyring is sealed by the root of trust the vault was \
+                 started with (start it with --root-of-trust set to the new one and \
+                 --root-key-file set to the file that seals the keyring now; to rotate the \
+                 root of trust in use, ask for new material)",
+            )),
+            (MigrationAim::RenewMaterial, Some(_)) => Err(VaultError::new(
+                Reason::InvalidArgument,
+                "the keyring is still sealed by the root key file: migrate it to the root of \
+                 trust the vault was started with first",
+            )),
+            (MigrationAim::RenewMaterial, None) => {
+                let root = self.root_of_trust();
+                if root.kind() == RootKind::File {
+                    return Err(VaultError::new(
+                        Reason::InvalidArgument,
+                        "the root key file is one key and has no material to renew: to replace \
+                         it, start the vault with --root-key-file set to a new file and \
+                         --previous-root-key-file set to the old one, then migrate",
+                    ));
+                }
+                Ok(root)
+            }
+        }
+    }
+
+    /// Seals every live master version under the migration target, with
+    /// material of its own there, then saves the keyring sealed version by
+    /// version and puts the target in use. `progress(sealed, total)` follows
+    /// each version. Nothing is saved until every version is sealed: cut
+    /// short, the keyring stays as it was (sealed by the root key file) and
+    /// the migration can run again.
+    pub async fn migrate_root_of_trust(
+        &self,
+        progress: impl Fn(u32, u32),
+    ) -> Result<(), VaultError> {
+        let target = self.migration_root(MigrationAim::MoveToConfigured)?;
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        let mut next = self.keyring().clone();
+        let versions = next.versions();
+        let total = versions.len() as u32;
+        progress(0, total);
+        for (done, version) in versions.into_iter().enumerate() {
+            next.clear_seal(version);
+            seal_version(target.as_ref(), &mut next, version).await?;
+            progress(done as u32 + 1, total);
+        }
+        store.seal_by(Arc::clone(&target));
+        if let Err(error) = store.save(&mut next).await {
+            store.seal_by_root_key_again();
+            return Err(error);
+        }
+        self.replace_keyring(next);
+        *self.root.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&target);
+        *self
+            .migration_target
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        tracing::info!(
+            root_of_trust = target.kind().name(),
+            location = %target.location(),
+            "the keyring is now sealed by the root of trust, version by version: the root key file is no longer needed"
+        );
+        Ok(())
+    }
+
+    /// Rotates the root of trust in use: seals every live master version
+    /// anew under new material of its own, saves the keyring (the replaced
+    /// material recorded as superseded), then destroys the replaced
+    /// material and saves again. Cut short before the first save, nothing
+    /// changes; after it, what is left to destroy is destroyed by the next
+    /// start or rotation, and the keyring opens either way.
+    pub async fn renew_root_material(
+        &self,
+        progress: impl Fn(u32, u32),
+        now_ms: i64,
+    ) -> Result<(), VaultError> {
+        let root = self.migration_root(MigrationAim::RenewMaterial)?;
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        let mut next = self.keyring().clone();
+        seal_anew(root.as_ref(), &mut next, progress).await?;
+        store.save(&mut next).await?;
+        self.replace_keyring(next.clone());
+        let outcome = destroy_pending(root.as_ref(), &mut next, now_ms).await;
+        if !outcome.destroyed.is_empty() {
+            store.save(&mut next).await?;
+            self.replace_keyring(next);
+        }
+        if let Some(error) = outcome.error {
+            return Err(VaultError::new(
+                error.reason(),
+                format!(
+                    "every master version is sealed under new material, but the material it \
+                     replaces is not all destroyed yet (the next start or rotation retries): \
+                     {error}"
+                ),
+            ));
+        }
+        tracing::info!(
+            root_of_trust = root.kind().name(),
+            location = %root.location(),
+            "the root of trust is rotated: every master version is sealed under new material, and the material it replaced is destroyed"
+        );
+        Ok(())
     }
 }

@@ -62,16 +62,38 @@ pub async fn open_keyring(
 
 /// What asking the root of trust to destroy retired versions came to.
 pub struct Destructions {
-    /// Versions whose material is now destroyed (recorded in the keyring).
+    /// Versions whose material, retired or superseded, is now destroyed
+    /// (recorded in the keyring).
     pub destroyed: Vec<u32>,
     /// Why the rest are still waiting, if any are.
     pub error: Option<VaultError>,
 }
 
+/// Seals every live version anew under new material of its own in `root`
+/// (the root of trust that sealed it), keeping the material each replaces
+/// as superseded, to be destroyed once this keyring is saved.
+/// `progress(sealed, total)` follows each version.
+pub async fn seal_anew(
+    root: &dyn RootOfTrust,
+    keyring: &mut Keyring,
+    progress: impl Fn(u32, u32),
+) -> Result<(), VaultError> {
+    let versions = keyring.versions();
+    let total = versions.len() as u32;
+    progress(0, total);
+    for (done, version) in versions.into_iter().enumerate() {
+        keyring.supersede_seal(version);
+        seal_version(root, keyring, version).await?;
+        progress(done as u32 + 1, total);
+    }
+    Ok(())
+}
+
 /// Asks the root of trust to destroy the material of every retired version
 /// still waiting for it, recording each destruction in `keyring` (for good
-/// now, or at the end of a KMS's pending window). Stops at the first
-/// failure; the next rotation or start retries the rest.
+/// now, or at the end of a KMS's pending window), then the material a
+/// rotation of the root of trust superseded. Stops at the first failure;
+/// the next rotation or start retries the rest.
 pub async fn destroy_pending(
     root: &dyn RootOfTrust,
     keyring: &mut Keyring,
@@ -95,6 +117,18 @@ pub async fn destroy_pending(
             }
         };
         keyring.confirm_destroyed(version, at_ms);
+        destroyed.push(version);
+    }
+    for (version, handle) in keyring.superseded().to_vec() {
+        // A superseded seal's version is live, or retired with its current
+        // material: either way its own destruction date is the one to keep.
+        if let Err(error) = root.destroy(&KeyHandle(handle.clone())).await {
+            return Destructions {
+                destroyed,
+                error: Some(error.into()),
+            };
+        }
+        keyring.confirm_superseded_destroyed(&handle);
         destroyed.push(version);
     }
     Destructions {

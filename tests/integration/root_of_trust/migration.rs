@@ -21,8 +21,17 @@ fn transit_latest_version(bao: &OpenBao) -> u64 {
 
 /// Runs MigrateRootOfTrust to its end and returns its last message.
 async fn migrate(keys: &mut common::KeyAdminClient) -> pb::RootOfTrustMigrationProgress {
+    migrate_with(keys, pb::MigrateRootOfTrustRequest::default()).await
+}
+
+/// Runs MigrateRootOfTrust, as `request` asks, to its end and returns its
+/// last message.
+pub(super) async fn migrate_with(
+    keys: &mut common::KeyAdminClient,
+    request: pb::MigrateRootOfTrustRequest,
+) -> pb::RootOfTrustMigrationProgress {
     let mut stream = keys
-        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .migrate_root_of_trust(request)
         .await
         .unwrap()
         .into_inner();
@@ -95,7 +104,7 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
         .unwrap();
     assert_eq!(common::value_of(&read, "ssn").value, SSN);
     let again = keys
-        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest {})
+        .migrate_root_of_trust(pb::MigrateRootOfTrustRequest::default())
         .await
         .expect_err("nothing left to migrate");
     assert_eq!(again.code(), tonic::Code::InvalidArgument, "{again:?}");
@@ -170,7 +179,7 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
             "cycle {cycle}"
         );
         if !migrated {
-            let started = keys.migrate_root_of_trust(pb::MigrateRootOfTrustRequest {});
+            let started = keys.migrate_root_of_trust(pb::MigrateRootOfTrustRequest::default());
             let delay = rand::rng().random_range(0..25);
             let _ = tokio::time::timeout(std::time::Duration::from_millis(delay), started).await;
         }

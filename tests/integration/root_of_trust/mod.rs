@@ -21,6 +21,7 @@ use pii_vault_testkit::softhsm::SoftHsm;
 use crate::common::{self, PutFields, TestVault, ADMIN_KEY};
 
 mod migration;
+mod renewal;
 mod unreachable;
 
 /// A real root of trust for one test, and what puts a vault on it.

@@ -122,7 +122,7 @@ async fn rotation_failure(mut stream: tonic::Streaming<pb::RotationProgress>) ->
 }
 
 #[track_caller]
-fn assert_root_of_trust_unavailable(status: &tonic::Status) {
+pub(super) fn assert_root_of_trust_unavailable(status: &tonic::Status) {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let details = tonic_types::StatusExt::get_error_details(status);
     assert_eq!(
@@ -133,13 +133,13 @@ fn assert_root_of_trust_unavailable(status: &tonic::Status) {
 
 /// A TCP proxy in front of a server that a test can cut at once: every
 /// open connection drops and new ones close as soon as they are accepted.
-struct CuttableProxy {
-    addr: std::net::SocketAddr,
+pub(super) struct CuttableProxy {
+    pub(super) addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl CuttableProxy {
-    async fn start(target: std::net::SocketAddr) -> CuttableProxy {
+    pub(super) async fn start(target: std::net::SocketAddr) -> CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, _) = tokio::sync::watch::channel(false);
@@ -164,11 +164,11 @@ impl CuttableProxy {
         CuttableProxy { addr, cut }
     }
 
-    fn cut(&self) {
+    pub(super) fn cut(&self) {
         self.cut.send_replace(true);
     }
 
-    fn restore(&self) {
+    pub(super) fn restore(&self) {
         self.cut.send_replace(false);
     }
 }
