@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::crypto::{DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey};
+use crate::crypto::{
+    is_root_key_image, root_key_opens, DekCache, KeyFileAccess, Keyring, KeyringFile, RootKey,
+};
 use crate::policy::{self, Policy};
 use crate::root_of_trust::aws_kms::{AwsKmsConfig, AwsKmsRoot};
 use crate::root_of_trust::file::FileRoot;
@@ -75,6 +77,10 @@ pub enum RootOfTrustChoice {
 pub struct VaultOptions {
     pub storage: StorageBackend,
     pub root_of_trust: RootOfTrustChoice,
+    /// The root key file that seals the keyring now, while it is replaced:
+    /// by a new root key file (`VaultPaths::root_key_file`), or by another
+    /// root of trust. MigrateRootOfTrust moves the keyring off it.
+    pub previous_root_key_file: Option<PathBuf>,
     /// Unwrapped customer keys kept in memory.
     pub dek_cache_capacity: usize,
     /// How long one stays cached: bounds how long a key of a customer erased
@@ -107,6 +113,7 @@ impl Default for VaultOptions {
         VaultOptions {
             storage: StorageBackend::Sled,
             root_of_trust: RootOfTrustChoice::File,
+            previous_root_key_file: None,
             dek_cache_capacity: 10_000,
             dek_cache_ttl: Duration::from_secs(5 * 60),
             store_cache_bytes: 256 * 1024 * 1024,
@@ -142,8 +149,8 @@ pub async fn open_vault_wrapped(
     let configured = root_of_trust(paths, options).await?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
         StorageBackend::Sled => {
-            let sealed_by_file = crate::crypto::sealed_by_root_key(&paths.keyring_file)?;
-            let (root, target) = opening_root(paths, options, configured, sealed_by_file)?;
+            let image = crate::crypto::keyring_file_contents(&paths.keyring_file)?;
+            let (root, target) = opening_root(paths, options, configured, image.as_deref())?;
             let (store, keys) = open_sled(paths, options, &root).await?;
             (store, with_migration_target(keys, target))
         }
@@ -171,10 +178,8 @@ pub async fn open_vault_wrapped(
                      keyring row from its backup (a new keyring could read none of it)"
                 );
             }
-            let sealed_by_file = row
-                .as_ref()
-                .is_some_and(|(_, _, image)| crate::crypto::is_root_key_image(image));
-            let (root, target) = opening_root(paths, options, configured, sealed_by_file)?;
+            let image = row.as_ref().map(|(_, _, image)| image.as_slice());
+            let (root, target) = opening_root(paths, options, configured, image)?;
             let (table, keyring) = retrying_the_root_of_trust("opening the keyring table", || {
                 TableKeyring::open(
                     Arc::clone(&store),
@@ -301,37 +306,53 @@ async fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Re
 }
 
 /// The root of trust that opens the keyring, and the one a migration moves
-/// it to: a vault started with another root of trust and `--root-key-file`
-/// opens a keyring the file still seals with the file, until
-/// MigrateRootOfTrust.
+/// it to: a vault started with a new root of trust (another kind, or a new
+/// root key file) and the root key file that seals its keyring now
+/// (`--previous-root-key-file`, or `--root-key-file` beside another kind)
+/// opens the keyring with that file until MigrateRootOfTrust.
 fn opening_root(
     paths: &VaultPaths,
     options: &VaultOptions,
     configured: OpenedRoot,
-    sealed_by_file: bool,
+    keyring_image: Option<&[u8]>,
 ) -> anyhow::Result<(OpenedRoot, Option<Arc<dyn RootOfTrust>>)> {
-    let OpenedRoot::Connected(target) = configured else {
+    let previous_file = match &configured {
+        OpenedRoot::File(_) => options.previous_root_key_file.clone(),
+        OpenedRoot::Connected(_) => options.previous_root_key_file.clone().or_else(|| {
+            let given = !paths.root_key_file.as_os_str().is_empty();
+            given.then(|| paths.root_key_file.clone())
+        }),
+    };
+    let Some(previous_file) = previous_file else {
         return Ok((configured, None));
     };
-    let file_given = !paths.root_key_file.as_os_str().is_empty();
-    if !file_given {
-        return Ok((OpenedRoot::Connected(target), None));
-    }
-    if !sealed_by_file {
+    let target = configured.arc();
+    // Loaded only when a root key file seals the keyring at all.
+    let previous = match keyring_image.filter(|image| is_root_key_image(image)) {
+        Some(image) => {
+            let key = RootKey::load_with(&previous_file, options.key_file_access)?;
+            // Both are root key files: the one that opens the keyring seals it.
+            let seals =
+                matches!(configured, OpenedRoot::Connected(_)) || root_key_opens(&key, image);
+            seals.then_some(key)
+        }
+        None => None,
+    };
+    let Some(previous) = previous else {
         tracing::warn!(
             root_of_trust = target.kind().name(),
-            "--root-key-file is no longer needed: the keyring is sealed by the root of trust; \
+            file = %previous_file.display(),
+            "the previous root key file is no longer needed: the keyring is not sealed by it; \
              start without it, and destroy the file and its copies"
         );
-        return Ok((OpenedRoot::Connected(target), None));
-    }
-    let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
+        return Ok((configured, None));
+    };
     tracing::warn!(
         root_of_trust = target.kind().name(),
-        "the keyring is still sealed by the root key file: run `pii-vault keys \
-         migrate-root-of-trust` to move it to the root of trust"
+        "the keyring is still sealed by the previous root key file: run `pii-vault keys \
+         migrate-root-of-trust` to move it to the root of trust the vault was started with"
     );
-    let file = FileRoot::new(root_key, &paths.root_key_file);
+    let file = FileRoot::new(previous, &previous_file);
     Ok((OpenedRoot::File(Arc::new(file)), Some(target)))
 }
 

@@ -29,6 +29,12 @@ pub struct ServeArgs {
     /// `pii-vault keys migrate-root-of-trust` moves it there.
     #[arg(long, env = "PII_VAULT_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
+    /// The root key file that seals the keyring now, while it is replaced by
+    /// a new one (--root-key-file) or by another --root-of-trust: the vault
+    /// opens the keyring with it until `pii-vault keys migrate-root-of-trust`
+    /// seals it by the new one. Afterwards start without it and destroy it.
+    #[arg(long, env = "PII_VAULT_PREVIOUS_ROOT_KEY_FILE")]
+    pub previous_root_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub root: RootOfTrustArgs,
     /// The policy file (TOML): purposes, principals, scopes, disclosure.
@@ -229,6 +235,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store_min_free_bytes: args.min_free_disk,
         storage: storage(&args)?,
         root_of_trust: args.root.choice(key_file_access)?,
+        previous_root_key_file: args.previous_root_key_file.clone(),
         key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,
@@ -346,6 +353,10 @@ fn check_dev(args: &ServeArgs) -> anyhow::Result<()> {
         ("--root-of-trust", !args.root.uses_root_key_file()),
         ("--policy", args.policy.is_some()),
         ("--root-key-file", args.root_key_file.is_some()),
+        (
+            "--previous-root-key-file",
+            args.previous_root_key_file.is_some(),
+        ),
         ("--keyring-file", args.keyring_file.is_some()),
     ];
     if let Some((flag, _)) = ignored.into_iter().find(|(_, given)| *given) {

@@ -50,6 +50,13 @@ enum FileSealing {
     /// Version by version, after a migration off the root key, which is
     /// kept only to undo it if the first save fails.
     Migrated(Box<Aes256Gcm>),
+    /// As a whole, by a new root key file (`by`) that replaced the one the
+    /// file was sealed by (`was`), which is kept only to undo it if the
+    /// first save fails.
+    Replaced {
+        by: Box<Aes256Gcm>,
+        was: Box<Aes256Gcm>,
+    },
 }
 
 /// What reading one slot found.
@@ -103,7 +110,9 @@ impl KeyringFile {
     /// `keyring` no longer has.
     pub fn save(&mut self, keyring: &Keyring) -> Result<(), CryptoError> {
         let payload = match self.sealing {
-            FileSealing::RootKey(_) => Some(keyring_codec::encode(keyring)),
+            FileSealing::RootKey(_) | FileSealing::Replaced { .. } => {
+                Some(keyring_codec::encode(keyring))
+            }
             FileSealing::ByVersion | FileSealing::Migrated(_) => None,
         };
         if let Some(payload) = &payload {
@@ -118,9 +127,10 @@ impl KeyringFile {
             let slot = 1 - self.newest_slot;
             let generation = self.generation + 1;
             let image = match (&self.sealing, &payload) {
-                (FileSealing::RootKey(cipher), Some(payload)) => {
-                    seal_slot(cipher, generation, payload)?
-                }
+                (
+                    FileSealing::RootKey(cipher) | FileSealing::Replaced { by: cipher, .. },
+                    Some(payload),
+                ) => seal_slot(cipher, generation, payload)?,
                 _ => Zeroizing::new(keyring_sealed::encode_image(keyring, generation)?),
             };
             self.write_slot(slot, &image)?;
@@ -223,14 +233,29 @@ impl KeyringFile {
 
     /// From the next save on, seals the keyring version by version (moving
     /// a vault from its root key file to another root of trust), or again
-    /// as a whole by the root key it was opened with (after such a save
-    /// failed).
+    /// as a whole by the root key it was sealed by before (after such a
+    /// save, or one by a new root key file, failed).
     pub fn seal_by_version_from_now_on(&mut self, by_version: bool) {
         let sealing = std::mem::replace(&mut self.sealing, FileSealing::ByVersion);
         self.sealing = match (sealing, by_version) {
             (FileSealing::RootKey(cipher), true) => FileSealing::Migrated(cipher),
             (FileSealing::Migrated(cipher), false) => FileSealing::RootKey(cipher),
+            (FileSealing::Replaced { was, .. }, false) => FileSealing::RootKey(was),
             (other, _) => other,
+        };
+    }
+
+    /// From the next save on, seals the keyring as a whole by `root`, a new
+    /// root key file replacing the one it is sealed by. The save writes
+    /// both slots, so afterwards no slot opens with the old key.
+    pub fn seal_by_root_key_from_now_on(&mut self, root: &RootKey) {
+        let by = Box::new(sealed::cipher_for(root.key()));
+        let sealing = std::mem::replace(&mut self.sealing, FileSealing::ByVersion);
+        self.sealing = match sealing {
+            FileSealing::RootKey(was) | FileSealing::Replaced { by: was, .. } => {
+                FileSealing::Replaced { by, was }
+            }
+            FileSealing::ByVersion | FileSealing::Migrated(_) => FileSealing::RootKey(by),
         };
     }
 
@@ -283,15 +308,22 @@ impl std::fmt::Debug for KeyringFile {
     }
 }
 
-/// Whether the keyring file at `path` is sealed as a whole by a root key
-/// (formats 1 and 2; false when there is no file): a vault moving to another
-/// root of trust opens it with its root key file until it is migrated.
-pub fn sealed_by_root_key(path: &Path) -> Result<bool, CryptoError> {
+/// What the keyring file at `path` holds, if there is one (to tell how,
+/// and by what, it is sealed before opening it).
+pub fn keyring_file_contents(path: &Path) -> Result<Option<Vec<u8>>, CryptoError> {
     match std::fs::read(path) {
-        Ok(contents) => Ok(is_root_key_image(&contents)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Ok(contents) => Ok(Some(contents)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(CryptoError::io(path, e)),
     }
+}
+
+/// Whether `root` opens any of these slot images (a file's two, or a
+/// table's one): which of two root key files seals a keyring.
+pub fn root_key_opens(root: &RootKey, contents: &[u8]) -> bool {
+    contents
+        .chunks(SLOT_LEN)
+        .any(|slot| open_sealed_keyring(root, slot).is_ok())
 }
 
 /// Whether slot images (a file's two, or a table's one) hold a keyring

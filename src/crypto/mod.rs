@@ -23,7 +23,8 @@ pub use error::CryptoError;
 pub use index::{IndexKey, TokenKey};
 pub use keyring::{master_version_of_wrapped, Keyring, KeyringId, MasterKey, VersionSeal};
 pub use keyring_file::{
-    is_root_key_image, open_sealed_keyring, seal_keyring, sealed_by_root_key, KeyringFile,
+    is_root_key_image, keyring_file_contents, open_sealed_keyring, root_key_opens, seal_keyring,
+    KeyringFile,
 };
 pub use keyring_sealed::{decode_image, encode_image, is_sealed_by_version, SealedKeyring};
 pub use process_memory::protect_process_memory;

@@ -45,6 +45,10 @@ impl RootOfTrust for FileRoot {
         RootKind::File
     }
 
+    fn as_root_key_file(&self) -> Option<&RootKey> {
+        Some(&self.key)
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }

@@ -194,4 +194,11 @@ pub trait RootOfTrust: Send + Sync + fmt::Debug {
     /// where the root of trust can only destroy in order (Transit). Destroying
     /// material already destroyed succeeds: a retirement cut short retries.
     async fn destroy(&self, handle: &KeyHandle) -> Result<Destruction, RootError>;
+
+    /// The key itself when this is a root key file, which seals a keyring
+    /// as a whole rather than version by version; `None` for a root of
+    /// trust that keeps its material inside.
+    fn as_root_key_file(&self) -> Option<&crate::crypto::RootKey> {
+        None
+    }
 }

@@ -38,7 +38,10 @@ pub trait KeyringStore: Send + Sync {
     /// From the next save on, seals the keyring version by version under
     /// `root` (a migration off the root key file).
     fn seal_by(&self, root: Arc<dyn RootOfTrust>);
-    /// Undoes `seal_by` after a save that failed.
+    /// From the next save on, seals the keyring as a whole by `root_key` (a
+    /// new root key file replacing the one that seals it).
+    fn seal_by_new_root_key(&self, root_key: RootKey);
+    /// Undoes `seal_by` or `seal_by_new_root_key` after a save that failed.
     fn seal_by_root_key_again(&self);
 }
 
@@ -89,6 +92,14 @@ impl KeyringStore for FileKeyring {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .seal_by_version_from_now_on(true);
+    }
+
+    fn seal_by_new_root_key(&self, root_key: RootKey) {
+        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seal_by_root_key_from_now_on(&root_key);
     }
 
     fn seal_by_root_key_again(&self) {
@@ -158,6 +169,19 @@ impl TableKeyring {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Seals by `next` from now on, keeping the root key it replaces (if
+    /// any) for `seal_by_root_key_again`.
+    fn replace_sealing(&self, next: Sealing) {
+        let mut sealing = self.sealing.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Sealing::Whole(root_key) = &*sealing {
+            *self
+                .replaced_root_key
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(root_key.clone());
+        }
+        *sealing = next;
     }
 
     fn generation(&self) -> Option<i64> {
@@ -236,14 +260,11 @@ impl KeyringStore for TableKeyring {
     }
 
     fn seal_by(&self, root: Arc<dyn RootOfTrust>) {
-        let mut sealing = self.sealing.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Sealing::Whole(root_key) = &*sealing {
-            *self
-                .replaced_root_key
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(root_key.clone());
-        }
-        *sealing = Sealing::ByVersion(root);
+        self.replace_sealing(Sealing::ByVersion(root));
+    }
+
+    fn seal_by_new_root_key(&self, root_key: RootKey) {
+        self.replace_sealing(Sealing::Whole(root_key));
     }
 
     fn seal_by_root_key_again(&self) {

@@ -129,11 +129,11 @@ impl KeyManager {
     }
 
     /// Seals every live master version under the migration target, with
-    /// material of its own there, then saves the keyring sealed version by
-    /// version and puts the target in use. `progress(sealed, total)` follows
-    /// each version. Nothing is saved until every version is sealed: cut
-    /// short, the keyring stays as it was (sealed by the root key file) and
-    /// the migration can run again.
+    /// material of its own there (or, for a new root key file, the keyring
+    /// as a whole under it), then saves the keyring and puts the target in
+    /// use. `progress(sealed, total)` follows each version. Nothing is saved
+    /// until every version is sealed: cut short, the keyring stays as it was
+    /// (sealed by the root key file) and the migration can run again.
     pub async fn migrate_root_of_trust(
         &self,
         progress: impl Fn(u32, u32),
@@ -147,12 +147,16 @@ impl KeyManager {
         let versions = next.versions();
         let total = versions.len() as u32;
         progress(0, total);
-        for (done, version) in versions.into_iter().enumerate() {
-            next.clear_seal(version);
-            seal_version(target.as_ref(), &mut next, version).await?;
-            progress(done as u32 + 1, total);
+        if let Some(root_key) = target.as_root_key_file() {
+            store.seal_by_new_root_key(root_key.clone());
+        } else {
+            for (done, version) in versions.into_iter().enumerate() {
+                next.clear_seal(version);
+                seal_version(target.as_ref(), &mut next, version).await?;
+                progress(done as u32 + 1, total);
+            }
+            store.seal_by(Arc::clone(&target));
         }
-        store.seal_by(Arc::clone(&target));
         if let Err(error) = store.save(&mut next).await {
             store.seal_by_root_key_again();
             return Err(error);
@@ -166,7 +170,7 @@ impl KeyManager {
         tracing::info!(
             root_of_trust = target.kind().name(),
             location = %target.location(),
-            "the keyring is now sealed by the root of trust, version by version: the root key file is no longer needed"
+            "the keyring is now sealed by the root of trust: the root key file that sealed it before is no longer needed"
         );
         Ok(())
     }

@@ -206,3 +206,107 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     assert_eq!(common::value_of(&read, "ssn").value, SSN);
     child.kill9();
 }
+
+/// The keyring image as stored now: the file's two slots on sled, the row on
+/// PostgreSQL.
+async fn stored_keyring(vault: &crate::common::TestVault) -> Vec<u8> {
+    match &vault.database {
+        Some(database) => {
+            use pii_vault::store::KeyringTable;
+            let store = pii_vault::store::PgStore::connect(&database.url, 1, None, true)
+                .await
+                .unwrap();
+            store.keyring_row().await.unwrap().expect("a keyring row").2
+        }
+        None => std::fs::read(&vault.paths.keyring_file).unwrap(),
+    }
+}
+
+/// A root key file replaced by a new one, online: started with the new file
+/// and `previous_root_key_file` set to the old one, the vault serves from the
+/// old until MigrateRootOfTrust seals the keyring by the new; afterwards it
+/// starts on the new file alone, the old one opens nothing, and a rotation
+/// with retirement runs on. Nothing else changes: every customer reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_key_file_is_replaced_by_a_new_one_online() {
+    use pii_vault::crypto::{root_key_opens, RootKey};
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    vault.rotate_master(false).await;
+    let old_file = vault.paths.root_key_file.clone();
+    let new_file = vault.dir.path().join("root-2.key");
+    RootKey::generate_file(&new_file).unwrap();
+    let (old, new) = (
+        RootKey::load(&old_file).unwrap(),
+        RootKey::load(&new_file).unwrap(),
+    );
+
+    vault.stop().await;
+    vault.paths.root_key_file = new_file.clone();
+    vault.options.previous_root_key_file = Some(old_file.clone());
+    vault.restart().await;
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        ("file", "file")
+    );
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let last = migrate(&mut keys).await;
+    assert_eq!((last.to.as_str(), last.total, last.done), ("file", 2, true));
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(root.migration_target, "");
+    let stored = stored_keyring(&vault).await;
+    assert!(root_key_opens(&new, &stored));
+    assert!(
+        !root_key_opens(&old, &stored),
+        "a slot still opens with the old file"
+    );
+
+    // The old file alone opens nothing now.
+    vault.stop().await;
+    let mut on_the_old = vault.paths.clone();
+    on_the_old.root_key_file = old_file.clone();
+    let without_previous = pii_vault::app::VaultOptions {
+        previous_root_key_file: None,
+        ..vault.options.clone()
+    };
+    let refused = pii_vault::app::open_vault(&on_the_old, &without_previous)
+        .await
+        .err()
+        .expect("the old root key file must not open the keyring");
+    assert!(format!("{refused:#}").contains("keyring"), "{refused:#}");
+
+    vault.options.previous_root_key_file = None;
+    std::fs::remove_file(&old_file).unwrap();
+    vault.restart().await;
+    vault.rotate_master(true).await;
+    let mut admin = vault.admin().await;
+    for (customer, ssn) in [("victim", SSN), ("kept", KEPT_SSN)] {
+        let read = common::get(&mut admin, customer, &["ssn"], "billing")
+            .await
+            .unwrap();
+        assert_eq!(common::value_of(&read, "ssn").value, ssn);
+    }
+    assert_eq!(key_status(&vault).await.master_versions, vec![3]);
+}
+
+/// Started with a previous root key file that no longer seals the keyring
+/// (the replacement already done), the vault opens with the new file and
+/// has nothing to migrate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_root_key_file_that_seals_nothing_is_ignored() {
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    let stale = vault.dir.path().join("stale.key");
+    pii_vault::crypto::RootKey::generate_file(&stale).unwrap();
+    vault.stop().await;
+    vault.options.previous_root_key_file = Some(stale);
+    vault.restart().await;
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(root.migration_target, "");
+    let mut admin = vault.admin().await;
+    let read = common::get(&mut admin, "kept", &["ssn"], "billing")
+        .await
+        .unwrap();
+    assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
+}
