@@ -133,18 +133,17 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
     assert_eq!(key_status(&vault).await.master_versions, vec![3]);
 }
 
-/// kill -9 while a migration to Transit runs, again and again: each
-/// restart (with the same flags) finds the keyring either still on the
-/// file, and the migration runs again, or on Transit; nothing is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
-async fn kill_9_during_a_migration_to_transit_loses_nothing() {
+/// kill -9 while a migration to `kind` runs, again and again, the real
+/// binary: each restart (with the same flags) finds the keyring either
+/// still on the file, and the migration runs again, or on `kind`; nothing
+/// is lost.
+async fn kill_9_during_a_migration_loses_nothing_on(kind: &str) {
     use rand::Rng;
-    let bao = OpenBao::start();
+    let peer = Peer::start(kind);
     let mut vault = common::spawn_vault().await;
     store_customers(&vault).await;
-    // Eight live versions: sixteen calls to Transit, a migration long
-    // enough to be cut in the middle.
+    // Eight live versions: sixteen calls to the root of trust, a migration
+    // long enough to be cut in the middle.
     for _ in 0..7 {
         vault.rotate_master(false).await;
     }
@@ -154,21 +153,25 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     let mut migrated = false;
     let mut cut_short = 0;
     for cycle in 0..8 {
-        let (child, addr) =
-            serve_on_transit_listening(&vault, &bao, &log_file, &["--root-key-file", &root_key]);
+        let (child, addr) = serve_listening(
+            &vault,
+            peer.serve_flags(),
+            &log_file,
+            &["--root-key-file", &root_key],
+        );
         let mut keys = keys_at(addr).await;
         let status = status_of(&mut keys).await;
         let root = status.root_of_trust.unwrap();
         if migrated {
             assert_eq!(
-                root.kind, "transit",
+                root.kind, kind,
                 "cycle {cycle}: a finished migration came undone"
             );
         }
-        if cycle > 0 && root.kind != "transit" {
+        if cycle > 0 && root.kind != kind {
             cut_short += 1;
         }
-        migrated = root.kind == "transit";
+        migrated = root.kind == kind;
         let mut admin = admin_at(addr).await;
         let read = common::get(&mut admin, "kept", &["ssn"], "billing")
             .await
@@ -187,18 +190,22 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     }
     println!("migrations cut short by kill -9 and run again: {cut_short}");
     // The last restart finishes it, if no cycle did.
-    let (child, addr) =
-        serve_on_transit_listening(&vault, &bao, &log_file, &["--root-key-file", &root_key]);
+    let (child, addr) = serve_listening(
+        &vault,
+        peer.serve_flags(),
+        &log_file,
+        &["--root-key-file", &root_key],
+    );
     let mut keys = keys_at(addr).await;
     // The last cycle's migration may have finished before its kill.
     let root = status_of(&mut keys).await.root_of_trust.unwrap();
-    if root.kind != "transit" {
+    if root.kind != kind {
         assert!(!migrated, "a finished migration came undone");
         let last = migrate(&mut keys).await;
         assert!(last.done, "{last:?}");
     }
     let status = status_of(&mut keys).await;
-    assert_eq!(status.root_of_trust.unwrap().kind, "transit");
+    assert_eq!(status.root_of_trust.unwrap().kind, kind);
     let mut admin = admin_at(addr).await;
     let read = common::get(&mut admin, "victim", &["ssn"], "billing")
         .await
@@ -206,6 +213,33 @@ async fn kill_9_during_a_migration_to_transit_loses_nothing() {
     assert_eq!(common::value_of(&read, "ssn").value, SSN);
     child.kill9();
 }
+
+macro_rules! kill_9_migration_tests {
+    ($module:ident, $kind:literal, $needs:literal) => {
+        mod $module {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $needs]
+            async fn kill_9_during_a_migration_loses_nothing() {
+                super::kill_9_during_a_migration_loses_nothing_on($kind).await;
+            }
+        }
+    };
+}
+
+// Not on SoftHSM2: its file object store is written in place, and a kill
+// -9 while it creates a key object can leave the token unreadable (seen
+// here: the restarted vault found no token of that label). A real HSM keeps
+// its objects itself, out of the vault process.
+kill_9_migration_tests!(
+    transit,
+    "transit",
+    "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"
+);
+kill_9_migration_tests!(
+    aws_kms,
+    "aws-kms",
+    "root of trust: needs moto; .ci/root-of-trust-tools installs it"
+);
 
 /// The keyring image as stored now: the file's two slots on sled, the row on
 /// PostgreSQL.

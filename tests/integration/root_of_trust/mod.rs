@@ -388,6 +388,15 @@ macro_rules! root_of_trust_tests {
             async fn a_backup_taken_before_an_erasure_opens_nothing_after_retirement() {
                 super::a_backup_is_unreadable_after_retirement_on($kind).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $needs]
+            async fn kill_9_during_a_rotation_is_finished_after_the_restart() {
+                super::unreachable::kill_9_during_a_rotation_is_finished_after_the_restart_on(
+                    $kind,
+                )
+                .await;
+            }
         }
     };
 }
@@ -454,11 +463,62 @@ async fn store_many(admin: &mut common::VaultClient, count: usize) {
     }
 }
 
+/// `serve`'s flags and environment for Transit: the token in BAO_TOKEN.
+fn transit_flags(bao: &OpenBao) -> (Vec<String>, Vec<(&'static str, String)>) {
+    let flags = ["--root-of-trust", "transit", "--transit-addr", bao.addr()]
+        .into_iter()
+        .chain(["--transit-key", "pii-vault"])
+        .map(str::to_owned)
+        .collect();
+    (flags, vec![("BAO_TOKEN", bao.token().to_owned())])
+}
+
+impl Peer {
+    /// `serve`'s flags and environment for this root of trust.
+    fn serve_flags(&self) -> (Vec<String>, Vec<(&'static str, String)>) {
+        match self {
+            Peer::Bao(bao) => transit_flags(bao),
+            Peer::Hsm(hsm) => {
+                let flags = vec![
+                    "--root-of-trust".to_owned(),
+                    "pkcs11".to_owned(),
+                    "--pkcs11-module".to_owned(),
+                    hsm.module().display().to_string(),
+                    "--pkcs11-token-label".to_owned(),
+                    hsm.token_label().to_owned(),
+                    "--pkcs11-pin-file".to_owned(),
+                    hsm.pin_file().display().to_string(),
+                ];
+                let envs = hsm
+                    .envs()
+                    .map(|(name, path)| (name, path.display().to_string()));
+                (flags, envs.to_vec())
+            }
+            Peer::Kms(moto) => (
+                vec!["--root-of-trust".to_owned(), "aws-kms".to_owned()],
+                moto.env_vars(),
+            ),
+        }
+    }
+}
+
 /// The real binary on Transit: `serve --root-of-trust transit` with the
 /// token in BAO_TOKEN, no root key file, health on a listener of its own.
 fn serve_on_transit(
     vault: &TestVault,
     bao: &OpenBao,
+    health: std::net::SocketAddr,
+    log_file: &Path,
+    extra_args: &[&str],
+) -> Served {
+    serve_with(vault, transit_flags(bao), health, log_file, extra_args)
+}
+
+/// The real binary with a root of trust's `serve` flags and environment, no
+/// root key file, health on a listener of its own, its log in `log_file`.
+fn serve_with(
+    vault: &TestVault,
+    (root_flags, envs): (Vec<String>, Vec<(&'static str, String)>),
     health: std::net::SocketAddr,
     log_file: &Path,
     extra_args: &[&str],
@@ -472,8 +532,7 @@ fn serve_on_transit(
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(["--health-listen", &health.to_string()])
-        .args(["--root-of-trust", "transit", "--transit-addr", bao.addr()])
-        .args(["--transit-key", "pii-vault"])
+        .args(root_flags)
         .arg("--data-dir")
         .arg(&vault.paths.data_dir)
         .arg("--keyring-file")
@@ -481,7 +540,7 @@ fn serve_on_transit(
         .arg("--policy")
         .arg(&vault.paths.policy_file)
         .args(extra_args)
-        .env("BAO_TOKEN", bao.token())
+        .envs(envs)
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     if let Some(database) = &vault.database {
@@ -490,16 +549,16 @@ fn serve_on_transit(
     Served(command.spawn().unwrap())
 }
 
-/// `serve_on_transit` on a free port, once it listens (as the log says
-/// after what it already held): the process and its address.
-fn serve_on_transit_listening(
+/// `serve_with` on a free port, once it listens (as the log says after what
+/// it already held): the process and its address.
+fn serve_listening(
     vault: &TestVault,
-    bao: &OpenBao,
+    root: (Vec<String>, Vec<(&'static str, String)>),
     log_file: &Path,
     extra_args: &[&str],
 ) -> (Served, std::net::SocketAddr) {
     let offset = std::fs::metadata(log_file).map_or(0, |m| m.len() as usize);
-    let child = serve_on_transit(vault, bao, free_port(), log_file, extra_args);
+    let child = serve_with(vault, root, free_port(), log_file, extra_args);
     (child, common::wait_for_listening(log_file, offset))
 }
 

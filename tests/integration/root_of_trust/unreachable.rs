@@ -230,27 +230,23 @@ async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation
     assert_eq!(done.state(), pb::ErasureState::Cryptographic);
 }
 
-/// kill -9 in the middle of a rotation with retirement on Transit: the
-/// restarted vault serves everything and resumes the rotation by itself, to
-/// its end: the retired versions destroyed in Transit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
-async fn kill_9_during_a_rotation_on_transit_is_finished_after_the_restart() {
-    let peer = Peer::start("transit");
+/// kill -9 in the middle of a rotation with retirement, the real binary on
+/// `kind`: the restarted vault serves everything and resumes the rotation
+/// by itself, to its end: the retired versions destroyed in the root of
+/// trust (scheduled for deletion with AWS KMS), none left awaiting it.
+pub(super) async fn kill_9_during_a_rotation_is_finished_after_the_restart_on(kind: &str) {
+    let peer = Peer::start(kind);
     let mut vault = vault_on(&peer).await;
     store_customers(&vault).await;
     let mut admin = vault.admin().await;
     store_many(&mut admin, 300).await;
     vault.stop().await;
-    let Peer::Bao(bao) = &peer else {
-        unreachable!()
-    };
     let log_file = vault.dir.path().join("vault.log");
-    let (child, addr) = serve_on_transit_listening(&vault, bao, &log_file, &[]);
+    let (child, addr) = serve_listening(&vault, peer.serve_flags(), &log_file, &[]);
     rotation_under_way(&mut keys_at(addr).await).await;
     child.kill9();
 
-    let (child, addr) = serve_on_transit_listening(&vault, bao, &log_file, &[]);
+    let (child, addr) = serve_listening(&vault, peer.serve_flags(), &log_file, &[]);
     let mut keys = keys_at(addr).await;
     let mut admin = admin_at(addr).await;
     let read = common::get(&mut admin, "kept", &["ssn"], "billing")
