@@ -81,6 +81,10 @@ pub struct VaultOptions {
     /// by a new root key file (`VaultPaths::root_key_file`), or by another
     /// root of trust. MigrateRootOfTrust moves the keyring off it.
     pub previous_root_key_file: Option<PathBuf>,
+    /// The root of trust (transit, pkcs11, aws-kms) that seals the keyring
+    /// now, while the vault moves to another kind: MigrateRootOfTrust moves
+    /// the keyring off it.
+    pub previous_root_of_trust: Option<RootOfTrustChoice>,
     /// Unwrapped customer keys kept in memory.
     pub dek_cache_capacity: usize,
     /// How long one stays cached: bounds how long a key of a customer erased
@@ -114,6 +118,7 @@ impl Default for VaultOptions {
             storage: StorageBackend::Sled,
             root_of_trust: RootOfTrustChoice::File,
             previous_root_key_file: None,
+            previous_root_of_trust: None,
             dek_cache_capacity: 10_000,
             dek_cache_ttl: Duration::from_secs(5 * 60),
             store_cache_bytes: 256 * 1024 * 1024,
@@ -146,11 +151,11 @@ pub async fn open_vault_wrapped(
     for warning in crate::vault::kind_named_rule_warnings(&policy) {
         tracing::warn!("policy: {warning}");
     }
-    let configured = root_of_trust(paths, options).await?;
+    let configured = root_of_trust(&options.root_of_trust, paths, options).await?;
     let (store, keys): (Arc<dyn Store>, KeyManager) = match &options.storage {
         StorageBackend::Sled => {
             let image = crate::crypto::keyring_file_contents(&paths.keyring_file)?;
-            let (root, target) = opening_root(paths, options, configured, image.as_deref())?;
+            let (root, target) = opening_root(paths, options, configured, image.as_deref()).await?;
             let (store, keys) = open_sled(paths, options, &root).await?;
             (store, with_migration_target(keys, target))
         }
@@ -179,7 +184,7 @@ pub async fn open_vault_wrapped(
                 );
             }
             let image = row.as_ref().map(|(_, _, image)| image.as_slice());
-            let (root, target) = opening_root(paths, options, configured, image)?;
+            let (root, target) = opening_root(paths, options, configured, image).await?;
             let (table, keyring) = retrying_the_root_of_trust("opening the keyring table", || {
                 TableKeyring::open(
                     Arc::clone(&store),
@@ -264,10 +269,14 @@ impl OpenedRoot {
     }
 }
 
-/// Loads the root key file, or connects to the root of trust chosen (until
-/// it answers, if it is out of reach).
-async fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Result<OpenedRoot> {
-    let connected: Arc<dyn RootOfTrust> = match &options.root_of_trust {
+/// Loads the root key file, or connects to the root of trust `choice` names
+/// (until it answers, if it is out of reach).
+async fn root_of_trust(
+    choice: &RootOfTrustChoice,
+    paths: &VaultPaths,
+    options: &VaultOptions,
+) -> anyhow::Result<OpenedRoot> {
+    let connected: Arc<dyn RootOfTrust> = match choice {
         RootOfTrustChoice::File => {
             let root_key = RootKey::load_with(&paths.root_key_file, options.key_file_access)?;
             let root = FileRoot::new(root_key, &paths.root_key_file);
@@ -306,11 +315,98 @@ async fn root_of_trust(paths: &VaultPaths, options: &VaultOptions) -> anyhow::Re
 }
 
 /// The root of trust that opens the keyring, and the one a migration moves
-/// it to: a vault started with a new root of trust (another kind, or a new
+/// it to: a vault started with a new root of trust and the previous one
+/// (`--previous-root-of-trust`, or a root key file) opens the keyring with
+/// the previous one while it seals the keyring, until MigrateRootOfTrust.
+async fn opening_root(
+    paths: &VaultPaths,
+    options: &VaultOptions,
+    configured: OpenedRoot,
+    keyring_image: Option<&[u8]>,
+) -> anyhow::Result<(OpenedRoot, Option<Arc<dyn RootOfTrust>>)> {
+    if let Some(previous) = &options.previous_root_of_trust {
+        let sealing =
+            previous_root_if_it_seals(previous, paths, options, &configured, keyring_image);
+        if let Some(previous) = sealing.await? {
+            tracing::warn!(
+                root_of_trust = configured.arc().kind().name(),
+                previous = previous.arc().kind().name(),
+                "the keyring is still sealed by the previous root of trust: run `pii-vault keys \
+                 migrate-root-of-trust` to move it to the root of trust the vault was started with"
+            );
+            return Ok((previous, Some(configured.arc())));
+        }
+    }
+    opening_root_key_file(paths, options, configured, keyring_image)
+}
+
+/// The previous root of trust, connected, when it seals the keyring (the
+/// keyring's newest image is sealed version by version and opens with it);
+/// `None` when the root of trust the vault was started with seals it, or
+/// nothing does yet.
+async fn previous_root_if_it_seals(
+    choice: &RootOfTrustChoice,
+    paths: &VaultPaths,
+    options: &VaultOptions,
+    configured: &OpenedRoot,
+    keyring_image: Option<&[u8]>,
+) -> anyhow::Result<Option<OpenedRoot>> {
+    let sealed = || keyring_image.and_then(newest_sealed_by_version);
+    if sealed().is_none() {
+        tracing::warn!(
+            "the previous root of trust is no longer needed: it does not seal the keyring; \
+             start without --previous-root-of-trust"
+        );
+        return Ok(None);
+    }
+    let previous = root_of_trust(choice, paths, options).await?.arc();
+    let opened = retrying_the_root_of_trust("opening the keyring with the previous root", || {
+        let previous = Arc::clone(&previous);
+        let sealed = sealed();
+        async move {
+            let sealed = sealed.ok_or_else(|| VaultError::internal("the keyring image changed"))?;
+            open_keyring(previous.as_ref(), sealed).await.map(drop)
+        }
+    })
+    .await;
+    let Err(previous_error) = opened else {
+        return Ok(Some(OpenedRoot::Connected(previous)));
+    };
+    let by_configured = match (configured, sealed()) {
+        (OpenedRoot::Connected(root), Some(sealed)) => {
+            open_keyring(root.as_ref(), sealed).await.is_ok()
+        }
+        _ => false,
+    };
+    if !by_configured {
+        return Err(anyhow::Error::new(previous_error).context(
+            "the keyring opens neither with the previous root of trust nor with the one the \
+             vault was started with",
+        ));
+    }
+    tracing::warn!(
+        "the previous root of trust is no longer needed: the keyring is sealed by the root of \
+         trust the vault was started with; start without --previous-root-of-trust, and \
+         destroy the previous one's material"
+    );
+    Ok(None)
+}
+
+/// The newest image sealed version by version among slot images (a file's
+/// two, or a table's one).
+fn newest_sealed_by_version(contents: &[u8]) -> Option<crate::crypto::SealedKeyring> {
+    contents
+        .chunks(64 * 1024)
+        .filter_map(|slot| crate::crypto::decode_image(slot).ok())
+        .max_by_key(|sealed| sealed.generation)
+}
+
+/// The root of trust that opens the keyring when a root key file may seal
+/// it: a vault started with a new root of trust (another kind, or a new
 /// root key file) and the root key file that seals its keyring now
 /// (`--previous-root-key-file`, or `--root-key-file` beside another kind)
 /// opens the keyring with that file until MigrateRootOfTrust.
-fn opening_root(
+fn opening_root_key_file(
     paths: &VaultPaths,
     options: &VaultOptions,
     configured: OpenedRoot,

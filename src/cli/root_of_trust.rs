@@ -24,6 +24,14 @@ pub struct RootOfTrustArgs {
         default_value = "file"
     )]
     pub root_of_trust: RootOfTrustKind,
+    /// The root of trust that seals the keyring now, while the vault moves to
+    /// another kind (--root-of-trust): transit, pkcs11 or aws-kms, reached
+    /// with that kind's own options below. The vault opens the keyring with
+    /// it until `pii-vault keys migrate-root-of-trust`; afterwards start
+    /// without it and destroy its material. (A root key file that seals the
+    /// keyring now is --previous-root-key-file.)
+    #[arg(long, env = "PII_VAULT_PREVIOUS_ROOT_OF_TRUST", value_enum)]
+    pub previous_root_of_trust: Option<RootOfTrustKind>,
     /// The OpenBao or Vault server (with --root-of-trust transit), e.g.
     /// https://bao.example:8200.
     #[arg(long, env = "PII_VAULT_TRANSIT_ADDR")]
@@ -76,8 +84,44 @@ impl RootOfTrustArgs {
     /// The root of trust these options choose; `key_access` says whether
     /// its credential files may be group-readable.
     pub fn choice(&self, key_access: KeyFileAccess) -> anyhow::Result<RootOfTrustChoice> {
-        let needs = |flag: &str| format!("--root-of-trust {} needs {flag}", self.kind_name());
-        Ok(match self.root_of_trust {
+        self.choice_of(self.root_of_trust, "--root-of-trust", key_access)
+    }
+
+    /// The root of trust that seals the keyring now, when the vault moves
+    /// off it to another kind; refuses a kind it cannot move between.
+    pub fn previous_choice(
+        &self,
+        key_access: KeyFileAccess,
+    ) -> anyhow::Result<Option<RootOfTrustChoice>> {
+        let Some(previous) = self.previous_root_of_trust else {
+            return Ok(None);
+        };
+        if previous == RootOfTrustKind::File {
+            anyhow::bail!(
+                "--previous-root-of-trust file: give the root key file that seals the keyring \
+                 now as --previous-root-key-file instead"
+            );
+        }
+        if previous == self.root_of_trust {
+            anyhow::bail!(
+                "--previous-root-of-trust {} is the kind the vault runs on: both would read the \
+                 same options. To rotate the root of trust in use, run `pii-vault keys \
+                 migrate-root-of-trust --renew-material`",
+                kind_name(previous)
+            );
+        }
+        self.choice_of(previous, "--previous-root-of-trust", key_access)
+            .map(Some)
+    }
+
+    fn choice_of(
+        &self,
+        kind: RootOfTrustKind,
+        flag: &str,
+        key_access: KeyFileAccess,
+    ) -> anyhow::Result<RootOfTrustChoice> {
+        let needs = |option: &str| format!("{flag} {} needs {option}", kind_name(kind));
+        Ok(match kind {
             RootOfTrustKind::File => RootOfTrustChoice::File,
             RootOfTrustKind::Transit => RootOfTrustChoice::Transit(TransitConfig {
                 addr: self
@@ -119,15 +163,6 @@ impl RootOfTrustArgs {
         self.root_of_trust == RootOfTrustKind::File
     }
 
-    fn kind_name(&self) -> &'static str {
-        match self.root_of_trust {
-            RootOfTrustKind::File => "file",
-            RootOfTrustKind::Transit => "transit",
-            RootOfTrustKind::Pkcs11 => "pkcs11",
-            RootOfTrustKind::AwsKms => "aws-kms",
-        }
-    }
-
     /// The token file, else the token from BAO_TOKEN or VAULT_TOKEN.
     fn transit_token(&self) -> Option<TransitToken> {
         if let Some(file) = &self.transit_token_file {
@@ -137,6 +172,15 @@ impl RootOfTrustArgs {
             .into_iter()
             .find_map(|name| std::env::var(name).ok().filter(|token| !token.is_empty()))
             .map(|token| TransitToken::Value(zeroize::Zeroizing::new(token)))
+    }
+}
+
+fn kind_name(kind: RootOfTrustKind) -> &'static str {
+    match kind {
+        RootOfTrustKind::File => "file",
+        RootOfTrustKind::Transit => "transit",
+        RootOfTrustKind::Pkcs11 => "pkcs11",
+        RootOfTrustKind::AwsKms => "aws-kms",
     }
 }
 
@@ -179,6 +223,50 @@ mod tests {
         assert!(matches!(complete, Ok(RootOfTrustChoice::Transit(_))));
         let kms = choice(&["--root-of-trust", "aws-kms"]);
         assert!(matches!(kms, Ok(RootOfTrustChoice::AwsKms(c)) if c.pending_window_days == 7));
+    }
+
+    #[test]
+    fn a_previous_root_of_trust_must_be_another_kind_than_a_file() {
+        let parse = |flags: &[&str]| {
+            let args = Args::try_parse_from(["pii-vault"].iter().chain(flags)).expect("parses");
+            args.root.previous_choice(KeyFileAccess::OwnerOnly)
+        };
+        assert!(matches!(parse(&[]), Ok(None)));
+        let moving = parse(&[
+            "--root-of-trust",
+            "aws-kms",
+            "--previous-root-of-trust",
+            "pkcs11",
+            "--pkcs11-module",
+            "m.so",
+            "--pkcs11-token-label",
+            "t",
+            "--pkcs11-pin-file",
+            "pin",
+        ]);
+        assert!(matches!(moving, Ok(Some(RootOfTrustChoice::Pkcs11(_)))));
+        let same = parse(&[
+            "--root-of-trust",
+            "aws-kms",
+            "--previous-root-of-trust",
+            "aws-kms",
+        ]);
+        let refused = same.expect_err("the same kind").to_string();
+        assert!(refused.contains("--renew-material"), "{refused}");
+        let file = parse(&["--previous-root-of-trust", "file"]);
+        let refused = file.expect_err("a file").to_string();
+        assert!(refused.contains("--previous-root-key-file"), "{refused}");
+        let incomplete = parse(&[
+            "--root-of-trust",
+            "file",
+            "--previous-root-of-trust",
+            "transit",
+        ]);
+        let missing = incomplete.expect_err("no address").to_string();
+        assert!(
+            missing.contains("--previous-root-of-trust transit needs --transit-addr"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -236,6 +236,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         storage: storage(&args)?,
         root_of_trust: args.root.choice(key_file_access)?,
         previous_root_key_file: args.previous_root_key_file.clone(),
+        previous_root_of_trust: args.root.previous_choice(key_file_access)?,
         key_file_access,
         rotation: RotationPolicy {
             master_interval: args.master_rotation_interval,
@@ -356,6 +357,10 @@ fn check_dev(args: &ServeArgs) -> anyhow::Result<()> {
         (
             "--previous-root-key-file",
             args.previous_root_key_file.is_some(),
+        ),
+        (
+            "--previous-root-of-trust",
+            args.root.previous_root_of_trust.is_some(),
         ),
         ("--keyring-file", args.keyring_file.is_some()),
     ];

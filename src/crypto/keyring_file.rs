@@ -57,6 +57,9 @@ enum FileSealing {
         by: Box<Aes256Gcm>,
         was: Box<Aes256Gcm>,
     },
+    /// As a whole, by a root key file that replaced a root of trust sealing
+    /// version by version.
+    Unversioned(Box<Aes256Gcm>),
 }
 
 /// What reading one slot found.
@@ -110,9 +113,9 @@ impl KeyringFile {
     /// `keyring` no longer has.
     pub fn save(&mut self, keyring: &Keyring) -> Result<(), CryptoError> {
         let payload = match self.sealing {
-            FileSealing::RootKey(_) | FileSealing::Replaced { .. } => {
-                Some(keyring_codec::encode(keyring))
-            }
+            FileSealing::RootKey(_)
+            | FileSealing::Replaced { .. }
+            | FileSealing::Unversioned(_) => Some(keyring_codec::encode(keyring)),
             FileSealing::ByVersion | FileSealing::Migrated(_) => None,
         };
         if let Some(payload) = &payload {
@@ -128,7 +131,9 @@ impl KeyringFile {
             let generation = self.generation + 1;
             let image = match (&self.sealing, &payload) {
                 (
-                    FileSealing::RootKey(cipher) | FileSealing::Replaced { by: cipher, .. },
+                    FileSealing::RootKey(cipher)
+                    | FileSealing::Replaced { by: cipher, .. }
+                    | FileSealing::Unversioned(cipher),
                     Some(payload),
                 ) => seal_slot(cipher, generation, payload)?,
                 _ => Zeroizing::new(keyring_sealed::encode_image(keyring, generation)?),
@@ -232,22 +237,23 @@ impl KeyringFile {
     }
 
     /// From the next save on, seals the keyring version by version (moving
-    /// a vault from its root key file to another root of trust), or again
-    /// as a whole by the root key it was sealed by before (after such a
-    /// save, or one by a new root key file, failed).
-    pub fn seal_by_version_from_now_on(&mut self, by_version: bool) {
+    /// a vault from a root key file to another root of trust, or between two
+    /// roots of trust).
+    pub fn seal_by_version_from_now_on(&mut self) {
         let sealing = std::mem::replace(&mut self.sealing, FileSealing::ByVersion);
-        self.sealing = match (sealing, by_version) {
-            (FileSealing::RootKey(cipher), true) => FileSealing::Migrated(cipher),
-            (FileSealing::Migrated(cipher), false) => FileSealing::RootKey(cipher),
-            (FileSealing::Replaced { was, .. }, false) => FileSealing::RootKey(was),
-            (other, _) => other,
+        self.sealing = match sealing {
+            FileSealing::RootKey(was) | FileSealing::Replaced { by: was, .. } => {
+                FileSealing::Migrated(was)
+            }
+            FileSealing::Migrated(was) => FileSealing::Migrated(was),
+            FileSealing::ByVersion | FileSealing::Unversioned(_) => FileSealing::ByVersion,
         };
     }
 
     /// From the next save on, seals the keyring as a whole by `root`, a new
-    /// root key file replacing the one it is sealed by. The save writes
-    /// both slots, so afterwards no slot opens with the old key.
+    /// root key file replacing what seals it now (another root key file, or
+    /// a root of trust). The save writes both slots, so afterwards no slot
+    /// opens the old way.
     pub fn seal_by_root_key_from_now_on(&mut self, root: &RootKey) {
         let by = Box::new(sealed::cipher_for(root.key()));
         let sealing = std::mem::replace(&mut self.sealing, FileSealing::ByVersion);
@@ -255,7 +261,22 @@ impl KeyringFile {
             FileSealing::RootKey(was) | FileSealing::Replaced { by: was, .. } => {
                 FileSealing::Replaced { by, was }
             }
-            FileSealing::ByVersion | FileSealing::Migrated(_) => FileSealing::RootKey(by),
+            FileSealing::ByVersion | FileSealing::Migrated(_) | FileSealing::Unversioned(_) => {
+                FileSealing::Unversioned(by)
+            }
+        };
+    }
+
+    /// Undoes the last change of sealing (after the save that was to make it
+    /// stick failed): seals as before it.
+    pub fn seal_as_before(&mut self) {
+        let sealing = std::mem::replace(&mut self.sealing, FileSealing::ByVersion);
+        self.sealing = match sealing {
+            FileSealing::Migrated(was) | FileSealing::Replaced { was, .. } => {
+                FileSealing::RootKey(was)
+            }
+            FileSealing::Unversioned(_) | FileSealing::ByVersion => FileSealing::ByVersion,
+            FileSealing::RootKey(key) => FileSealing::RootKey(key),
         };
     }
 

@@ -243,3 +243,60 @@ fn a_sealed_keyring_opens_with_its_root_key_only() {
     ));
     assert!(open_sealed_keyring(&root.root, &image[..100]).is_err());
 }
+
+#[test]
+fn a_new_root_key_seals_both_slots_and_an_undone_change_seals_as_before() {
+    let fx = fixture();
+    let (mut file, keyring) = open(&fx).expect("create");
+    let new = RootKey::from_key(Key32::generate());
+    let contents = || fs::read(&fx.path).expect("read");
+
+    // Undone before a save: the next save still seals by the old key.
+    file.seal_by_root_key_from_now_on(&new);
+    file.seal_as_before();
+    file.save(&keyring).expect("save");
+    assert!(root_key_opens(&fx.root, &contents()));
+    assert!(!root_key_opens(&new, &contents()));
+
+    file.seal_by_root_key_from_now_on(&new);
+    file.save(&keyring).expect("save");
+    assert!(root_key_opens(&new, &contents()));
+    assert!(
+        !root_key_opens(&fx.root, &contents()),
+        "a slot opens with the old key"
+    );
+    let (_, reopened) = KeyringFile::open_or_create(&fx.path, &new, 0).expect("reopen");
+    assert_eq!(key_bytes(&reopened, 1), key_bytes(&keyring, 1));
+}
+
+#[test]
+fn a_keyring_sealed_by_version_moves_to_a_root_key_and_an_undone_move_does_not() {
+    let fx = fixture();
+    let (mut file, mut keyring) = open(&fx).expect("create");
+    let secret = keyring.get(1).expect("live").sealing_secret();
+    // Sealed the way a root of trust would (the codec sees only bytes).
+    keyring.set_seal(
+        1,
+        crate::crypto::VersionSeal {
+            handle: b"handle-1".to_vec(),
+            sealed: secret.to_vec(),
+        },
+    );
+    file.seal_by_version_from_now_on();
+    file.save(&keyring).expect("save by version");
+    assert!(!is_root_key_image(&fs::read(&fx.path).expect("read")));
+
+    let new = RootKey::from_key(Key32::generate());
+    file.seal_by_root_key_from_now_on(&new);
+    file.seal_as_before();
+    file.save(&keyring).expect("save");
+    let contents = fs::read(&fx.path).expect("read");
+    assert!(!is_root_key_image(&contents) && !root_key_opens(&new, &contents));
+
+    file.seal_by_root_key_from_now_on(&new);
+    file.save(&keyring).expect("save");
+    let contents = fs::read(&fx.path).expect("read");
+    assert!(is_root_key_image(&contents) && root_key_opens(&new, &contents));
+    let (_, reopened) = KeyringFile::open_or_create(&fx.path, &new, 0).expect("reopen");
+    assert_eq!(key_bytes(&reopened, 1), key_bytes(&keyring, 1));
+}

@@ -42,7 +42,7 @@ pub trait KeyringStore: Send + Sync {
     /// new root key file replacing the one that seals it).
     fn seal_by_new_root_key(&self, root_key: RootKey);
     /// Undoes `seal_by` or `seal_by_new_root_key` after a save that failed.
-    fn seal_by_root_key_again(&self);
+    fn seal_as_before(&self);
 }
 
 /// The keyring file: written in place and fsync'd; one process owns it.
@@ -51,14 +51,30 @@ pub struct FileKeyring {
     /// The root of trust sealing it version by version; `None` when the
     /// file is sealed as a whole by the root key the `KeyringFile` holds.
     root: Mutex<Option<Arc<dyn RootOfTrust>>>,
+    /// `root` before a migration, for `seal_as_before`.
+    replaced_root: Mutex<Option<Arc<dyn RootOfTrust>>>,
 }
 
 impl FileKeyring {
+    /// Seals version by version under `next` (or as a whole: `None`) from
+    /// now on, keeping the root of trust it replaces for `seal_as_before`.
+    fn replace_root(&self, next: Option<Arc<dyn RootOfTrust>>) {
+        let replaced = std::mem::replace(
+            &mut *self.root.lock().unwrap_or_else(PoisonError::into_inner),
+            next,
+        );
+        *self
+            .replaced_root
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = replaced;
+    }
+
     /// A keyring file sealed as a whole by the root key.
     pub fn new(file: KeyringFile) -> FileKeyring {
         FileKeyring {
             file: Mutex::new(file),
             root: Mutex::new(None),
+            replaced_root: Mutex::new(None),
         }
     }
 
@@ -67,6 +83,7 @@ impl FileKeyring {
         FileKeyring {
             file: Mutex::new(file),
             root: Mutex::new(Some(root)),
+            replaced_root: Mutex::new(None),
         }
     }
 }
@@ -87,27 +104,32 @@ impl KeyringStore for FileKeyring {
     }
 
     fn seal_by(&self, root: Arc<dyn RootOfTrust>) {
-        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = Some(root);
+        self.replace_root(Some(root));
         self.file
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .seal_by_version_from_now_on(true);
+            .seal_by_version_from_now_on();
     }
 
     fn seal_by_new_root_key(&self, root_key: RootKey) {
-        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.replace_root(None);
         self.file
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .seal_by_root_key_from_now_on(&root_key);
     }
 
-    fn seal_by_root_key_again(&self) {
-        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    fn seal_as_before(&self) {
+        let replaced = self
+            .replaced_root
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = replaced;
         self.file
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .seal_by_version_from_now_on(false);
+            .seal_as_before();
     }
 
     async fn newer(&self) -> Result<Option<Keyring>, VaultError> {
@@ -129,8 +151,8 @@ pub const KEYRING_POLL: Duration = Duration::from_secs(1);
 pub struct TableKeyring {
     store: Arc<dyn KeyringTable>,
     sealing: Mutex<Sealing>,
-    /// The root key a migration replaced, for `seal_by_root_key_again`.
-    replaced_root_key: Mutex<Option<RootKey>>,
+    /// How the row was sealed before a migration, for `seal_as_before`.
+    replaced_sealing: Mutex<Option<Sealing>>,
     /// The generation of the row this process last loaded or saved.
     generation: Mutex<Option<i64>>,
 }
@@ -145,7 +167,7 @@ impl TableKeyring {
         let table = TableKeyring {
             store: store as Arc<dyn KeyringTable>,
             sealing: Mutex::new(sealing),
-            replaced_root_key: Mutex::new(None),
+            replaced_sealing: Mutex::new(None),
             generation: Mutex::new(None),
         };
         if let Some(keyring) = table.newer().await? {
@@ -171,17 +193,15 @@ impl TableKeyring {
             .clone()
     }
 
-    /// Seals by `next` from now on, keeping the root key it replaces (if
-    /// any) for `seal_by_root_key_again`.
+    /// Seals by `next` from now on, keeping the sealing it replaces for
+    /// `seal_as_before`.
     fn replace_sealing(&self, next: Sealing) {
         let mut sealing = self.sealing.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Sealing::Whole(root_key) = &*sealing {
-            *self
-                .replaced_root_key
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(root_key.clone());
-        }
-        *sealing = next;
+        let replaced = std::mem::replace(&mut *sealing, next);
+        *self
+            .replaced_sealing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(replaced);
     }
 
     fn generation(&self) -> Option<i64> {
@@ -267,14 +287,14 @@ impl KeyringStore for TableKeyring {
         self.replace_sealing(Sealing::Whole(root_key));
     }
 
-    fn seal_by_root_key_again(&self) {
+    fn seal_as_before(&self) {
         let replaced = self
-            .replaced_root_key
+            .replaced_sealing
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(root_key) = replaced {
-            *self.sealing.lock().unwrap_or_else(PoisonError::into_inner) = Sealing::Whole(root_key);
+        if let Some(sealing) = replaced {
+            *self.sealing.lock().unwrap_or_else(PoisonError::into_inner) = sealing;
         }
     }
 }

@@ -67,7 +67,9 @@ impl Vault {
             };
             let now_ms = vault.now_ms();
             let migrated = match aim {
-                MigrationAim::MoveToConfigured => vault.keys.migrate_root_of_trust(step).await,
+                MigrationAim::MoveToConfigured => {
+                    vault.keys.migrate_root_of_trust(step, now_ms).await
+                }
                 MigrationAim::RenewMaterial => vault.keys.renew_root_material(step, now_ms).await,
             };
             let outcome = match migrated {
@@ -137,8 +139,14 @@ impl KeyManager {
     pub async fn migrate_root_of_trust(
         &self,
         progress: impl Fn(u32, u32),
+        now_ms: i64,
     ) -> Result<(), VaultError> {
         let target = self.migration_root(MigrationAim::MoveToConfigured)?;
+        // Material the root of trust in use was to destroy (retired or
+        // superseded versions') is named by handles only it knows: destroyed
+        // before the keyring moves, never carried over to another.
+        self.finish_destructions(now_ms).await?;
+        let previous = self.root_of_trust();
         let store = self.keyring_store.lock().await;
         if let Some(newer) = store.newer().await? {
             self.replace_keyring(newer);
@@ -158,7 +166,7 @@ impl KeyManager {
             store.seal_by(Arc::clone(&target));
         }
         if let Err(error) = store.save(&mut next).await {
-            store.seal_by_root_key_again();
+            store.seal_as_before();
             return Err(error);
         }
         self.replace_keyring(next);
@@ -170,7 +178,9 @@ impl KeyManager {
         tracing::info!(
             root_of_trust = target.kind().name(),
             location = %target.location(),
-            "the keyring is now sealed by the root of trust: the root key file that sealed it before is no longer needed"
+            previous = previous.kind().name(),
+            previous_location = %previous.location(),
+            "the keyring is now sealed by the root of trust: start without the previous one, and destroy its material (the root key file and its copies, the Transit key, the HSM key objects or the KMS keys)"
         );
         Ok(())
     }

@@ -344,3 +344,118 @@ async fn a_previous_root_key_file_that_seals_nothing_is_ignored() {
         .unwrap();
     assert_eq!(common::value_of(&read, "ssn").value, KEPT_SSN);
 }
+
+/// Moves a vault on `from` to `to` (a root of trust, or `None`: a new root
+/// key file) while it serves: started with `to` and `from` as the previous
+/// root of trust, it opens the keyring with `from` until MigrateRootOfTrust;
+/// afterwards it starts on `to` alone, even with the previous still given,
+/// and rotates with retirement. Every customer reads back at each step.
+async fn moves_between_roots_of_trust(from: &Peer, to: Option<&Peer>) {
+    let mut vault = vault_on(from).await;
+    store_customers(&vault).await;
+    vault.rotate_master(false).await;
+    let to_kind = to.map_or("file", Peer::kind);
+
+    vault.stop().await;
+    match to {
+        Some(to) => vault.options.root_of_trust = to.choice(),
+        None => {
+            vault.options.root_of_trust = RootOfTrustChoice::File;
+            pii_vault::crypto::RootKey::generate_file(&vault.paths.root_key_file).unwrap();
+        }
+    }
+    vault.options.previous_root_of_trust = Some(from.choice());
+    vault.restart().await;
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        (from.kind(), to_kind)
+    );
+    reads_every_customer(&vault).await;
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let last = migrate(&mut keys).await;
+    assert_eq!(
+        (last.to.as_str(), last.total, last.done),
+        (to_kind, 2, true)
+    );
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        (to_kind, "")
+    );
+    reads_every_customer(&vault).await;
+
+    // The previous root of trust still given: it seals nothing, and is
+    // ignored.
+    vault.restart().await;
+    let root = key_status(&vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        (to_kind, "")
+    );
+    reads_every_customer(&vault).await;
+
+    vault.stop().await;
+    vault.options.previous_root_of_trust = None;
+    vault.restart().await;
+    vault.rotate_master(true).await;
+    reads_every_customer(&vault).await;
+    assert_eq!(key_status(&vault).await.master_versions, vec![3]);
+}
+
+async fn reads_every_customer(vault: &crate::common::TestVault) {
+    let mut admin = vault.admin().await;
+    for (customer, ssn) in [("victim", SSN), ("kept", KEPT_SSN)] {
+        let read = common::get(&mut admin, customer, &["ssn"], "billing")
+            .await
+            .unwrap();
+        assert_eq!(common::value_of(&read, "ssn").value, ssn);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao and SoftHSM2; .ci/root-of-trust-tools installs them"]
+async fn a_vault_moves_from_transit_to_an_hsm_while_it_serves() {
+    let (from, to) = (Peer::start("transit"), Peer::start("pkcs11"));
+    moves_between_roots_of_trust(&from, Some(&to)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs moto; .ci/root-of-trust-tools installs it"]
+async fn a_vault_moves_from_aws_kms_back_to_a_root_key_file_while_it_serves() {
+    moves_between_roots_of_trust(&Peer::start("aws-kms"), None).await;
+}
+
+/// Given a previous root of trust that opens neither the keyring nor lets
+/// the configured one open it, the vault refuses to start, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao and SoftHSM2; .ci/root-of-trust-tools installs them"]
+async fn a_keyring_that_neither_root_of_trust_opens_is_refused_naming_both() {
+    let sealing = Peer::start("transit");
+    let vault = vault_on(&sealing).await;
+    store_customers(&vault).await;
+    let (unrelated, other) = (Peer::start("pkcs11"), Peer::start("transit"));
+    let options = pii_vault::app::VaultOptions {
+        root_of_trust: unrelated.choice(),
+        previous_root_of_trust: Some(other.choice()),
+        ..vault.options.clone()
+    };
+    let mut paths = vault.paths.clone();
+    let copy = vault.dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    if vault.database.is_none() {
+        paths.keyring_file = copy.join("keyring");
+        std::fs::copy(&vault.paths.keyring_file, &paths.keyring_file).unwrap();
+        paths.data_dir = copy.join("store");
+        super::copy_dir(&vault.paths.data_dir, &paths.data_dir);
+    }
+    let refused = pii_vault::app::open_vault(&paths, &options)
+        .await
+        .err()
+        .expect("neither root of trust opens the keyring");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("opens neither with the previous root of trust"),
+        "{message}"
+    );
+}
