@@ -163,11 +163,7 @@ impl KeyManager {
         if nothing_waits {
             return Ok(Vec::new());
         }
-        let store = self.keyring_store.lock().await;
-        if let Some(newer) = store.newer().await? {
-            self.replace_keyring(newer);
-        }
-        let mut next = self.keyring().clone();
+        let (store, mut next) = self.lock_latest_keyring().await?;
         let root = self.root_of_trust();
         let outcome = destroy_pending(root.as_ref(), &mut next, now_ms).await;
         if !outcome.destroyed.is_empty() {
@@ -179,6 +175,20 @@ impl KeyManager {
             Some(error) => Err(error),
             None => Ok(outcome.destroyed),
         }
+    }
+
+    /// Locks the keyring's store (which serializes keyring changes), picks
+    /// up a keyring another process saved, and returns the lock with a copy
+    /// of the keyring in use to change.
+    async fn lock_latest_keyring(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, Box<dyn KeyringStore>>, Keyring), VaultError> {
+        let store = self.keyring_store.lock().await;
+        if let Some(newer) = store.newer().await? {
+            self.replace_keyring(newer);
+        }
+        let next = self.keyring().clone();
+        Ok((store, next))
     }
 
     fn keyring(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
@@ -195,11 +205,7 @@ impl KeyManager {
         &self,
         change: impl FnOnce(&mut Keyring) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
-        let store = self.keyring_store.lock().await;
-        if let Some(newer) = store.newer().await? {
-            self.replace_keyring(newer);
-        }
-        let mut next = self.keyring().clone();
+        let (store, mut next) = self.lock_latest_keyring().await?;
         let outcome = change(&mut next)?;
         store.save(&mut next).await?;
         self.replace_keyring(next);

@@ -147,11 +147,7 @@ impl KeyManager {
         // before the keyring moves, never carried over to another.
         self.finish_destructions(now_ms).await?;
         let previous = self.root_of_trust();
-        let store = self.keyring_store.lock().await;
-        if let Some(newer) = store.newer().await? {
-            self.replace_keyring(newer);
-        }
-        let mut next = self.keyring().clone();
+        let (store, mut next) = self.lock_latest_keyring().await?;
         let versions = next.versions();
         let total = versions.len() as u32;
         progress(0, total);
@@ -197,11 +193,7 @@ impl KeyManager {
         now_ms: i64,
     ) -> Result<(), VaultError> {
         let root = self.migration_root(MigrationAim::RenewMaterial)?;
-        let store = self.keyring_store.lock().await;
-        if let Some(newer) = store.newer().await? {
-            self.replace_keyring(newer);
-        }
-        let mut next = self.keyring().clone();
+        let (store, mut next) = self.lock_latest_keyring().await?;
         seal_anew(root.as_ref(), &mut next, progress).await?;
         store.save(&mut next).await?;
         self.replace_keyring(next.clone());

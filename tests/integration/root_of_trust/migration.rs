@@ -245,13 +245,7 @@ kill_9_migration_tests!(
 /// PostgreSQL.
 async fn stored_keyring(vault: &crate::common::TestVault) -> Vec<u8> {
     match &vault.database {
-        Some(database) => {
-            use pii_vault::store::KeyringTable;
-            let store = pii_vault::store::PgStore::connect(&database.url, 1, None, true)
-                .await
-                .unwrap();
-            store.keyring_row().await.unwrap().expect("a keyring row").2
-        }
+        Some(database) => super::keyring_row(database).await,
         None => std::fs::read(&vault.paths.keyring_file).unwrap(),
     }
 }
@@ -401,16 +395,6 @@ async fn moves_between_roots_of_trust(from: &Peer, to: Option<&Peer>) {
     vault.rotate_master(true).await;
     reads_every_customer(&vault).await;
     assert_eq!(key_status(&vault).await.master_versions, vec![3]);
-}
-
-async fn reads_every_customer(vault: &crate::common::TestVault) {
-    let mut admin = vault.admin().await;
-    for (customer, ssn) in [("victim", SSN), ("kept", KEPT_SSN)] {
-        let read = common::get(&mut admin, customer, &["ssn"], "billing")
-            .await
-            .unwrap();
-        assert_eq!(common::value_of(&read, "ssn").value, ssn);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

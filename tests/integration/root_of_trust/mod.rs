@@ -218,39 +218,7 @@ async fn a_backup_is_unreadable_after_retirement_on(kind: &str) {
 
     let sealed = pii_vault::crypto::decode_image(&backup.keyring_image().await).unwrap();
     assert_eq!(sealed.versions.keys().copied().collect::<Vec<_>>(), vec![1]);
-    if peer.enforces_destruction() {
-        let options = VaultOptions {
-            root_of_trust: peer.choice(),
-            storage: backup.storage.clone(),
-            ..VaultOptions::default()
-        };
-        let refused = app::open_vault(&backup.paths, &options)
-            .await
-            .err()
-            .expect("a vault on the backup must not start");
-        let message = format!("{refused:#}");
-        assert!(
-            message.contains("could not open master version 1"),
-            "{message}"
-        );
-        let opened = pii_vault::vault::open_keyring(peer.client().await.as_ref(), sealed).await;
-        assert!(opened.is_err(), "the backup's keyring opened offline");
-    } else {
-        // moto decrypts under a key pending deletion (AWS does not): what
-        // can be shown is that the backup's version 1 key is pending
-        // deletion, for the window's 7 days.
-        let handle = KeyHandle(sealed.versions[&1].1.handle.clone());
-        let scheduled = peer.client().await.destroy(&handle).await.unwrap();
-        let Destruction::Scheduled { at_ms } = scheduled else {
-            panic!("the backup's KMS key is not pending deletion: {scheduled:?}");
-        };
-        let week_ms = 7 * 24 * 3600 * 1000;
-        let from_now = at_ms - now_ms();
-        assert!(
-            (week_ms - 120_000..=week_ms).contains(&from_now),
-            "{from_now}"
-        );
-    }
+    backup.opens_nothing_on(&peer).await;
     for value in [SSN, KEPT_SSN, "victim@example.com"] {
         assert!(
             !backup.holds_in_clear(value),
@@ -304,13 +272,7 @@ impl Backup {
     /// The keyring image the backup holds (the newest slot of the file).
     async fn keyring_image(&self) -> Vec<u8> {
         match &self.database {
-            Some(database) => {
-                use pii_vault::store::KeyringTable;
-                let store = pii_vault::store::PgStore::connect(&database.url, 1, None, true)
-                    .await
-                    .unwrap();
-                store.keyring_row().await.unwrap().expect("a keyring row").2
-            }
+            Some(database) => keyring_row(database).await,
             None => {
                 let file = std::fs::read(&self.paths.keyring_file).unwrap();
                 file.chunks(64 * 1024)
@@ -326,6 +288,48 @@ impl Backup {
         }
     }
 
+    /// With every credential of the vault and the same root of trust, the
+    /// backup opens nothing: a vault started on it refuses to start, naming
+    /// a version it cannot open, and its keyring does not open offline.
+    /// moto decrypts under keys pending deletion (AWS does not): there, each
+    /// key the backup names is shown pending deletion, for the window's 7
+    /// days.
+    async fn opens_nothing_on(&self, peer: &Peer) {
+        let sealed = pii_vault::crypto::decode_image(&self.keyring_image().await).unwrap();
+        if !peer.enforces_destruction() {
+            for (_, seal) in sealed.versions.values() {
+                let handle = KeyHandle(seal.handle.clone());
+                let scheduled = peer.client().await.destroy(&handle).await.unwrap();
+                let Destruction::Scheduled { at_ms } = scheduled else {
+                    panic!("the backup's KMS key is not pending deletion: {scheduled:?}");
+                };
+                let week_ms = 7 * 24 * 3600 * 1000;
+                let from_now = at_ms - now_ms();
+                assert!(
+                    (week_ms - 120_000..=week_ms).contains(&from_now),
+                    "{from_now}"
+                );
+            }
+            return;
+        }
+        let options = VaultOptions {
+            root_of_trust: peer.choice(),
+            storage: self.storage.clone(),
+            ..VaultOptions::default()
+        };
+        let refused = app::open_vault(&self.paths, &options)
+            .await
+            .err()
+            .expect("a vault on the backup must not start");
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("could not open master version"),
+            "{message}"
+        );
+        let opened = pii_vault::vault::open_keyring(peer.client().await.as_ref(), sealed).await;
+        assert!(opened.is_err(), "the backup's keyring opened offline");
+    }
+
     fn holds_in_clear(&self, value: &str) -> bool {
         if self.database.is_some() {
             return self.dump.contains(value);
@@ -337,6 +341,26 @@ impl Backup {
                 let bytes = std::fs::read(file).unwrap_or_default();
                 bytes.windows(value.len()).any(|w| w == value.as_bytes())
             })
+    }
+}
+
+/// The keyring row of a database, as stored.
+async fn keyring_row(database: &common::TestDatabase) -> Vec<u8> {
+    use pii_vault::store::KeyringTable;
+    let store = pii_vault::store::PgStore::connect(&database.url, 1, None, true)
+        .await
+        .unwrap();
+    store.keyring_row().await.unwrap().expect("a keyring row").2
+}
+
+/// Both customers `store_customers` stored read back.
+async fn reads_every_customer(vault: &TestVault) {
+    let mut admin = vault.admin().await;
+    for (customer, ssn) in [("victim", SSN), ("kept", KEPT_SSN)] {
+        let read = common::get(&mut admin, customer, &["ssn"], "billing")
+            .await
+            .unwrap();
+        assert_eq!(common::value_of(&read, "ssn").value, ssn);
     }
 }
 

@@ -16,6 +16,16 @@ fn renewal() -> pb::MigrateRootOfTrustRequest {
     }
 }
 
+/// How a renewal that must fail ends: refused at once, or in its stream.
+async fn renewal_failure(keys: &mut common::KeyAdminClient) -> tonic::Status {
+    let renewed = async {
+        let mut stream = keys.migrate_root_of_trust(renewal()).await?.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<(), tonic::Status>(())
+    };
+    renewed.await.expect_err("the renewal must fail")
+}
+
 /// The handle each live version of a keyring image is sealed under.
 fn handles(image: &[u8]) -> Vec<Vec<u8>> {
     let sealed = pii_vault::crypto::decode_image(image).unwrap();
@@ -56,49 +66,8 @@ async fn a_backup_opens_nothing_after_renewal_on(kind: &str) {
     );
 
     vault.restart().await;
-    let mut admin = vault.admin().await;
-    for (customer, ssn) in [("victim", SSN), ("kept", KEPT_SSN)] {
-        let read = common::get(&mut admin, customer, &["ssn"], "billing")
-            .await
-            .unwrap();
-        assert_eq!(common::value_of(&read, "ssn").value, ssn);
-    }
-
-    let sealed = pii_vault::crypto::decode_image(&backup.keyring_image().await).unwrap();
-    if peer.enforces_destruction() {
-        let options = VaultOptions {
-            root_of_trust: peer.choice(),
-            storage: backup.storage.clone(),
-            ..VaultOptions::default()
-        };
-        let refused = app::open_vault(&backup.paths, &options)
-            .await
-            .err()
-            .expect("a vault on the backup must not start");
-        let message = format!("{refused:#}");
-        assert!(
-            message.contains("could not open master version"),
-            "{message}"
-        );
-        let opened = pii_vault::vault::open_keyring(peer.client().await.as_ref(), sealed).await;
-        assert!(opened.is_err(), "the backup's keyring opened offline");
-    } else {
-        // moto decrypts under keys pending deletion: show that each key
-        // the backup names is scheduled for deletion, for the window's 7 days.
-        for (_, seal) in sealed.versions.values() {
-            let handle = KeyHandle(seal.handle.clone());
-            let scheduled = peer.client().await.destroy(&handle).await.unwrap();
-            let Destruction::Scheduled { at_ms } = scheduled else {
-                panic!("a replaced KMS key is not pending deletion: {scheduled:?}");
-            };
-            let from_now = at_ms - now_ms();
-            let week_ms = 7 * 24 * 3600 * 1000;
-            assert!(
-                (week_ms - 120_000..=week_ms).contains(&from_now),
-                "{from_now}"
-            );
-        }
-    }
+    reads_every_customer(&vault).await;
+    backup.opens_nothing_on(&peer).await;
 }
 
 macro_rules! renewal_tests {
@@ -155,29 +124,15 @@ async fn renewing_a_root_key_file_is_refused_with_how_to_replace_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
 async fn a_renewal_that_cannot_reach_transit_changes_nothing_and_runs_once_it_can() {
-    use super::unreachable::{assert_root_of_trust_unavailable, CuttableProxy};
+    use super::unreachable::{assert_root_of_trust_unavailable, vault_behind_a_proxy_to};
     let bao = OpenBao::start();
-    let target = bao.addr().trim_start_matches("http://").parse().unwrap();
-    let proxy = CuttableProxy::start(target).await;
-    let mut config = transit_config(&bao);
-    config.addr = format!("http://{}", proxy.addr);
-    let options = VaultOptions {
-        root_of_trust: RootOfTrustChoice::Transit(config),
-        ..VaultOptions::default()
-    };
-    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    let (vault, proxy) = vault_behind_a_proxy_to(&bao).await;
     store_customers(&vault).await;
     let before = handles(&Backup::take(&vault).await.keyring_image().await);
 
     proxy.cut();
     let mut keys = vault.key_admin(ADMIN_KEY).await;
-    let failed = async {
-        let mut stream = keys.migrate_root_of_trust(renewal()).await?.into_inner();
-        while stream.message().await?.is_some() {}
-        Ok::<(), tonic::Status>(())
-    }
-    .await
-    .expect_err("the renewal cannot succeed without Transit");
+    let failed = renewal_failure(&mut keys).await;
     assert_root_of_trust_unavailable(&failed);
     let unchanged = handles(&Backup::take(&vault).await.keyring_image().await);
     assert_eq!(unchanged, before);
@@ -266,13 +221,7 @@ async fn replaced_material_left_by_a_renewal_is_destroyed_at_the_next_start() {
 
     root.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut keys = vault.key_admin(ADMIN_KEY).await;
-    let failed = async {
-        let mut stream = keys.migrate_root_of_trust(renewal()).await?.into_inner();
-        while stream.message().await?.is_some() {}
-        Ok::<(), tonic::Status>(())
-    }
-    .await
-    .expect_err("the destructions cannot run");
+    let failed = renewal_failure(&mut keys).await;
     assert!(
         failed.message().contains("sealed under new material"),
         "{failed:?}"

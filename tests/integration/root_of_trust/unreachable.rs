@@ -173,6 +173,20 @@ impl CuttableProxy {
     }
 }
 
+/// A vault on `bao`'s Transit through a proxy the test can cut.
+pub(super) async fn vault_behind_a_proxy_to(bao: &OpenBao) -> (TestVault, CuttableProxy) {
+    let target = bao.addr().trim_start_matches("http://").parse().unwrap();
+    let proxy = CuttableProxy::start(target).await;
+    let mut config = transit_config(bao);
+    config.addr = format!("http://{}", proxy.addr);
+    let options = VaultOptions {
+        root_of_trust: RootOfTrustChoice::Transit(config),
+        ..VaultOptions::default()
+    };
+    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    (vault, proxy)
+}
+
 /// Transit out of reach in the middle of a rotation with retirement (while
 /// keys are re-wrapped, after the new version was sealed): the retirement
 /// cannot destroy version 1 in Transit, so the rotation fails with
@@ -184,15 +198,7 @@ impl CuttableProxy {
 #[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
 async fn a_retirement_that_cannot_reach_transit_is_finished_by_the_next_rotation() {
     let bao = OpenBao::start();
-    let target = bao.addr().trim_start_matches("http://").parse().unwrap();
-    let proxy = CuttableProxy::start(target).await;
-    let mut config = transit_config(&bao);
-    config.addr = format!("http://{}", proxy.addr);
-    let options = VaultOptions {
-        root_of_trust: RootOfTrustChoice::Transit(config),
-        ..VaultOptions::default()
-    };
-    let vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    let (vault, proxy) = vault_behind_a_proxy_to(&bao).await;
     store_customers(&vault).await;
     let mut admin = vault.admin().await;
     store_many(&mut admin, 300).await;
