@@ -214,6 +214,11 @@ change.
 {{- if and (eq $rot.kind "file") (not .Values.rootKey.existingSecret) }}
 {{- fail (printf "rootKey.existingSecret is required: the chart never renders a root key (Helm would keep it in every sh.helm.release.v1.* release Secret, where no key retirement reaches it). Create the Secret once, keep an offline copy of the key, then set rootKey.existingSecret: pii-vault keygen --out root.key && kubectl -n %s create secret generic pii-vault-root-key --from-file=%s=root.key && helm upgrade --install ... --set rootKey.existingSecret=pii-vault-root-key. A release installed by an earlier chart that generated the key: set rootKey.existingSecret=%s-root-key. (Or seal the keyring outside the pod: rootOfTrust.kind transit, pkcs11 or aws-kms.)" .Release.Namespace .Values.rootKey.existingSecretKey (include "pii-vault.fullname" .)) }}
 {{- end }}
+{{- /* The root key being replaced (--previous-root-key-file): with kind
+       file, a Secret of its own, never the new key's. */}}
+{{- if and (eq $rot.kind "file") .Values.rootKey.previousSecret (eq .Values.rootKey.previousSecret .Values.rootKey.existingSecret) }}
+{{- fail (printf "rootKey.previousSecret is rootKey.existingSecret (%q): the same Secret cannot be both the old root key (previousSecret, which seals the keyring now) and the new one (existingSecret). Create the new key in a Secret of its own, e.g. pii-vault keygen --out root-2.key && kubectl -n %s create secret generic pii-vault-root-key-2 --from-file=root.key=root-2.key, then set rootKey.existingSecret=pii-vault-root-key-2 and rootKey.previousSecret=%s" .Values.rootKey.existingSecret .Release.Namespace .Values.rootKey.existingSecret) }}
+{{- end }}
 {{- /* Each other root of trust: what the vault cannot start without. */}}
 {{- if eq $rot.kind "transit" }}
 {{- $t := $rot.transit }}

@@ -14,7 +14,11 @@ the root key Secret for `file` (and nothing else: no --root-of-trust flag,
 so that releases from before the option keep their pod template); the
 token (and CA) Secrets of `transit`; the PIN Secret, module volume, env and
 init containers of `pkcs11`; the AWS SDK's environment for `aws-kms`. No
-other kind mounts or names a root key.
+other kind mounts or names a root key, except during a migration:
+rootKey.previousSecret (with any kind) mounts the root key that seals the
+keyring now at previous-root-key and passes --previous-root-key-file, until
+`pii-vault keys migrate-root-of-trust` seals it by the new root key or root
+of trust. Unset, it renders nothing.
 */}}
 {{- define "pii-vault.podTemplate" -}}
 {{- $sled := eq .Values.storage.backend "sled" -}}
@@ -167,6 +171,13 @@ spec:
         - {{ int64 $rot.awsKms.pendingWindowDays | quote }}
         {{- end }}
         {{- end }}
+        {{- if .Values.rootKey.previousSecret }}
+        # During a migration only (rootKey.previousSecret): the root key that
+        # seals the keyring now, until `pii-vault keys migrate-root-of-trust`
+        # seals it by the new one. Then unset it and delete the old key.
+        - --previous-root-key-file
+        - /etc/pii-vault/previous-root-key/root.key
+        {{- end }}
         - --policy
         - /etc/pii-vault/policy/policy.toml
         - --log-format
@@ -313,6 +324,11 @@ spec:
           readOnly: {{ $rot.pkcs11.readOnly }}
         {{- end }}
         {{- end }}
+        {{- if .Values.rootKey.previousSecret }}
+        - name: previous-root-key
+          mountPath: /etc/pii-vault/previous-root-key
+          readOnly: true
+        {{- end }}
         - name: policy
           mountPath: /etc/pii-vault/policy
           readOnly: true
@@ -380,6 +396,17 @@ spec:
     - name: pkcs11
       {{- toYaml . | nindent 6 }}
     {{- end }}
+    {{- end }}
+    {{- if .Values.rootKey.previousSecret }}
+    # The root key being replaced (rootKey.previousSecret), during a
+    # migration only.
+    - name: previous-root-key
+      secret:
+        secretName: {{ .Values.rootKey.previousSecret }}
+        defaultMode: 288  # = 0440; decimal, as YAML 1.2 tools read 0440 as 440
+        items:
+          - key: {{ .Values.rootKey.previousSecretKey }}
+            path: root.key
     {{- end }}
     - name: policy
       configMap:
