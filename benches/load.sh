@@ -37,7 +37,7 @@ SERVER=
 start_vault() {
   local started
   started=$(date +%s.%N)
-  PII_VAULT_LOG=warn "$BIN" serve --dev --data-dir "$DATA" --listen 127.0.0.1:$PORT \
+  "$BIN" serve --dev --data-dir "$DATA" --listen 127.0.0.1:$PORT \
     >>"$OUT/serve.log" 2>&1 &
   SERVER=$!
   until "$BIN" health --addr "$ADDR" --timeout 200ms >/dev/null 2>&1; do

@@ -1,5 +1,6 @@
 //! `pii-vault serve`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -213,7 +214,7 @@ pub enum LogFormat {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    let log = init_logging(args.log_format);
     for warning in crate::crypto::protect_process_memory() {
         tracing::warn!("{warning}");
     }
@@ -290,7 +291,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let vault = Arc::new(vault?);
     let server = crate::server::start(Arc::clone(&vault), server_options).await?;
     tokio::spawn(policy_watch.run(vault, server.tls(), args.reload_interval));
-    println!("pii-vault listening on {}", server.local_addr);
+    // After the lines logged while opening, as scripts and tests expect.
+    let mut stdout = log.stdout.clone();
+    let _ = writeln!(stdout, "pii-vault listening on {}", server.local_addr);
     let result = server.run_until(shutdown_signal()).await;
     if let Some(failed) = result
         .as_ref()
@@ -301,6 +304,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // never finish, and dropping the store waits for it.
         tracing::error!("{failed}; exiting so that a restart recovers what is durable");
         eprintln!("error: {failed}");
+        // Exiting skips destructors: flush the log's queue first.
+        drop(log);
         std::process::exit(EXIT_STORE_FAILED);
     }
     result
@@ -430,7 +435,19 @@ fn storage(args: &ServeArgs) -> anyhow::Result<StorageBackend> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// The log's way to stdout, and what flushes it.
+struct Log {
+    /// Lines written here keep their order among the log's lines.
+    stdout: tracing_appender::non_blocking::NonBlocking,
+    /// Flushes what is queued when dropped: kept until the process ends.
+    _flush: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// Installs the log: lines go to stdout from a thread of their own, so a
+/// request never waits for the terminal or pipe behind it. Never lossy: past
+/// 128,000 lines queued, callers wait rather than lines being dropped (a
+/// dropped warning could be the one that mattered).
+fn init_logging(format: LogFormat) -> Log {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -438,11 +455,19 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PII_VAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (stdout, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("pii-vault-log")
+        .finish(std::io::stdout());
     let layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(ansi).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(stdout.clone())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
+            .with_writer(stdout.clone())
             .boxed(),
     };
     let _ = tracing_subscriber::registry()
@@ -454,6 +479,10 @@ fn init_logging(format: LogFormat) {
                 })),
         )
         .try_init();
+    Log {
+        stdout,
+        _flush: flush,
+    }
 }
 
 /// Debug and trace events of the PostgreSQL client carry every statement's

@@ -283,7 +283,9 @@ pub struct CustomerChange {
     pub customer: Option<CustomerRecord>,
     pub put_fields: Vec<(String, FieldRecord)>,
     pub delete_fields: Vec<String>,
-    /// Tokens that must not exist yet (random and format-preserving draws).
+    /// Tokens drawn new. A format-preserving one must not exist yet (the
+    /// commit is refused as `Taken`); a random one is trusted to be new (128
+    /// random bits), which an engine may check or not.
     pub new_tokens: Vec<(String, TokenRecord)>,
     /// Tokens written whether or not they exist (re-encryption, deterministic reuse).
     pub put_tokens: Vec<(String, TokenRecord)>,

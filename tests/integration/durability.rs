@@ -132,10 +132,16 @@ async fn sigterm_finishes_gracefully_and_keeps_every_write() {
     .unwrap();
     let status = process.terminate();
     assert!(status.success(), "vault exited with {status} on SIGTERM");
+    // The log is written by a thread of its own: what it queued, up to the
+    // last line, is in the file once the process has exited.
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains("store flushed"),
         "no graceful shutdown in the log:\n{logged}"
+    );
+    assert!(
+        logged.contains("call finished"),
+        "the call's line is missing:\n{logged}"
     );
 
     let process = VaultProcess::start(&paths, &log);
