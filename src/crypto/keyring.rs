@@ -239,6 +239,19 @@ pub struct Keyring {
     /// root-of-trust rotation), with that version: earlier copies of the
     /// keyring still open with it until the root of trust destroys it.
     superseded: Vec<(u32, Vec<u8>)>,
+    /// Until when a root key file sealed the keyring (0: never, or still),
+    /// and the versions that existed then (those below the second): backups
+    /// of the keyring sealed by that file hold them, so erasures they
+    /// covered wait for the backup retention.
+    file_sealed_until: FileSealedUntil,
+}
+
+/// When a root key file stopped sealing a keyring, and the versions that
+/// existed then: all below `below_version`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileSealedUntil {
+    pub at_ms: i64,
+    pub below_version: u32,
 }
 
 /// A keyring as decoded, before its invariants are checked.
@@ -252,6 +265,7 @@ pub(crate) struct KeyringParts {
     pub legacy_index_until: u32,
     pub pending: BTreeMap<u32, Vec<u8>>,
     pub superseded: Vec<(u32, Vec<u8>)>,
+    pub file_sealed_until: FileSealedUntil,
 }
 
 /// The identity of a keyring written before keyrings had one: derived from
@@ -284,6 +298,7 @@ impl Keyring {
             legacy_index_until: 0,
             pending: BTreeMap::new(),
             superseded: Vec::new(),
+            file_sealed_until: FileSealedUntil::default(),
         }
     }
 
@@ -330,6 +345,7 @@ impl Keyring {
             legacy_index_until: parts.legacy_index_until,
             pending: parts.pending,
             superseded: parts.superseded,
+            file_sealed_until: parts.file_sealed_until,
         })
     }
 
@@ -402,6 +418,22 @@ impl Keyring {
     /// destroyed: each with the version it sealed and the handle naming it.
     pub fn superseded(&self) -> &[(u32, Vec<u8>)] {
         &self.superseded
+    }
+
+    /// When a root key file stopped sealing the keyring, and the versions
+    /// that existed then; the default when none ever did before the root of
+    /// trust in use.
+    pub fn file_sealed_until(&self) -> FileSealedUntil {
+        self.file_sealed_until
+    }
+
+    /// Records that a root key file stops sealing the keyring at `now_ms`
+    /// (a migration to another root of trust).
+    pub fn record_file_sealing_ended(&mut self, now_ms: i64) {
+        self.file_sealed_until = FileSealedUntil {
+            at_ms: now_ms,
+            below_version: self.next_version,
+        };
     }
 
     /// Records that the root of trust destroyed superseded material.
@@ -733,6 +765,7 @@ mod tests {
             legacy_index_until: 4,
             pending: BTreeMap::new(),
             superseded: Vec::new(),
+            file_sealed_until: FileSealedUntil::default(),
         })
         .expect("keyring");
         assert_eq!(keyring.covering_versions(&[3].into()), [1, 2, 3].into());

@@ -107,6 +107,7 @@ fn decode_current(payload: &[u8]) -> Result<Keyring, CryptoError> {
         legacy_index_until,
         pending: BTreeMap::new(),
         superseded: Vec::new(),
+        file_sealed_until: super::keyring::FileSealedUntil::default(),
     })
 }
 
@@ -139,6 +140,7 @@ fn decode_legacy(payload: &[u8]) -> Result<Keyring, CryptoError> {
         legacy_index_until: next_version,
         pending: BTreeMap::new(),
         superseded: Vec::new(),
+        file_sealed_until: super::keyring::FileSealedUntil::default(),
     })
 }
 

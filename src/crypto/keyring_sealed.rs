@@ -13,13 +13,16 @@
 //!   | count u32 | count x ( version u32 | created_at_ms i64 | handle | sealed )
 //!   | destroyed u32 | destroyed x ( version u32 | destroyed_at_ms i64 )
 //!   | pending u32 | pending x ( version u32 | handle )
-//!   [ | superseded u32 | superseded x ( version u32 | handle ) ]
+//!   [ | superseded u32 | superseded x ( version u32 | handle )
+//!     [ | file_sealed_until_ms i64 | file_sealed_below_version u32 ] ]
 //!   | HMAC-SHA256 32 over everything before it
 //! handle, sealed: length u16 | bytes
 //! ```
 //! The superseded section (material a root-of-trust rotation replaced, not
-//! yet destroyed) is written only when it is not empty, so images of
-//! keyrings that never had any read the same as before it existed.
+//! yet destroyed) and the time a root key file stopped sealing the keyring
+//! are written only when there is something to say (the first, possibly
+//! empty, whenever the second is), so images of keyrings that never had
+//! either read the same as before they existed.
 //! The checksum finds torn writes (the newer of two slots that checks out is
 //! used). The HMAC, under a key derived from the active master version,
 //! authenticates the rest once the root of trust has unsealed that version:
@@ -32,7 +35,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::keyring::{KeyringParts, VersionSeal};
+use super::keyring::{FileSealedUntil, KeyringParts, VersionSeal};
 use super::{CryptoError, Keyring, KeyringId, MasterKey};
 
 pub(crate) const MAGIC: &[u8; 4] = b"PVKR";
@@ -59,6 +62,7 @@ pub struct SealedKeyring {
     destroyed: BTreeMap<u32, i64>,
     pending: BTreeMap<u32, Vec<u8>>,
     superseded: Vec<(u32, Vec<u8>)>,
+    file_sealed_until: FileSealedUntil,
     authenticated: Vec<u8>,
     mac: [u8; MAC_LEN],
 }
@@ -147,6 +151,7 @@ impl SealedKeyring {
             legacy_index_until: self.legacy_index_until,
             pending: self.pending,
             superseded: self.superseded,
+            file_sealed_until: self.file_sealed_until,
         })
     }
 }
@@ -191,12 +196,18 @@ fn encode_payload(keyring: &Keyring) -> Result<Vec<u8>, CryptoError> {
         push_short(&mut out, handle)?;
     }
     let superseded = keyring.superseded();
-    if !superseded.is_empty() {
+    let file_sealed_until = keyring.file_sealed_until();
+    let file_sealed = file_sealed_until != FileSealedUntil::default();
+    if !superseded.is_empty() || file_sealed {
         out.extend_from_slice(&(superseded.len() as u32).to_be_bytes());
         for (version, handle) in superseded {
             out.extend_from_slice(&version.to_be_bytes());
             push_short(&mut out, handle)?;
         }
+    }
+    if file_sealed {
+        out.extend_from_slice(&file_sealed_until.at_ms.to_be_bytes());
+        out.extend_from_slice(&file_sealed_until.below_version.to_be_bytes());
     }
     let mut mac = keyring_mac(keyring.active());
     mac.update(&out);
@@ -243,6 +254,14 @@ fn decode_payload(generation: u64, payload: &[u8]) -> Result<SealedKeyring, Cryp
             superseded.push((version, reader.short()?));
         }
     }
+    let file_sealed_until = if reader.rest.is_empty() {
+        FileSealedUntil::default()
+    } else {
+        FileSealedUntil {
+            at_ms: reader.i64()?,
+            below_version: reader.u32()?,
+        }
+    };
     if !reader.rest.is_empty() {
         return Err(corrupt("trailing bytes after the keyring"));
     }
@@ -257,6 +276,7 @@ fn decode_payload(generation: u64, payload: &[u8]) -> Result<SealedKeyring, Cryp
         destroyed,
         pending,
         superseded,
+        file_sealed_until,
         authenticated: authenticated.to_vec(),
         mac: mac.try_into().unwrap_or([0; MAC_LEN]),
     })
@@ -401,6 +421,16 @@ mod tests {
         assert!(!opened.is_destroyed(1), "its superseded material remains");
         opened.confirm_superseded_destroyed(b"handle-1");
         assert!(opened.is_destroyed(1));
+        // The time a root key file stopped sealing it, and the versions
+        // then, round-trip too, with or without superseded material.
+        opened.record_file_sealing_ended(70);
+        let image = encode_image(&opened, 3).expect("encode");
+        let sealed = decode_image(&image).expect("decode");
+        let map = unsealed(&sealed);
+        let reopened = sealed.open(map).expect("open");
+        assert_eq!(reopened.file_sealed_until(), opened.file_sealed_until());
+        assert_eq!(reopened.file_sealed_until().below_version, 3);
+        assert!(reopened.superseded().is_empty());
         // An image without superseded material is what it was before the
         // section existed, and reads back without any.
         let earlier = decode_image(&without).expect("decode");

@@ -514,7 +514,9 @@ impl KeyManager {
     /// trust has destroyed every covering version (a KMS at the end of its
     /// pending window). With the root key file, which seals every version
     /// and outlives them, backups taken before still open them until
-    /// `backup_retention` has passed since. A version still live is
+    /// `backup_retention` has passed since; so do backups of a keyring a
+    /// root key file sealed before a migration to another root of trust, for
+    /// every version that existed then. A version still live is
     /// destroyed at the next scheduled rotation, `next_rotation_ms` at the
     /// earliest; until it is, the erasure is not cryptographic however
     /// overdue that rotation is.
@@ -524,26 +526,41 @@ impl KeyManager {
         next_rotation_ms: i64,
         backup_retention: Duration,
     ) -> ErasureDue {
-        let backup_retention = match self.root_of_trust().kind() {
-            RootKind::File => backup_retention,
-            // Backups hold only versions sealed by material now destroyed.
-            RootKind::Transit | RootKind::Pkcs11 | RootKind::AwsKms => Duration::ZERO,
-        };
-        let keyring = self.keyring();
-        let covering = keyring.covering_versions(wrapped_under);
-        let destroyed_at = covering
-            .iter()
-            .map(|v| keyring.destroyed_at_ms(*v))
-            .try_fold(0i64, |latest, at| at.map(|at| latest.max(at)));
         let retention_ms = i64::try_from(backup_retention.as_millis()).unwrap_or(i64::MAX);
-        match destroyed_at {
-            Some(at) => ErasureDue {
+        let keyring = self.keyring();
+        let on_file = self.root_of_trust().kind() == RootKind::File;
+        let file = keyring.file_sealed_until();
+        // When no backup can open version `v`, destroyed at `destroyed_at`:
+        // backups sealed by a root key file hold every version that existed
+        // while the file sealed the keyring, and are gone `retention` after
+        // the last was taken (at the version's destruction, or when the file
+        // stopped sealing); a root of trust's own material is gone at once.
+        let due = |v: u32, destroyed_at: i64| {
+            if on_file {
+                destroyed_at.saturating_add(retention_ms)
+            } else if v < file.below_version {
+                let last_file_backup = destroyed_at.min(file.at_ms);
+                destroyed_at.max(last_file_backup.saturating_add(retention_ms))
+            } else {
+                destroyed_at
+            }
+        };
+        let covering = keyring.covering_versions(wrapped_under);
+        let destroyed = covering
+            .iter()
+            .map(|v| keyring.destroyed_at_ms(*v).map(|at| due(*v, at)))
+            .try_fold(0i64, |latest, due| due.map(|due| latest.max(due)));
+        match destroyed {
+            Some(at_ms) => ErasureDue {
                 keys_destroyed: true,
-                at_ms: at.saturating_add(retention_ms),
+                at_ms,
             },
             None => ErasureDue {
                 keys_destroyed: false,
-                at_ms: next_rotation_ms.saturating_add(retention_ms),
+                at_ms: covering
+                    .iter()
+                    .map(|v| due(*v, next_rotation_ms))
+                    .fold(next_rotation_ms, i64::max),
             },
         }
     }

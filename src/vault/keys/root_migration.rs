@@ -106,14 +106,14 @@ impl KeyManager {
             (MigrationAim::MoveToConfigured, None) => Err(VaultError::new(
                 Reason::InvalidArgument,
                 "nothing to migrate: the keyring is sealed by the root of trust the vault was \
-                 started with (start it with --root-of-trust set to the new one and \
-                 --root-key-file set to the file that seals the keyring now; to rotate the \
-                 root of trust in use, ask for new material)",
+                 started with (start it with the new --root-of-trust and the one that seals the \
+                 keyring now as --previous-root-key-file or --previous-root-of-trust; to \
+                 rotate the root of trust in use, ask for new material)",
             )),
             (MigrationAim::RenewMaterial, Some(_)) => Err(VaultError::new(
                 Reason::InvalidArgument,
-                "the keyring is still sealed by the root key file: migrate it to the root of \
-                 trust the vault was started with first",
+                "the keyring is still sealed by the previous root of trust: migrate it to the \
+                 one the vault was started with first",
             )),
             (MigrationAim::RenewMaterial, None) => {
                 let root = self.root_of_trust();
@@ -135,7 +135,7 @@ impl KeyManager {
     /// as a whole under it), then saves the keyring and puts the target in
     /// use. `progress(sealed, total)` follows each version. Nothing is saved
     /// until every version is sealed: cut short, the keyring stays as it was
-    /// (sealed by the root key file) and the migration can run again.
+    /// (sealed by the previous root) and the migration can run again.
     pub async fn migrate_root_of_trust(
         &self,
         progress: impl Fn(u32, u32),
@@ -158,6 +158,12 @@ impl KeyManager {
                 next.clear_seal(version);
                 seal_version(target.as_ref(), &mut next, version).await?;
                 progress(done as u32 + 1, total);
+            }
+            if previous.as_root_key_file().is_some() {
+                // Versions destroyed until now stay in backups of the
+                // keyring sealed by the file: their erasures keep waiting
+                // for the backup retention.
+                next.record_file_sealing_ended(now_ms);
             }
             store.seal_by(Arc::clone(&target));
         }

@@ -5,7 +5,7 @@ use pii_vault::pb;
 use pii_vault_testkit::openbao::OpenBao;
 
 use super::*;
-use crate::common::{self, ADMIN_KEY};
+use crate::common::{self, PutFields, ADMIN_KEY};
 
 /// The newest version of the vault's Transit key.
 fn transit_latest_version(bao: &OpenBao) -> u64 {
@@ -442,4 +442,76 @@ async fn a_keyring_that_neither_root_of_trust_opens_is_refused_naming_both() {
         message.contains("opens neither with the previous root of trust"),
         "{message}"
     );
+}
+
+/// Backups of the keyring sealed by the root key file before a migration to
+/// Transit hold every version that existed then: an erasure covered by one
+/// stays LOGICAL after the migration (with the due date it had, for one
+/// destroyed before), until the backup retention has passed since the file
+/// stopped sealing. An erasure covered only by versions created after the
+/// migration, and destroyed in Transit, is CRYPTOGRAPHIC at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao; .ci/root-of-trust-tools installs it"]
+async fn erasures_covered_by_versions_of_the_file_wait_for_the_backup_retention() {
+    let bao = OpenBao::start();
+    let mut vault = common::spawn_vault().await;
+    store_customers(&vault).await;
+    let erased_on_file = common::delete_customer(&mut vault.privacy(ADMIN_KEY).await, "victim")
+        .await
+        .unwrap();
+    vault.rotate_master(true).await;
+    let due_of = |status: &pb::DeletionReceipt| {
+        let due = status.cryptographic_erasure_due.expect("a due date");
+        due.seconds * 1000 + i64::from(due.nanos) / 1_000_000
+    };
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let before = common::deletion_status(&mut privacy, &erased_on_file.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(before.state(), pb::ErasureState::Logical);
+
+    vault.stop().await;
+    vault.options.root_of_trust = RootOfTrustChoice::Transit(transit_config(&bao));
+    vault.restart().await;
+    let migrated_ms = now_ms();
+    let last = migrate(&mut vault.key_admin(ADMIN_KEY).await).await;
+    assert!(last.done, "{last:?}");
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let after = common::deletion_status(&mut privacy, &erased_on_file.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(after.state(), pb::ErasureState::Logical, "{after:?}");
+    assert_eq!(due_of(&after), due_of(&before));
+
+    // On Transit alone (the record of the file's time is in the keyring):
+    // "kept" was wrapped under a version of the file's time, retired in
+    // Transit now; "fresh" only under one created on Transit.
+    vault.stop().await;
+    std::fs::remove_file(&vault.paths.root_key_file).unwrap();
+    vault.restart().await;
+    vault.rotate_master(true).await;
+    let mut admin = vault.admin().await;
+    common::put(
+        &mut admin,
+        PutFields::of("fresh").field("ssn", FieldKind::Ssn, "219-77-1234"),
+    )
+    .await
+    .unwrap();
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let erased_kept = common::delete_customer(&mut privacy, "kept").await.unwrap();
+    let erased_fresh = common::delete_customer(&mut privacy, "fresh")
+        .await
+        .unwrap();
+    vault.rotate_master(true).await;
+    let kept = common::deletion_status(&mut privacy, &erased_kept.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(kept.state(), pb::ErasureState::Logical, "{kept:?}");
+    let retention_ms = 30 * 24 * 3600 * 1000;
+    let from_migration = due_of(&kept) - migrated_ms - retention_ms;
+    assert!((0..60_000).contains(&from_migration), "{from_migration}");
+    let fresh = common::deletion_status(&mut privacy, &erased_fresh.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(fresh.state(), pb::ErasureState::Cryptographic, "{fresh:?}");
 }
