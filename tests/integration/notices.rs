@@ -128,11 +128,6 @@ fn version_names(versions: &[pb::PolicyVersion]) -> Vec<&str> {
     versions.iter().map(|v| v.version.as_str()).collect()
 }
 
-fn timestamp_ms(at: Option<&prost_types::Timestamp>) -> i64 {
-    let at = at.expect("a timestamp");
-    at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
-}
-
 /// Stores an email for billing (contract), which makes `customer` a customer.
 async fn billing_data(vault: &mut VaultClient, customer: &str) {
     put(
@@ -790,7 +785,7 @@ async fn concurrent_publications_of_one_version_admit_exactly_one() {
     // Oldest first.
     let times: Vec<i64> = versions
         .iter()
-        .map(|v| timestamp_ms(v.published_at.as_ref()))
+        .map(|v| common::timestamp_ms(v.published_at.as_ref()))
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
@@ -849,11 +844,17 @@ async fn only_a_privacy_admin_publishes_and_versions_are_listed_oldest_first_wit
         .unwrap()
         .as_millis() as i64;
     for version in [&v1, &v2, &v3] {
-        let at = timestamp_ms(version.published_at.as_ref());
+        let at = common::timestamp_ms(version.published_at.as_ref());
         assert!(at <= now_ms && at > now_ms - 60_000, "{version:?}");
     }
-    assert!(timestamp_ms(v1.published_at.as_ref()) <= timestamp_ms(v2.published_at.as_ref()));
-    assert!(timestamp_ms(v2.published_at.as_ref()) <= timestamp_ms(v3.published_at.as_ref()));
+    assert!(
+        common::timestamp_ms(v1.published_at.as_ref())
+            <= common::timestamp_ms(v2.published_at.as_ref())
+    );
+    assert!(
+        common::timestamp_ms(v2.published_at.as_ref())
+            <= common::timestamp_ms(v3.published_at.as_ref())
+    );
 
     let listed = list_policy_versions(&mut privacy).await.unwrap();
     assert_eq!(listed, vec![v1.clone(), v2, v3]);
@@ -971,7 +972,7 @@ async fn the_export_holds_acknowledged_versions_and_pending_notices_in_json_and_
             .unwrap();
     assert_eq!(
         (published_at.unix_timestamp_nanos() / 1_000_000) as i64,
-        timestamp_ms(v2.published_at.as_ref())
+        common::timestamp_ms(v2.published_at.as_ref())
     );
 
     let report = text_export(

@@ -11,7 +11,7 @@ use crate::root_of_trust::{RootKind, RootOfTrust};
 use crate::vault::{Call, Reason};
 use crate::vault::{Vault, VaultError};
 
-use super::root_sealing::{destroy_pending, seal_anew, seal_version};
+use super::root_sealing::{seal_anew, EarlierSeal};
 use super::KeyManager;
 
 /// What a MigrateRootOfTrust call does.
@@ -148,17 +148,11 @@ impl KeyManager {
         self.finish_destructions(now_ms).await?;
         let previous = self.root_of_trust();
         let (store, mut next) = self.lock_latest_keyring().await?;
-        let versions = next.versions();
-        let total = versions.len() as u32;
-        progress(0, total);
         if let Some(root_key) = target.as_root_key_file() {
+            progress(0, next.versions().len() as u32);
             store.seal_by_new_root_key(root_key.clone());
         } else {
-            for (done, version) in versions.into_iter().enumerate() {
-                next.clear_seal(version);
-                seal_version(target.as_ref(), &mut next, version).await?;
-                progress(done as u32 + 1, total);
-            }
+            seal_anew(target.as_ref(), &mut next, EarlierSeal::Forget, progress).await?;
             if previous.as_root_key_file().is_some() {
                 // Versions destroyed until now stay in backups of the
                 // keyring sealed by the file: their erasures keep waiting
@@ -200,15 +194,11 @@ impl KeyManager {
     ) -> Result<(), VaultError> {
         let root = self.migration_root(MigrationAim::RenewMaterial)?;
         let (store, mut next) = self.lock_latest_keyring().await?;
-        seal_anew(root.as_ref(), &mut next, progress).await?;
+        seal_anew(root.as_ref(), &mut next, EarlierSeal::Supersede, progress).await?;
         store.save(&mut next).await?;
-        self.replace_keyring(next.clone());
-        let outcome = destroy_pending(root.as_ref(), &mut next, now_ms).await;
-        if !outcome.destroyed.is_empty() {
-            store.save(&mut next).await?;
-            self.replace_keyring(next);
-        }
-        if let Some(error) = outcome.error {
+        self.replace_keyring(next);
+        drop(store);
+        if let Err(error) = self.finish_destructions(now_ms).await {
             return Err(VaultError::new(
                 error.reason(),
                 format!(

@@ -69,20 +69,35 @@ pub struct Destructions {
     pub error: Option<VaultError>,
 }
 
-/// Seals every live version anew under new material of its own in `root`
-/// (the root of trust that sealed it), keeping the material each replaces
-/// as superseded, to be destroyed once this keyring is saved.
-/// `progress(sealed, total)` follows each version.
+/// What becomes of the material each version was sealed under before it is
+/// sealed anew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlierSeal {
+    /// Another root of trust's (a root key file, or another kind, whose
+    /// material the operator destroys): forgotten.
+    Forget,
+    /// The same root of trust's: kept as superseded, to be destroyed once
+    /// the keyring is saved.
+    Supersede,
+}
+
+/// Seals every live version anew under new material of its own in `root`,
+/// doing with the earlier seals what `earlier` says. `progress(sealed,
+/// total)` follows each version. Nothing is stored here.
 pub async fn seal_anew(
     root: &dyn RootOfTrust,
     keyring: &mut Keyring,
+    earlier: EarlierSeal,
     progress: impl Fn(u32, u32),
 ) -> Result<(), VaultError> {
     let versions = keyring.versions();
     let total = versions.len() as u32;
     progress(0, total);
     for (done, version) in versions.into_iter().enumerate() {
-        keyring.supersede_seal(version);
+        match earlier {
+            EarlierSeal::Forget => keyring.clear_seal(version),
+            EarlierSeal::Supersede => keyring.supersede_seal(version),
+        }
         seal_version(root, keyring, version).await?;
         progress(done as u32 + 1, total);
     }

@@ -5,6 +5,17 @@ use pii_vault::pb;
 
 use super::{AuditClient, PrivacyClient};
 
+/// Milliseconds since the epoch of a timestamp that must be there.
+pub fn timestamp_ms(at: Option<&prost_types::Timestamp>) -> i64 {
+    let at = at.expect("a timestamp");
+    at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
+}
+
+/// When a receipt says its erasure is or becomes cryptographic, in ms.
+pub fn erasure_due_ms(receipt: &pb::DeletionReceipt) -> i64 {
+    timestamp_ms(receipt.cryptographic_erasure_due.as_ref())
+}
+
 pub async fn delete_customer(
     client: &mut PrivacyClient,
     customer: &str,

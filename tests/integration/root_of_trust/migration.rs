@@ -19,6 +19,16 @@ fn transit_latest_version(bao: &OpenBao) -> u64 {
     key["data"]["latest_version"].as_u64().unwrap()
 }
 
+/// Asserts the kind of the root of trust in use, and of the migration target
+/// ("" for none), as GetKeyStatus says.
+async fn assert_root_and_target(vault: &crate::common::TestVault, kind: &str, target: &str) {
+    let root = key_status(vault).await.root_of_trust.unwrap();
+    assert_eq!(
+        (root.kind.as_str(), root.migration_target.as_str()),
+        (kind, target)
+    );
+}
+
 /// Runs MigrateRootOfTrust to its end and returns its last message.
 async fn migrate(keys: &mut common::KeyAdminClient) -> pb::RootOfTrustMigrationProgress {
     migrate_with(keys, pb::MigrateRootOfTrustRequest::default()).await
@@ -60,21 +70,18 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
     // says what to do.
     let mut without_file = vault.paths.clone();
     without_file.root_key_file = std::path::PathBuf::new();
-    let refused = pii_vault::app::open_vault(&without_file, &vault.options)
-        .await
-        .err()
-        .expect("no root key file for a keyring it seals");
-    let message = format!("{refused:#}");
+    let message = super::refusal_to_open(
+        &without_file,
+        &vault.options,
+        "a vault without the root key file",
+    )
+    .await;
     assert!(
         message.contains("still sealed by a root key file: give that file with --root-key-file"),
         "{message}"
     );
     vault.start_again().await;
-    let root = key_status(&vault).await.root_of_trust.unwrap();
-    assert_eq!(
-        (root.kind.as_str(), root.migration_target.as_str()),
-        ("file", "transit")
-    );
+    assert_root_and_target(&vault, "file", "transit").await;
 
     let migrated = crate::cli::pii_vault(&vault, &["keys", "migrate-root-of-trust"]);
     let said = crate::cli::stdout_of(&migrated);
@@ -115,11 +122,12 @@ async fn a_file_key_vault_moves_to_transit_while_it_serves() {
         root_of_trust: RootOfTrustChoice::File,
         ..vault.options.clone()
     };
-    let refused = pii_vault::app::open_vault(&vault.paths, &on_the_file)
-        .await
-        .err()
-        .expect("the file no longer opens the keyring");
-    let message = format!("{refused:#}");
+    let message = super::refusal_to_open(
+        &vault.paths,
+        &on_the_file,
+        "a vault on the root key file alone",
+    )
+    .await;
     assert!(message.contains("sealed version by version"), "{message}");
 
     std::fs::remove_file(&vault.paths.root_key_file).unwrap();
@@ -273,11 +281,7 @@ async fn a_root_key_file_is_replaced_by_a_new_one_online() {
     vault.paths.root_key_file = new_file.clone();
     vault.options.previous_root_key_file = Some(old_file.clone());
     vault.restart().await;
-    let root = key_status(&vault).await.root_of_trust.unwrap();
-    assert_eq!(
-        (root.kind.as_str(), root.migration_target.as_str()),
-        ("file", "file")
-    );
+    assert_root_and_target(&vault, "file", "file").await;
     let mut keys = vault.key_admin(ADMIN_KEY).await;
     let last = migrate(&mut keys).await;
     assert_eq!((last.to.as_str(), last.total, last.done), ("file", 2, true));
@@ -298,11 +302,9 @@ async fn a_root_key_file_is_replaced_by_a_new_one_online() {
         previous_root_key_file: None,
         ..vault.options.clone()
     };
-    let refused = pii_vault::app::open_vault(&on_the_old, &without_previous)
-        .await
-        .err()
-        .expect("the old root key file must not open the keyring");
-    assert!(format!("{refused:#}").contains("keyring"), "{refused:#}");
+    let message =
+        super::refusal_to_open(&on_the_old, &without_previous, "the old root key file").await;
+    assert!(message.contains("keyring"), "{message}");
 
     vault.options.previous_root_key_file = None;
     std::fs::remove_file(&old_file).unwrap();
@@ -360,11 +362,7 @@ async fn moves_between_roots_of_trust(from: &Peer, to: Option<&Peer>) {
     }
     vault.options.previous_root_of_trust = Some(from.choice());
     vault.restart().await;
-    let root = key_status(&vault).await.root_of_trust.unwrap();
-    assert_eq!(
-        (root.kind.as_str(), root.migration_target.as_str()),
-        (from.kind(), to_kind)
-    );
+    assert_root_and_target(&vault, from.kind(), to_kind).await;
     reads_every_customer(&vault).await;
     let mut keys = vault.key_admin(ADMIN_KEY).await;
     let last = migrate(&mut keys).await;
@@ -372,21 +370,13 @@ async fn moves_between_roots_of_trust(from: &Peer, to: Option<&Peer>) {
         (last.to.as_str(), last.total, last.done),
         (to_kind, 2, true)
     );
-    let root = key_status(&vault).await.root_of_trust.unwrap();
-    assert_eq!(
-        (root.kind.as_str(), root.migration_target.as_str()),
-        (to_kind, "")
-    );
+    assert_root_and_target(&vault, to_kind, "").await;
     reads_every_customer(&vault).await;
 
     // The previous root of trust still given: it seals nothing, and is
     // ignored.
     vault.restart().await;
-    let root = key_status(&vault).await.root_of_trust.unwrap();
-    assert_eq!(
-        (root.kind.as_str(), root.migration_target.as_str()),
-        (to_kind, "")
-    );
+    assert_root_and_target(&vault, to_kind, "").await;
     reads_every_customer(&vault).await;
 
     vault.stop().await;
@@ -433,11 +423,8 @@ async fn a_keyring_that_neither_root_of_trust_opens_is_refused_naming_both() {
         paths.data_dir = copy.join("store");
         super::copy_dir(&vault.paths.data_dir, &paths.data_dir);
     }
-    let refused = pii_vault::app::open_vault(&paths, &options)
-        .await
-        .err()
-        .expect("neither root of trust opens the keyring");
-    let message = format!("{refused:#}");
+    let message =
+        super::refusal_to_open(&paths, &options, "a vault neither root of trust opens").await;
     assert!(
         message.contains("opens neither with the previous root of trust"),
         "{message}"
@@ -460,10 +447,6 @@ async fn erasures_covered_by_versions_of_the_file_wait_for_the_backup_retention(
         .await
         .unwrap();
     vault.rotate_master(true).await;
-    let due_of = |status: &pb::DeletionReceipt| {
-        let due = status.cryptographic_erasure_due.expect("a due date");
-        due.seconds * 1000 + i64::from(due.nanos) / 1_000_000
-    };
     let mut privacy = vault.privacy(ADMIN_KEY).await;
     let before = common::deletion_status(&mut privacy, &erased_on_file.receipt_id)
         .await
@@ -481,7 +464,10 @@ async fn erasures_covered_by_versions_of_the_file_wait_for_the_backup_retention(
         .await
         .unwrap();
     assert_eq!(after.state(), pb::ErasureState::Logical, "{after:?}");
-    assert_eq!(due_of(&after), due_of(&before));
+    assert_eq!(
+        common::erasure_due_ms(&after),
+        common::erasure_due_ms(&before)
+    );
 
     // On Transit alone (the record of the file's time is in the keyring):
     // "kept" was wrapped under a version of the file's time, retired in
@@ -508,7 +494,7 @@ async fn erasures_covered_by_versions_of_the_file_wait_for_the_backup_retention(
         .unwrap();
     assert_eq!(kept.state(), pb::ErasureState::Logical, "{kept:?}");
     let retention_ms = 30 * 24 * 3600 * 1000;
-    let from_migration = due_of(&kept) - migrated_ms - retention_ms;
+    let from_migration = common::erasure_due_ms(&kept) - migrated_ms - retention_ms;
     assert!((0..60_000).contains(&from_migration), "{from_migration}");
     let fresh = common::deletion_status(&mut privacy, &erased_fresh.receipt_id)
         .await

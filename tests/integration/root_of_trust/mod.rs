@@ -189,10 +189,8 @@ async fn runs_rotates_and_restarts_on(kind: &str) {
         // Due when KMS deletes the retired version's key: the end of its
         // pending window (7 days), not the backup retention (30 days).
         assert_eq!(status.state(), pb::ErasureState::Logical);
-        let due = status.cryptographic_erasure_due.expect("a due date");
-        let due_ms = due.seconds * 1000 + i64::from(due.nanos) / 1_000_000;
         let week_ms = 7 * 24 * 3600 * 1000;
-        let from_now = due_ms - now_ms();
+        let from_now = common::erasure_due_ms(&status) - now_ms();
         assert!(
             (week_ms - 120_000..=week_ms).contains(&from_now),
             "{from_now}"
@@ -317,11 +315,7 @@ impl Backup {
             storage: self.storage.clone(),
             ..VaultOptions::default()
         };
-        let refused = app::open_vault(&self.paths, &options)
-            .await
-            .err()
-            .expect("a vault on the backup must not start");
-        let message = format!("{refused:#}");
+        let message = refusal_to_open(&self.paths, &options, "a vault on the backup").await;
         assert!(
             message.contains("could not open master version"),
             "{message}"
@@ -341,6 +335,15 @@ impl Backup {
                 let bytes = std::fs::read(file).unwrap_or_default();
                 bytes.windows(value.len()).any(|w| w == value.as_bytes())
             })
+    }
+}
+
+/// Why a vault on `paths` with `options` does not open (the whole chain of
+/// causes); panics, naming `what`, if it opens.
+async fn refusal_to_open(paths: &VaultPaths, options: &VaultOptions, what: &str) -> String {
+    match app::open_vault(paths, options).await {
+        Ok(_) => panic!("{what} must not open"),
+        Err(refused) => format!("{refused:#}"),
     }
 }
 
