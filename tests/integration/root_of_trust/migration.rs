@@ -29,6 +29,20 @@ async fn assert_root_and_target(vault: &crate::common::TestVault, kind: &str, ta
     );
 }
 
+/// How a MigrateRootOfTrust call that must fail ends: refused at once, or in
+/// its stream.
+pub(super) async fn migration_failure(
+    keys: &mut common::KeyAdminClient,
+    request: pb::MigrateRootOfTrustRequest,
+) -> tonic::Status {
+    let migrated = async {
+        let mut stream = keys.migrate_root_of_trust(request).await?.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<(), tonic::Status>(())
+    };
+    migrated.await.expect_err("the migration must fail")
+}
+
 /// Runs MigrateRootOfTrust to its end and returns its last message.
 async fn migrate(keys: &mut common::KeyAdminClient) -> pb::RootOfTrustMigrationProgress {
     migrate_with(keys, pb::MigrateRootOfTrustRequest::default()).await
@@ -500,4 +514,52 @@ async fn erasures_covered_by_versions_of_the_file_wait_for_the_backup_retention(
         .await
         .unwrap();
     assert_eq!(fresh.state(), pb::ErasureState::Cryptographic, "{fresh:?}");
+}
+
+/// A move to another kind first has the previous root of trust destroy what
+/// it still owed (a retired version's material), since its handles mean
+/// nothing to the new one: while it cannot, the migration fails and the
+/// keyring stays where it was; once it can, the material is destroyed and
+/// the keyring moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "root of trust: needs OpenBao and SoftHSM2; .ci/root-of-trust-tools installs them"]
+async fn a_move_first_destroys_what_the_previous_root_of_trust_owed() {
+    use std::sync::atomic::Ordering;
+    let (from, to) = (Peer::start("transit"), Peer::start("pkcs11"));
+    let previous = Arc::new(super::renewal::RefusingDestruction {
+        inner: from.client().await,
+        refuse: std::sync::atomic::AtomicBool::new(true),
+    });
+    let options = pii_vault::app::VaultOptions {
+        root_of_trust: RootOfTrustChoice::Connected(Arc::clone(&previous) as Arc<dyn RootOfTrust>),
+        ..pii_vault::app::VaultOptions::default()
+    };
+    let mut vault = common::spawn_vault_with(&common::test_policy(), options).await;
+    store_customers(&vault).await;
+    let rotation = common::start_rotation(&mut vault.key_admin(ADMIN_KEY).await, true).await;
+    super::unreachable::rotation_failure(rotation).await;
+    assert_eq!(owed(&vault).await, vec![1]);
+
+    vault.stop().await;
+    vault.options.previous_root_of_trust = vault.options.root_of_trust.clone().into();
+    vault.options.root_of_trust = to.choice();
+    vault.restart().await;
+    let mut keys = vault.key_admin(ADMIN_KEY).await;
+    let failed = migration_failure(&mut keys, pb::MigrateRootOfTrustRequest::default()).await;
+    super::unreachable::assert_root_of_trust_unavailable(&failed);
+    assert_root_and_target(&vault, "transit", "pkcs11").await;
+    assert_eq!(owed(&vault).await, vec![1]);
+
+    previous.refuse.store(false, Ordering::SeqCst);
+    let last = migrate(&mut keys).await;
+    assert!(last.done, "{last:?}");
+    assert_root_and_target(&vault, "pkcs11", "").await;
+    assert!(owed(&vault).await.is_empty());
+    reads_every_customer(&vault).await;
+}
+
+/// Retired versions whose material the root of trust in use still owes.
+async fn owed(vault: &crate::common::TestVault) -> Vec<u32> {
+    let root = key_status(vault).await.root_of_trust.unwrap();
+    root.awaiting_destruction
 }

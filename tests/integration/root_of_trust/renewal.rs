@@ -6,7 +6,7 @@ use pii_vault::pb;
 use pii_vault::root_of_trust::{RootError, SealContext};
 use pii_vault_testkit::openbao::OpenBao;
 
-use super::migration::migrate_with;
+use super::migration::{migrate_with, migration_failure};
 use super::*;
 use crate::common::{self, ADMIN_KEY};
 
@@ -14,16 +14,6 @@ fn renewal() -> pb::MigrateRootOfTrustRequest {
     pb::MigrateRootOfTrustRequest {
         renew_material: true,
     }
-}
-
-/// How a renewal that must fail ends: refused at once, or in its stream.
-async fn renewal_failure(keys: &mut common::KeyAdminClient) -> tonic::Status {
-    let renewed = async {
-        let mut stream = keys.migrate_root_of_trust(renewal()).await?.into_inner();
-        while stream.message().await?.is_some() {}
-        Ok::<(), tonic::Status>(())
-    };
-    renewed.await.expect_err("the renewal must fail")
 }
 
 /// The handle each live version of a keyring image is sealed under.
@@ -132,7 +122,7 @@ async fn a_renewal_that_cannot_reach_transit_changes_nothing_and_runs_once_it_ca
 
     proxy.cut();
     let mut keys = vault.key_admin(ADMIN_KEY).await;
-    let failed = renewal_failure(&mut keys).await;
+    let failed = migration_failure(&mut keys, renewal()).await;
     assert_root_of_trust_unavailable(&failed);
     let unchanged = handles(&Backup::take(&vault).await.keyring_image().await);
     assert_eq!(unchanged, before);
@@ -152,9 +142,9 @@ async fn a_renewal_that_cannot_reach_transit_changes_nothing_and_runs_once_it_ca
 /// A real root of trust that refuses to destroy while told to, as one
 /// that goes out of reach between a renewal's save and its destructions.
 #[derive(Debug)]
-struct RefusingDestruction {
-    inner: Arc<dyn RootOfTrust>,
-    refuse: std::sync::atomic::AtomicBool,
+pub(super) struct RefusingDestruction {
+    pub(super) inner: Arc<dyn RootOfTrust>,
+    pub(super) refuse: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -221,7 +211,7 @@ async fn replaced_material_left_by_a_renewal_is_destroyed_at_the_next_start() {
 
     root.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut keys = vault.key_admin(ADMIN_KEY).await;
-    let failed = renewal_failure(&mut keys).await;
+    let failed = migration_failure(&mut keys, renewal()).await;
     assert!(
         failed.message().contains("sealed under new material"),
         "{failed:?}"

@@ -111,7 +111,9 @@ async fn a_rotation_that_cannot_reach_transit_fails_cleanly_and_runs_once_it_can
 }
 
 /// How a rotation's progress stream ended: it must fail before it is done.
-async fn rotation_failure(mut stream: tonic::Streaming<pb::RotationProgress>) -> tonic::Status {
+pub(super) async fn rotation_failure(
+    mut stream: tonic::Streaming<pb::RotationProgress>,
+) -> tonic::Status {
     loop {
         match stream.message().await {
             Err(status) => return status,
