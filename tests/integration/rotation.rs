@@ -16,6 +16,7 @@ use pii_vault::store::{
     PolicyVersions, ReceiptRecord, RotationLease, RotationRecord, Store, StoreError, TokenRecord,
     Upkeep,
 };
+use pii_vault::vault::Clock;
 use tokio::sync::Notify;
 use tonic::Code;
 
@@ -1587,4 +1588,47 @@ async fn a_customer_under_a_destroyed_version_does_not_wedge_later_rotations() {
             .await
             .unwrap();
     }
+}
+
+/// With the root key file as the root of trust, backups of the keyring
+/// hold a retired version for the backup retention (30 days by default):
+/// an erasure it covered stays LOGICAL after the retirement, due 30 days
+/// after it, and is CRYPTOGRAPHIC once that time has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_root_key_file_an_erasure_is_logical_until_the_backup_retention_has_passed() {
+    let (vault, clock) = common::spawn_vault_on_a_manual_clock(&common::test_policy()).await;
+    let mut admin = vault.admin().await;
+    common::put(
+        &mut admin,
+        common::PutFields::of("erased").field("ssn", FieldKind::Ssn, "219-09-9999"),
+    )
+    .await
+    .unwrap();
+    let mut privacy = vault.privacy(ADMIN_KEY).await;
+    let receipt = common::delete_customer(&mut privacy, "erased")
+        .await
+        .unwrap();
+    let retired_ms = clock.now_ms();
+    vault.rotate_master(true).await;
+    let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(status.state(), pb::ErasureState::Logical, "{status:?}");
+    let retention_ms = 30 * 24 * 3600 * 1000;
+    assert_eq!(common::erasure_due_ms(&status), retired_ms + retention_ms);
+
+    clock.advance(Duration::from_millis(retention_ms as u64 - 1000));
+    let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(status.state(), pb::ErasureState::Logical, "{status:?}");
+    clock.advance(Duration::from_secs(2));
+    let status = common::deletion_status(&mut privacy, &receipt.receipt_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        status.state(),
+        pb::ErasureState::Cryptographic,
+        "{status:?}"
+    );
 }
